@@ -1,0 +1,18 @@
+"""mpwatch's science, as a library: spectra in, preprocessing, reference library, models.
+
+No threads, no file watching and no HTTP live here; the daemon package wraps
+this one. The modules are small and single-purpose:
+
+- :mod:`engine.spectrum`: the Spectrum type and SpectrumError
+- :mod:`engine.io`: one reader per instrument format
+- :mod:`engine.preprocess`: scikit-learn transformers and the named pipelines
+- :mod:`engine.labels`: canonical polymer abbreviations
+- :mod:`engine.library`: the versioned reference library
+"""
+
+from __future__ import annotations
+
+from engine.spectrum import Spectrum, SpectrumError
+
+__all__ = ["Spectrum", "SpectrumError"]
+__version__ = "0.1.0"

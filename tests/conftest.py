@@ -1,0 +1,20 @@
+"""Shared fixtures: the real spectra under ../shared/data, beside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Real labelled sets and vendor files live beside the repository, never inside it.
+SHARED_DATA = Path(os.environ.get("MPWATCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+FORMATS = SHARED_DATA / "formats"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real test data not found at {SHARED_DATA}; set MPWATCH_SHARED_DATA")
+    return SHARED_DATA
