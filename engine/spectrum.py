@@ -9,12 +9,11 @@ raised as :class:`SpectrumError`, whose ``reason`` is a short machine-readable
 code (see :data:`REASONS`) and whose message is one readable sentence.
 
 >>> import numpy as np
->>> s = Spectrum.create([3000.0, 2000.0, 1000.0], [0.1, 0.5, 0.2], y_unit="absorbance")
->>> s.wavenumbers.tolist()  # a descending axis is sorted, not rejected
-[1000.0, 2000.0, 3000.0]
->>> s.values.tolist()
-[0.2, 0.5, 0.1]
->>> Spectrum.create([1, 2, 3], [0.0, 0.0, 0.0], y_unit="absorbance")
+>>> x = np.linspace(4000.0, 400.0, 1801)  # a descending axis is sorted, not rejected
+>>> s = Spectrum.create(x, np.exp(-((x - 2900.0) / 30.0) ** 2), y_unit="%T")
+>>> s.wavenumbers[0], s.wavenumbers[-1], s.y_unit
+(np.float64(400.0), np.float64(4000.0), 'transmittance')
+>>> Spectrum.create(x, np.zeros(1801), y_unit="absorbance")
 Traceback (most recent call last):
 ...
 engine.spectrum.SpectrumError: constant_signal: the signal is constant (0), there is nothing to identify
