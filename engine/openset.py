@@ -1,0 +1,208 @@
+"""Three outcomes, never a forced label: ``known``, ``unknown`` or ``low_quality``.
+
+:class:`QualityGate` judges the spectrum itself, in the spirit of Open
+Specy's ``assess_spec``: too little of the range measured, too noisy, flat,
+saturated, or full of spikes. Such a spectrum is ``low_quality`` whatever it
+matches.
+
+:class:`RejectCalibrator` decides ``unknown``. Its thresholds come from the
+library itself, per class: for every reference, the Pearson r to its nearest
+*other* reference of the same class (leave-one-out) shows how closely that
+class's spectra agree. A query is accepted as class c only when its best r
+to c's references reaches c's threshold and the ensemble's vote share for c
+reaches ``min_vote``. Classes with too few references to calibrate share a
+threshold pooled over all classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.ndimage import convolve1d, median_filter
+from scipy.signal import savgol_coeffs
+
+__all__ = ["QualityGate", "QualityReport", "RejectCalibrator", "pearson_rows"]
+
+
+def pearson_rows(X: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Mean-centred, L2-normalised rows: their inner products are Pearson r.
+
+    >>> A = pearson_rows([[1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.5]])
+    >>> round(float(A[0] @ A[1]), 3)
+    0.998
+    """
+    X = np.asarray(X, dtype=np.float32)
+    centred = X - X.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(centred / norms, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """Why a spectrum is (or is not) good enough to identify."""
+
+    flags: tuple[str, ...]
+    snr: float
+    coverage: float
+    n_spikes: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.flags
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"flags": list(self.flags), "snr": round(self.snr, 2), "coverage": round(self.coverage, 3),
+                "n_spikes": self.n_spikes}
+
+
+@dataclass
+class QualityGate:
+    """Judge a spectrum on the common grid, before identification.
+
+    ``row`` is the spectrum in absorbance on the model's grid with NaN where it
+    was not measured (the output of the pipeline's first two steps);
+    ``measured_max_absorbance`` flags saturation (an opaque band reads as
+    zero transmittance, i.e. absorbance at the conversion floor).
+    """
+
+    min_coverage: float = 0.25
+    min_snr: float = 10.0
+    flat_snr: float = 3.0
+    max_spikes: int = 8
+    spike_sigma: float = 12.0
+    spike_fraction: float = 0.05
+    saturated_fraction: float = 0.02
+    saturation_absorbance: float = 3.9
+
+    def assess(self, row: npt.ArrayLike, *, native: npt.ArrayLike | None = None) -> QualityReport:
+        """Judge one spectrum; ``native`` are its values on its own axis, for spike counting."""
+        y = np.asarray(row, dtype=np.float64)
+        measured = ~np.isnan(y)
+        coverage = float(measured.mean()) if y.size else 0.0
+        flags: list[str] = []
+        if coverage < self.min_coverage or measured.sum() < 32:
+            return QualityReport(("narrow_range",), 0.0, coverage, 0)
+        first, last = np.flatnonzero(measured)[[0, -1]]
+        segment = y[first : last + 1]
+        holes = np.isnan(segment)
+        if holes.any():
+            idx = np.arange(segment.size)
+            segment = segment.copy()
+            segment[holes] = np.interp(idx[holes], idx[~holes], segment[~holes])
+        smooth = convolve1d(segment, savgol_coeffs(15, 3), mode="nearest")
+        residual = segment - smooth
+        noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+        signal = float(np.percentile(smooth, 99.5) - np.percentile(smooth, 0.5))
+        snr = signal / noise if noise > 0 else float("inf")
+        if snr < self.flat_snr:
+            flags.append("flat")
+        elif snr < self.min_snr:
+            flags.append("low_snr")
+        if np.mean(segment >= self.saturation_absorbance) > self.saturated_fraction:
+            flags.append("saturated")
+        spikes = self._spikes(np.asarray(native, dtype=np.float64)) if native is not None else 0
+        if spikes > self.max_spikes:
+            flags.append("spikes")
+        return QualityReport(tuple(flags), float(snr), coverage, spikes)
+
+    def _spikes(self, y: npt.NDArray[np.float64]) -> int:
+        """Single-point excursions far above the noise on the native axis (cosmic rays, glitches).
+
+        A real band spans several native points, so it never counts; an
+        excursion must exceed ``spike_sigma`` noise levels and ``spike_fraction``
+        of the signal range.
+        """
+        if y.size < 16:
+            return 0
+        smooth = convolve1d(y, savgol_coeffs(15, 3), mode="nearest")
+        residual = y - smooth
+        noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+        signal = float(np.percentile(smooth, 99.5) - np.percentile(smooth, 0.5))
+        excess = np.abs(y - median_filter(y, size=5, mode="nearest")) > max(
+            self.spike_sigma * noise, self.spike_fraction * signal
+        )
+        isolated = excess.copy()
+        isolated[1:-1] &= ~excess[:-2] & ~excess[2:]
+        return int(np.count_nonzero(isolated))
+
+
+@dataclass
+class RejectCalibrator:
+    """Per-class acceptance thresholds on the best Pearson r, calibrated leave-one-out.
+
+    ``quantile`` of each class's leave-one-out nearest-neighbour r, less
+    ``margin``, clipped to [``r_floor``, ``r_ceiling``], is that class's
+    threshold; classes with fewer than ``min_class_size`` references use the
+    same statistic pooled over all classes.
+
+    >>> rng = np.random.default_rng(0)
+    >>> base = rng.normal(size=(2, 50))
+    >>> X = np.vstack([base[0] + 0.1 * rng.normal(size=(5, 50)), base[1] + 0.1 * rng.normal(size=(5, 50))])
+    >>> cal = RejectCalibrator().fit(X, ["a"] * 5 + ["b"] * 5)
+    >>> sorted(cal.thresholds_)
+    ['a', 'b']
+    >>> cal.accept("a", r=0.99, vote_share=1.0), cal.accept("a", r=0.2, vote_share=1.0)
+    (True, False)
+    """
+
+    quantile: float = 0.05
+    margin: float = 0.05
+    r_floor: float = 0.5
+    r_ceiling: float = 0.95
+    min_vote: float = 0.5
+    min_class_size: int = 3
+    thresholds_: dict[str, float] = field(default_factory=dict)
+    pooled_: float = 0.7
+    loo_r_: dict[str, list[float]] = field(default_factory=dict)
+
+    def fit(self, X: npt.ArrayLike, y: Sequence[str]) -> RejectCalibrator:
+        A = pearson_rows(X)
+        labels = np.asarray(list(y))
+        if not np.all(np.isfinite(A)):
+            raise ValueError("features contain NaN or infinity")
+        self.loo_r_ = {}
+        for label in dict.fromkeys(labels.tolist()):
+            self._fit_class(A[labels == label], label)
+        self._update_thresholds()
+        return self
+
+    def update_class(self, X: npt.ArrayLike, label: str) -> None:
+        """Recalibrate one class from all of its references (an incremental library change)."""
+        self._fit_class(pearson_rows(X), label)
+        self._update_thresholds()
+
+    def drop_class(self, label: str) -> None:
+        self.loo_r_.pop(label, None)
+        self._update_thresholds()
+
+    def _fit_class(self, A: npt.NDArray[np.float32], label: str) -> None:
+        if A.shape[0] < 2:
+            self.loo_r_[label] = []
+            return
+        r = A @ A.T
+        np.fill_diagonal(r, -np.inf)
+        self.loo_r_[label] = r.max(axis=1).astype(float).tolist()
+
+    def _update_thresholds(self) -> None:
+        pooled = [v for values in self.loo_r_.values() for v in values]
+        self.pooled_ = self._threshold(pooled) if pooled else self.r_floor
+        self.thresholds_ = {
+            label: self._threshold(values) if len(values) >= self.min_class_size else self.pooled_
+            for label, values in self.loo_r_.items()
+        }
+
+    def _threshold(self, values: Sequence[float]) -> float:
+        t = float(np.quantile(values, self.quantile)) - self.margin
+        return float(np.clip(t, self.r_floor, self.r_ceiling))
+
+    def threshold(self, label: str) -> float:
+        return self.thresholds_.get(label, self.pooled_)
+
+    def accept(self, label: str, *, r: float, vote_share: float) -> bool:
+        """Whether a query whose best r to ``label``'s references is ``r`` counts as ``label``."""
+        return r >= self.threshold(label) and vote_share >= self.min_vote
