@@ -126,6 +126,7 @@ class ReferenceLibrary:
     preprocessed: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     version: int | None = None
     attribution: str | None = None
+    next_ref_id: int = 1
 
     # -- construction -------------------------------------------------------------------------
 
@@ -187,8 +188,9 @@ class ReferenceLibrary:
         if not spectra:
             return np.zeros(0, np.int64)
         features = transform(self.pipeline, spectra)
-        start = max((e["ref_id"] for e in self.entries), default=0) + 1
+        start = max(self.next_ref_id, max((e["ref_id"] for e in self.entries), default=0) + 1)
         ids = np.arange(start, start + len(spectra), dtype=np.int64)
+        self.next_ref_id = start + len(spectra)
         when = confirmed_at or _now()
         for i, (s, raw) in enumerate(zip(spectra, labels, strict=True)):
             self.entries.append(
@@ -228,6 +230,7 @@ class ReferenceLibrary:
             measured=[self.measured[i] for i in rows],
             preprocessed=self.preprocessed[rows],
             attribution=self.attribution,
+            next_ref_id=self.next_ref_id,
         )
 
     def info(self) -> dict[str, Any]:
@@ -302,6 +305,7 @@ class ReferenceLibrary:
             preprocessed=self.preprocessed.astype(np.float32),
             entries=np.array(json.dumps(self.entries)),
             pipeline=np.array(json.dumps(self.pipeline_spec)),
+            next_ref_id=np.array(self.next_ref_id),
         )
         atomic_write_bytes(stem.with_suffix(".npz"), buffer.getvalue())
         manifest = {
@@ -336,6 +340,7 @@ class ReferenceLibrary:
                 preprocessed = data["preprocessed"]
                 entries = json.loads(str(data["entries"]))
                 spec = json.loads(str(data["pipeline"]))
+                next_ref_id = int(data["next_ref_id"])
         except (OSError, ValueError, KeyError) as exc:
             raise LibraryError(f"{path} is damaged: {exc}") from exc
         measured = [
@@ -355,6 +360,7 @@ class ReferenceLibrary:
             measured=measured,
             preprocessed=preprocessed,
             version=number,
+            next_ref_id=next_ref_id,
             attribution=attribution_path.read_text(encoding="utf-8") if attribution_path.is_file() else None,
         )
 
@@ -398,6 +404,11 @@ def library_log(libdir: str | Path) -> list[VersionInfo]:
 
 
 def rollback(libdir: str | Path, version: int) -> int:
-    """Make ``version``'s content current again, as a new version; return the new number."""
+    """Make ``version``'s content current again, as a new version; return the new number.
+
+    Reference ids handed out after ``version`` are never reused.
+    """
+    current = ReferenceLibrary.load(libdir)
     old = ReferenceLibrary.load(libdir, version=version)
+    old.next_ref_id = max(old.next_ref_id, current.next_ref_id)
     return old.save(libdir, message=f"rollback to version {version}")

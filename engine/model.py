@@ -1,0 +1,309 @@
+"""The served classifier: preprocessing, the subspace-kNN member, evidence and the three outcomes.
+
+An :class:`IdentificationModel` is built from a
+:class:`~engine.library.ReferenceLibrary`: the library's preprocessed
+spectra plus ``n_synthetic`` synthetic spectra per class (the study's
+generator, :mod:`engine.augment`) train a :class:`~engine.subknn.SubspaceKNN`.
+Evidence for every result comes from an exact search over the *real*
+references only, so every hit an analyst sees is a spectrum someone measured.
+
+:meth:`IdentificationModel.add_references` is the incremental path used when
+an analyst confirms spectra: the library grows, that class's synthetic
+spectra are regenerated, the indexes get an incremental add and that class's
+reject threshold is recalibrated; nothing else is rebuilt.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from engine.augment import class_seed, synthesize_class
+from engine.library import ReferenceLibrary
+from engine.openset import QualityGate, RejectCalibrator, pearson_rows
+from engine.spectrum import Spectrum
+from engine.storage import atomic_write_bytes
+from engine.subknn import SubspaceKNN
+
+__all__ = ["Hit", "IdentificationModel", "ModelConfig", "Result", "SYNTHETIC_ID_BASE"]
+
+logger = logging.getLogger(__name__)
+
+#: Synthetic spectra get ids from here up, so they never collide with library ref_ids.
+SYNTHETIC_ID_BASE = 1 << 40
+
+#: Hits searched per query; the voted class's best r is looked up among these.
+HIT_SEARCH_K = 25
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that shapes a model besides its library. Defaults chosen by ``mpwatch evaluate``."""
+
+    n_synthetic: int = 40
+    n_learners: int = 30
+    subspace_fraction: float = 0.5
+    n_neighbors: int = 3
+    seed: int = 0
+    n_hits: int = 5
+    reject_quantile: float = 0.05
+    reject_margin: float = 0.05
+    min_vote: float = 0.5
+    r_floor: float = 0.5
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One library reference matching a query, with its Pearson r."""
+
+    label: str
+    material: str
+    r: float
+    ref_id: int
+    source: str
+
+
+@dataclass
+class Result:
+    """One spectrum's identification: a status, a label with evidence, and how it was decided."""
+
+    status: str  # known | unknown | low_quality
+    label: str | None
+    material: str | None
+    confidence: float
+    hits: list[Hit]
+    members: list[dict[str, Any]]
+    quality: dict[str, Any]
+    threshold: float | None
+    model_version: str
+    candidate: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hits"] = [asdict(h) for h in self.hits]
+        extra = out.pop("extra")
+        out.update(extra)
+        return out
+
+
+class IdentificationModel:
+    """Library + subspace-kNN ensemble + quality gate + reject calibration."""
+
+    def __init__(self, library: ReferenceLibrary, config: ModelConfig | None = None) -> None:
+        self.library = library
+        self.config = config or ModelConfig()
+        self.pipeline = library.pipeline
+        self.gate = QualityGate()
+        self.revision = 0
+        self._build()
+
+    # -- building -----------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """Library version and model revision, e.g. ``lib3.r2``."""
+        return f"lib{self.library.version or 0}.r{self.revision}"
+
+    def _build(self) -> None:
+        cfg = self.config
+        started = time.perf_counter()
+        X = self.library.preprocessed
+        labels = self.library.labels
+        ids = self.library.ref_ids
+        Xs, ys, sids = self._synthetic_all()
+        self.knn_ = SubspaceKNN(
+            n_learners=cfg.n_learners,
+            subspace_fraction=cfg.subspace_fraction,
+            n_neighbors=cfg.n_neighbors,
+            seed=cfg.seed,
+        )
+        self.knn_.fit(np.vstack([X, Xs]), [*labels, *ys], ids=np.concatenate([ids, sids]))
+        self.synthetic_ids_: dict[str, npt.NDArray[np.int64]] = {}
+        for label in dict.fromkeys(ys):
+            self.synthetic_ids_[label] = sids[np.asarray(ys) == label]
+        self.hits_ = faiss.IndexIDMap2(faiss.IndexFlatIP(X.shape[1]))
+        if len(X):
+            self.hits_.add_with_ids(pearson_rows(X), ids)
+        self.calibrator_ = RejectCalibrator(
+            quantile=cfg.reject_quantile, margin=cfg.reject_margin, min_vote=cfg.min_vote, r_floor=cfg.r_floor
+        ).fit(X, labels)
+        self._next_synthetic = SYNTHETIC_ID_BASE + len(sids)
+        logger.info("model %s built in %.2f s: %d references, %d synthetic",
+                    self.version, time.perf_counter() - started, len(X), len(sids))
+
+    def _synthetic_for(self, label: str, start_id: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        rows = self.library.preprocessed[np.asarray(self.library.labels) == label]
+        n = self.config.n_synthetic
+        if n == 0 or rows.shape[0] == 0:
+            return np.zeros((0, self.library.preprocessed.shape[1]), np.float32), np.zeros(0, np.int64)
+        Xs = synthesize_class(rows, n, seed=class_seed(self.config.seed, label))
+        return Xs, np.arange(start_id, start_id + n, dtype=np.int64)
+
+    def _synthetic_all(self) -> tuple[npt.NDArray[np.float32], list[str], npt.NDArray[np.int64]]:
+        blocks, labels, ids = [], [], []
+        next_id = SYNTHETIC_ID_BASE
+        for label in self.library.class_counts():
+            Xs, sids = self._synthetic_for(label, next_id)
+            next_id += len(sids)
+            blocks.append(Xs)
+            labels.extend([label] * len(sids))
+            ids.append(sids)
+        if not blocks:
+            d = self.library.preprocessed.shape[1]
+            return np.zeros((0, d), np.float32), [], np.zeros(0, np.int64)
+        return np.vstack(blocks), labels, np.concatenate(ids)
+
+    # -- incremental growth -------------------------------------------------------------------
+
+    def add_references(
+        self, spectra: Sequence[Spectrum], label: str, *, confirmed_by: str, material: str | None = None
+    ) -> npt.NDArray[np.int64]:
+        """Add confirmed spectra of one class and update everything incrementally; return their ref_ids."""
+        ids = self.library.add(
+            spectra, [label] * len(spectra), materials=[material or label] * len(spectra), confirmed_by=confirmed_by
+        )
+        canonical = self.library.entry(int(ids[0]))["label"]
+        X_new = self.library.preprocessed[-len(ids):]
+        old = self.synthetic_ids_.pop(canonical, np.zeros(0, np.int64))
+        if old.size:
+            self.knn_.remove(old)
+        Xs, sids = self._synthetic_for(canonical, self._next_synthetic)
+        self._next_synthetic += len(sids)
+        self.synthetic_ids_[canonical] = sids
+        self.knn_.add(np.vstack([X_new, Xs]), [canonical] * (len(ids) + len(sids)), ids=np.concatenate([ids, sids]))
+        self.hits_.add_with_ids(pearson_rows(X_new), ids)
+        self.calibrator_.update_class(self.library.preprocessed[np.asarray(self.library.labels) == canonical], canonical)
+        self.revision += 1
+        return ids
+
+    def remove_references(self, ref_ids: Sequence[int]) -> int:
+        """Remove references by id (a wrong confirmation), regenerating the affected classes."""
+        affected = {self.library.entry(int(i))["label"] for i in ref_ids}
+        removed = self.library.remove(ref_ids)
+        selector = faiss.IDSelectorBatch(np.asarray(ref_ids, dtype=np.int64))
+        self.hits_.remove_ids(selector)
+        self.knn_.remove(np.asarray(ref_ids, dtype=np.int64))
+        for label in affected:
+            old = self.synthetic_ids_.pop(label, np.zeros(0, np.int64))
+            if old.size:
+                self.knn_.remove(old)
+            if label in self.library.class_counts():
+                Xs, sids = self._synthetic_for(label, self._next_synthetic)
+                self._next_synthetic += len(sids)
+                self.synthetic_ids_[label] = sids
+                self.knn_.add(Xs, [label] * len(sids), ids=sids)
+                rows = self.library.preprocessed[np.asarray(self.library.labels) == label]
+                self.calibrator_.update_class(rows, label)
+            else:
+                self.calibrator_.drop_class(label)
+        self.revision += 1
+        return removed
+
+    # -- classification -----------------------------------------------------------------------
+
+    def features(self, spectra: Sequence[Spectrum]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """(absorbance on the grid with NaN gaps, model features) for a batch of spectra."""
+        steps = self.pipeline.steps
+        X: Any = list(spectra)
+        for name, step in steps:
+            X = step.transform(X)
+            if name == "resample":
+                grid_rows = np.asarray(X, dtype=np.float32)
+        return grid_rows, np.asarray(X, dtype=np.float32)
+
+    def classify(self, spectra: Sequence[Spectrum]) -> list[Result]:
+        """Identify a batch of spectra; one :class:`Result` per spectrum, in order."""
+        if not spectra:
+            return []
+        grid_rows, X = self.features(spectra)
+        proba = self.knn_.predict_proba(X)
+        classes = list(self.knn_.classes_)
+        k = min(max(HIT_SEARCH_K, self.config.n_hits), self.hits_.ntotal)
+        r_all, id_all = self.hits_.search(pearson_rows(X), k) if k else (np.zeros((len(X), 0)), np.zeros((len(X), 0)))
+        results = []
+        for i, spectrum in enumerate(spectra):
+            quality = self.gate.assess(grid_rows[i], native=spectrum.values)
+            results.append(self._decide(proba[i], classes, r_all[i], id_all[i], quality.as_dict(), ok=quality.ok))
+        return results
+
+    def _decide(
+        self,
+        proba: npt.NDArray[np.float64],
+        classes: list[str],
+        r: npt.NDArray[np.float32],
+        ids: npt.NDArray[np.int64],
+        quality: dict[str, Any],
+        *,
+        ok: bool,
+    ) -> Result:
+        hits = []
+        for score, ref_id in zip(r, ids, strict=True):
+            if ref_id < 0:
+                continue
+            entry = self.library.entry(int(ref_id))
+            hits.append(Hit(entry["label"], entry["material"], round(float(score), 4), int(ref_id), entry["source"]))
+        best = int(np.argmax(proba)) if len(proba) else -1
+        candidate = classes[best] if best >= 0 else None
+        vote_share = float(proba[best]) if best >= 0 else 0.0
+        members = [{"name": "subknn", "label": candidate, "probability": round(vote_share, 4)}]
+        class_hits = [h for h in hits if h.label == candidate]
+        r_class = class_hits[0].r if class_hits else -1.0
+        threshold = self.calibrator_.threshold(candidate) if candidate else None
+        if not ok:
+            status = "low_quality"
+        elif candidate is not None and self.calibrator_.accept(candidate, r=r_class, vote_share=vote_share):
+            status = "known"
+        else:
+            status = "unknown"
+        known = status == "known"
+        return Result(
+            status=status,
+            label=candidate if known else None,
+            material=class_hits[0].material if known and class_hits else None,
+            confidence=round(vote_share, 4) if known else 0.0,
+            hits=hits[: self.config.n_hits],
+            members=members,
+            quality=quality,
+            threshold=round(threshold, 4) if threshold is not None else None,
+            model_version=self.version,
+            candidate=candidate,
+            extra={"candidate_r": round(r_class, 4), "vote_share": round(vote_share, 4)},
+        )
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the whole model to ``path`` atomically."""
+        buffer = io.BytesIO()
+        pickle.dump(self, buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @staticmethod
+    def load(path: str | Path) -> IdentificationModel:
+        with Path(path).open("rb") as handle:
+            model = pickle.load(handle)
+        if not isinstance(model, IdentificationModel):
+            raise TypeError(f"{path} does not hold an IdentificationModel")
+        return model
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["hits_"] = faiss.serialize_index(self.hits_)
+        state.pop("pipeline", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["hits_"] = faiss.deserialize_index(state["hits_"])
+        self.__dict__.update(state)
+        self.pipeline = self.library.pipeline

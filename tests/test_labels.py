@@ -1,0 +1,43 @@
+"""Canonical polymer labels across the naming habits of different labs."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.labels import canonical_label, same_polymer, scoring_label
+from tests.conftest import SHARED_DATA
+
+
+class TestCanonicalLabel:
+    @pytest.mark.parametrize(
+        ("raw", "canonical"),
+        [
+            ("HDPE", "PE"), ("LDPE", "PE"), ("polyethylene wax oxidized", "PE"), ("PE", "PE"),
+            ("PP", "PP"), ("polypropylene", "PP"), ("PS", "PS"), ("polystyrene foam", "PS"),
+            ("PET", "PET"), ("Polyester", "PET"), ("poly(ethylene terephthalate)", "PET"),
+            ("PVC", "PVC"), ("Nylon 6,6", "PA"), ("polyamide", "PA"), ("PU", "PU"), ("EVA", "EVA"),
+            ("ethylene vinyl acetate", "EVA"), ("ABS", "ABS"), ("PC", "PC"), ("PMMA", "PMMA"),
+            ("cellulose acetate", "CA"), ("fibre acetate", "CA"), ("Cotton", "cellulose"), ("C", "cellulose"),
+            ("acrylic", "PAN"), ("FLOPP_Nylon_3", "PA"),
+        ],
+    )
+    def test_known_names(self, raw: str, canonical: str) -> None:
+        assert canonical_label(raw) == canonical
+
+    def test_unknown_names_are_kept_lower_case(self) -> None:
+        assert canonical_label("Fur") == "fur"
+        assert canonical_label("R") == "r"
+
+    def test_empty_label_is_an_error(self) -> None:
+        with pytest.raises(ValueError):
+            canonical_label("  ")
+
+    def test_scoring_equivalence(self) -> None:
+        assert scoring_label("PES") == "PET"
+        assert same_polymer("HDPE", "LDPE")
+        assert not same_polymer("PE", "PP")
+
+    def test_every_label_in_the_real_sets_canonicalises(self) -> None:
+        for name in ("flopp_frond2021", "villegas_camacho2024_c8", "openspecy_ftir_2023"):
+            for label in (SHARED_DATA / name / "labels.txt").read_text().splitlines():
+                assert canonical_label(label)
