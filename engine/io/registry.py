@@ -142,10 +142,10 @@ def read_spectra(path: str | Path) -> list[Spectrum]:
         raise SpectrumError("no_spectrum", f"{path.name} holds no spectrum")
     out = []
     for index, spectrum in enumerate(spectra):
-        meta = {"format": reader.name, "source": str(path), "index": index}
+        provenance: dict[str, object] = {"format": reader.name, "source": str(path), "index": index}
         if sha is not None:
-            meta["sha256"] = sha
-        meta.update(spectrum.metadata)
+            provenance["sha256"] = sha
+        meta = {**spectrum.metadata, **provenance}  # a reader never overwrites provenance
         out.append(
             Spectrum(
                 wavenumbers=spectrum.wavenumbers,

@@ -1,0 +1,1177 @@
+"""The ledger: one SQLite database that records every inbox file, every result and the review queue.
+
+The sha256 of a file's bytes is the identity of its content. Paths come and go (an
+instrument re-exports, an analyst copies a map into a second folder), but content is
+classified once: ``results`` holds at most one row per ``(sha256, spectrum_index)``.
+
+File states
+-----------
+
+Transitions (anything not listed raises :class:`InvalidTransitionError`)::
+
+    from                  call                                      to
+    (unknown path)        observe                                   seen
+    seen, failed          mark_pending, new content                 pending
+    seen, failed          mark_pending, content already done        done, duplicate_of set
+    seen, failed          mark_pending, content quarantined         quarantined
+    pending               claim_next / release                      pending, claimed_at set / cleared
+    pending               complete                                  done
+    seen, pending, failed fail, attempts < max_attempts             failed, next_attempt_at set
+    seen, pending, failed fail, attempts == max_attempts            quarantined
+    seen, pending, failed quarantine                                quarantined
+    pending, claimed      recover_interrupted (after a crash)       pending, unclaimed (attempts + 1)
+    done, failed,         observe, size or mtime changed            seen, sha256/attempts cleared
+      quarantined, pending
+
+- ``seen``: the watcher found a stable file; it still has to be hashed.
+- ``pending``: hashed and queued. A worker *claims* one (``claimed_at`` is set) while it
+  classifies it; :meth:`Ledger.recover_interrupted` releases claims a crash left behind.
+- ``done``: terminal. Either its content was classified here (``duplicate_of`` is NULL),
+  or it is a **duplicate**: a second path whose bytes are identical to content that is
+  already done (or finished in the same transaction). A duplicate is ``done`` with
+  ``duplicate_of`` set to the path whose classification it shares, and it adds **no**
+  results; its results are those of its sha256.
+- ``failed``: a retryable error (the file was locked, vanished, a reader raised). It
+  carries ``attempts`` and ``next_attempt_at`` from exponential backoff
+  (:class:`RetryPolicy`); :meth:`Ledger.due_retries` lists those whose time has come.
+- ``quarantined``: terminal poison with a ``reason``: a failure reached
+  ``max_attempts``, or :meth:`Ledger.quarantine` was called. New paths carrying the
+  bytes of quarantined content are quarantined at :meth:`Ledger.mark_pending` without
+  being classified again.
+
+A ``done``, ``failed`` or ``quarantined`` file whose size or mtime changes on disk is
+new content at an old path: :meth:`Ledger.observe` puts it back to ``seen`` with its
+attempts cleared.
+
+Durability and concurrency
+--------------------------
+
+- WAL journal: readers (``mpwatch results``, the HTTP review endpoints) never block the
+  daemon's writer and the writer never blocks them.
+- ``synchronous=FULL`` by default: every commit is fsynced before it returns. With WAL,
+  ``NORMAL`` is safe against corruption but a power cut may roll back the last commits.
+  A rolled-back classification would simply be redone, but a rolled-back analyst
+  confirmation is human work that cannot be regenerated, and at the daemon's rate (tens
+  of commits per second at most; one commit per file, not per spectrum) the extra fsync
+  costs nothing that matters. ``NORMAL`` remains available for slow disks.
+- ``busy_timeout`` (5 s by default): another process writing (``mpwatch confirm``) makes
+  a writer wait instead of failing with ``database is locked``.
+- Every public method is one transaction; writers open it with ``BEGIN IMMEDIATE`` so
+  the write lock is taken up front and a read never has to be upgraded mid-transaction.
+- One connection per :class:`Ledger`, opened with ``check_same_thread=False`` and guarded
+  by a re-entrant lock: a single :class:`Ledger` may be shared by the watcher, worker and
+  HTTP threads. Other processes open their own :class:`Ledger` on the same file.
+- The database must live on a local disk (WAL needs shared memory; network file systems
+  do not provide it). Keep it in the state directory, never in a watched inbox.
+
+Time is always passed in (``now``, epoch seconds); the ledger never reads a clock.
+
+>>> ledger = Ledger(":memory:")
+>>> ledger.observe("/inbox/a.spa", size=10, mtime=1.0, now=100.0).state
+<FileState.SEEN: 'seen'>
+>>> ledger.mark_pending("/inbox/a.spa", "ab" * 32, now=101.0)
+<Admission.NEW: 'new'>
+>>> item = ledger.claim_next(now=102.0)
+>>> outcome = ledger.complete(item.sha256, [ResultRecord(spectrum_index=0, status=ResultStatus.UNKNOWN,
+...     model_version="m1")], now=103.0)
+>>> outcome.results_written, outcome.reviews_opened
+(1, 1)
+>>> ledger.observe("/inbox/copy.spa", size=10, mtime=5.0, now=104.0).state
+<FileState.SEEN: 'seen'>
+>>> ledger.mark_pending("/inbox/copy.spa", "ab" * 32, now=105.0)
+<Admission.DUPLICATE: 'duplicate'>
+>>> ledger.file("/inbox/copy.spa").duplicate_of
+'/inbox/a.spa'
+>>> ledger.close()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+__all__ = [
+    "LEDGER_FILENAME",
+    "SCHEMA_VERSION",
+    "Admission",
+    "Completion",
+    "FileRecord",
+    "FileState",
+    "InvalidTransitionError",
+    "Ledger",
+    "LedgerError",
+    "ResultRecord",
+    "ResultStatus",
+    "RetryPolicy",
+    "ReviewItem",
+    "ReviewState",
+    "SchemaVersionError",
+    "StoredResult",
+    "UnknownPathError",
+    "UnknownReviewError",
+    "WorkItem",
+    "migrate",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The ledger's file name inside the daemon's state directory.
+LEDGER_FILENAME: Final = "ledger.sqlite3"
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class LedgerError(Exception):
+    """Any problem the ledger reports."""
+
+
+class SchemaVersionError(LedgerError):
+    """The database was written by a newer mpwatch, or cannot be put in WAL mode."""
+
+
+class UnknownPathError(LedgerError, LookupError):
+    """No file row exists for the path (call :meth:`Ledger.observe` first)."""
+
+
+class UnknownReviewError(LedgerError, LookupError):
+    """No review exists for the result id."""
+
+
+class InvalidTransitionError(LedgerError):
+    """The requested state change is not allowed from the file's current state."""
+
+
+class FileState(StrEnum):
+    """Where a file is in its life; see the module docstring for the transitions."""
+
+    SEEN = "seen"
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    QUARANTINED = "quarantined"
+
+
+class ResultStatus(StrEnum):
+    """The three outcomes of classifying one spectrum: never a forced label."""
+
+    KNOWN = "known"
+    UNKNOWN = "unknown"
+    LOW_QUALITY = "low_quality"
+
+
+class ReviewState(StrEnum):
+    """An analyst's decision on an unknown result."""
+
+    OPEN = "open"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+
+class Admission(StrEnum):
+    """What :meth:`Ledger.mark_pending` did with a hashed file."""
+
+    #: The content is not classified yet; the file is now ``pending``. If another path
+    #: with the same bytes is pending too, the content is still classified only once.
+    NEW = "new"
+    #: The content is already classified; the file is ``done`` with ``duplicate_of`` set.
+    DUPLICATE = "duplicate"
+    #: The content is already quarantined under another path; so is this file.
+    QUARANTINED = "quarantined"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff for failed files, then quarantine.
+
+    The n-th failure (n starts at 1) waits ``min(cap_seconds, base_seconds * factor**(n-1))``
+    before the file is due again; the ``max_attempts``-th failure quarantines it.
+
+    >>> policy = RetryPolicy(base_seconds=10.0, cap_seconds=60.0, max_attempts=5)
+    >>> [policy.delay(n) for n in range(1, 6)]
+    [10.0, 20.0, 40.0, 60.0, 60.0]
+    """
+
+    base_seconds: float = 30.0
+    cap_seconds: float = 3600.0
+    factor: float = 2.0
+    max_attempts: int = 5
+
+    def __post_init__(self) -> None:
+        if not (self.base_seconds > 0 and self.cap_seconds >= self.base_seconds):
+            raise ValueError("RetryPolicy needs 0 < base_seconds <= cap_seconds")
+        if self.factor < 1:
+            raise ValueError("RetryPolicy.factor must be at least 1")
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be at least 1")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after the ``attempt``-th failure (1-based)."""
+        if attempt < 1:
+            raise ValueError(f"attempt counts from 1, got {attempt}")
+        try:
+            delay = self.base_seconds * self.factor ** (attempt - 1)
+        except OverflowError:
+            return float(self.cap_seconds)
+        return float(min(self.cap_seconds, delay))
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One spectrum's classification, as the worker hands it to :meth:`Ledger.complete`.
+
+    ``payload`` holds the evidence (top-k hits with their Pearson r, ensemble members'
+    votes, open-set scores); it is stored as JSON. numpy scalars and arrays are accepted
+    (converted with ``tolist``); NaN or infinity is rejected.
+    """
+
+    spectrum_index: int
+    status: ResultStatus
+    model_version: str
+    label: str | None = None
+    material: str | None = None
+    confidence: float | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", ResultStatus(self.status))
+        if self.spectrum_index < 0:
+            raise ValueError(f"spectrum_index must be >= 0, got {self.spectrum_index}")
+        if not self.model_version:
+            raise ValueError("a result needs the model_version that produced it")
+        if self.status is ResultStatus.KNOWN and not self.label:
+            raise ValueError("a known result needs a label")
+        if self.confidence is not None:
+            confidence = float(self.confidence)
+            if not math.isfinite(confidence):
+                raise ValueError(f"confidence must be finite, got {self.confidence!r}")
+            object.__setattr__(self, "confidence", confidence)
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A row of ``results``: one classified spectrum of one content (sha256)."""
+
+    id: int
+    sha256: str
+    source_path: str
+    spectrum_index: int
+    created_at: float
+    status: ResultStatus
+    label: str | None
+    material: str | None
+    confidence: float | None
+    payload: Mapping[str, Any]
+    model_version: str
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A row of ``files``: one path in an inbox and where it stands."""
+
+    id: int
+    path: str
+    sha256: str | None
+    size: int
+    mtime: float
+    state: FileState
+    attempts: int
+    next_attempt_at: float | None
+    reason: str | None
+    first_seen: float
+    updated_at: float
+    duplicate_of: str | None
+    claimed_at: float | None
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A pending file handed to a worker: read ``path``, classify, then complete ``sha256``."""
+
+    file_id: int
+    path: str
+    sha256: str
+    size: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What :meth:`Ledger.complete` committed."""
+
+    sha256: str
+    #: The path whose classification this is (the claimed file, or the earlier done one).
+    source_path: str
+    results_written: int
+    reviews_opened: int
+    #: Paths finished in the same transaction as duplicates of ``source_path``.
+    duplicates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """An entry of the review queue with the result it is about."""
+
+    result: StoredResult
+    state: ReviewState
+    label: str | None
+    decided_by: str | None
+    decided_at: float | None
+    opened_at: float
+
+
+# --------------------------------------------------------------------------- schema
+
+#: Each entry migrates the schema from version ``i`` to ``i + 1``.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """
+        CREATE TABLE files (
+            id              INTEGER PRIMARY KEY,
+            path            TEXT NOT NULL UNIQUE,
+            sha256          TEXT,
+            size            INTEGER NOT NULL,
+            mtime           REAL NOT NULL,
+            state           TEXT NOT NULL
+                            CHECK (state IN ('seen', 'pending', 'done', 'failed', 'quarantined')),
+            attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            next_attempt_at REAL,
+            reason          TEXT,
+            first_seen      REAL NOT NULL,
+            updated_at      REAL NOT NULL,
+            duplicate_of    TEXT,
+            claimed_at      REAL,
+            CHECK (state NOT IN ('pending', 'done') OR sha256 IS NOT NULL),
+            CHECK (claimed_at IS NULL OR state = 'pending')
+        )
+        """,
+        "CREATE INDEX files_by_state ON files (state, id)",
+        "CREATE INDEX files_by_sha256 ON files (sha256, state)",
+        """
+        CREATE TABLE results (
+            id             INTEGER PRIMARY KEY,
+            sha256         TEXT NOT NULL,
+            source_path    TEXT NOT NULL,
+            spectrum_index INTEGER NOT NULL CHECK (spectrum_index >= 0),
+            created_at     REAL NOT NULL,
+            status         TEXT NOT NULL CHECK (status IN ('known', 'unknown', 'low_quality')),
+            label          TEXT,
+            material       TEXT,
+            confidence     REAL,
+            payload        TEXT NOT NULL DEFAULT '{}',
+            model_version  TEXT NOT NULL,
+            UNIQUE (sha256, spectrum_index)
+        )
+        """,
+        "CREATE INDEX results_by_created_at ON results (created_at)",
+        "CREATE INDEX results_by_status ON results (status, created_at)",
+        "CREATE INDEX results_by_label ON results (label, created_at)",
+        """
+        CREATE TABLE review (
+            result_id  INTEGER PRIMARY KEY REFERENCES results (id) ON DELETE CASCADE,
+            state      TEXT NOT NULL CHECK (state IN ('open', 'confirmed', 'rejected')),
+            label      TEXT,
+            decided_by TEXT,
+            decided_at REAL,
+            opened_at  REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX review_by_state ON review (state, result_id)",
+    ),
+)
+
+#: The schema version this code reads and writes (``PRAGMA user_version``).
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema of ``conn`` up to :data:`SCHEMA_VERSION`; return the version found.
+
+    Each step runs in its own ``BEGIN IMMEDIATE`` transaction together with the new
+    ``user_version``, so a crash mid-migration leaves the previous version intact and two
+    processes starting at once cannot both apply a step. ``conn`` must be in autocommit
+    mode (``isolation_level=None``).
+
+    Raises:
+        SchemaVersionError: the database is newer than this code.
+    """
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the ledger has schema version {found} but this mpwatch understands up to "
+            f"{SCHEMA_VERSION}; upgrade mpwatch or point it at another state directory"
+        )
+    for target in range(found + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if current < target:
+                for statement in _MIGRATIONS[target - 1]:
+                    conn.execute(statement)
+                # PRAGMA takes no parameters; target is an int we computed.
+                conn.execute(f"PRAGMA user_version = {int(target)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        logger.info("ledger schema migrated to version %d", target)
+    return found
+
+
+# --------------------------------------------------------------------------- helpers
+
+_FILE_COLUMNS: Final = (
+    "id, path, sha256, size, mtime, state, attempts, next_attempt_at, reason, "
+    "first_seen, updated_at, duplicate_of, claimed_at"
+)
+_RESULT_COLUMNS: Final = (
+    "r.id, r.sha256, r.source_path, r.spectrum_index, r.created_at, r.status, r.label, "
+    "r.material, r.confidence, r.payload, r.model_version"
+)
+_WORK_COLUMNS: Final = "id, path, sha256, size, attempts"
+_REVIEW_SELECT: Final = (
+    f"SELECT {_RESULT_COLUMNS}, v.state AS review_state, v.label AS review_label, "
+    "v.decided_by, v.decided_at, v.opened_at FROM review AS v JOIN results AS r ON r.id = v.result_id"
+)
+
+
+def _path_key(path: str | Path) -> str:
+    key = str(path)
+    if not key:
+        raise ValueError("a file path must not be empty")
+    return key
+
+
+def _check_sha256(sha256: str) -> str:
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError(f"sha256 must be 64 lowercase hex digits, got {sha256!r}")
+    return sha256
+
+
+def _json_default(value: object) -> object:
+    """Let numpy scalars/arrays and paths into a payload without importing numpy."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _payload_json(payload: Mapping[str, Any]) -> str:
+    return json.dumps(dict(payload), sort_keys=True, allow_nan=False, default=_json_default)
+
+
+def _file_record(row: sqlite3.Row) -> FileRecord:
+    return FileRecord(
+        id=row["id"],
+        path=row["path"],
+        sha256=row["sha256"],
+        size=row["size"],
+        mtime=row["mtime"],
+        state=FileState(row["state"]),
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        reason=row["reason"],
+        first_seen=row["first_seen"],
+        updated_at=row["updated_at"],
+        duplicate_of=row["duplicate_of"],
+        claimed_at=row["claimed_at"],
+    )
+
+
+def _stored_result(row: sqlite3.Row) -> StoredResult:
+    return StoredResult(
+        id=row["id"],
+        sha256=row["sha256"],
+        source_path=row["source_path"],
+        spectrum_index=row["spectrum_index"],
+        created_at=row["created_at"],
+        status=ResultStatus(row["status"]),
+        label=row["label"],
+        material=row["material"],
+        confidence=row["confidence"],
+        payload=json.loads(row["payload"]),
+        model_version=row["model_version"],
+    )
+
+
+def _work_item(row: sqlite3.Row) -> WorkItem:
+    return WorkItem(
+        file_id=row["id"],
+        path=row["path"],
+        sha256=row["sha256"],
+        size=row["size"],
+        attempts=row["attempts"],
+    )
+
+
+def _review_item(row: sqlite3.Row) -> ReviewItem:
+    return ReviewItem(
+        result=_stored_result(row),
+        state=ReviewState(row["review_state"]),
+        label=row["review_label"],
+        decided_by=row["decided_by"],
+        decided_at=row["decided_at"],
+        opened_at=row["opened_at"],
+    )
+
+
+# --------------------------------------------------------------------------- the ledger
+
+
+class Ledger:
+    """The daemon's durable memory; see the module docstring for states and guarantees.
+
+    Args:
+        path: the SQLite file (``":memory:"`` for a throwaway ledger). Its folder is
+            created if missing.
+        retry_policy: backoff and the attempt limit for :meth:`fail`.
+        busy_timeout: seconds a writer waits for another process's write lock.
+        synchronous: ``"FULL"`` (default, every commit fsynced) or ``"NORMAL"``.
+
+    Raises:
+        SchemaVersionError: the database is newer than this code, or the file system
+            refuses WAL mode.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        busy_timeout: float = 5.0,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if busy_timeout < 0:
+            raise ValueError(f"busy_timeout must be >= 0, got {busy_timeout}")
+        self.path = path if str(path) == ":memory:" else Path(path)
+        self.retry_policy = retry_policy if retry_policy is not None else RetryPolicy()
+        if isinstance(self.path, Path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal" and self.path != ":memory:":
+                raise SchemaVersionError(
+                    f"could not put the ledger {self.path} in WAL mode (got {mode!r}); "
+                    "keep the state directory on a local disk"
+                )
+            self._conn.execute(f"PRAGMA synchronous = {synchronous}")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            migrate(self._conn)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def in_state_dir(cls, state_dir: str | Path, **options: Any) -> Ledger:
+        """Open (creating if needed) ``state_dir/ledger.sqlite3``."""
+        return cls(Path(state_dir) / LEDGER_FILENAME, **options)
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock; rolled back on any exception."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # Also reached when COMMIT itself fails (disk full, I/O error).
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction (a consistent snapshot) under the lock."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+
+    @staticmethod
+    def _file_row(conn: sqlite3.Connection, key: str) -> sqlite3.Row:
+        row: sqlite3.Row | None = conn.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?", (key,)
+        ).fetchone()
+        if row is None:
+            raise UnknownPathError(f"the ledger has no file {key!r}")
+        return row
+
+    @staticmethod
+    def _reload(conn: sqlite3.Connection, file_id: int) -> FileRecord:
+        row = conn.execute(f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
+        return _file_record(row)
+
+    @staticmethod
+    def _done_source(conn: sqlite3.Connection, sha256: str, *, excluding: int) -> str | None:
+        """The path whose classification content ``sha256`` shares, if it is done."""
+        row = conn.execute(
+            "SELECT COALESCE(duplicate_of, path) FROM files "
+            "WHERE sha256 = ? AND state = 'done' AND id <> ? "
+            "ORDER BY duplicate_of IS NOT NULL, id LIMIT 1",
+            (sha256, excluding),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        """Close the connection; the ledger cannot be used afterwards."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The database's ``PRAGMA user_version``."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @property
+    def journal_mode(self) -> str:
+        """The journal mode in force (``"wal"`` for a file ledger)."""
+        with self._lock:
+            return str(self._conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+    # ------------------------------------------------------------------ files
+
+    def observe(self, path: str | Path, *, size: int, mtime: float, now: float) -> FileRecord:
+        """Register a stable file the watcher handed over, or refresh a known one.
+
+        A new path is inserted as ``seen``. A known path with the same size and mtime is
+        left alone (re-scans are cheap no-ops). A known path whose size or mtime changed
+        holds new content: a ``seen`` row just takes the new stat; any other row goes
+        back to ``seen`` with its sha256, attempts, reason, claim and ``duplicate_of``
+        cleared. A worker that still holds the old claim will find, at
+        :meth:`complete`, that its content is no longer pending there.
+        """
+        key = _path_key(path)
+        if size < 0:
+            raise ValueError(f"size must be >= 0, got {size}")
+        with self._write() as conn:
+            row = conn.execute(f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?", (key,)).fetchone()
+            if row is None:
+                cursor = conn.execute(
+                    "INSERT INTO files (path, size, mtime, state, attempts, first_seen, updated_at) "
+                    "VALUES (?, ?, ?, 'seen', 0, ?, ?)",
+                    (key, size, mtime, now, now),
+                )
+                assert cursor.lastrowid is not None
+                return self._reload(conn, cursor.lastrowid)
+            if row["size"] == size and row["mtime"] == mtime:
+                return _file_record(row)
+            if row["state"] == FileState.SEEN:
+                conn.execute(
+                    "UPDATE files SET size = ?, mtime = ?, updated_at = ? WHERE id = ?",
+                    (size, mtime, now, row["id"]),
+                )
+            else:
+                logger.info("%s changed on disk while %s; it will be processed again", key, row["state"])
+                conn.execute(
+                    "UPDATE files SET size = ?, mtime = ?, state = 'seen', sha256 = NULL, attempts = 0, "
+                    "next_attempt_at = NULL, reason = NULL, duplicate_of = NULL, claimed_at = NULL, "
+                    "updated_at = ? WHERE id = ?",
+                    (size, mtime, now, row["id"]),
+                )
+            return self._reload(conn, row["id"])
+
+    def mark_pending(self, path: str | Path, sha256: str, *, now: float) -> Admission:
+        """Record the file's content hash and queue it, unless that content is settled.
+
+        Allowed from ``seen``, ``failed`` (a due retry, attempts kept) and ``pending``
+        (a re-hash; the same sha256 is a no-op that keeps any claim).
+
+        Returns:
+            :attr:`Admission.NEW` when the file is now pending,
+            :attr:`Admission.DUPLICATE` when identical content is already done (the file
+            is now ``done`` with ``duplicate_of`` set and no results of its own),
+            :attr:`Admission.QUARANTINED` when identical content is quarantined.
+
+        Raises:
+            UnknownPathError: the path was never observed.
+            InvalidTransitionError: the file is ``done`` or ``quarantined``.
+        """
+        key = _path_key(path)
+        _check_sha256(sha256)
+        with self._write() as conn:
+            row = self._file_row(conn, key)
+            state = FileState(row["state"])
+            if state in (FileState.DONE, FileState.QUARANTINED):
+                raise InvalidTransitionError(f"{key} is {state}; only observe() can reopen it")
+            if state is FileState.PENDING and row["sha256"] == sha256:
+                return Admission.NEW
+            source = self._done_source(conn, sha256, excluding=row["id"])
+            if source is not None:
+                conn.execute(
+                    "UPDATE files SET state = 'done', sha256 = ?, duplicate_of = ?, reason = NULL, "
+                    "next_attempt_at = NULL, claimed_at = NULL, updated_at = ? WHERE id = ?",
+                    (sha256, source, now, row["id"]),
+                )
+                logger.info("%s duplicates the content of %s; not classified again", key, source)
+                return Admission.DUPLICATE
+            poisoned = conn.execute(
+                "SELECT path, reason FROM files WHERE sha256 = ? AND state = 'quarantined' AND id <> ? "
+                "ORDER BY id LIMIT 1",
+                (sha256, row["id"]),
+            ).fetchone()
+            if poisoned is not None:
+                reason = f"same content as quarantined {poisoned['path']}: {poisoned['reason']}"
+                conn.execute(
+                    "UPDATE files SET state = 'quarantined', sha256 = ?, reason = ?, "
+                    "next_attempt_at = NULL, claimed_at = NULL, updated_at = ? WHERE id = ?",
+                    (sha256, reason, now, row["id"]),
+                )
+                logger.warning("%s quarantined: %s", key, reason)
+                return Admission.QUARANTINED
+            conn.execute(
+                "UPDATE files SET state = 'pending', sha256 = ?, reason = NULL, next_attempt_at = NULL, "
+                "claimed_at = NULL, duplicate_of = NULL, updated_at = ? WHERE id = ?",
+                (sha256, now, row["id"]),
+            )
+            return Admission.NEW
+
+    def claim_next(self, *, now: float) -> WorkItem | None:
+        """Claim the oldest unclaimed pending file for a worker, or return None.
+
+        A file whose content another worker already holds is skipped: identical
+        content is classified once and its other paths finish as duplicates.
+        """
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT {_WORK_COLUMNS} FROM files AS f "
+                "WHERE f.state = 'pending' AND f.claimed_at IS NULL AND NOT EXISTS ("
+                "  SELECT 1 FROM files AS g WHERE g.sha256 = f.sha256 AND g.state = 'pending' "
+                "  AND g.claimed_at IS NOT NULL) "
+                "ORDER BY f.id LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE files SET claimed_at = ?, updated_at = ? WHERE id = ?", (now, now, row["id"])
+            )
+            return _work_item(row)
+
+    def pending_items(self, *, limit: int = 100) -> list[WorkItem]:
+        """Unclaimed pending files, oldest first, without claiming them."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_WORK_COLUMNS} FROM files WHERE state = 'pending' AND claimed_at IS NULL "
+                "ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_work_item(row) for row in rows]
+
+    def release(self, path: str | Path, *, now: float) -> bool:
+        """Give back a claim without counting an attempt (a graceful stop mid-file).
+
+        Returns whether a claim was released.
+        """
+        key = _path_key(path)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE files SET claimed_at = NULL, updated_at = ? "
+                "WHERE path = ? AND state = 'pending' AND claimed_at IS NOT NULL",
+                (now, key),
+            )
+            return cursor.rowcount > 0
+
+    def complete(self, sha256: str, results: Iterable[ResultRecord], *, now: float) -> Completion:
+        """Store the results of one content and finish its pending files, atomically.
+
+        In one transaction: every result is inserted (``UNIQUE (sha256, spectrum_index)``
+        makes a repeat a no-op), every ``unknown`` result gets an open review, the claimed
+        (or oldest) pending file with this sha256 becomes ``done`` and every other pending
+        file with the same bytes becomes ``done`` as its duplicate. If anything raises,
+        including the ``results`` iterable itself, nothing is written. ``results`` is
+        consumed inside the transaction, so a generator over a large map streams.
+
+        Calling it again for content already done writes nothing and returns zero counts.
+
+        Raises:
+            InvalidTransitionError: no file holds this content in ``pending`` and the
+                content is not done (for example the file changed on disk meanwhile).
+        """
+        _check_sha256(sha256)
+        with self._write() as conn:
+            pending = conn.execute(
+                "SELECT id, path FROM files WHERE sha256 = ? AND state = 'pending' "
+                "ORDER BY claimed_at IS NULL, id",
+                (sha256,),
+            ).fetchall()
+            earlier = self._done_source(conn, sha256, excluding=-1)
+            if not pending:
+                if earlier is None:
+                    raise InvalidTransitionError(f"no pending file holds content {sha256}")
+                return Completion(sha256, earlier, 0, 0, ())
+            source_path = earlier if earlier is not None else str(pending[0]["path"])
+            written = conn.executemany(
+                "INSERT INTO results (sha256, source_path, spectrum_index, created_at, status, label, "
+                "material, confidence, payload, model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (sha256, spectrum_index) DO NOTHING",
+                (
+                    (
+                        sha256,
+                        source_path,
+                        record.spectrum_index,
+                        now,
+                        str(record.status),
+                        record.label,
+                        record.material,
+                        record.confidence,
+                        _payload_json(record.payload),
+                        record.model_version,
+                    )
+                    for record in results
+                ),
+            ).rowcount
+            reviews = conn.execute(
+                "INSERT INTO review (result_id, state, opened_at) "
+                "SELECT id, 'open', ? FROM results WHERE sha256 = ? AND status = 'unknown' "
+                "ON CONFLICT (result_id) DO NOTHING",
+                (now, sha256),
+            ).rowcount
+            duplicates: list[str] = []
+            for row in pending:
+                if row["path"] == source_path:
+                    conn.execute(
+                        "UPDATE files SET state = 'done', duplicate_of = NULL, reason = NULL, "
+                        "next_attempt_at = NULL, claimed_at = NULL, updated_at = ? WHERE id = ?",
+                        (now, row["id"]),
+                    )
+                else:
+                    duplicates.append(str(row["path"]))
+                    conn.execute(
+                        "UPDATE files SET state = 'done', duplicate_of = ?, reason = NULL, "
+                        "next_attempt_at = NULL, claimed_at = NULL, updated_at = ? WHERE id = ?",
+                        (source_path, now, row["id"]),
+                    )
+            return Completion(sha256, source_path, max(written, 0), max(reviews, 0), tuple(duplicates))
+
+    def fail(
+        self,
+        path: str | Path,
+        reason: str,
+        *,
+        now: float,
+        retry_after: float | None = None,
+    ) -> FileRecord:
+        """Record a retryable failure; the ``max_attempts``-th one quarantines the file.
+
+        Args:
+            path: the file (``seen``, ``pending`` or ``failed``).
+            reason: one readable sentence, kept on the row.
+            now: epoch seconds.
+            retry_after: seconds to wait before the next attempt, overriding the
+                backoff (for example a short wait when the instrument still holds a lock).
+
+        Returns:
+            The updated row: ``failed`` with ``next_attempt_at``, or ``quarantined``.
+        """
+        key = _path_key(path)
+        if retry_after is not None and retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0, got {retry_after}")
+        with self._write() as conn:
+            row = self._file_row(conn, key)
+            state = FileState(row["state"])
+            if state not in (FileState.SEEN, FileState.PENDING, FileState.FAILED):
+                raise InvalidTransitionError(f"{key} is {state} and cannot fail")
+            attempts = int(row["attempts"]) + 1
+            if attempts >= self.retry_policy.max_attempts:
+                final_reason = f"{reason} (gave up after {attempts} attempts)"
+                conn.execute(
+                    "UPDATE files SET state = 'quarantined', attempts = ?, reason = ?, "
+                    "next_attempt_at = NULL, claimed_at = NULL, updated_at = ? WHERE id = ?",
+                    (attempts, final_reason, now, row["id"]),
+                )
+                logger.warning("%s quarantined: %s", key, final_reason)
+            else:
+                delay = retry_after if retry_after is not None else self.retry_policy.delay(attempts)
+                conn.execute(
+                    "UPDATE files SET state = 'failed', attempts = ?, reason = ?, next_attempt_at = ?, "
+                    "claimed_at = NULL, updated_at = ? WHERE id = ?",
+                    (attempts, reason, now + delay, now, row["id"]),
+                )
+                logger.info("%s failed (attempt %d), retry in %.0f s: %s", key, attempts, delay, reason)
+            return self._reload(conn, row["id"])
+
+    def quarantine(self, path: str | Path, reason: str, *, now: float) -> FileRecord:
+        """Set a file aside as poison now (from ``seen``, ``pending``, ``failed``)."""
+        key = _path_key(path)
+        with self._write() as conn:
+            row = self._file_row(conn, key)
+            if row["state"] == FileState.DONE:
+                raise InvalidTransitionError(f"{key} is done and cannot be quarantined")
+            conn.execute(
+                "UPDATE files SET state = 'quarantined', reason = ?, next_attempt_at = NULL, "
+                "claimed_at = NULL, updated_at = ? WHERE id = ?",
+                (reason, now, row["id"]),
+            )
+            logger.warning("%s quarantined: %s", key, reason)
+            return self._reload(conn, row["id"])
+
+    def due_retries(self, *, now: float, limit: int = 100) -> list[FileRecord]:
+        """Failed files whose backoff has elapsed, the longest-waiting first.
+
+        The daemon re-hashes each (the file may have changed) and calls
+        :meth:`mark_pending` again, or :meth:`fail` if it still cannot read it.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE state = 'failed' AND next_attempt_at <= ? "
+                "ORDER BY next_attempt_at, id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [_file_record(row) for row in rows]
+
+    def recover_interrupted(self, *, now: float) -> int:
+        """Repair what a crash (kill -9, power cut) left behind; call once at start.
+
+        - A pending file still claimed was being classified when the process died. Its
+          results were never committed (``complete`` is atomic), so it goes back to the
+          queue to be classified exactly once more. The interruption counts as an
+          attempt, so a file that kills the process every time (a reader exhausting
+          memory) is quarantined after ``max_attempts`` instead of crash-looping.
+        - A pending file whose content is already done becomes its duplicate.
+
+        Returns:
+            The number of files changed.
+        """
+        changed = 0
+        with self._write() as conn:
+            claimed = conn.execute(
+                "SELECT id, path, attempts FROM files WHERE state = 'pending' AND claimed_at IS NOT NULL"
+            ).fetchall()
+            for row in claimed:
+                attempts = int(row["attempts"]) + 1
+                if attempts >= self.retry_policy.max_attempts:
+                    reason = f"interrupted while being classified {attempts} times"
+                    conn.execute(
+                        "UPDATE files SET state = 'quarantined', attempts = ?, reason = ?, "
+                        "claimed_at = NULL, updated_at = ? WHERE id = ?",
+                        (attempts, reason, now, row["id"]),
+                    )
+                    logger.warning("%s quarantined: %s", row["path"], reason)
+                else:
+                    conn.execute(
+                        "UPDATE files SET attempts = ?, reason = 'interrupted while being classified', "
+                        "claimed_at = NULL, updated_at = ? WHERE id = ?",
+                        (attempts, now, row["id"]),
+                    )
+                changed += 1
+            orphans = conn.execute(
+                "SELECT f.id, f.sha256 FROM files AS f WHERE f.state = 'pending' AND EXISTS ("
+                "  SELECT 1 FROM files AS g WHERE g.sha256 = f.sha256 AND g.state = 'done')"
+            ).fetchall()
+            for row in orphans:
+                source = self._done_source(conn, row["sha256"], excluding=row["id"])
+                conn.execute(
+                    "UPDATE files SET state = 'done', duplicate_of = ?, claimed_at = NULL, updated_at = ? "
+                    "WHERE id = ?",
+                    (source, now, row["id"]),
+                )
+                changed += 1
+        if changed:
+            logger.info("recovered %d files interrupted by the previous run", changed)
+        return changed
+
+    def is_done(self, sha256: str) -> bool:
+        """Whether this content has been classified (under any path)."""
+        _check_sha256(sha256)
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM files WHERE sha256 = ? AND state = 'done' LIMIT 1", (sha256,)
+            ).fetchone()
+        return row is not None
+
+    def file(self, path: str | Path) -> FileRecord | None:
+        """The row for one path, or None."""
+        key = _path_key(path)
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?", (key,)).fetchone()
+        return None if row is None else _file_record(row)
+
+    def files(self, *, state: FileState | None = None, limit: int = 100, offset: int = 0) -> list[FileRecord]:
+        """File rows in arrival order, optionally in one state."""
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be >= 1 and offset >= 0")
+        with self._read() as conn:
+            if state is None:
+                rows = conn.execute(
+                    f"SELECT {_FILE_COLUMNS} FROM files ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_FILE_COLUMNS} FROM files WHERE state = ? ORDER BY id LIMIT ? OFFSET ?",
+                    (str(FileState(state)), limit, offset),
+                ).fetchall()
+        return [_file_record(row) for row in rows]
+
+    def counts(self) -> dict[FileState, int]:
+        """Number of files in each state, every state present (for metrics and /healthz)."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
+        found = {FileState(state): int(count) for state, count in rows}
+        return {state: found.get(state, 0) for state in FileState}
+
+    # ------------------------------------------------------------------ results
+
+    def results(
+        self,
+        *,
+        since: float | None = None,
+        status: ResultStatus | None = None,
+        label: str | None = None,
+        sha256: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[StoredResult]:
+        """Stored results in the order they were written, filtered (``mpwatch results``).
+
+        Args:
+            since: only results created at or after this epoch time.
+            status: only this outcome.
+            label: only this label (exact match).
+            sha256: only the spectra of this content.
+            limit: page size.
+            offset: rows to skip.
+        """
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be >= 1 and offset >= 0")
+        clauses: list[str] = []
+        params: list[object] = []
+        if since is not None:
+            clauses.append("r.created_at >= ?")
+            params.append(since)
+        if status is not None:
+            clauses.append("r.status = ?")
+            params.append(str(ResultStatus(status)))
+        if label is not None:
+            clauses.append("r.label = ?")
+            params.append(label)
+        if sha256 is not None:
+            clauses.append("r.sha256 = ?")
+            params.append(_check_sha256(sha256))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_RESULT_COLUMNS} FROM results AS r {where} ORDER BY r.id LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+        return [_stored_result(row) for row in rows]
+
+    # ------------------------------------------------------------------ review queue
+
+    def enqueue_review(self, result_id: int, *, now: float) -> bool:
+        """Ask an analyst to look at any result (unknowns are queued automatically).
+
+        Returns False if the result already has a review.
+
+        Raises:
+            LookupError: no such result.
+        """
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM results WHERE id = ?", (result_id,)).fetchone() is None:
+                raise UnknownReviewError(f"no result {result_id}")
+            cursor = conn.execute(
+                "INSERT INTO review (result_id, state, opened_at) VALUES (?, 'open', ?) "
+                "ON CONFLICT (result_id) DO NOTHING",
+                (result_id, now),
+            )
+            return cursor.rowcount > 0
+
+    def open_reviews(self, *, limit: int = 100, offset: int = 0) -> list[ReviewItem]:
+        """Open reviews, the oldest result first."""
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be >= 1 and offset >= 0")
+        with self._read() as conn:
+            rows = conn.execute(
+                f"{_REVIEW_SELECT} WHERE v.state = 'open' ORDER BY v.result_id LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [_review_item(row) for row in rows]
+
+    def review(self, result_id: int) -> ReviewItem | None:
+        """The review of one result, or None."""
+        with self._read() as conn:
+            row = conn.execute(f"{_REVIEW_SELECT} WHERE v.result_id = ?", (result_id,)).fetchone()
+        return None if row is None else _review_item(row)
+
+    def decide_review(
+        self,
+        result_id: int,
+        *,
+        state: ReviewState,
+        label: str | None,
+        decided_by: str,
+        now: float,
+    ) -> ReviewItem:
+        """Record an analyst's decision; a later decision replaces an earlier one.
+
+        ``confirmed`` needs the polymer ``label`` the analyst assigns; ``rejected`` (not
+        a polymer, or not worth adding) may leave it None.
+
+        Raises:
+            UnknownReviewError: the result has no review.
+            ValueError: ``state`` is ``open``, or ``confirmed`` without a label.
+        """
+        decision = ReviewState(state)
+        if decision is ReviewState.OPEN:
+            raise ValueError("a decision is 'confirmed' or 'rejected', not 'open'")
+        if decision is ReviewState.CONFIRMED and not label:
+            raise ValueError("confirming a result needs the label the analyst assigns")
+        if not decided_by:
+            raise ValueError("decided_by must name who decided")
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE review SET state = ?, label = ?, decided_by = ?, decided_at = ? WHERE result_id = ?",
+                (str(decision), label, decided_by, now, result_id),
+            )
+            if cursor.rowcount == 0:
+                raise UnknownReviewError(f"result {result_id} has no review")
+            row = conn.execute(f"{_REVIEW_SELECT} WHERE v.result_id = ?", (result_id,)).fetchone()
+        return _review_item(row)
+
+    def review_counts(self) -> dict[ReviewState, int]:
+        """Number of reviews in each state, every state present."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) FROM review GROUP BY state").fetchall()
+        found = {ReviewState(state): int(count) for state, count in rows}
+        return {state: found.get(state, 0) for state in ReviewState}
