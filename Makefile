@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: $(VENV)/.installed
-	$(BIN)/mpwatch demo
+	$(BIN)/mpwatch run --config config.yaml --seed-demo
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

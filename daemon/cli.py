@@ -11,14 +11,15 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from daemon import cli_engine, cli_service
+from daemon.config import ConfigError
 from engine.io import read_spectra
 from engine.library import LibraryError, ReferenceLibrary, library_log, rollback
 from engine.spectrum import SpectrumError
@@ -171,13 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", type=int)
     p.set_defaults(func=cmd_library_rollback)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    cli_engine.add_parsers(sub)
+    cli_service.add_parsers(sub)
     return parser
-
-
-#: Registration functions of further subcommands (added by other modules).
-EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpectrumError as exc:
         sys.stderr.write(f"mpwatch: {getattr(args, 'file', '')}: {exc}\n")
         return EXIT_BAD_INPUT
-    except (UsageError, LibraryError, FileNotFoundError) as exc:
+    except (UsageError, LibraryError, ConfigError, FileNotFoundError) as exc:
         sys.stderr.write(f"mpwatch: {exc}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

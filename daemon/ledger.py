@@ -1060,6 +1060,7 @@ class Ledger:
         status: ResultStatus | None = None,
         label: str | None = None,
         sha256: str | None = None,
+        folder: str | Path | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[StoredResult]:
@@ -1070,6 +1071,7 @@ class Ledger:
             status: only this outcome.
             label: only this label (exact match).
             sha256: only the spectra of this content.
+            folder: only files directly inside this folder (a sample folder).
             limit: page size.
             offset: rows to skip.
         """
@@ -1089,6 +1091,11 @@ class Ledger:
         if sha256 is not None:
             clauses.append("r.sha256 = ?")
             params.append(_check_sha256(sha256))
+        if folder is not None:
+            prefix = _path_key(folder).rstrip("/") + "/"
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("r.source_path LIKE ? ESCAPE '\\' AND instr(substr(r.source_path, ?), '/') = 0")
+            params.extend([escaped + "%", len(prefix) + 1])
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._read() as conn:
             rows = conn.execute(

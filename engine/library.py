@@ -58,6 +58,7 @@ from engine.spectrum import Spectrum, SpectrumError
 from engine.storage import atomic_write_bytes, atomic_write_text
 
 __all__ = [
+    "DEFAULT_LIBRARY",
     "LibraryError",
     "ReferenceLibrary",
     "VersionInfo",
@@ -66,6 +67,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The library shipped inside the package (Open Specy FTIR references, see its ATTRIBUTION.md).
+DEFAULT_LIBRARY = Path(__file__).parent / "data" / "default_library"
 
 HEAD = "HEAD.json"
 VERSIONS = "versions"

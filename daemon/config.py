@@ -1,0 +1,203 @@
+"""The daemon's configuration: config.yaml, environment overrides, validation with one clear message.
+
+:func:`load_config` reads the YAML file, applies ``MPWATCH__SECTION__KEY``
+environment overrides, validates everything with pydantic and resolves
+relative paths against the file's folder. Any problem raises
+:class:`ConfigError` whose message names the key, so ``mpwatch run`` can
+stop at start with one line.
+
+>>> cfg = Config.model_validate({"inboxes": [{"path": "/data/ftir", "name": "ftir"}], "state_dir": "/var/lib/mpwatch"})
+>>> cfg.http.port, cfg.watch.quiet_seconds
+(9108, 1.0)
+>>> Config.model_validate({"inboxes": [], "state_dir": "s", "http": {"port": 70000}})
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for Config
+...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.model import ModelConfig
+
+__all__ = ["Config", "ConfigError", "InboxConfig", "load_config"]
+
+ENV_PREFIX = "MPWATCH__"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message is one readable line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InboxConfig(_Section):
+    path: Path
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    polling: bool = False
+    poll_interval_seconds: float = Field(5.0, gt=0, le=3600)
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+class WatchConfig(_Section):
+    quiet_seconds: float = Field(1.0, ge=0, le=3600)
+    rescan_interval_seconds: float = Field(60.0, gt=0, le=86400)
+
+
+class WorkerConfig(_Section):
+    queue_size: int = Field(1000, ge=1, le=1_000_000)
+    batch_size: int = Field(64, ge=1, le=10_000)
+    retry_base_seconds: float = Field(5.0, gt=0)
+    retry_cap_seconds: float = Field(600.0, gt=0)
+    max_attempts: int = Field(5, ge=1, le=1000)
+
+
+class InstrumentFilesConfig(_Section):
+    on_done: Literal["keep", "move"] = "keep"
+    on_quarantine: Literal["keep", "move"] = "keep"
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+    token: str | None = None
+
+    @property
+    def exposed(self) -> bool:
+        """Whether the port is reachable from other machines."""
+        return self.host not in ("127.0.0.1", "localhost", "::1")
+
+
+class ModelSection(_Section):
+    n_synthetic: int = Field(40, ge=0, le=10_000)
+    n_learners: int = Field(30, ge=1, le=1000)
+    subspace_fraction: float = Field(0.5, gt=0, le=1)
+    n_neighbors: int = Field(1, ge=1, le=100)
+    seed: int = 0
+    n_hits: int = Field(5, ge=1, le=100)
+    min_vote: float = Field(0.5, ge=0, le=1)
+
+    def to_model_config(self) -> ModelConfig:
+        return ModelConfig(**self.model_dump())
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Section):
+    inboxes: tuple[InboxConfig, ...]
+    state_dir: Path
+    library: Path | None = None
+    confirm_dir: Path | None = None
+    watch: WatchConfig = WatchConfig()
+    worker: WorkerConfig = WorkerConfig()
+    instrument_files: InstrumentFilesConfig = InstrumentFilesConfig()
+    http: HttpConfig = HttpConfig()
+    model: ModelSection = ModelSection()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("inboxes")
+    @classmethod
+    def _unique_names(cls, inboxes: tuple[InboxConfig, ...]) -> tuple[InboxConfig, ...]:
+        names = [i.name for i in inboxes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"inbox names must be unique, repeated: {', '.join(dupes)}")
+        return inboxes
+
+    @model_validator(mode="after")
+    def _token_when_exposed(self) -> Config:
+        if self.http.exposed and not self.http.token:
+            raise ValueError(f"http.host {self.http.host} exposes the write API: set http.token")
+        return self
+
+    @property
+    def confirmed_dir(self) -> Path:
+        return self.confirm_dir or self.state_dir / "confirmed"
+
+    def resolved(self, base: Path) -> Config:
+        """A copy whose relative paths are made absolute against ``base``."""
+
+        def fix(p: Path | None) -> Path | None:
+            return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+        data = self.model_dump()
+        data["state_dir"] = fix(self.state_dir)
+        data["library"] = fix(self.library)
+        data["confirm_dir"] = fix(self.confirm_dir)
+        data["inboxes"] = [{**i, "path": fix(Path(i["path"]))} for i in data["inboxes"]]
+        resolved = Config.model_validate(data)
+        for inbox in resolved.inboxes:
+            if inbox.path == resolved.state_dir or inbox.path in resolved.state_dir.parents:
+                raise ValueError(f"state_dir {resolved.state_dir} must not be inside inbox {inbox.name} ({inbox.path})")
+        return resolved
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def load_config(
+    path: str | Path,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, override, validate and resolve a configuration; raise :class:`ConfigError` on any problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file {path} not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, not {type(raw).__name__}")
+    data = _merge(raw, _env_overrides(os.environ if env is None else env))
+    data = _merge(data, overrides or {})
+    try:
+        return Config.model_validate(data).resolved(path.parent.resolve())
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

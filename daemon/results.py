@@ -1,0 +1,124 @@
+"""Result files: JSON lines and a CSV summary per sample folder, regenerated atomically from the ledger.
+
+The ledger is the record; these files are views of it for people and for
+other programs. For every sample folder (the folder a spectrum file sits in)
+the exporter writes, under ``<state_dir>/results/<inbox>/<relative folder>/``:
+
+- ``results.jsonl``: one JSON object per classified spectrum;
+- ``summary.csv``: particles per polymer and status for that sample.
+
+Both are replaced atomically, so a reader never sees half a file. Folders
+are marked dirty as results arrive and rewritten at most every
+``min_interval`` seconds, and once more at shutdown.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from daemon.ledger import Ledger, StoredResult
+from engine.storage import atomic_write_text
+
+__all__ = ["ResultsExporter", "result_row", "summary_rows"]
+
+logger = logging.getLogger(__name__)
+
+PAGE = 1000
+
+
+def result_row(r: StoredResult) -> dict[str, Any]:
+    """One stored result as the JSON object ``mpwatch results`` and results.jsonl print."""
+    return {
+        "result_id": r.id,
+        "source": r.source_path,
+        "index": r.spectrum_index,
+        "sha256": r.sha256,
+        "created_at": r.created_at,
+        "status": str(r.status),
+        "label": r.label,
+        "material": r.material,
+        "confidence": r.confidence,
+        "model_version": r.model_version,
+        **{k: v for k, v in r.payload.items() if k not in ("status", "label", "material", "confidence")},
+    }
+
+
+def summary_rows(results: Iterable[StoredResult]) -> list[dict[str, Any]]:
+    """Particles per (status, label) with their share of the sample."""
+    counts = Counter((str(r.status), r.label or "") for r in results)
+    total = sum(counts.values())
+    return [
+        {"status": status, "label": label, "particles": n, "share": round(n / total, 4)}
+        for (status, label), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+
+
+def _all(ledger: Ledger, folder: Path) -> list[StoredResult]:
+    out: list[StoredResult] = []
+    while True:
+        page = ledger.results(folder=folder, limit=PAGE, offset=len(out))
+        out.extend(page)
+        if len(page) < PAGE:
+            return out
+
+
+class ResultsExporter:
+    """Rewrites the result files of folders that received results."""
+
+    def __init__(self, ledger: Ledger, results_dir: Path, inboxes: Sequence[tuple[str, Path]],
+                 *, min_interval: float = 2.0) -> None:
+        self.ledger = ledger
+        self.results_dir = results_dir
+        self.inboxes = list(inboxes)
+        self.min_interval = min_interval
+        self._dirty: set[Path] = set()
+        self._lock = threading.Lock()
+        self._last_flush = float("-inf")
+
+    def mark(self, source: str | Path) -> None:
+        """A result for ``source`` was written: its folder needs rewriting."""
+        with self._lock:
+            self._dirty.add(Path(source).parent)
+
+    def target(self, folder: Path) -> Path:
+        """Where a sample folder's result files go."""
+        for name, root in self.inboxes:
+            if folder == root or root in folder.parents:
+                return self.results_dir / name / folder.relative_to(root)
+        return self.results_dir / "_other" / folder.name
+
+    def flush(self, *, now: float, force: bool = False) -> int:
+        """Rewrite dirty folders if ``min_interval`` has passed (or ``force``); return how many."""
+        if not force and now - self._last_flush < self.min_interval:
+            return 0
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        self._last_flush = now
+        for folder in sorted(dirty):
+            try:
+                self.write_folder(folder)
+            except OSError:
+                logger.exception("could not write results for %s", folder)
+                with self._lock:
+                    self._dirty.add(folder)
+        return len(dirty)
+
+    def write_folder(self, folder: Path) -> Path:
+        results = _all(self.ledger, folder)
+        target = self.target(folder)
+        lines = "".join(json.dumps(result_row(r), sort_keys=True) + "\n" for r in results)
+        atomic_write_text(target / "results.jsonl", lines)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["status", "label", "particles", "share"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(summary_rows(results))
+        atomic_write_text(target / "summary.csv", buffer.getvalue())
+        return target

@@ -1,0 +1,324 @@
+"""The daemon: wires configuration to the parts and runs the main loop.
+
+Threads:
+
+- watchdog's observer threads feed each :class:`~daemon.watcher.InboxWatcher`;
+- the main loop (:meth:`Daemon.run`) admits stable files into the ledger,
+  claims pending work into a bounded queue, retries due failures, rescans,
+  flushes result files and acts on the stop and reload flags;
+- one worker thread drains the queue in batches (:class:`~daemon.worker.Worker`);
+- the HTTP server answers /metrics, /healthz and /readyz.
+
+Signal handlers only set flags (``stop``, ``reload``); the main loop acts on
+them. A stop finishes the batch in hand, gives queued claims back to the
+ledger and flushes the result files, so a restart redoes nothing and loses
+nothing. A ``kill -9`` is covered by the ledger: claims left behind are
+recovered at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from daemon.config import Config, ConfigError, load_config
+from daemon.http import Heartbeat, HttpServer
+from daemon.ledger import Admission, FileState, Ledger, RetryPolicy, WorkItem
+from daemon.metrics import Metrics
+from daemon.results import ResultsExporter
+from daemon.watcher import InboxWatcher, SpectrumFileFilter
+from daemon.worker import ModelHolder, Worker
+from engine.library import DEFAULT_LIBRARY, ReferenceLibrary
+from engine.model import IdentificationModel
+from engine.spectrum import file_sha256
+
+__all__ = ["Daemon", "load_model"]
+
+logger = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.05
+
+
+def load_model(config: Config) -> IdentificationModel:
+    """The model for the configured library (the bundled one when none is set)."""
+    library_dir = config.library or DEFAULT_LIBRARY
+    library = ReferenceLibrary.load(library_dir)
+    return IdentificationModel(library, config.model.to_model_config())
+
+
+class Daemon:
+    """The service around the engine; :meth:`run` blocks until :attr:`stop` is set."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        registry: CollectorRegistry | None = None,
+        model: IdentificationModel | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.clock = clock
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.registry = registry or CollectorRegistry()
+        self.heartbeat = Heartbeat()
+        state = config.state_dir
+        for sub in ("results", "quarantine"):
+            (state / sub).mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger.in_state_dir(
+            state,
+            retry_policy=RetryPolicy(
+                base_seconds=config.worker.retry_base_seconds,
+                cap_seconds=config.worker.retry_cap_seconds,
+                max_attempts=config.worker.max_attempts,
+            ),
+        )
+        self.models = ModelHolder(model or load_model(config))
+        self.metrics = Metrics(self.registry, inbox_roots=[i.name for i in config.inboxes], members=["subknn"])
+        self.metrics.attach_ledger(self.ledger)
+        self._publish_model()
+        self.watchers = self._make_watchers(config)
+        self.exporter = ResultsExporter(
+            self.ledger, state / "results", [(i.name, i.path) for i in config.inboxes]
+        )
+        self.worker = Worker(
+            ledger=self.ledger,
+            metrics=self.metrics,
+            exporter=self.exporter,
+            models=self.models,
+            quarantine_dir=state / "quarantine",
+            processed_dir=state / "processed" if config.instrument_files.on_done == "move" else None,
+            move_quarantined=config.instrument_files.on_quarantine == "move",
+            clock=clock,
+        )
+        self.queue: queue.Queue[WorkItem] = queue.Queue(maxsize=config.worker.queue_size)
+        self.http = HttpServer(
+            config.http.host,
+            config.http.port,
+            registry=self.registry,
+            heartbeat_age=self.heartbeat.age,
+            readiness=self.readiness,
+        )
+        self._worker_thread: threading.Thread | None = None
+        self._worker_idle = threading.Event()
+        self._last_rescan = 0.0
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def _make_watchers(self, config: Config) -> dict[str, InboxWatcher]:
+        return {
+            inbox.name: InboxWatcher(
+                inbox.path,
+                file_filter=SpectrumFileFilter(include=inbox.include, exclude=inbox.exclude),
+                quiet_seconds=config.watch.quiet_seconds,
+                polling=inbox.polling,
+                poll_interval=inbox.poll_interval_seconds,
+            )
+            for inbox in config.inboxes
+        }
+
+    def _publish_model(self) -> None:
+        model = self.models.get()
+        library = model.library
+        self.metrics.set_known_labels(library.class_counts())
+        self.metrics.set_library(library.class_counts(), version=library.version or 0)
+        self.metrics.set_model(model_version=model.version, library_version=library.version or 0, members=["subknn"])
+
+    def readiness(self) -> dict[str, Any]:
+        """The checks behind /readyz."""
+        return {
+            "model_loaded": self.models.get() is not None,
+            "ledger_open": self.ledger.schema_version > 0,
+            "watchers_up": {name: w.is_alive for name, w in self.watchers.items()},
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT set the stop flag, SIGHUP the reload flag; nothing else happens in a handler."""
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self.stop.set()
+
+        def on_reload(signum: int, frame: FrameType | None) -> None:
+            self.reload.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_reload)
+
+    def start(self) -> None:
+        """Recover, start the HTTP server, the watchers and the worker."""
+        recovered = self.ledger.recover_interrupted(now=self.clock())
+        if recovered:
+            logger.info("recovered %d files interrupted by the last stop", recovered)
+        self.http.start()
+        logger.info("metrics and health on http://%s:%d", self.config.http.host, self.http.port)
+        for name, watcher in self.watchers.items():
+            self._start_watcher(name, watcher)
+        self._worker_thread = threading.Thread(target=self._work, name="mpwatch-worker", daemon=True)
+        self._worker_thread.start()
+        self._last_rescan = time.monotonic()
+
+    def _start_watcher(self, name: str, watcher: InboxWatcher) -> None:
+        try:
+            found = watcher.start()
+            logger.info("watching %s (%s): %d files found at start", watcher.root, name, found)
+        except OSError as exc:
+            logger.error("cannot watch inbox %s at %s: %s", name, watcher.root, exc)
+        self.metrics.set_watcher_up(name, up=watcher.is_alive)
+
+    def run(self) -> None:
+        """Start, loop until :attr:`stop` is set, then shut down cleanly."""
+        self.start()
+        try:
+            while not self.stop.is_set():
+                self.tick()
+                self.stop.wait(TICK_SECONDS)
+        finally:
+            self.shutdown()
+
+    def tick(self) -> None:
+        """One turn of the main loop."""
+        self.heartbeat.beat()
+        if self.reload.is_set():
+            self.reload.clear()
+            self.reload_config()
+        now = self.clock()
+        for watcher in self.watchers.values():
+            for stat in watcher.poll_ready():
+                self.admit(stat.path, size=stat.size, mtime=stat.mtime, now=now)
+        for record in self.ledger.due_retries(now=now):
+            self._retry(Path(record.path), now=now)
+        self._fill_queue(now)
+        if time.monotonic() - self._last_rescan >= self.config.watch.rescan_interval_seconds:
+            self.rescan()
+        self.exporter.flush(now=now)
+        for name, watcher in self.watchers.items():
+            self.metrics.set_watcher_up(name, up=watcher.is_alive)
+        self.metrics.set_queue_depth(self.queue.qsize())
+
+    def admit(self, path: Path, *, size: int, mtime: float, now: float) -> Admission | None:
+        """A stable file: record it, hash it and queue it unless its content was seen already."""
+        record = self.ledger.observe(path, size=size, mtime=mtime, now=now)
+        if record.state is not FileState.SEEN:
+            return None
+        try:
+            sha = file_sha256(path)
+        except OSError as exc:
+            self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
+            self.metrics.file_finished("failed", now=now)
+            return None
+        admission = self.ledger.mark_pending(path, sha, now=now)
+        if admission is Admission.DUPLICATE:
+            self.metrics.file_finished("duplicate", now=now)
+        elif admission is Admission.QUARANTINED:
+            self.metrics.file_finished("quarantined", now=now)
+        return admission
+
+    def _retry(self, path: Path, *, now: float) -> None:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
+            return
+        self.ledger.observe(path, size=stat.st_size, mtime=stat.st_mtime, now=now)
+        try:
+            sha = file_sha256(path)
+        except OSError as exc:
+            self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
+            return
+        self.ledger.mark_pending(path, sha, now=now)
+
+    def _fill_queue(self, now: float) -> None:
+        while not self.queue.full():
+            item = self.ledger.claim_next(now=now)
+            if item is None:
+                return
+            self.queue.put_nowait(item)
+
+    def rescan(self) -> int:
+        """The safety net: look at every inbox for files no event announced."""
+        self._last_rescan = time.monotonic()
+        found = sum(w.rescan() for w in self.watchers.values())
+        if found:
+            logger.info("rescan found %d files the watchers had not reported", found)
+            self.metrics.rescan_recovered(found)
+        return found
+
+    def _work(self) -> None:
+        batch_size = self.config.worker.batch_size
+        while True:
+            try:
+                first = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                self._worker_idle.set()
+                if self.stop.is_set():
+                    return
+                continue
+            self._worker_idle.clear()
+            batch = [first]
+            while len(batch) < batch_size:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.worker.process(batch)
+            except Exception:
+                logger.exception("worker batch failed; its files stay claimed and are recovered at restart")
+            if self.stop.is_set():
+                return
+
+    def reload_config(self) -> None:
+        """SIGHUP: re-read the configuration; apply watcher settings and the library, keep the rest."""
+        if self.config_path is None:
+            logger.warning("reload asked, but the daemon was not started from a configuration file")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            logger.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        if new.library != self.config.library or new.model != self.config.model:
+            self.models.swap(load_model(new))
+            self._publish_model()
+        if new.inboxes != self.config.inboxes or new.watch != self.config.watch:
+            for watcher in self.watchers.values():
+                watcher.stop()
+            self.watchers = self._make_watchers(new)
+            for name, watcher in self.watchers.items():
+                self._start_watcher(name, watcher)
+        self.config = new
+        logger.info("configuration reloaded from %s", self.config_path)
+
+    def shutdown(self) -> None:
+        """Finish the batch in hand, give queued work back, flush results, close everything."""
+        self.stop.set()
+        for watcher in self.watchers.values():
+            watcher.stop()
+        if self._worker_thread is not None:
+            self._worker_thread.join(timeout=60)
+        now = self.clock()
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            self.ledger.release(item.path, now=now)
+        self.exporter.flush(now=now, force=True)
+        self.http.shutdown()
+        self.ledger.close()
+        logger.info("stopped")

@@ -1,0 +1,204 @@
+"""One file in, one set of results out; an error stays with its file.
+
+:class:`Worker` takes a batch of claimed files from the ledger, reads them,
+classifies every spectrum of the batch in one model call, and completes
+each file in the ledger (results and terminal state in one transaction).
+What goes wrong is sorted per file:
+
+- the file is not ready (locked, permission denied, vanished): ``failed``,
+  retried later with backoff, quarantined after too many attempts;
+- the file is not a usable spectrum (:class:`~engine.spectrum.SpectrumError`):
+  ``quarantined`` at once with the reason, since retrying cannot help;
+- anything unexpected while classifying: ``failed`` with the error, so a bug
+  costs one file a retry, never the daemon.
+
+:class:`ModelHolder` is the hot-swap point: the worker asks it for the
+model once per batch, so a swap takes effect between batches and no file is
+classified twice or by half a model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.ledger import Ledger, ResultRecord, WorkItem
+from daemon.metrics import Metrics
+from daemon.results import ResultsExporter
+from engine.io import read_spectra
+from engine.model import IdentificationModel, Result
+from engine.spectrum import Spectrum, SpectrumError
+from engine.storage import atomic_write_text
+
+__all__ = ["ModelHolder", "Worker", "result_record"]
+
+logger = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """The model being served, swapped atomically under a lock."""
+
+    def __init__(self, model: IdentificationModel) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+
+    def get(self) -> IdentificationModel:
+        with self._lock:
+            return self._model
+
+    def swap(self, model: IdentificationModel) -> IdentificationModel:
+        """Serve ``model`` from the next batch on; return the old one."""
+        with self._lock:
+            old, self._model = self._model, model
+        return old
+
+
+def result_record(index: int, result: Result) -> ResultRecord:
+    """A model result as the ledger stores it; the evidence goes into the payload."""
+    payload = result.as_dict()
+    for key in ("status", "label", "material", "confidence", "model_version"):
+        payload.pop(key, None)
+    return ResultRecord(
+        spectrum_index=index,
+        status=result.status,
+        model_version=result.model_version,
+        label=result.label,
+        material=result.material,
+        confidence=result.confidence,
+        payload=payload,
+    )
+
+
+@dataclass
+class _ReadFile:
+    item: WorkItem
+    spectra: list[Spectrum]
+    started: float
+
+
+class Worker:
+    """Classifies batches of claimed files and records every outcome."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        metrics: Metrics,
+        exporter: ResultsExporter,
+        models: ModelHolder,
+        quarantine_dir: Path,
+        processed_dir: Path | None = None,
+        move_quarantined: bool = False,
+        clock: Callable[[], float] = time.time,
+        on_result: Callable[[WorkItem, Sequence[Result]], None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.metrics = metrics
+        self.exporter = exporter
+        self.models = models
+        self.quarantine_dir = quarantine_dir
+        self.processed_dir = processed_dir
+        self.move_quarantined = move_quarantined
+        self.clock = clock
+        self.on_result = on_result
+
+    def process(self, items: Sequence[WorkItem]) -> None:
+        """Process a batch; never raises for a problem with one file."""
+        readable = [r for r in (self._read(item) for item in items) if r is not None]
+        if not readable:
+            return
+        model = self.models.get()
+        try:
+            results = model.classify([s for r in readable for s in r.spectra])
+        except Exception:
+            logger.exception("batch classification failed; classifying its %d files one by one", len(readable))
+            for one in readable:
+                self._classify_alone(model, one)
+            return
+        start = 0
+        for one in readable:
+            self._complete(one, results[start : start + len(one.spectra)])
+            start += len(one.spectra)
+
+    def _read(self, item: WorkItem) -> _ReadFile | None:
+        started = time.perf_counter()
+        path = Path(item.path)
+        try:
+            spectra = read_spectra(path)
+        except SpectrumError as exc:
+            self._quarantine(item, str(exc))
+            return None
+        except OSError as exc:
+            self._fail(item, f"not ready: {exc.strerror or exc}")
+            return None
+        if spectra[0].metadata.get("sha256") not in (None, item.sha256):
+            # The file changed after it was queued; the watcher sees the change and queues it again.
+            logger.info("%s changed while queued; it will be read again", path)
+            self.ledger.release(item.path, now=self.clock())
+            return None
+        return _ReadFile(item, spectra, started)
+
+    def _classify_alone(self, model: IdentificationModel, one: _ReadFile) -> None:
+        try:
+            results = model.classify(one.spectra)
+        except Exception as exc:
+            logger.exception("classifying %s failed", one.item.path)
+            self._fail(one.item, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        self._complete(one, results)
+
+    def _complete(self, one: _ReadFile, results: Sequence[Result]) -> None:
+        now = self.clock()
+        records = [result_record(i, r) for i, r in enumerate(results)]
+        try:
+            self.ledger.complete(one.item.sha256, records, now=now)
+        except Exception as exc:
+            logger.exception("recording results of %s failed", one.item.path)
+            self._fail(one.item, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        for r in results:
+            self.metrics.observe_result(r.status, r.label)
+        self.metrics.file_finished("done", now=now, seconds=time.perf_counter() - one.started)
+        self.exporter.mark(one.item.path)
+        if self.on_result:
+            self.on_result(one.item, results)
+        if self.processed_dir is not None:
+            self._move(Path(one.item.path), self.processed_dir)
+
+    def _fail(self, item: WorkItem, reason: str) -> None:
+        record = self.ledger.fail(item.path, reason, now=self.clock())
+        outcome = "quarantined" if str(record.state) == "quarantined" else "failed"
+        if outcome == "quarantined":
+            self._note_quarantine(item, reason)
+        self.metrics.file_finished(outcome, now=self.clock())
+
+    def _quarantine(self, item: WorkItem, reason: str) -> None:
+        self.ledger.quarantine(item.path, reason, now=self.clock())
+        self._note_quarantine(item, reason)
+        self.metrics.file_finished("quarantined", now=self.clock())
+        logger.warning("quarantined %s: %s", item.path, reason)
+
+    def _note_quarantine(self, item: WorkItem, reason: str) -> None:
+        """A note beside the quarantine: what, why, when; the file itself moves only if configured."""
+        path = Path(item.path)
+        note = json.dumps({"path": str(path), "sha256": item.sha256, "reason": reason, "at": self.clock()})
+        try:
+            atomic_write_text(self.quarantine_dir / f"{item.sha256[:16]}-{path.name}.reason.json", note)
+            if self.move_quarantined:
+                self._move(path, self.quarantine_dir)
+        except OSError:
+            logger.exception("could not write the quarantine note for %s", path)
+
+    def _move(self, path: Path, folder: Path) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), folder / path.name)
+        except OSError:
+            logger.exception("could not move %s to %s", path, folder)
+

@@ -1,0 +1,321 @@
+"""The daemon end to end: real files, a real watcher, a real ledger; waits poll with a timeout.
+
+A small library (FLOPP pristine) keeps model building fast; test spectra are
+real FLOPP-e particles written as instrument-like CSV files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from daemon.config import ConfigError, load_config
+from daemon.service import Daemon
+from engine.evaluate import library_from_sources, load_source
+from engine.model import IdentificationModel, ModelConfig
+from engine.spectrum import Spectrum
+from tests.conftest import REPO_ROOT, SHARED_DATA
+
+FAST = ModelConfig(n_synthetic=10, n_learners=10)
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def spectrum_csv(s: Spectrum) -> str:
+    return "wavenumber,transmittance\n" + "".join(f"{x:.3f},{y:.5f}\n" for x, y in zip(s.wavenumbers, s.values, strict=True))
+
+
+def variant(text: str, i: int) -> str:
+    """The same particle with its last value nudged: new content, same spectrum for the model."""
+    head, last = text.rstrip("\n").rsplit("\n", 1)
+    x, y = last.split(",")
+    return f"{head}\n{x},{float(y) + 1e-4 * (i + 1):.5f}\n"
+
+
+@pytest.fixture(scope="module")
+def library_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lib = library_from_sources([f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP"])
+    folder = tmp_path_factory.mktemp("library")
+    lib.save(folder, message="FLOPP pristine")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(library_dir: Path) -> IdentificationModel:
+    from engine.library import ReferenceLibrary
+
+    return IdentificationModel(ReferenceLibrary.load(library_dir), FAST)
+
+
+@pytest.fixture(scope="module")
+def particles() -> list[str]:
+    """CSV texts of real environmental particles (FLOPP-e)."""
+    return [spectrum_csv(s) for s in load_source(f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP-e")[:120]]
+
+
+def write_config(tmp_path: Path, library_dir: Path, **extra: object) -> Path:
+    config = {
+        "inboxes": [{"path": str(tmp_path / "inbox"), "name": "lab"}],
+        "state_dir": str(tmp_path / "state"),
+        "library": str(library_dir),
+        "watch": {"quiet_seconds": 0.2, "rescan_interval_seconds": 3600},
+        "http": {"port": 0},
+        "model": {"n_synthetic": 10, "n_learners": 10},
+        "worker": {"retry_base_seconds": 0.2, "retry_cap_seconds": 1.0, "max_attempts": 3},
+        **extra,
+    }
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Running:
+    """A daemon in a thread, stopped by its stop flag."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.thread = threading.Thread(target=daemon.run, daemon=True)
+
+    def __enter__(self) -> Daemon:
+        self.thread.start()
+        wait_until(lambda: self.daemon.http.running and all(w.is_alive for w in self.daemon.watchers.values()),
+                   timeout=20)
+        return self.daemon
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.stop.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path, library_dir: Path, model: IdentificationModel) -> Iterator[Callable[..., Running]]:
+    def make(**extra: object) -> Running:
+        config = load_config(write_config(tmp_path, library_dir, **extra))
+        return Running(Daemon(config, model=model))
+
+    yield make
+
+
+def state_counts(daemon: Daemon) -> dict[str, int]:
+    return {str(k): v for k, v in daemon.ledger.counts().items()}
+
+
+def done_count(daemon: Daemon) -> int:
+    return state_counts(daemon)["done"]
+
+
+class TestWatching:
+    def test_new_file_is_classified_with_evidence(self, make_daemon: Callable[..., Running], tmp_path: Path,
+                                                  particles: list[str]) -> None:
+        with make_daemon() as d:
+            (tmp_path / "inbox" / "p1.csv").write_text(particles[0])
+            wait_until(lambda: done_count(d) == 1)
+            (result,) = d.ledger.results()
+            assert result.status in ("known", "unknown", "low_quality")
+            assert result.payload["hits"] and "r" in result.payload["hits"][0]
+            assert result.payload["members"][0]["name"] == "subknn"
+
+    def test_slow_partial_write_is_read_once_complete(self, make_daemon: Callable[..., Running], tmp_path: Path,
+                                                      particles: list[str]) -> None:
+        with make_daemon() as d:
+            target = tmp_path / "inbox" / "slow.csv"
+            text = particles[1]
+            with target.open("w") as handle:
+                for i in range(0, len(text), len(text) // 5):
+                    handle.write(text[i : i + len(text) // 5])
+                    handle.flush()
+                    time.sleep(0.1)  # the instrument writing: shorter than the quiet period
+            wait_until(lambda: done_count(d) == 1)
+            assert state_counts(d)["quarantined"] == 0
+
+    def test_zero_byte_placeholder_filled_later(self, make_daemon: Callable[..., Running], tmp_path: Path,
+                                                particles: list[str]) -> None:
+        with make_daemon() as d:
+            target = tmp_path / "inbox" / "placeholder.csv"
+            target.touch()
+            time.sleep(0.6)  # longer than the quiet period: an empty file must not be taken
+            assert done_count(d) == 0 and state_counts(d)["quarantined"] == 0
+            target.write_text(particles[2])
+            wait_until(lambda: done_count(d) == 1)
+
+    def test_write_then_rename(self, make_daemon: Callable[..., Running], tmp_path: Path,
+                               particles: list[str]) -> None:
+        with make_daemon() as d:
+            tmp = tmp_path / "inbox" / "p.csv.tmp"
+            tmp.write_text(particles[3])
+            tmp.rename(tmp_path / "inbox" / "p.csv")
+            wait_until(lambda: done_count(d) == 1)
+            (rec,) = d.ledger.files()
+            assert rec.path.endswith("p.csv")
+
+    def test_folder_moved_into_inbox(self, make_daemon: Callable[..., Running], tmp_path: Path,
+                                     particles: list[str]) -> None:
+        outside = tmp_path / "sample-7"
+        outside.mkdir()
+        for i in range(5):
+            (outside / f"particle_{i}.csv").write_text(particles[10 + i])
+        with make_daemon() as d:
+            outside.rename(tmp_path / "inbox" / "sample-7")
+            wait_until(lambda: done_count(d) == 5)
+            d.exporter.flush(now=time.time(), force=True)
+            summary = tmp_path / "state" / "results" / "lab" / "sample-7" / "summary.csv"
+            wait_until(summary.exists)
+            lines = (tmp_path / "state" / "results" / "lab" / "sample-7" / "results.jsonl").read_text().splitlines()
+            assert len(lines) == 5
+
+    def test_duplicate_content_is_not_classified_again(self, make_daemon: Callable[..., Running], tmp_path: Path,
+                                                       particles: list[str]) -> None:
+        with make_daemon() as d:
+            (tmp_path / "inbox" / "a.csv").write_text(particles[4])
+            wait_until(lambda: done_count(d) == 1)
+            (tmp_path / "inbox" / "copy-of-a.csv").write_text(particles[4])
+            os.utime(tmp_path / "inbox" / "a.csv")  # a duplicate event for the first file
+            wait_until(lambda: done_count(d) == 2)
+            assert len(d.ledger.results()) == 1
+            dup = d.ledger.file(tmp_path / "inbox" / "copy-of-a.csv")
+            assert dup is not None and dup.duplicate_of
+
+    def test_silent_watcher_rescan_finds_the_file(self, make_daemon: Callable[..., Running], tmp_path: Path,
+                                                  particles: list[str]) -> None:
+        # a polling watcher that looks once an hour: as silent as a flaky network share
+        silent = [{"path": str(tmp_path / "inbox"), "name": "lab", "polling": True, "poll_interval_seconds": 3600}]
+        with make_daemon(inboxes=silent) as d:
+            (tmp_path / "inbox" / "unseen.csv").write_text(particles[5])
+            time.sleep(0.5)
+            assert done_count(d) == 0
+            assert d.rescan() == 1
+            wait_until(lambda: done_count(d) == 1)
+
+
+class TestBadInput:
+    def test_malformed_files_are_quarantined_and_the_daemon_goes_on(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
+        with make_daemon() as d:
+            (tmp_path / "inbox" / "garbage.spa").write_bytes(os.urandom(3000))
+            (tmp_path / "inbox" / "short.csv").write_text("wavenumber,absorbance\n1000,0.1\n")
+            (tmp_path / "inbox" / "good.csv").write_text(particles[6])
+            wait_until(lambda: state_counts(d)["quarantined"] == 2 and done_count(d) == 1)
+            reasons = {Path(r.path).name: r.reason for r in d.ledger.files(state="quarantined")}
+            assert "too_few_points" in reasons["short.csv"]
+            notes = list((tmp_path / "state" / "quarantine").glob("*.reason.json"))
+            assert len(notes) == 2
+            assert all(json.loads(n.read_text())["reason"] for n in notes)
+            assert (tmp_path / "inbox" / "garbage.spa").exists()  # never moved unless configured
+
+    def test_bad_config_is_one_clear_message(self, tmp_path: Path, library_dir: Path) -> None:
+        path = write_config(tmp_path, library_dir, http={"port": 99999})
+        with pytest.raises(ConfigError, match=r"http\.port"):
+            load_config(path)
+        done = subprocess.run([sys.executable, "-m", "daemon.cli", "run", "--config", str(path)],
+                              capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, check=False)
+        assert done.returncode == 2
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert "http.port" in done.stderr
+
+
+class TestRestart:
+    def test_catch_up_after_a_stop(self, make_daemon: Callable[..., Running], tmp_path: Path,
+                                   particles: list[str]) -> None:
+        inbox = tmp_path / "inbox"
+        with make_daemon() as d:
+            for i in range(10):
+                (inbox / f"early_{i}.csv").write_text(particles[i])
+            wait_until(lambda: done_count(d) == 10)
+        for i in range(100):
+            (inbox / f"late_{i}.csv").write_text(variant(particles[10 + i % 110], i))
+        with make_daemon() as d:
+            wait_until(lambda: done_count(d) == 110, timeout=60)
+            results = d.ledger.results(limit=1000)
+            assert len(results) == 110
+            assert len({r.sha256 for r in results}) == 110
+
+    def test_sigkill_mid_stream_leaves_every_file_in_one_terminal_state(
+        self, tmp_path: Path, library_dir: Path, particles: list[str]
+    ) -> None:
+        config = write_config(tmp_path, library_dir)
+        inbox = tmp_path / "inbox"
+        for i in range(60):
+            (inbox / f"p_{i}.csv").write_text(variant(particles[i % 110], i))
+
+        def start() -> subprocess.Popen[str]:
+            return subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+                                    cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        db = tmp_path / "state" / "ledger.sqlite3"
+
+        def done() -> int:
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                    return int(conn.execute("SELECT count(*) FROM files WHERE state = 'done'").fetchone()[0])
+            except sqlite3.OperationalError:  # not created yet, or the schema is being written
+                return 0
+
+        proc = start()
+        wait_until(lambda: done() >= 5, timeout=90)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc = start()
+        try:
+            wait_until(lambda: done() == 60, timeout=120)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+        with sqlite3.connect(db) as conn:
+            states = conn.execute("SELECT state, count(*) FROM files GROUP BY state").fetchall()
+            dupes = conn.execute(
+                "SELECT count(*) FROM (SELECT sha256, spectrum_index FROM results GROUP BY 1, 2 HAVING count(*) > 1)"
+            ).fetchone()[0]
+            n_results = conn.execute("SELECT count(*) FROM results").fetchone()[0]
+        assert dict(states) == {"done": 60}
+        assert dupes == 0 and n_results == 60
+
+
+class TestHealth:
+    def test_endpoints(self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]) -> None:
+        with make_daemon() as d:
+            base = f"http://127.0.0.1:{d.http.port}"
+            (tmp_path / "inbox" / "p.csv").write_text(particles[7])
+            wait_until(lambda: done_count(d) == 1)
+            assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
+            ready = json.loads(urllib.request.urlopen(base + "/readyz", timeout=5).read())
+            assert ready["ready"] is True and ready["checks"]["watchers_up"] == {"lab": True}
+            metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+            assert 'mpwatch_files_total{outcome="done"} 1.0' in metrics
+            assert "mpwatch_processing_seconds_bucket" in metrics
+
+
+def test_results_command_reads_the_ledger(make_daemon: Callable[..., Running], tmp_path: Path,
+                                          particles: list[str]) -> None:
+    with make_daemon() as d:
+        for i in range(3):
+            (tmp_path / "inbox" / f"p{i}.csv").write_text(particles[20 + i])
+        wait_until(lambda: done_count(d) == 3)
+    done = subprocess.run([sys.executable, "-m", "daemon.cli", "results", "--state", str(tmp_path / "state"),
+                           "--format", "jsonl"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, check=True)
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == 3
+    assert {"source", "status", "label", "hits"} <= set(rows[0])
+    assert np.all([r["source"].endswith(".csv") for r in rows])
