@@ -15,7 +15,17 @@ from engine.io.registry import Reader, detect, read_spectra, read_spectrum, read
 #: Reader modules, imported for their registrations. Binary formats with magic
 #: bytes come first; text formats that are recognised by sniffing come last.
 READER_MODULES = (
+    "opus",
+    "omnic",
+    "perkinelmer",
+    "wdf",
+    "spc",
     "labelled_set",
+    "jcampdx",
+    "asp",
+    "envi",
+    "openspecy",
+    "delimited",
 )
 
 for _name in READER_MODULES:

@@ -1,0 +1,148 @@
+"""Shared helpers of the text-format readers: bounded reading, decoding and number parsing.
+
+Every text reader reads its file whole, so the size is bounded first; bytes are
+decoded without ever failing (UTF-8, UTF-16 with a byte-order mark, else
+Latin-1), and numbers are parsed with the decimal separator the file uses.
+
+>>> decode_text("1234,5;0,12".encode())
+'1234,5;0,12'
+>>> parse_number("1,5", decimal=",")
+1.5
+>>> parse_number("abc") is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from engine.spectrum import SpectrumError
+
+__all__ = [
+    "MAX_SPECTRA",
+    "MAX_TEXT_BYTES",
+    "decode_text",
+    "infer_technique",
+    "infer_y_unit",
+    "looks_binary",
+    "parse_number",
+    "read_limited",
+    "short",
+]
+
+#: Text spectrum files larger than this are refused: a spectrum in text is a few MB at most.
+MAX_TEXT_BYTES = 64 * 1024 * 1024
+
+#: No text file may yield more spectra than this (a 1000 x 1000 map is already huge).
+MAX_SPECTRA = 1_000_000
+
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
+
+
+def read_limited(path: Path, *, limit: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of ``path``, refusing empty files and files over ``limit`` bytes."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise SpectrumError("unreadable", f"cannot open {path.name}: {exc.strerror or exc}") from exc
+    if not data:
+        raise SpectrumError("empty_file", f"{path.name} is empty")
+    if len(data) > limit:
+        raise SpectrumError(
+            "unreadable", f"{path.name} is over {limit // (1024 * 1024)} MiB, too large for a text spectrum"
+        )
+    return data
+
+
+def looks_binary(data: bytes) -> bool:
+    """Whether ``data`` holds NUL bytes that no UTF-16 reading explains (a binary file)."""
+    if b"\x00" not in data:
+        return False
+    return _utf16_codec(data) is None
+
+
+def _utf16_codec(data: bytes) -> str | None:
+    """``utf-16-le`` or ``utf-16-be`` when ``data`` looks like BOM-less UTF-16 text."""
+    sample = data[:4096]
+    if len(sample) < 4:
+        return None
+    even_nuls = sample[0::2].count(0)
+    odd_nuls = sample[1::2].count(0)
+    half = len(sample) // 2
+    if odd_nuls > 0.9 * half and even_nuls == 0:
+        return "utf-16-le"
+    if even_nuls > 0.9 * half and odd_nuls == 0:
+        return "utf-16-be"
+    return None
+
+
+def decode_text(data: bytes) -> str:
+    """Decode text bytes, never failing: BOMs honoured, UTF-8 first, Latin-1 as the fallback."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="replace")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    codec = _utf16_codec(data) if b"\x00" in data[:4096] else None
+    if codec is not None:
+        return data.decode(codec, errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def parse_number(field: str, *, decimal: str = ".") -> float | None:
+    """A field as a float, or ``None`` when it is not a plain decimal number.
+
+    Only digits, sign, decimal separator and exponent are accepted, so words such
+    as ``nan``, ``inf`` or ``1_000`` that :func:`float` would take are refused.
+    """
+    text = field.strip().strip('"').strip("'").strip()
+    if decimal != ".":
+        if "." in text:
+            return None
+        text = text.replace(decimal, ".")
+    if not text or len(text) > 64 or not _NUMBER_CHARS.issuperset(text):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def short(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters for an error message, printable only."""
+    clean = "".join(ch if ch.isprintable() else "?" for ch in text[: limit + 1])
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def infer_y_unit(text: str) -> str:
+    """The y unit named by header words, ``arbitrary`` when none is.
+
+    >>> infer_y_unit("%T"), infer_y_unit("Abs."), infer_y_unit("signal")
+    ('transmittance', 'absorbance', 'arbitrary')
+    """
+    words = text.lower()
+    if re.search(r"absorb|\babs\b|log\s*\(\s*1\s*/\s*r\s*\)", words):
+        return "absorbance"
+    if re.search(r"transm|%\s*t\b|\bt\s*\(?%", words):
+        return "transmittance"
+    if re.search(r"reflect|%\s*r\b", words):
+        return "reflectance"
+    if re.search(r"count|intensit|raman|\bcps\b", words):
+        return "counts"
+    return "arbitrary"
+
+
+def infer_technique(text: str) -> str | None:
+    """``raman`` or ``ir`` when header words say so, else ``None``."""
+    words = text.lower()
+    if "raman" in words:
+        return "raman"
+    if re.search(r"ft-?ir|infrared|\bir\b|\batr\b|absorb|transm|reflect|%\s*t\b", words):
+        return "ir"
+    return None

@@ -1,0 +1,297 @@
+"""ENVI hyperspectral images: a text ``.hdr`` beside a binary data file, one spectrum per pixel.
+
+FTIR imaging exports (and Open Specy's map zips) use ENVI: the header gives
+``samples`` x ``lines`` pixels of ``bands`` values each, the data type, the
+interleave (``bsq``, ``bil`` or ``bip``), the byte order and, in its
+``wavelength`` list, the wavenumber of every band. Each pixel becomes one
+spectrum whose metadata holds its ``x`` (sample) and ``y`` (line) position.
+Sizes are checked against the header before anything is allocated.
+
+>>> header = parse_envi_header('''ENVI
+... samples = 2
+... lines = 1
+... bands = 3
+... data type = 4
+... wavelength = {1000, 1001,
+...   1002}''')
+>>> header.samples, header.bands, header.wavelength.tolist()
+(2, 3, [1000.0, 1001.0, 1002.0])
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.io._text import MAX_SPECTRA, decode_text, read_limited, short
+from engine.io.registry import register
+from engine.spectrum import Spectrum, SpectrumError, normalise_y_unit
+
+__all__ = [
+    "MAX_ENVI_BYTES",
+    "EnviHeader",
+    "envi_header_for",
+    "parse_envi_header",
+    "read_envi",
+    "spectra_from_envi",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The binary half of an ENVI image may be at most this large.
+MAX_ENVI_BYTES = 256 * 1024 * 1024
+
+#: An ENVI header is small; anything larger is not one.
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+
+#: Suffixes the binary half of an ENVI pair is found under, tried in order.
+DATA_SUFFIXES = (".dat", ".img", ".raw", ".bsq", ".bil", ".bip", ".DAT", ".IMG", "")
+
+_DTYPES = {1: "u1", 2: "i2", 3: "i4", 4: "f4", 5: "f8", 12: "u2", 13: "u4", 14: "i8", 15: "u8"}
+
+
+@dataclass(frozen=True)
+class EnviHeader:
+    """The facts of an ENVI header needed to read its image; ``fields`` holds every record."""
+
+    samples: int
+    lines: int
+    bands: int
+    data_type: int
+    interleave: str
+    header_offset: int
+    byte_order: int
+    wavelength: npt.NDArray[np.float64] | None
+    fields: dict[str, str]
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The numpy dtype of one value, with the header's byte order."""
+        return np.dtype(("<" if self.byte_order == 0 else ">") + _DTYPES[self.data_type])
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of image data the header declares (after the header offset)."""
+        return self.samples * self.lines * self.bands * self.dtype.itemsize
+
+
+def _fields(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    key: str | None = None
+    parts: list[str] = []
+    for line in text.splitlines()[1:]:
+        if key is not None:
+            parts.append(line)
+            if "}" in line:
+                fields[key] = " ".join(parts).strip()
+                key = None
+            continue
+        name, sep, value = line.partition("=")
+        if not sep:
+            continue
+        name = name.strip().lower()
+        value = value.strip()
+        if value.startswith("{") and "}" not in value:
+            key, parts = name, [value]
+        else:
+            fields[name] = value
+    if key is not None:
+        fields[key] = " ".join(parts).strip()
+    return fields
+
+
+def _int_field(fields: dict[str, str], key: str, *, name: str, default: int | None = None) -> int:
+    value = fields.get(key)
+    if value is None:
+        if default is None:
+            raise SpectrumError("unreadable", f"{name}: the ENVI header has no '{key}'")
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError as exc:
+        raise SpectrumError("unreadable", f"{name}: ENVI '{key} = {short(value)}' is not an integer") from exc
+    if number < 0:
+        raise SpectrumError("unreadable", f"{name}: ENVI '{key}' is negative")
+    return number
+
+
+def _list_field(value: str) -> list[str]:
+    return [item.strip() for item in value.strip().strip("{}").split(",")]
+
+
+def parse_envi_header(text: str, *, name: str = "ENVI header") -> EnviHeader:
+    """Parse and check an ENVI header; raise :class:`SpectrumError` when it is not a usable one."""
+    if not text.lstrip("\ufeff").startswith("ENVI"):
+        raise SpectrumError("unreadable", f"{name} is not an ENVI header (no 'ENVI' first line)")
+    fields = _fields(text)
+    samples = _int_field(fields, "samples", name=name)
+    lines = _int_field(fields, "lines", name=name)
+    bands = _int_field(fields, "bands", name=name)
+    data_type = _int_field(fields, "data type", name=name)
+    offset = _int_field(fields, "header offset", name=name, default=0)
+    byte_order = _int_field(fields, "byte order", name=name, default=0)
+    interleave = fields.get("interleave", "bsq").strip().lower()
+    if min(samples, lines, bands) < 1:
+        raise SpectrumError("no_spectrum", f"{name}: the ENVI image is empty ({samples}x{lines}x{bands})")
+    if data_type not in _DTYPES:
+        raise SpectrumError("unreadable", f"{name}: ENVI data type {data_type} is not supported")
+    if interleave not in ("bsq", "bil", "bip"):
+        raise SpectrumError(
+            "unreadable", f"{name}: ENVI interleave {short(interleave)!r} is not bsq, bil or bip"
+        )
+    if byte_order not in (0, 1):
+        raise SpectrumError("unreadable", f"{name}: ENVI byte order {byte_order} is not 0 or 1")
+    if samples * lines > MAX_SPECTRA or samples * lines * bands * 8 > MAX_ENVI_BYTES:
+        raise SpectrumError("unreadable", f"{name}: the ENVI image ({samples}x{lines}x{bands}) is too large")
+    wavelength = None
+    if "wavelength" in fields:
+        try:
+            wavelength = np.array(
+                [float(v) for v in _list_field(fields["wavelength"]) if v], dtype=np.float64
+            )
+        except ValueError as exc:
+            raise SpectrumError("unreadable", f"{name}: the ENVI wavelength list holds a non-number") from exc
+        if wavelength.size != bands:
+            raise SpectrumError("length_mismatch", f"{name}: {wavelength.size} wavelengths for {bands} bands")
+    return EnviHeader(
+        samples=samples,
+        lines=lines,
+        bands=bands,
+        data_type=data_type,
+        interleave=interleave,
+        header_offset=offset,
+        byte_order=byte_order,
+        wavelength=wavelength,
+        fields=fields,
+    )
+
+
+def _wavenumbers(header: EnviHeader, *, name: str) -> npt.NDArray[np.float64]:
+    if header.wavelength is None:
+        raise SpectrumError(
+            "no_spectrum", f"{name}: the ENVI header has no wavelength list, so bands have no wavenumbers"
+        )
+    units = header.fields.get("wavelength units", "").strip().lower()
+    titles = header.fields.get("z plot titles", "").lower()
+    x = header.wavelength
+    if units in ("nanometers", "nm") or (not units and "nanomet" in titles):
+        scale = 1e7
+    elif units in ("micrometers", "microns", "um", "µm"):
+        scale = 1e4
+    else:
+        return x
+    if np.any(x <= 0):
+        raise SpectrumError("implausible_range", f"{name}: wavelengths must be positive to convert to cm-1")
+    return np.asarray(scale / x, dtype=np.float64)
+
+
+def _y_unit(header: EnviHeader) -> str:
+    titles = _list_field(header.fields.get("z plot titles", ""))
+    label = titles[1] if len(titles) > 1 else ""
+    try:
+        return normalise_y_unit(re.sub(r"\([^()]*\)", "", label[:200]).strip())
+    except SpectrumError:
+        return "arbitrary"
+
+
+def _cube(header: EnviHeader, data: bytes, *, name: str) -> npt.NDArray[np.float64]:
+    """The image as (lines, samples, bands), whatever the interleave."""
+    needed = header.header_offset + header.data_bytes
+    if len(data) < needed:
+        raise SpectrumError(
+            "truncated", f"{name}: the ENVI data holds {len(data)} bytes, the header declares {needed}"
+        )
+    if len(data) > needed:
+        logger.debug("%s: %d bytes after the ENVI image are ignored", name, len(data) - needed)
+    flat = np.frombuffer(
+        data,
+        dtype=header.dtype,
+        count=header.samples * header.lines * header.bands,
+        offset=header.header_offset,
+    ).astype(np.float64)
+    samples, lines, bands = header.samples, header.lines, header.bands
+    if header.interleave == "bsq":
+        return flat.reshape(bands, lines, samples).transpose(1, 2, 0)
+    if header.interleave == "bil":
+        return flat.reshape(lines, bands, samples).transpose(0, 2, 1)
+    return flat.reshape(lines, samples, bands)
+
+
+def spectra_from_envi(header_text: str, data: bytes, *, name: str) -> list[Spectrum]:
+    """One spectrum per pixel of an ENVI image; pixels that fail validation are skipped."""
+    header = parse_envi_header(header_text, name=name)
+    wavenumbers = _wavenumbers(header, name=name)
+    cube = _cube(header, data, name=name)
+    ignore = header.fields.get("data ignore value")
+    if ignore:
+        try:
+            cube[cube == float(ignore)] = np.nan
+        except ValueError:
+            logger.debug("%s: data ignore value %r is not a number", name, ignore)
+    y_unit = _y_unit(header)
+    description = header.fields.get("description", "").strip("{} ")
+    technique = "raman" if "raman" in description.lower() else ("ir" if y_unit != "counts" else None)
+    base: dict[str, Any] = {"map_shape": [header.lines, header.samples], "interleave": header.interleave}
+    if description:
+        base["description"] = description[:500]
+    spectra: list[Spectrum] = []
+    errors: list[SpectrumError] = []
+    for row in range(header.lines):
+        for column in range(header.samples):
+            meta = dict(base, x=column, y=row)
+            try:
+                spectra.append(
+                    Spectrum.create(
+                        wavenumbers,
+                        cube[row, column],
+                        y_unit=y_unit,
+                        technique=technique,
+                        metadata=meta,
+                        drop_missing=True,
+                    )
+                )
+            except SpectrumError as exc:
+                errors.append(exc)
+    if not spectra:
+        raise errors[0]
+    if errors:
+        logger.warning(
+            "%s: %d of %d pixels skipped, first: %s", name, len(errors), len(errors) + len(spectra), errors[0]
+        )
+    return spectra
+
+
+def envi_header_for(data_path: Path) -> Path | None:
+    """The ENVI ``.hdr`` beside a binary data file, when there is one."""
+    for candidate in (data_path.with_suffix(".hdr"), data_path.with_suffix(".HDR"), Path(f"{data_path}.hdr")):
+        try:
+            if candidate.is_file():
+                with candidate.open("rb") as handle:
+                    if handle.read(4) == b"ENVI":
+                        return candidate
+        except OSError:
+            continue
+    return None
+
+
+def _data_file(header_path: Path) -> Path:
+    for suffix in DATA_SUFFIXES:
+        candidate = header_path.with_suffix(suffix)
+        if candidate != header_path and candidate.is_file():
+            return candidate
+    tried = ", ".join(s or "no suffix" for s in DATA_SUFFIXES[:6])
+    raise SpectrumError("no_spectrum", f"{header_path.name}: no ENVI data file beside it (tried {tried})")
+
+
+@register("envi", suffixes=(".hdr",), magic=(b"ENVI",))
+def read_envi(path: Path) -> list[Spectrum]:
+    """An ENVI image from its ``.hdr`` and the data file beside it, one spectrum per pixel."""
+    header_text = decode_text(read_limited(path, limit=MAX_HEADER_BYTES))
+    data = read_limited(_data_file(path), limit=MAX_ENVI_BYTES)
+    return spectra_from_envi(header_text, data, name=path.name)

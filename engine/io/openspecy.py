@@ -1,0 +1,653 @@
+"""Open Specy files: CSV (long and wide), JSON and YAML objects, and zips of spectra or ENVI maps.
+
+An Open Specy object is a shared ``wavenumber`` axis, ``spectra`` (one column
+per spectrum) and ``metadata`` (one entry per spectrum: ``x``, ``y``,
+``spectrum_type``, ``spectrum_identity``...). It is written as
+
+* long CSV: a ``wavenumber`` column, then one column per spectrum;
+* wide CSV: a header of wavenumbers followed by metadata names, then one row
+  per spectrum (its intensities, then its metadata values);
+* JSON or YAML with the three keys above.
+
+A zip (Open Specy's upload format) holds any of these, other spectrum text
+files, or an ENVI ``.hdr``/``.dat`` map, which gives one spectrum per pixel.
+Declared sizes are checked before a member is read, so zip bombs are refused.
+
+>>> spectra = spectra_from_openspecy_csv(
+...     ("wavenumber,intensity\\n" + "".join(f"{400 + i},{i % 3}\\n" for i in range(16))).encode(),
+...     name="demo.csv",
+... )
+>>> spectra[0].n_points, spectra[0].metadata["column"]
+(16, 'intensity')
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import re
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import yaml
+
+from engine.io._text import (
+    MAX_SPECTRA,
+    decode_text,
+    infer_technique,
+    infer_y_unit,
+    looks_binary,
+    parse_number,
+    read_limited,
+    short,
+)
+from engine.io.asp import spectra_from_asp
+from engine.io.envi import MAX_ENVI_BYTES, spectra_from_envi
+from engine.io.jcampdx import looks_like_jcamp, spectra_from_jcamp
+from engine.io.registry import register
+from engine.spectrum import Spectrum, SpectrumError
+
+__all__ = [
+    "MAX_ZIP_BYTES",
+    "looks_like_openspecy_csv",
+    "read_openspecy_csv",
+    "read_openspecy_json",
+    "read_openspecy_yaml",
+    "read_zip",
+    "spectra_from_openspecy_csv",
+    "spectra_from_openspecy_object",
+    "spectra_from_zip",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The members of one zip may expand to at most this many bytes in all.
+MAX_ZIP_BYTES = MAX_ENVI_BYTES
+
+#: A member expanding more than this many times its compressed size is treated as a zip bomb.
+MAX_COMPRESSION_RATIO = 200
+
+#: YAML parses slowly; an Open Specy YAML file larger than this is refused.
+MAX_YAML_BYTES = 16 * 1024 * 1024
+
+#: YAML nested deeper than this is refused (Open Specy's YAML has three levels).
+MAX_YAML_DEPTH = 64
+
+#: At most this many members are looked at.
+MAX_ZIP_MEMBERS = 10_000
+
+#: Wide CSVs and the long CSV's first row need at least this many wavenumbers.
+MIN_WIDE_AXIS = 16
+
+#: Metadata names that mark the wide Open Specy CSV layout.
+OPENSPECY_METADATA_NAMES = frozenset(
+    {
+        "x",
+        "y",
+        "user_name",
+        "spectrum_type",
+        "spectrum_identity",
+        "organization",
+        "license",
+        "session_id",
+        "file_id",
+        "sample_name",
+        "material_class",
+    }
+)
+
+_ENVI_DATA_SUFFIXES = (".dat", ".img", ".raw", ".bsq", ".bil", ".bip", "")
+
+
+def _first_line(head: bytes) -> str:
+    text = head[:4096].decode("latin-1").lstrip("\ufeff").removeprefix("\xef\xbb\xbf")
+    return text.splitlines()[0] if text else ""
+
+
+def _csv_fields(line: str) -> list[str]:
+    return [f.strip().strip('"').strip("'").strip() for f in line.split(",")]
+
+
+def looks_like_openspecy_csv(head: bytes) -> bool:
+    """Whether the head is an Open Specy CSV: a ``wavenumber`` first column, or a wide wavenumber header."""
+    fields = _csv_fields(_first_line(head))
+    if len(fields) >= 2 and fields[0].lower() == "wavenumber":
+        return True
+    numbers = []
+    for text in fields:
+        value = parse_number(text)
+        if value is None:
+            break
+        numbers.append(value)
+    if len(numbers) < MIN_WIDE_AXIS:
+        return False
+    steps = np.diff(np.array(numbers[:-1]))  # the last field may be cut by the head's end
+    return bool(np.all(steps > 0) or np.all(steps < 0))
+
+
+def _technique(metadata: Mapping[str, Any]) -> str | None:
+    """From ``spectrum_type`` (``Raman``, ``FTIR``...), else from the column name."""
+    kind = str(metadata.get("spectrum_type", "")).lower()
+    if "raman" in kind:
+        return "raman"
+    if "ir" in kind:
+        return "ir"
+    return infer_technique(str(metadata.get("column", ""))[:200])
+
+
+def _y_unit(metadata: Mapping[str, Any], technique: str | None) -> str:
+    """From a unit field or the column name; Open Specy's own ``intensity`` says nothing, so
+    Raman intensities are counts and anything else is arbitrary."""
+    for key in ("intensity_units", "y_unit", "units", "column"):
+        unit = infer_y_unit(str(metadata.get(key, ""))[:200])
+        if unit in ("absorbance", "transmittance", "reflectance"):
+            return unit
+    return "counts" if technique == "raman" else "arbitrary"
+
+
+def _text(value: Any) -> str:
+    """A scalar as text cut to 500 characters; containers are only named (their text may be huge)."""
+    if isinstance(value, list | dict | tuple | set):
+        return f"<a {type(value).__name__} of {len(value)}>"
+    try:
+        return str(value)[:500]
+    except ValueError:  # an integer too large for its decimal form
+        return f"<{type(value).__name__} too large to show>"
+
+
+def _scalar(value: Any) -> Any:
+    """A JSON-friendly scalar for metadata; longer strings are cut."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float) or (isinstance(value, int) and abs(value) < 2**63):
+        return value
+    return _text(value)
+
+
+def _make(
+    wavenumbers: Sequence[float] | np.ndarray,
+    values: Sequence[float] | np.ndarray,
+    metadata: dict[str, Any],
+) -> Spectrum:
+    technique = _technique(metadata)
+    return Spectrum.create(
+        wavenumbers, values, y_unit=_y_unit(metadata, technique), technique=technique, metadata=metadata
+    )
+
+
+def _keep(spectra: list[Spectrum], errors: list[SpectrumError], *, name: str) -> list[Spectrum]:
+    if not spectra:
+        if errors:
+            raise errors[0]
+        raise SpectrumError("no_spectrum", f"{name} holds no spectrum")
+    if errors:
+        logger.warning("%s: %d spectra skipped, first: %s", name, len(errors), errors[0])
+    return spectra
+
+
+# --- CSV ---------------------------------------------------------------------------------------
+
+
+def spectra_from_openspecy_csv(data: bytes, *, name: str) -> list[Spectrum]:
+    """Every spectrum in an Open Specy CSV, long or wide."""
+    if looks_binary(data):
+        raise SpectrumError("unreadable", f"{name} is binary, not an Open Specy CSV")
+    text = decode_text(data)
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    except csv.Error as exc:
+        raise SpectrumError("unreadable", f"{name}: not a valid CSV ({exc})") from exc
+    if not rows:
+        raise SpectrumError("empty_file", f"{name} holds no rows")
+    header = [cell.strip() for cell in rows[0]]
+    if header and header[0].lower() == "wavenumber":
+        return _long_csv(header, rows[1:], name=name)
+    return _wide_csv(header, rows[1:], name=name)
+
+
+def _long_csv(header: list[str], rows: list[list[str]], *, name: str) -> list[Spectrum]:
+    width = len(header)
+    if width < 2:
+        raise SpectrumError("no_spectrum", f"{name}: a wavenumber column but no intensity column")
+    cells: list[list[str]] = []
+    for lineno, row in enumerate(rows, 2):
+        if len(row) != width:
+            reason = "truncated" if lineno == len(rows) + 1 and len(row) < width else "unreadable"
+            raise SpectrumError(reason, f"{name} row {lineno} has {len(row)} fields, the header has {width}")
+        cells.append(row)
+    numeric: dict[int, list[float]] = {}
+    constant: dict[str, Any] = {}
+    for j in range(width):
+        column = [c[j] for c in cells]
+        parsed = [parse_number(c) if c.strip() else float("nan") for c in column]
+        if all(v is not None for v in parsed):
+            numeric[j] = [float(v) for v in parsed if v is not None]
+        elif j == 0:
+            raise SpectrumError("unreadable", f"{name}: the wavenumber column holds non-numbers")
+        elif column:
+            constant[header[j]] = _scalar(column[0])
+    x = np.array(numeric.pop(0), dtype=np.float64)
+    spectra: list[Spectrum] = []
+    errors: list[SpectrumError] = []
+    for j, values in numeric.items():
+        meta = dict(constant, column=header[j])
+        try:
+            spectra.append(_make(x, values, meta))
+        except SpectrumError as exc:
+            errors.append(exc)
+    return _keep(spectra, errors, name=name)
+
+
+def _wide_csv(header: list[str], rows: list[list[str]], *, name: str) -> list[Spectrum]:
+    axis: list[float] = []
+    for text in header:
+        value = parse_number(text)
+        if value is None:
+            break
+        axis.append(value)
+    meta_names = header[len(axis) :]
+    if len(axis) < MIN_WIDE_AXIS:
+        raise SpectrumError(
+            "unreadable", f"{name}: neither a 'wavenumber' column nor a header of wavenumbers"
+        )
+    if not rows:
+        raise SpectrumError("no_spectrum", f"{name}: a wavenumber header but no spectrum rows")
+    if len(rows) > MAX_SPECTRA:
+        raise SpectrumError("unreadable", f"{name} has more than {MAX_SPECTRA} rows")
+    spectra: list[Spectrum] = []
+    errors: list[SpectrumError] = []
+    for lineno, row in enumerate(rows, 2):
+        if len(row) != len(header):
+            raise SpectrumError(
+                "truncated" if lineno == len(rows) + 1 and len(row) < len(header) else "unreadable",
+                f"{name} row {lineno} has {len(row)} fields, the header has {len(header)}",
+            )
+        values = [parse_number(c) for c in row[: len(axis)]]
+        if any(v is None for v in values):
+            raise SpectrumError("unreadable", f"{name} row {lineno} holds a non-number among its intensities")
+        meta = {
+            key: _scalar(_number_or_text(value))
+            for key, value in zip(meta_names, row[len(axis) :], strict=True)
+        }
+        try:
+            spectra.append(_make(axis, [float(v) for v in values if v is not None], meta))
+        except SpectrumError as exc:
+            errors.append(exc)
+    return _keep(spectra, errors, name=name)
+
+
+def _number_or_text(text: str) -> float | str:
+    value = parse_number(text)
+    return value if value is not None else text
+
+
+# --- JSON and YAML -----------------------------------------------------------------------------
+
+
+def _numbers(value: Any, *, what: str, name: str) -> list[float]:
+    if not isinstance(value, list) or not value:
+        raise SpectrumError("unreadable", f"{name}: {what} is not a list of numbers")
+    out: list[float] = []
+    for item in value:
+        if isinstance(item, list) and len(item) == 1:
+            item = item[0]
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            if item is None:
+                out.append(float("nan"))
+                continue
+            raise SpectrumError("unreadable", f"{name}: {what} holds {short(_text(item))}, not a number")
+        try:
+            out.append(float(item))
+        except OverflowError as exc:
+            raise SpectrumError("non_finite", f"{name}: {what} holds a number too large for a float") from exc
+    return out
+
+
+def _spectra_columns(spectra: Any, *, name: str) -> dict[str, list[float]]:
+    """``spectra`` as named columns: a mapping of columns, a list of row records or a list of columns."""
+    if isinstance(spectra, dict):
+        return {
+            _text(k): _numbers(v, what=f"spectrum {short(_text(k))!r}", name=name) for k, v in spectra.items()
+        }
+    if isinstance(spectra, list) and spectra and all(isinstance(r, dict) for r in spectra):
+        keys = list(spectra[0].keys())
+        return {
+            _text(k): _numbers([r.get(k) for r in spectra], what=f"spectrum {short(_text(k))!r}", name=name)
+            for k in keys
+        }
+    if isinstance(spectra, list) and spectra and all(isinstance(c, list) for c in spectra):
+        return {f"V{i + 1}": _numbers(c, what=f"spectrum {i + 1}", name=name) for i, c in enumerate(spectra)}
+    if isinstance(spectra, list):
+        return {"intensity": _numbers(spectra, what="spectra", name=name)}
+    raise SpectrumError("unreadable", f"{name}: 'spectra' is neither columns nor rows of numbers")
+
+
+def _metadata_rows(metadata: Any, count: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [{} for _ in range(count)]
+    if isinstance(metadata, list) and len(metadata) == count and all(isinstance(m, dict) for m in metadata):
+        for row, record in zip(rows, metadata, strict=True):
+            row.update(
+                {
+                    _text(k): _scalar(v)
+                    for k, v in list(record.items())[:200]
+                    if not isinstance(v, dict | list)
+                }
+            )
+        return rows
+    if not isinstance(metadata, dict):
+        return rows
+    for key, value in list(metadata.items())[:200]:
+        if isinstance(value, list):
+            if len(value) == count:
+                for row, item in zip(rows, value, strict=True):
+                    if not isinstance(item, dict | list):
+                        row[_text(key)] = _scalar(item)
+        elif not isinstance(value, dict):
+            for row in rows:
+                row[_text(key)] = _scalar(value)
+    return rows
+
+
+def spectra_from_openspecy_object(obj: Any, *, name: str) -> list[Spectrum]:
+    """Every spectrum of a decoded Open Specy object (``wavenumber``, ``spectra``, ``metadata``)."""
+    if not isinstance(obj, dict) or "wavenumber" not in obj or "spectra" not in obj:
+        raise SpectrumError(
+            "unreadable", f"{name} is not an Open Specy object (needs 'wavenumber' and 'spectra')"
+        )
+    wavenumbers = _numbers(obj["wavenumber"], what="'wavenumber'", name=name)
+    columns = _spectra_columns(obj["spectra"], name=name)
+    if len(columns) > MAX_SPECTRA:
+        raise SpectrumError("unreadable", f"{name} has more than {MAX_SPECTRA} spectra")
+    rows = _metadata_rows(obj.get("metadata"), len(columns))
+    spectra: list[Spectrum] = []
+    errors: list[SpectrumError] = []
+    for (column, values), meta in zip(columns.items(), rows, strict=True):
+        if len(values) != len(wavenumbers):
+            errors.append(
+                SpectrumError(
+                    "length_mismatch",
+                    f"{name}: spectrum {short(column)!r} has {len(values)} values "
+                    f"for {len(wavenumbers)} wavenumbers",
+                )
+            )
+            continue
+        try:
+            spectra.append(_make(wavenumbers, values, dict(meta, column=column)))
+        except SpectrumError as exc:
+            errors.append(exc)
+    return _keep(spectra, errors, name=name)
+
+
+def spectra_from_openspecy_json(data: bytes, *, name: str) -> list[Spectrum]:
+    """Every spectrum of an Open Specy JSON file."""
+    try:
+        obj = json.loads(decode_text(data))
+    except (ValueError, RecursionError) as exc:
+        raise SpectrumError("unreadable", f"{name} is not valid JSON ({short(str(exc), 100)})") from exc
+    return spectra_from_openspecy_object(obj, name=name)
+
+
+_YAML_NUMBER = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?")
+_YAML_SPECIAL: dict[str, Any] = {
+    "": None,
+    "~": None,
+    "null": None,
+    "true": True,
+    "false": False,
+    ".nan": math.nan,
+    ".inf": math.inf,
+    "-.inf": -math.inf,
+}
+
+
+def _yaml_scalar(event: yaml.ScalarEvent) -> Any:
+    """A scalar's value: plain scalars resolve to numbers, booleans and null, everything else is text."""
+    text = event.value
+    if event.style:
+        return text
+    lowered = text.lower()
+    if lowered in _YAML_SPECIAL:
+        return _YAML_SPECIAL[lowered]
+    if len(text) <= 64 and _YAML_NUMBER.fullmatch(text):
+        clean = text.replace("_", "")
+        if re.fullmatch(r"[-+]?[0-9]+", clean):
+            return int(clean)
+        return float(clean)
+    return text
+
+
+def _compose_yaml(text: str, *, name: str) -> Any:
+    """The first YAML document as plain lists, dicts and scalars, built from parser events.
+
+    PyYAML's composers recurse once per nesting level (the C one overflows the C
+    stack on deep input) and expand aliases; here nesting is bounded, aliases and
+    complex keys are refused, and no tag ever constructs an object.
+    """
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    stack: list[list[Any] | dict[str, Any]] = []
+    pending: list[str | None] = []
+    root: list[Any] = []
+
+    def attach(value: Any) -> None:
+        if not stack:
+            root.append(value)
+            return
+        parent = stack[-1]
+        if isinstance(parent, list):
+            parent.append(value)
+        elif pending[-1] is None:
+            if isinstance(value, list | dict):
+                raise SpectrumError("unreadable", f"{name}: YAML mapping keys must be plain values")
+            pending[-1] = _text(value)
+        else:
+            parent[pending[-1]] = value
+            pending[-1] = None
+
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.AliasEvent):
+            raise SpectrumError("unreadable", f"{name}: YAML aliases are not allowed in a spectrum file")
+        if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            if len(stack) >= MAX_YAML_DEPTH:
+                raise SpectrumError("unreadable", f"{name}: YAML nested deeper than {MAX_YAML_DEPTH} levels")
+            node: list[Any] | dict[str, Any] = [] if isinstance(event, yaml.SequenceStartEvent) else {}
+            attach(node)
+            stack.append(node)
+            pending.append(None)
+        elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+            stack.pop()
+            pending.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            attach(_yaml_scalar(event))
+        elif isinstance(event, yaml.DocumentEndEvent):
+            break
+    return root[0] if root else None
+
+
+def spectra_from_openspecy_yaml(data: bytes, *, name: str) -> list[Spectrum]:
+    """Every spectrum of an Open Specy YAML file (parsed safely: no tags, aliases or deep nesting)."""
+    if len(data) > MAX_YAML_BYTES:
+        raise SpectrumError(
+            "unreadable", f"{name} is over {MAX_YAML_BYTES // (1024 * 1024)} MiB, too large for YAML"
+        )
+    try:
+        obj = _compose_yaml(decode_text(data), name=name)
+    except yaml.YAMLError as exc:
+        raise SpectrumError("unreadable", f"{name} is not valid YAML ({short(str(exc), 100)})") from exc
+    return spectra_from_openspecy_object(obj, name=name)
+
+
+def _looks_like_json(head: bytes) -> bool:
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"["))
+
+
+def _looks_like_yaml(head: bytes) -> bool:
+    return b"wavenumber" in head[:4096] and not _looks_like_json(head)
+
+
+@register("openspecy-csv", suffixes=(".csv",), sniff=looks_like_openspecy_csv)
+def read_openspecy_csv(path: Path) -> list[Spectrum]:
+    """An Open Specy CSV (``wavenumber`` column, or a wide header of wavenumbers)."""
+    return spectra_from_openspecy_csv(read_limited(path), name=path.name)
+
+
+@register("openspecy-json", suffixes=(".json",), sniff=_looks_like_json)
+def read_openspecy_json(path: Path) -> list[Spectrum]:
+    """An Open Specy JSON object."""
+    return spectra_from_openspecy_json(read_limited(path), name=path.name)
+
+
+@register("openspecy-yaml", suffixes=(".yml", ".yaml"), sniff=_looks_like_yaml)
+def read_openspecy_yaml(path: Path) -> list[Spectrum]:
+    """An Open Specy YAML object."""
+    return spectra_from_openspecy_yaml(read_limited(path), name=path.name)
+
+
+# --- zip ---------------------------------------------------------------------------------------
+
+
+def _member_reader(member: str, head: bytes) -> Callable[[bytes], list[Spectrum]] | None:
+    """The spectrum reader for a zip member by its suffix and head, ``None`` to skip it."""
+    # Imported here: the generic delimited reader must register after every specific text reader.
+    from engine.io.delimited import looks_like_labspec, spectra_from_delimited, spectra_from_labspec
+
+    suffix = PurePosixPath(member).suffix.lower()
+    if suffix in (".jdx", ".dx", ".jcm", ".jcamp") or looks_like_jcamp(head):
+        return lambda data: spectra_from_jcamp(data, name=member)
+    if suffix == ".json":
+        return lambda data: spectra_from_openspecy_json(data, name=member)
+    if suffix in (".yml", ".yaml"):
+        return lambda data: spectra_from_openspecy_yaml(data, name=member)
+    if suffix == ".asp":
+        return lambda data: spectra_from_asp(data, name=member)
+    if suffix in (".csv", ".txt", ".tsv", ".dat"):
+        if suffix == ".csv" and looks_like_openspecy_csv(head):
+            return lambda data: spectra_from_openspecy_csv(data, name=member)
+        if looks_like_labspec(head):
+            return lambda data: spectra_from_labspec(data, name=member)
+        return lambda data: spectra_from_delimited(data, name=member)
+    return None
+
+
+def _check_sizes(infos: list[zipfile.ZipInfo], *, name: str) -> None:
+    """Refuse zip bombs from the declared sizes, before anything is decompressed."""
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise SpectrumError("unreadable", f"{name} has {len(infos)} members, more than {MAX_ZIP_MEMBERS}")
+    total = 0
+    for info in infos:
+        total += info.file_size
+        if info.file_size > MAX_ZIP_BYTES or total > MAX_ZIP_BYTES:
+            raise SpectrumError(
+                "unreadable",
+                f"{name}: members expand to over {MAX_ZIP_BYTES // (1024 * 1024)} MiB (zip bomb?)",
+            )
+        ratio = info.file_size // max(info.compress_size, 1)
+        if info.file_size > 1024 * 1024 and ratio > MAX_COMPRESSION_RATIO:
+            raise SpectrumError(
+                "unreadable", f"{name}: member {short(info.filename)!r} expands {ratio} times (zip bomb?)"
+            )
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, *, name: str) -> bytes:
+    if info.flag_bits & 0x1:
+        raise SpectrumError("unreadable", f"{name}: member {short(info.filename)!r} is encrypted")
+    with archive.open(info) as handle:
+        data = handle.read(info.file_size + 1)
+    if len(data) != info.file_size:
+        raise SpectrumError(
+            "unreadable", f"{name}: member {short(info.filename)!r} does not match its declared size"
+        )
+    return data
+
+
+def _skip(member: str) -> bool:
+    path = PurePosixPath(member)
+    return member.endswith("/") or path.name.startswith(".") or "__MACOSX" in path.parts
+
+
+def _envi_data_member(header: str, members: Mapping[str, zipfile.ZipInfo]) -> str | None:
+    """The member holding the image of an ENVI header: same stem, a data suffix (any case)."""
+    lower = {member.lower(): member for member in members if member != header}
+    stem = header[: -len(".hdr")].lower()
+    for suffix in _ENVI_DATA_SUFFIXES:
+        if stem + suffix in lower:
+            return lower[stem + suffix]
+    return None
+
+
+def _zip_spectra(archive: zipfile.ZipFile, *, name: str) -> list[Spectrum]:
+    infos = [info for info in archive.infolist() if not _skip(info.filename)]
+    _check_sizes(infos, name=name)
+    by_name = {info.filename: info for info in infos}
+    used: set[str] = set()
+    spectra: list[Spectrum] = []
+    for info in infos:
+        member = info.filename
+        if member in used or PurePosixPath(member).suffix.lower() != ".hdr":
+            continue
+        header = _read_member(archive, info, name=name)
+        if not header.startswith(b"ENVI"):
+            continue
+        data_name = _envi_data_member(member, by_name)
+        if data_name is None:
+            raise SpectrumError(
+                "no_spectrum", f"{name}: ENVI header {short(member)!r} has no data file beside it"
+            )
+        used.update({member, data_name})
+        pixels = spectra_from_envi(
+            decode_text(header), _read_member(archive, by_name[data_name], name=name), name=member
+        )
+        spectra.extend(_tag(pixels, member=member))
+    for info in infos:
+        member = info.filename
+        if member in used:
+            continue
+        data = _read_member(archive, info, name=name)
+        reader = _member_reader(member, data[:4096])
+        if reader is None:
+            logger.debug("%s: member %s is not a spectrum file, skipped", name, member)
+            continue
+        spectra.extend(_tag(reader(data), member=member))
+        if len(spectra) > MAX_SPECTRA:
+            raise SpectrumError("unreadable", f"{name} holds more than {MAX_SPECTRA} spectra")
+    if not spectra:
+        members = ", ".join(short(i.filename, 30) for i in infos[:10]) or "none"
+        raise SpectrumError("no_spectrum", f"{name} holds no spectrum file (members: {members})")
+    return spectra
+
+
+def _tag(spectra: list[Spectrum], *, member: str) -> list[Spectrum]:
+    return [
+        Spectrum(
+            wavenumbers=s.wavenumbers,
+            values=s.values,
+            y_unit=s.y_unit,
+            technique=s.technique,
+            metadata={**s.metadata, "member": member},
+        )
+        for s in spectra
+    ]
+
+
+def spectra_from_zip(data: bytes, *, name: str) -> list[Spectrum]:
+    """Every spectrum in a zip held in memory: ENVI maps, Open Specy files and other text spectra."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return _zip_spectra(archive, name=name)
+    except SpectrumError:
+        raise
+    except Exception as exc:  # zipfile and its decompressors raise many types on corrupt input
+        raise SpectrumError(
+            "unreadable", f"{name} is not a readable zip ({type(exc).__name__}: {short(str(exc), 100)})"
+        ) from exc
+
+
+@register("zip", suffixes=(".zip",), magic=(b"PK\x03\x04",))
+def read_zip(path: Path) -> list[Spectrum]:
+    """A zip of spectrum files or an ENVI map (Open Specy's upload format)."""
+    return spectra_from_zip(read_limited(path, limit=MAX_ZIP_BYTES), name=path.name)
