@@ -53,11 +53,11 @@ class ModelConfig:
     n_synthetic: int = 40
     n_learners: int = 30
     subspace_fraction: float = 0.5
-    n_neighbors: int = 3
+    n_neighbors: int = 1
     seed: int = 0
     n_hits: int = 5
-    reject_quantile: float = 0.05
-    reject_margin: float = 0.05
+    reject_quantile: float = 0.1
+    reject_margin: float = 0.15
     min_vote: float = 0.5
     r_floor: float = 0.5
 

@@ -150,8 +150,8 @@ class RejectCalibrator:
     (True, False)
     """
 
-    quantile: float = 0.05
-    margin: float = 0.05
+    quantile: float = 0.1
+    margin: float = 0.15
     r_floor: float = 0.5
     r_ceiling: float = 0.95
     min_vote: float = 0.5
