@@ -90,7 +90,9 @@ def cmd_library_build(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise UsageError(f"--from {folder}: no such folder")
     out = Path(args.out)
-    lib = ReferenceLibrary.load(out) if (out / "HEAD.json").exists() else ReferenceLibrary.empty(args.pipeline)
+    lib = (
+        ReferenceLibrary.load(out) if (out / "HEAD.json").exists() else ReferenceLibrary.empty(args.pipeline)
+    )
     with _progress() as progress:
         for folder in folders:
             task = progress.add_task(f"importing {folder.name}", total=_count_inputs(folder))
@@ -99,7 +101,9 @@ def cmd_library_build(args: argparse.Namespace) -> int:
         raise UsageError("no readable spectra found in " + ", ".join(map(str, folders)))
     names = ", ".join(f.name for f in folders)
     version = lib.save(out, message=f"build from {names}")
-    sys.stderr.write(f"library {out}: version {version}, {len(lib)} spectra, {len(lib.class_counts())} classes\n")
+    sys.stderr.write(
+        f"library {out}: version {version}, {len(lib)} spectra, {len(lib.class_counts())} classes\n"
+    )
     return EXIT_OK
 
 
@@ -125,7 +129,9 @@ def cmd_library_info(args: argparse.Namespace) -> int:
 def cmd_library_log(args: argparse.Namespace) -> int:
     table = Table("version", "parent", "created", "spectra", "classes", "message")
     for v in library_log(args.libdir):
-        table.add_row(str(v.version), str(v.parent or ""), v.created_at, str(v.n_spectra), str(v.n_classes), v.message)
+        table.add_row(
+            str(v.version), str(v.parent or ""), v.created_at, str(v.n_spectra), str(v.n_classes), v.message
+        )
     _stdout().print(table)
     return EXIT_OK
 
@@ -155,8 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     lib = sub.add_parser("library", help="build and look after reference libraries")
     lsub = lib.add_subparsers(dest="library_command", required=True, metavar="ACTION")
     p = lsub.add_parser("build", help="build (or extend) a library from labelled folders")
-    p.add_argument("--from", dest="sources", action="append", required=True, metavar="DIR",
-                   help="a labelled-set folder, or a folder with one subfolder per label (repeatable)")
+    p.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="a labelled-set folder, or a folder with one subfolder per label (repeatable)",
+    )
     p.add_argument("--out", required=True, metavar="LIBDIR", help="library folder to create or extend")
     p.add_argument("--pipeline", default="default", help="preprocessing pipeline for a new library")
     p.set_defaults(func=cmd_library_build)

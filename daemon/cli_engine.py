@@ -33,8 +33,11 @@ def _inputs(paths: list[Path]) -> Iterator[tuple[Path, list[Spectrum] | Spectrum
 
 
 def _row(spectrum: Spectrum, result: Result) -> dict[str, Any]:
-    return {"source": spectrum.metadata.get("source"), "index": spectrum.metadata.get("index", 0),
-            **result.as_dict()}
+    return {
+        "source": spectrum.metadata.get("source"),
+        "index": spectrum.metadata.get("index", 0),
+        **result.as_dict(),
+    }
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -55,14 +58,22 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 out.write(json.dumps(row) + "\n")
             elif args.format == "csv":
                 if writer is None:
-                    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
+                    writer = csv.DictWriter(
+                        out, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore"
+                    )
                     writer.writeheader()
                 top = result.hits[0] if result.hits else None
                 writer.writerow({**row, "top_hit": top.label if top else "", "top_r": top.r if top else ""})
             else:
                 top = result.hits[0] if result.hits else None
-                table.add_row(Path(str(row["source"])).name, str(row["index"]), result.status, result.label or "",
-                              f"{result.confidence:.2f}", f"{top.label} ({top.r:.3f})" if top else "")
+                table.add_row(
+                    Path(str(row["source"])).name,
+                    str(row["index"]),
+                    result.status,
+                    result.label or "",
+                    f"{result.confidence:.2f}",
+                    f"{top.label} ({top.r:.3f})" if top else "",
+                )
     if args.format == "table":
         Console().print(table)
     return 2 if bad and bad == len(args.inputs) else 0
@@ -85,18 +96,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             started = time.perf_counter()
             points, reference = ev.study(source, config=config)
             png = ev.plot_study(points, reference, out / f"study_{name}.png", title=f"study protocol: {name}")
-            _write_json(out / f"study_{name}.json", {"points": [p.__dict__ for p in points], "reference": reference.__dict__})
-            table = Table("N", "accuracy", "macro precision", "macro recall", "train s", title=f"study: {name}")
+            _write_json(
+                out / f"study_{name}.json",
+                {"points": [p.__dict__ for p in points], "reference": reference.__dict__},
+            )
+            table = Table(
+                "N", "accuracy", "macro precision", "macro recall", "train s", title=f"study: {name}"
+            )
             for p in [*points, reference]:
-                table.add_row("CV on originals" if p.n == 0 else str(p.n), f"{p.accuracy:.4f}",
-                              f"{p.macro_precision:.4f}", f"{p.macro_recall:.4f}", f"{p.seconds_train:.3f}")
+                table.add_row(
+                    "CV on originals" if p.n == 0 else str(p.n),
+                    f"{p.accuracy:.4f}",
+                    f"{p.macro_precision:.4f}",
+                    f"{p.macro_recall:.4f}",
+                    f"{p.seconds_train:.3f}",
+                )
             Console().print(table)
             console.print(f"{png} ({time.perf_counter() - started:.1f} s)")
     if args.library and args.test:
         library = ev.library_from_sources(args.library)
         test = [s for t in args.test for s in ev.load_source(t)]
         report = ev.cross_source(library, test, config=config)
-        png = ev.plot_confusion(report, out / "confusion.png", title=" + ".join(args.library) + " -> " + " + ".join(args.test))
+        png = ev.plot_confusion(
+            report, out / "confusion.png", title=" + ".join(args.library) + " -> " + " + ".join(args.test)
+        )
         summary: dict[str, Any] = {"library": args.library, "test": args.test, **report.as_dict()}
         if args.loco:
             loco = ev.leave_one_class_out(library, test, config=config)
@@ -112,9 +135,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _print_cross_source(s: dict[str, Any]) -> None:
     console = Console()
     table = Table("metric", "value", title="cross-source evaluation")
-    for key in ("n_test", "n_in_library", "accuracy", "macro_precision", "macro_recall", "macro_f1",
-                "false_reject_rate", "accepted_accuracy", "out_of_library", "out_of_library_unknown_rate",
-                "low_quality", "seconds_build", "seconds_classify"):
+    for key in (
+        "n_test",
+        "n_in_library",
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "false_reject_rate",
+        "accepted_accuracy",
+        "out_of_library",
+        "out_of_library_unknown_rate",
+        "low_quality",
+        "seconds_build",
+        "seconds_classify",
+    ):
         value = s[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
@@ -124,25 +159,49 @@ def _print_cross_source(s: dict[str, Any]) -> None:
     console.print(recall)
     if "leave_one_class_out" in s:
         loco = s["leave_one_class_out"]
-        t = Table("held-out class", "test spectra", "called unknown", "known-class rejected",
-                  title="leave one class out")
+        t = Table(
+            "held-out class",
+            "test spectra",
+            "called unknown",
+            "known-class rejected",
+            title="leave one class out",
+        )
         for label, rate in loco["unknown_rate"].items():
-            t.add_row(label, str(loco["n_held_out"][label]), f"{rate:.3f}", f"{loco['known_reject_rate'][label]:.3f}")
-        t.add_row("pooled", str(sum(loco["n_held_out"].values())), f"{loco['mean_unknown_rate']:.3f}",
-                  f"{loco['mean_known_reject_rate']:.3f}")
+            t.add_row(
+                label,
+                str(loco["n_held_out"][label]),
+                f"{rate:.3f}",
+                f"{loco['known_reject_rate'][label]:.3f}",
+            )
+        t.add_row(
+            "pooled",
+            str(sum(loco["n_held_out"].values())),
+            f"{loco['mean_unknown_rate']:.3f}",
+            f"{loco['mean_known_reject_rate']:.3f}",
+        )
         console.print(t)
 
 
 def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("classify", help="identify spectrum files or labelled sets, print one result per spectrum")
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="a spectrum file or a labelled-set folder")
+    p = sub.add_parser(
+        "classify", help="identify spectrum files or labelled sets, print one result per spectrum"
+    )
+    p.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT", help="a spectrum file or a labelled-set folder"
+    )
     p.add_argument("--library", type=Path, metavar="LIBDIR", help="library folder (default: the bundled one)")
     p.add_argument("--format", choices=("jsonl", "csv", "table"), default="jsonl")
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("evaluate", help="score the classifier honestly: cross-source, leave-one-class-out, study")
-    p.add_argument("--library", action="append", metavar="DIR[@key=value]",
-                   help="labelled set(s) to build the library from; @key=value keeps matching meta.csv rows")
+    p = sub.add_parser(
+        "evaluate", help="score the classifier honestly: cross-source, leave-one-class-out, study"
+    )
+    p.add_argument(
+        "--library",
+        action="append",
+        metavar="DIR[@key=value]",
+        help="labelled set(s) to build the library from; @key=value keeps matching meta.csv rows",
+    )
     p.add_argument("--test", action="append", metavar="DIR[@key=value]", help="labelled set(s) to test on")
     p.add_argument("--loco", action="store_true", help="also run leave-one-class-out on the test set")
     p.add_argument("--study", action="append", metavar="DIR", help="the KWR study protocol on a labelled set")

@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import json
 import logging
+import os
 import re
 import shutil
 import sys
@@ -41,7 +42,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if args.inbox:
         out["inboxes"] = [
-            {"path": str(Path(p).resolve()), "name": re.sub(r"[^A-Za-z0-9_-]", "_", Path(p).resolve().name)[:40] or "inbox"}
+            {
+                "path": str(Path(p).resolve()),
+                "name": re.sub(r"[^A-Za-z0-9_-]", "_", Path(p).resolve().name)[:40] or "inbox",
+            }
             for p in args.inbox
         ]
     if args.state:
@@ -80,8 +84,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             logger.info("copied %d demo spectra into %s", copied, config.inboxes[0].path)
     daemon = Daemon(config, config_path=path)
     daemon.install_signal_handlers()
-    logger.info("mpwatch running: model %s; results in %s; stop with Ctrl-C",
-                daemon.models.get().version, config.state_dir / "results")
+    logger.info(
+        "mpwatch running: model %s; results in %s; stop with Ctrl-C",
+        daemon.models.get().version,
+        config.state_dir / "results",
+    )
     daemon.run()
     return 0
 
@@ -122,8 +129,17 @@ def cmd_results(args: argparse.Namespace) -> int:
         for row in rows:
             sys.stdout.write(json.dumps(row) + "\n")
     elif args.format == "csv":
-        fields = ["result_id", "source", "index", "created_at", "status", "label", "material", "confidence",
-                  "model_version"]
+        fields = [
+            "result_id",
+            "source",
+            "index",
+            "created_at",
+            "status",
+            "label",
+            "material",
+            "confidence",
+            "model_version",
+        ]
         writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
@@ -131,22 +147,86 @@ def cmd_results(args: argparse.Namespace) -> int:
         table = Table("id", "source", "#", "status", "label", "confidence", "when")
         for row in rows:
             when = dt.datetime.fromtimestamp(row["created_at"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-            table.add_row(str(row["result_id"]), Path(row["source"]).name, str(row["index"]), row["status"],
-                          row["label"] or "", f"{row['confidence'] or 0:.2f}", when)
+            table.add_row(
+                str(row["result_id"]),
+                Path(row["source"]).name,
+                str(row["index"]),
+                row["status"],
+                row["label"] or "",
+                f"{row['confidence'] or 0:.2f}",
+                when,
+            )
         Console().print(table)
+    return 0
+
+
+def _daemon_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return str(args.url).rstrip("/")
+    config = load_config(_config_path(args.config))
+    host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
+    return f"http://{host}:{config.http.port}"
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    """Send a confirmation (or a rejection) to the running daemon's API."""
+    import urllib.error
+    import urllib.request
+
+    body: dict[str, Any] = {"result_id": args.result_id, "decided_by": args.by}
+    if args.reject:
+        body["reject"] = True
+    elif args.label:
+        body.update(label=args.label, add=args.add)
+    else:
+        raise ConfigError("give --label LABEL or --reject")
+    url = _daemon_url(args) + "/api/confirm"
+    headers = {"Content-Type": "application/json"}
+    token = args.token or os.environ.get("MPWATCH_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            outcome = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        raise ConfigError(f"the daemon refused: {detail}") from exc
+    except urllib.error.URLError as exc:
+        raise ConfigError(f"cannot reach the daemon at {url}: {exc.reason} (is 'mpwatch run' running?)") from exc
+    sys.stdout.write(json.dumps(outcome) + "\n")
     return 0
 
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("run", help="run the daemon: watch inboxes, classify every new spectrum")
-    p.add_argument("--config", type=Path, help="configuration file (default: ./config.yaml, /etc/mpwatch/config.yaml)")
-    p.add_argument("--inbox", action="append", metavar="DIR", help="folder to watch, replaces the configured ones")
+    p.add_argument(
+        "--config", type=Path, help="configuration file (default: ./config.yaml, /etc/mpwatch/config.yaml)"
+    )
+    p.add_argument(
+        "--inbox", action="append", metavar="DIR", help="folder to watch, replaces the configured ones"
+    )
     p.add_argument("--state", metavar="DIR", help="state folder (ledger, results, quarantine)")
     p.add_argument("--library", metavar="LIBDIR", help="reference library folder")
-    p.add_argument("--metrics-port", type=int, metavar="PORT", help="HTTP port; 0 picks a free one and logs it")
+    p.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="HTTP port; 0 picks a free one and logs it"
+    )
     p.add_argument("--host", help="HTTP bind address")
-    p.add_argument("--seed-demo", action="store_true", help="copy the bundled demo spectra into an empty inbox")
+    p.add_argument(
+        "--seed-demo", action="store_true", help="copy the bundled demo spectra into an empty inbox"
+    )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("confirm", help="confirm (or reject) a result; the running daemon learns from it")
+    p.add_argument("result_id", type=int, help="the result_id from 'mpwatch results'")
+    p.add_argument("--label", help="the polymer it really is")
+    p.add_argument("--reject", action="store_true", help="mark the result wrong without adding anything")
+    p.add_argument("--add", action="store_true", help="add to the library even when it confirms a known result")
+    p.add_argument("--by", default=os.environ.get("USER", "analyst"), help="who decided (kept as provenance)")
+    p.add_argument("--config", type=Path, help="the daemon's configuration, to find its address")
+    p.add_argument("--url", help="the daemon's address, e.g. http://127.0.0.1:9108")
+    p.add_argument("--token", help="API token (or MPWATCH_TOKEN)")
+    p.set_defaults(func=cmd_confirm)
 
     p = sub.add_parser("results", help="read back what the daemon recorded")
     p.add_argument("--state", required=True, metavar="DIR", help="the daemon's state folder")

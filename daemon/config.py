@@ -141,7 +141,9 @@ class Config(_Section):
         resolved = Config.model_validate(data)
         for inbox in resolved.inboxes:
             if inbox.path == resolved.state_dir or inbox.path in resolved.state_dir.parents:
-                raise ValueError(f"state_dir {resolved.state_dir} must not be inside inbox {inbox.name} ({inbox.path})")
+                raise ValueError(
+                    f"state_dir {resolved.state_dir} must not be inside inbox {inbox.name} ({inbox.path})"
+                )
         return resolved
 
 

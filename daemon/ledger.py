@@ -1104,6 +1104,12 @@ class Ledger:
             ).fetchall()
         return [_stored_result(row) for row in rows]
 
+    def result(self, result_id: int) -> StoredResult | None:
+        """One stored result by its id."""
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_RESULT_COLUMNS} FROM results AS r WHERE r.id = ?", (result_id,)).fetchone()
+        return _stored_result(row) if row is not None else None
+
     # ------------------------------------------------------------------ review queue
 
     def enqueue_review(self, result_id: int, *, now: float) -> bool:

@@ -73,8 +73,14 @@ def _all(ledger: Ledger, folder: Path) -> list[StoredResult]:
 class ResultsExporter:
     """Rewrites the result files of folders that received results."""
 
-    def __init__(self, ledger: Ledger, results_dir: Path, inboxes: Sequence[tuple[str, Path]],
-                 *, min_interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        results_dir: Path,
+        inboxes: Sequence[tuple[str, Path]],
+        *,
+        min_interval: float = 2.0,
+    ) -> None:
         self.ledger = ledger
         self.results_dir = results_dir
         self.inboxes = list(inboxes)
@@ -117,7 +123,9 @@ class ResultsExporter:
         lines = "".join(json.dumps(result_row(r), sort_keys=True) + "\n" for r in results)
         atomic_write_text(target / "results.jsonl", lines)
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["status", "label", "particles", "share"], lineterminator="\n")
+        writer = csv.DictWriter(
+            buffer, fieldnames=["status", "label", "particles", "share"], lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(summary_rows(results))
         atomic_write_text(target / "summary.csv", buffer.getvalue())

@@ -23,35 +23,55 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from daemon.api import install_api
 from daemon.config import Config, ConfigError, load_config
+from daemon.drift import DriftWatch
 from daemon.http import Heartbeat, HttpServer
 from daemon.ledger import Admission, FileState, Ledger, RetryPolicy, WorkItem
 from daemon.metrics import Metrics
 from daemon.results import ResultsExporter
+from daemon.retrain import LibraryGrowth
 from daemon.watcher import InboxWatcher, SpectrumFileFilter
 from daemon.worker import ModelHolder, Worker
-from engine.library import DEFAULT_LIBRARY, ReferenceLibrary
-from engine.model import IdentificationModel
+from engine.library import DEFAULT_LIBRARY, HEAD, ReferenceLibrary
+from engine.model import IdentificationModel, Result
 from engine.spectrum import file_sha256
 
-__all__ = ["Daemon", "load_model"]
+__all__ = ["Daemon", "load_model", "served_library_dir"]
 
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.05
 
+#: How often the main loop checks whether the library changed on disk (a CLI rollback).
+LIBRARY_SYNC_SECONDS = 1.0
+
+
+def served_library_dir(config: Config) -> Path:
+    """The library the daemon serves and grows.
+
+    The configured library, or, when none is configured, a copy of the bundled
+    one under the state folder (the bundled one is read-only package data).
+    """
+    if config.library is not None:
+        return config.library
+    target = config.state_dir / "library"
+    if not (target / HEAD).exists():
+        bundled = ReferenceLibrary.load(DEFAULT_LIBRARY)
+        bundled.save(target, message="copy of the bundled default library")
+    return target
+
 
 def load_model(config: Config) -> IdentificationModel:
-    """The model for the configured library (the bundled one when none is set)."""
-    library_dir = config.library or DEFAULT_LIBRARY
-    library = ReferenceLibrary.load(library_dir)
+    """The model for the served library."""
+    library = ReferenceLibrary.load(served_library_dir(config))
     return IdentificationModel(library, config.model.to_model_config())
 
 
@@ -86,9 +106,24 @@ class Daemon:
             ),
         )
         self.models = ModelHolder(model or load_model(config))
-        self.metrics = Metrics(self.registry, inbox_roots=[i.name for i in config.inboxes], members=["subknn"])
+        self.metrics = Metrics(
+            self.registry, inbox_roots=[i.name for i in config.inboxes], members=["subknn"]
+        )
         self.metrics.attach_ledger(self.ledger)
         self._publish_model()
+        self.drift = DriftWatch(on_drift=self.metrics.drift_detected, on_accuracy=self._rolling_accuracy)
+        self.growth = LibraryGrowth(
+            models=self.models,
+            ledger=self.ledger,
+            library_dir=served_library_dir(config),
+            metrics=self.metrics,
+            drift=self.drift,
+            model_config=config.model.to_model_config(),
+            clock=clock,
+            on_model_change=self._publish_model,
+        )
+        config.confirmed_dir.mkdir(parents=True, exist_ok=True)
+        self.confirm_watcher = InboxWatcher(config.confirmed_dir, quiet_seconds=config.watch.quiet_seconds)
         self.watchers = self._make_watchers(config)
         self.exporter = ResultsExporter(
             self.ledger, state / "results", [(i.name, i.path) for i in config.inboxes]
@@ -102,6 +137,7 @@ class Daemon:
             processed_dir=state / "processed" if config.instrument_files.on_done == "move" else None,
             move_quarantined=config.instrument_files.on_quarantine == "move",
             clock=clock,
+            on_result=self._observe_results,
         )
         self.queue: queue.Queue[WorkItem] = queue.Queue(maxsize=config.worker.queue_size)
         self.http = HttpServer(
@@ -111,6 +147,16 @@ class Daemon:
             heartbeat_age=self.heartbeat.age,
             readiness=self.readiness,
         )
+        install_api(
+            self.http,
+            ledger=self.ledger,
+            growth=self.growth,
+            token=config.http.token,
+            library_dir=lambda: self.growth.library_dir,
+        )
+        self._last_library_sync = 0.0
+        self._dropped: list[Path] = []
+        self._dropped_at = 0.0
         self._worker_thread: threading.Thread | None = None
         self._worker_idle = threading.Event()
         self._last_rescan = 0.0
@@ -134,7 +180,17 @@ class Daemon:
         library = model.library
         self.metrics.set_known_labels(library.class_counts())
         self.metrics.set_library(library.class_counts(), version=library.version or 0)
-        self.metrics.set_model(model_version=model.version, library_version=library.version or 0, members=["subknn"])
+        self.metrics.set_model(
+            model_version=model.version, library_version=library.version or 0, members=["subknn"]
+        )
+
+    def _rolling_accuracy(self, scope: str, accuracy: float) -> None:
+        if scope == "overall" or scope in self.metrics.known_labels:
+            self.metrics.set_rolling_accuracy(scope, accuracy)
+
+    def _observe_results(self, item: Any, results: Sequence[Result]) -> None:
+        for r in results:
+            self.drift.observe(status=r.status, top1_r=r.hits[0].r if r.hits else None)
 
     def readiness(self) -> dict[str, Any]:
         """The checks behind /readyz."""
@@ -168,6 +224,7 @@ class Daemon:
         logger.info("metrics and health on http://%s:%d", self.config.http.host, self.http.port)
         for name, watcher in self.watchers.items():
             self._start_watcher(name, watcher)
+        self.confirm_watcher.start()
         self._worker_thread = threading.Thread(target=self._work, name="mpwatch-worker", daemon=True)
         self._worker_thread.start()
         self._last_rescan = time.monotonic()
@@ -205,6 +262,10 @@ class Daemon:
         self._fill_queue(now)
         if time.monotonic() - self._last_rescan >= self.config.watch.rescan_interval_seconds:
             self.rescan()
+        self._collect_dropped()
+        if time.monotonic() - self._last_library_sync >= LIBRARY_SYNC_SECONDS:
+            self._last_library_sync = time.monotonic()
+            self.growth.sync_with_disk()
         self.exporter.flush(now=now)
         for name, watcher in self.watchers.items():
             self.metrics.set_watcher_up(name, up=watcher.is_alive)
@@ -248,6 +309,16 @@ class Daemon:
             if item is None:
                 return
             self.queue.put_nowait(item)
+
+    def _collect_dropped(self) -> None:
+        """Confirmation drop folder: apply what arrived once it has been quiet, as one change per label."""
+        ready = [stat.path for stat in self.confirm_watcher.poll_ready()]
+        if ready:
+            self._dropped.extend(ready)
+            self._dropped_at = time.monotonic()
+        if self._dropped and time.monotonic() - self._dropped_at >= self.config.watch.quiet_seconds:
+            dropped, self._dropped = self._dropped, []
+            self.growth.accept_dropped(dropped, root=self.confirm_watcher.root)
 
     def rescan(self) -> int:
         """The safety net: look at every inbox for files no event announced."""
@@ -307,7 +378,7 @@ class Daemon:
     def shutdown(self) -> None:
         """Finish the batch in hand, give queued work back, flush results, close everything."""
         self.stop.set()
-        for watcher in self.watchers.values():
+        for watcher in [*self.watchers.values(), self.confirm_watcher]:
             watcher.stop()
         if self._worker_thread is not None:
             self._worker_thread.join(timeout=60)

@@ -46,15 +46,17 @@ class ModelHolder:
 
     def __init__(self, model: IdentificationModel) -> None:
         self._model = model
-        self._lock = threading.Lock()
+        #: Held while a batch is classified and while the model is changed in place
+        #: (an incremental confirmation), so a batch never sees half an update.
+        self.lock = threading.RLock()
 
     def get(self) -> IdentificationModel:
-        with self._lock:
+        with self.lock:
             return self._model
 
     def swap(self, model: IdentificationModel) -> IdentificationModel:
         """Serve ``model`` from the next batch on; return the old one."""
-        with self._lock:
+        with self.lock:
             old, self._model = self._model, model
         return old
 
@@ -113,14 +115,17 @@ class Worker:
         readable = [r for r in (self._read(item) for item in items) if r is not None]
         if not readable:
             return
-        model = self.models.get()
-        try:
-            results = model.classify([s for r in readable for s in r.spectra])
-        except Exception:
-            logger.exception("batch classification failed; classifying its %d files one by one", len(readable))
-            for one in readable:
-                self._classify_alone(model, one)
-            return
+        with self.models.lock:
+            model = self.models.get()
+            try:
+                results = model.classify([s for r in readable for s in r.spectra])
+            except Exception:
+                logger.exception(
+                    "batch classification failed; classifying its %d files one by one", len(readable)
+                )
+                for one in readable:
+                    self._classify_alone(model, one)
+                return
         start = 0
         for one in readable:
             self._complete(one, results[start : start + len(one.spectra)])
@@ -201,4 +206,3 @@ class Worker:
             shutil.move(str(path), folder / path.name)
         except OSError:
             logger.exception("could not move %s to %s", path, folder)
-

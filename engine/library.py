@@ -63,6 +63,7 @@ __all__ = [
     "ReferenceLibrary",
     "VersionInfo",
     "library_log",
+    "read_head",
     "rollback",
 ]
 
@@ -246,7 +247,9 @@ class ReferenceLibrary:
             "pipeline": self.pipeline_spec,
             "classes": self.class_counts(),
             "confirmed_by": dict(Counter(e["confirmed_by"] for e in self.entries).most_common()),
-            "organisations": dict(Counter(e["organisation"] or "unknown" for e in self.entries).most_common()),
+            "organisations": dict(
+                Counter(e["organisation"] or "unknown" for e in self.entries).most_common()
+            ),
             "techniques": dict(Counter(e["technique"] or "unknown" for e in self.entries).most_common()),
         }
 
@@ -263,11 +266,19 @@ class ReferenceLibrary:
             spectra = read_spectra(folder)
             labels = [s.metadata["label"] for s in spectra]
             materials = [_material(s) for s in spectra]
-            organisations = [str(s.metadata.get("organization") or s.metadata.get("library") or "") for s in spectra]
+            organisations = [
+                str(s.metadata.get("organization") or s.metadata.get("library") or "") for s in spectra
+            ]
             if progress:
                 progress(len(spectra))
             return len(
-                self.add(spectra, labels, materials=materials, organisations=organisations, confirmed_by=confirmed_by)
+                self.add(
+                    spectra,
+                    labels,
+                    materials=materials,
+                    organisations=organisations,
+                    confirmed_by=confirmed_by,
+                )
             )
         if not folder.is_dir():
             raise LibraryError(f"{folder} is neither a labelled set nor a folder of labelled subfolders")
@@ -291,7 +302,7 @@ class ReferenceLibrary:
         """Write this library as a new version of ``libdir``; return the version number."""
         libdir = Path(libdir)
         history = library_log(libdir) if (libdir / HEAD).exists() else []
-        parent = _read_head(libdir) if history else None
+        parent = read_head(libdir) if history else None
         version = (max(v.version for v in history) + 1) if history else 1
         stem = libdir / VERSIONS / f"{version:06d}"
         buffer = io.BytesIO()
@@ -332,7 +343,7 @@ class ReferenceLibrary:
     def load(cls, libdir: str | Path, *, version: int | None = None) -> ReferenceLibrary:
         """Load ``libdir`` at its current version, or at ``version``."""
         libdir = Path(libdir)
-        number = version if version is not None else _read_head(libdir)
+        number = version if version is not None else read_head(libdir)
         path = libdir / VERSIONS / f"{number:06d}.npz"
         if not path.is_file():
             raise LibraryError(f"{libdir} has no version {number}")
@@ -377,12 +388,14 @@ def _material(s: Spectrum) -> str:
     return ""
 
 
-def _read_head(libdir: Path) -> int:
+def read_head(libdir: Path) -> int:
     head = libdir / HEAD
     try:
         return int(json.loads(head.read_text(encoding="utf-8"))["version"])
     except FileNotFoundError as exc:
-        raise LibraryError(f"{libdir} is not a library (no {HEAD}); build one with 'mpwatch library build'") from exc
+        raise LibraryError(
+            f"{libdir} is not a library (no {HEAD}); build one with 'mpwatch library build'"
+        ) from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise LibraryError(f"{head} is damaged: {exc}") from exc
 

@@ -139,13 +139,20 @@ class IdentificationModel:
             quantile=cfg.reject_quantile, margin=cfg.reject_margin, min_vote=cfg.min_vote, r_floor=cfg.r_floor
         ).fit(X, labels)
         self._next_synthetic = SYNTHETIC_ID_BASE + len(sids)
-        logger.info("model %s built in %.2f s: %d references, %d synthetic",
-                    self.version, time.perf_counter() - started, len(X), len(sids))
+        logger.info(
+            "model %s built in %.2f s: %d references, %d synthetic",
+            self.version,
+            time.perf_counter() - started,
+            len(X),
+            len(sids),
+        )
 
-    def _synthetic_for(self, label: str, start_id: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    def _synthetic_for(
+        self, label: str, start_id: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         rows = self.library.preprocessed[np.asarray(self.library.labels) == label]
         n = self.config.n_synthetic
-        if n == 0 or rows.shape[0] == 0:
+        if n == 0 or rows.shape[0] < 2:  # mixing needs two different spectra of the class
             return np.zeros((0, self.library.preprocessed.shape[1]), np.float32), np.zeros(0, np.int64)
         Xs = synthesize_class(rows, n, seed=class_seed(self.config.seed, label))
         return Xs, np.arange(start_id, start_id + n, dtype=np.int64)
@@ -171,19 +178,26 @@ class IdentificationModel:
     ) -> npt.NDArray[np.int64]:
         """Add confirmed spectra of one class and update everything incrementally; return their ref_ids."""
         ids = self.library.add(
-            spectra, [label] * len(spectra), materials=[material or label] * len(spectra), confirmed_by=confirmed_by
+            spectra,
+            [label] * len(spectra),
+            materials=[material or label] * len(spectra),
+            confirmed_by=confirmed_by,
         )
         canonical = self.library.entry(int(ids[0]))["label"]
-        X_new = self.library.preprocessed[-len(ids):]
+        X_new = self.library.preprocessed[-len(ids) :]
         old = self.synthetic_ids_.pop(canonical, np.zeros(0, np.int64))
         if old.size:
             self.knn_.remove(old)
         Xs, sids = self._synthetic_for(canonical, self._next_synthetic)
         self._next_synthetic += len(sids)
         self.synthetic_ids_[canonical] = sids
-        self.knn_.add(np.vstack([X_new, Xs]), [canonical] * (len(ids) + len(sids)), ids=np.concatenate([ids, sids]))
+        self.knn_.add(
+            np.vstack([X_new, Xs]), [canonical] * (len(ids) + len(sids)), ids=np.concatenate([ids, sids])
+        )
         self.hits_.add_with_ids(pearson_rows(X_new), ids)
-        self.calibrator_.update_class(self.library.preprocessed[np.asarray(self.library.labels) == canonical], canonical)
+        self.calibrator_.update_class(
+            self.library.preprocessed[np.asarray(self.library.labels) == canonical], canonical
+        )
         self.revision += 1
         return ids
 
@@ -212,7 +226,9 @@ class IdentificationModel:
 
     # -- classification -----------------------------------------------------------------------
 
-    def features(self, spectra: Sequence[Spectrum]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    def features(
+        self, spectra: Sequence[Spectrum]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """(absorbance on the grid with NaN gaps, model features) for a batch of spectra."""
         steps = self.pipeline.steps
         X: Any = list(spectra)
@@ -230,11 +246,15 @@ class IdentificationModel:
         proba = self.knn_.predict_proba(X)
         classes = list(self.knn_.classes_)
         k = min(max(HIT_SEARCH_K, self.config.n_hits), self.hits_.ntotal)
-        r_all, id_all = self.hits_.search(pearson_rows(X), k) if k else (np.zeros((len(X), 0)), np.zeros((len(X), 0)))
+        r_all, id_all = (
+            self.hits_.search(pearson_rows(X), k) if k else (np.zeros((len(X), 0)), np.zeros((len(X), 0)))
+        )
         results = []
         for i, spectrum in enumerate(spectra):
             quality = self.gate.assess(grid_rows[i], native=spectrum.values)
-            results.append(self._decide(proba[i], classes, r_all[i], id_all[i], quality.as_dict(), ok=quality.ok))
+            results.append(
+                self._decide(proba[i], classes, r_all[i], id_all[i], quality.as_dict(), ok=quality.ok)
+            )
         return results
 
     def _decide(
@@ -252,7 +272,9 @@ class IdentificationModel:
             if ref_id < 0:
                 continue
             entry = self.library.entry(int(ref_id))
-            hits.append(Hit(entry["label"], entry["material"], round(float(score), 4), int(ref_id), entry["source"]))
+            hits.append(
+                Hit(entry["label"], entry["material"], round(float(score), 4), int(ref_id), entry["source"])
+            )
         best = int(np.argmax(proba)) if len(proba) else -1
         candidate = classes[best] if best >= 0 else None
         vote_share = float(proba[best]) if best >= 0 else 0.0
