@@ -84,7 +84,9 @@ def library_from_sources(sources: Sequence[str | Path], *, pipeline: str = "defa
         lib.add(
             spectra,
             [str(s.metadata["label"]) for s in spectra],
-            organisations=[str(s.metadata.get("organization") or s.metadata.get("library") or "") for s in spectra],
+            organisations=[
+                str(s.metadata.get("organization") or s.metadata.get("library") or "") for s in spectra
+            ],
         )
     return lib
 
@@ -145,19 +147,27 @@ def score(
     y_true = [truth[i] for i in inside]
     y_pred = [scoring_label(results[i].candidate or "none") for i in inside]
     classes = sorted(set(y_true))
-    p, r, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, average="macro", zero_division=0)
-    per_class = precision_recall_fscore_support(y_true, y_pred, labels=classes, average=None, zero_division=0)[1]
+    p, r, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, average="macro", zero_division=0
+    )
+    per_class = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, average=None, zero_division=0
+    )[1]
     accepted = [i for i in inside if results[i].status == "known"]
     return CrossSourceReport(
         n_test=len(test),
         n_in_library=len(inside),
-        accuracy=float(np.mean([a == b for a, b in zip(y_true, y_pred, strict=True)])) if inside else float("nan"),
+        accuracy=float(np.mean([a == b for a, b in zip(y_true, y_pred, strict=True)]))
+        if inside
+        else float("nan"),
         macro_precision=float(p),
         macro_recall=float(r),
         macro_f1=float(f1),
         per_class_recall={c: round(float(v), 4) for c, v in zip(classes, per_class, strict=True)},
         false_reject_rate=1.0 - len(accepted) / len(inside) if inside else float("nan"),
-        accepted_accuracy=float(np.mean([scoring_label(results[i].label or "") == truth[i] for i in accepted]))
+        accepted_accuracy=float(
+            np.mean([scoring_label(results[i].label or "") == truth[i] for i in accepted])
+        )
         if accepted
         else float("nan"),
         out_of_library=len(outside),
@@ -185,7 +195,11 @@ class LeaveOneClassOut:
     def mean_unknown_rate(self) -> float:
         """Pooled over all held-out spectra."""
         total = sum(self.n_held_out.values())
-        return sum(self.unknown_rate[c] * self.n_held_out[c] for c in self.unknown_rate) / total if total else 0.0
+        return (
+            sum(self.unknown_rate[c] * self.n_held_out[c] for c in self.unknown_rate) / total
+            if total
+            else 0.0
+        )
 
     @property
     def mean_known_reject_rate(self) -> float:
@@ -270,11 +284,16 @@ def study(
         seconds = time.perf_counter() - started
         pred = knn.predict(X)
         p, r, _, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
-        points.append(StudyPoint(n, float(np.mean(np.asarray(pred) == np.asarray(y))), float(p), float(r), seconds,
-                                 len(ys)))
+        points.append(
+            StudyPoint(
+                n, float(np.mean(np.asarray(pred) == np.asarray(y))), float(p), float(r), seconds, len(ys)
+            )
+        )
         if progress:
             progress(1)
-    folds = StratifiedKFold(n_splits=min(5, min(counts[label] for label in y)), shuffle=True, random_state=cfg.seed)
+    folds = StratifiedKFold(
+        n_splits=min(5, min(counts[label] for label in y)), shuffle=True, random_state=cfg.seed
+    )
     pred_cv = np.empty(len(y), dtype=object)
     seconds = 0.0
     y_arr = np.asarray(y)
@@ -291,7 +310,10 @@ def study(
 
 def _knn(cfg: ModelConfig) -> SubspaceKNN:
     return SubspaceKNN(
-        n_learners=cfg.n_learners, subspace_fraction=cfg.subspace_fraction, n_neighbors=cfg.n_neighbors, seed=cfg.seed
+        n_learners=cfg.n_learners,
+        subspace_fraction=cfg.subspace_fraction,
+        n_neighbors=cfg.n_neighbors,
+        seed=cfg.seed,
     )
 
 
@@ -318,8 +340,15 @@ def plot_confusion(report: CrossSourceReport, path: str | Path, *, title: str) -
     for i in range(n):
         for j in range(n):
             if cm[i, j]:
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if shares[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if shares[i, j] > 0.5 else "black",
+                )
     ax.set_xticks(range(n), report.classes, rotation=90, fontsize=8)
     ax.set_yticks(range(n), report.classes, fontsize=8)
     ax.set_xlabel("predicted")

@@ -26,7 +26,13 @@ __all__ = ["CANONICAL", "SCORING_EQUIVALENTS", "canonical_label", "scoring_label
 #: Canonical abbreviation -> lower-case names and abbreviations that mean it.
 #: Longer, more specific names are matched before shorter ones (EVA before PE).
 CANONICAL: dict[str, tuple[str, ...]] = {
-    "EVA": ("eva", "peva", "ethylene vinyl acetate", "ethylene-vinyl acetate", "poly(ethylene-co-vinyl acetate)"),
+    "EVA": (
+        "eva",
+        "peva",
+        "ethylene vinyl acetate",
+        "ethylene-vinyl acetate",
+        "poly(ethylene-co-vinyl acetate)",
+    ),
     "EVOH": ("evoh", "ethylene vinyl alcohol"),
     "EAA": ("eaa", "ethylene acrylic acid"),
     "ABS": ("abs", "acrylonitrile butadiene styrene"),

@@ -56,8 +56,12 @@ class QualityReport:
         return not self.flags
 
     def as_dict(self) -> dict[str, Any]:
-        return {"flags": list(self.flags), "snr": round(self.snr, 2), "coverage": round(self.coverage, 3),
-                "n_spikes": self.n_spikes}
+        return {
+            "flags": list(self.flags),
+            "snr": round(self.snr, 2),
+            "coverage": round(self.coverage, 3),
+            "n_spikes": self.n_spikes,
+        }
 
 
 @dataclass

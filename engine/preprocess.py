@@ -128,7 +128,6 @@ class ToAbsorbance(_Stateless):
     def __init__(self, *, floor: float = 1e-4) -> None:
         self.floor = floor
 
-
     def transform(self, X: Sequence[Spectrum]) -> list[Spectrum]:
         return [self._one(s) for s in X]
 
@@ -148,7 +147,9 @@ class Resample(_Stateless):
     of exact zeros (instruments zero-fill what they did not measure).
     """
 
-    def __init__(self, *, start: float = 400.0, stop: float = 4000.0, step: float = 4.0, max_gap: float = 24.0) -> None:
+    def __init__(
+        self, *, start: float = 400.0, stop: float = 4000.0, step: float = 4.0, max_gap: float = 24.0
+    ) -> None:
         self.start = start
         self.stop = stop
         self.step = step
@@ -196,7 +197,6 @@ class _GridStep(_Stateless):
     start: float
     stop: float
     step: float
-
 
     @property
     def grid(self) -> Grid:
@@ -315,7 +315,6 @@ class SavitzkyGolay(_Stateless):
 class Absolute(_Stateless):
     """Absolute values, as Open Specy takes of the first derivative."""
 
-
     def transform(self, X: Any) -> FloatMatrix:
         return np.abs(_as_matrix(X))
 
@@ -367,7 +366,6 @@ class FillMissing(_Stateless):
 
     def __init__(self, *, value: float = 0.0) -> None:
         self.value = value
-
 
     def transform(self, X: Any) -> FloatMatrix:
         return np.nan_to_num(_as_matrix(X), nan=self.value, posinf=self.value, neginf=self.value)

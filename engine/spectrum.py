@@ -178,9 +178,7 @@ class Spectrum:
         except (TypeError, ValueError) as exc:
             raise SpectrumError("unreadable", f"axis or values are not numeric ({exc})") from exc
         if x.shape != y.shape:
-            raise SpectrumError(
-                "length_mismatch", f"{x.size} wavenumbers but {y.size} values"
-            )
+            raise SpectrumError("length_mismatch", f"{x.size} wavenumbers but {y.size} values")
         if drop_missing:
             keep = ~np.isnan(y)
             x, y = x[keep], y[keep]
@@ -190,9 +188,7 @@ class Spectrum:
             bad = int(np.count_nonzero(~np.isfinite(y)))
             raise SpectrumError("non_finite", f"{bad} of {y.size} values are NaN or infinite")
         if x.size < MIN_POINTS:
-            raise SpectrumError(
-                "too_few_points", f"{x.size} points, need at least {MIN_POINTS}"
-            )
+            raise SpectrumError("too_few_points", f"{x.size} points, need at least {MIN_POINTS}")
         steps = np.diff(x)
         if np.all(steps < 0):
             x, y = x[::-1].copy(), y[::-1].copy()
