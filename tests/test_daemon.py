@@ -28,6 +28,7 @@ from engine.evaluate import library_from_sources, load_source
 from engine.model import IdentificationModel, ModelConfig
 from engine.spectrum import Spectrum
 from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.prometheus import require_tool, running_prometheus
 
 FAST = ModelConfig(n_synthetic=10, n_learners=10)
 
@@ -319,3 +320,23 @@ def test_results_command_reads_the_ledger(make_daemon: Callable[..., Running], t
     assert len(rows) == 3
     assert {"source", "status", "label", "hits"} <= set(rows[0])
     assert np.all([r["source"].endswith(".csv") for r in rows])
+
+
+class TestPrometheusScrapesTheDaemon:
+    def test_counter_read_back_through_prometheus_and_promtool_passes(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
+        promtool = require_tool("promtool")
+        with make_daemon() as d:
+            for i in range(3):
+                (tmp_path / "inbox" / f"p{i}.csv").write_text(particles[30 + i])
+            wait_until(lambda: done_count(d) == 3)
+            exposition = urllib.request.urlopen(f"http://127.0.0.1:{d.http.port}/metrics", timeout=5).read()
+            checked = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True,
+                                     timeout=60, check=False)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            prom_dir = tmp_path / "prom"
+            prom_dir.mkdir()
+            with running_prometheus(prom_dir, [f"127.0.0.1:{d.http.port}"]) as prometheus:
+                prometheus.wait_for_value('mpwatch_files_total{outcome="done"}', expected=3.0)
+                prometheus.wait_for_value('mpwatch_watcher_up{root="lab"}', expected=1.0)

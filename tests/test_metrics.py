@@ -10,15 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import shutil
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +30,7 @@ from daemon.metrics import (
     RETRAIN_OUTCOMES,
     Metrics,
 )
+from tests.prometheus import require_tool, running_prometheus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = REPO_ROOT / "deploy"
@@ -43,17 +38,6 @@ PROMETHEUS_DIR = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "mpwatch-dashboard.json"
 NOW = 1_700_000_000.0
 SHA = "ab" * 32
-
-
-def require_tool(name: str) -> str:
-    """The path of a system tool; skip without it, or fail under CI."""
-    path = shutil.which(name)
-    if path is not None:
-        return path
-    message = f"{name!r} is not on PATH; install it with scripts/install-system-deps.sh"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (required under CI)")
-    pytest.skip(message)
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -557,100 +541,20 @@ class TestDeploy:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class TestRealPrometheus:
-    """A real Prometheus server scrapes the daemon's /metrics endpoint."""
-
-    def query(self, base: str, expression: str) -> list[dict[str, object]]:
-        url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expression})}"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            payload = json.load(response)
-        assert payload["status"] == "success", payload
-        result: list[dict[str, object]] = payload["data"]["result"]
-        return result
+    """A real Prometheus server scrapes the metrics endpoint (the whole daemon: tests/test_daemon.py)."""
 
     def test_prometheus_scrapes_the_counter(self, tmp_path: Path, registry: CollectorRegistry) -> None:
-        prometheus = require_tool("prometheus")
         metrics = Metrics(registry, inbox_roots=["ftir"], known_labels=["PE"])
         with HttpServer("127.0.0.1", 0, registry=registry) as server:
             target = f"127.0.0.1:{server.port}"
-            config = {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "mpwatch",
-                        "scrape_interval": "1s",
-                        "scrape_timeout": "1s",
-                        "static_configs": [{"targets": [target]}],
-                    }
-                ],
-            }
-            config_path = tmp_path / "prometheus.yml"
-            config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
             for _ in range(3):
                 metrics.file_finished("done", now=time.time(), seconds=0.01)
-
-            port = _free_port()
-            base = f"http://127.0.0.1:{port}"
-            log_path = tmp_path / "prometheus.log"
-            with log_path.open("wb") as log:
-                process = subprocess.Popen(
-                    [
-                        prometheus,
-                        f"--config.file={config_path}",
-                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                        f"--web.listen-address=127.0.0.1:{port}",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=tmp_path,
-                )
-                try:
-                    scraped = self.wait_for_value(
-                        process, base, 'mpwatch_files_total{outcome="done"}', expected=3.0, log_path=log_path
-                    )
-                finally:
-                    process.terminate()
-                    try:
-                        process.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait(timeout=10)
+            with running_prometheus(tmp_path, [target]) as prometheus:
+                scraped = prometheus.wait_for_value('mpwatch_files_total{outcome="done"}', expected=3.0)
         assert scraped["metric"] == {
             "__name__": "mpwatch_files_total",
             "instance": target,
             "job": "mpwatch",
             "outcome": "done",
         }
-
-    def wait_for_value(
-        self, process: subprocess.Popen[bytes], base: str, expression: str, *, expected: float, log_path: Path
-    ) -> dict[str, object]:
-        """Poll Prometheus' query API until ``expression`` has the expected value (at most 60 s)."""
-        deadline = time.monotonic() + 60.0
-        last: object = "no answer yet"
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log = log_path.read_text(errors="replace")[-4000:]
-                pytest.fail(f"prometheus exited with {process.returncode}:\n{log}")
-            try:
-                result = self.query(base, expression)
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-                last = error  # still starting: not listening yet, or 503 until ready
-            else:
-                last = result
-                for series in result:
-                    sample = series["value"]
-                    assert isinstance(sample, list)
-                    if float(sample[1]) == expected:
-                        return series
-            time.sleep(0.2)
-        pytest.fail(
-            f"Prometheus never returned {expression} == {expected}; last answer: {last!r}\n"
-            f"{log_path.read_text(errors='replace')[-4000:]}"
-        )
