@@ -132,6 +132,7 @@ class ReferenceLibrary:
     version: int | None = None
     attribution: str | None = None
     next_ref_id: int = 1
+    _rows: dict[int, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -172,10 +173,12 @@ class ReferenceLibrary:
 
     def entry(self, ref_id: int) -> dict[str, Any]:
         """The entry (label, material, provenance) of one reference."""
-        for e in self.entries:
-            if e["ref_id"] == ref_id:
-                return e
-        raise KeyError(f"no reference with id {ref_id}")
+        if self._rows is None or len(self._rows) != len(self.entries):
+            self._rows = {e["ref_id"]: i for i, e in enumerate(self.entries)}
+        try:
+            return self.entries[self._rows[int(ref_id)]]
+        except KeyError:
+            raise KeyError(f"no reference with id {ref_id}") from None
 
     def add(
         self,
@@ -222,6 +225,7 @@ class ReferenceLibrary:
         keep = [i for i, e in enumerate(self.entries) if e["ref_id"] not in drop]
         removed = len(self.entries) - len(keep)
         self.entries = [self.entries[i] for i in keep]
+        self._rows = None
         self.measured = [self.measured[i] for i in keep]
         self.preprocessed = self.preprocessed[keep]
         return removed

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,21 @@ from scipy.ndimage import convolve1d, median_filter
 from scipy.signal import savgol_coeffs
 
 __all__ = ["QualityGate", "QualityReport", "RejectCalibrator", "pearson_rows"]
+
+
+@lru_cache(maxsize=8)
+def _smoother(window: int, order: int) -> npt.NDArray[np.float64]:
+    """Savitzky-Golay smoothing coefficients (computed once per shape)."""
+    return savgol_coeffs(window, order)
+
+
+def _noise_and_signal(y: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], float, float]:
+    """The smoothed curve, the robust noise level of the residual and the signal range."""
+    smooth = convolve1d(y, _smoother(15, 3), mode="nearest")
+    residual = y - smooth
+    noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+    low, high = np.percentile(smooth, [0.5, 99.5])
+    return smooth, noise, float(high - low)
 
 
 def pearson_rows(X: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -98,10 +114,7 @@ class QualityGate:
             idx = np.arange(segment.size)
             segment = segment.copy()
             segment[holes] = np.interp(idx[holes], idx[~holes], segment[~holes])
-        smooth = convolve1d(segment, savgol_coeffs(15, 3), mode="nearest")
-        residual = segment - smooth
-        noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-        signal = float(np.percentile(smooth, 99.5) - np.percentile(smooth, 0.5))
+        _, noise, signal = _noise_and_signal(segment)
         snr = signal / noise if noise > 0 else float("inf")
         if snr < self.flat_snr:
             flags.append("flat")
@@ -123,10 +136,7 @@ class QualityGate:
         """
         if y.size < 16:
             return 0
-        smooth = convolve1d(y, savgol_coeffs(15, 3), mode="nearest")
-        residual = y - smooth
-        noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-        signal = float(np.percentile(smooth, 99.5) - np.percentile(smooth, 0.5))
+        _, noise, signal = _noise_and_signal(y)
         excess = np.abs(y - median_filter(y, size=5, mode="nearest")) > max(
             self.spike_sigma * noise, self.spike_fraction * signal
         )

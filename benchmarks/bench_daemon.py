@@ -1,0 +1,203 @@
+"""Daemon benchmark: files dropped into the inbox through to their results.
+
+Runs ``mpwatch run`` as a subprocess on the bundled library, drops N
+instrument-like CSV files (real FLOPP-e particles, each made unique) into its
+inbox as fast as the disk takes them, and reads the ledger:
+
+- sustained throughput: files per second between the 10th and 90th percentile
+  of completion times;
+- latency beyond the stability window: result time - file mtime - quiet_seconds,
+  median and p95;
+- peak RSS of the daemon process (VmHWM), without the CNN.
+
+The baseline in the same run is the engine alone: read + classify the same
+files in one process, in batches, with no watcher and no ledger. The ratio
+shows what the service costs on top of the science.
+
+    python -m benchmarks.bench_daemon --files 2000 --out artifacts/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from engine.evaluate import load_source
+from engine.io import read_spectra
+from engine.library import DEFAULT_LIBRARY, ReferenceLibrary
+from engine.model import IdentificationModel
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+QUIET_SECONDS = 0.2
+
+
+def write_particles(folder: Path, n: int) -> list[Path]:
+    spectra = load_source(f"{SHARED / 'flopp_frond2021'}@library=FLOPP-e")
+    paths = []
+    for i in range(n):
+        s = spectra[i % len(spectra)]
+        y = s.values.copy()
+        y[-1] += 1e-4 * (i + 1)  # unique content, same spectrum
+        path = folder / f"particle_{i:05d}.csv"
+        body = "".join(f"{a:.3f},{b:.5f}\n" for a, b in zip(s.wavenumbers, y, strict=True))
+        path.write_text("wavenumber,transmittance\n" + body)
+        paths.append(path)
+    return paths
+
+
+def engine_baseline(files: list[Path], *, batch: int = 64) -> float:
+    """Files per second for read + classify in-process, no daemon."""
+    model = IdentificationModel(ReferenceLibrary.load(DEFAULT_LIBRARY))
+    started = time.perf_counter()
+    for i in range(0, len(files), batch):
+        spectra = [s for f in files[i : i + batch] for s in read_spectra(f)]
+        model.classify(spectra)
+    return len(files) / (time.perf_counter() - started)
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(n_files: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        staging, inbox, state = root / "staging", root / "inbox", root / "state"
+        staging.mkdir()
+        inbox.mkdir()
+        files = write_particles(staging, n_files)
+        baseline = engine_baseline(files)
+        config = {
+            "inboxes": [{"path": str(inbox), "name": "bench"}],
+            "state_dir": str(state),
+            "watch": {"quiet_seconds": QUIET_SECONDS, "rescan_interval_seconds": 3600},
+            "http": {"port": 0},
+            "logging": {"level": "WARNING"},
+        }
+        (root / "config.yaml").write_text(yaml.safe_dump(config))
+        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(root / "config.yaml")],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        db = state / "ledger.sqlite3"
+        try:
+            deadline = time.monotonic() + 300
+            while not db.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(2.0)  # model built, watchers up
+            idle_rss = vm_hwm_mb(proc.pid)
+            for f in files:
+                f.rename(inbox / f.name)  # an instrument's write-then-rename
+            while time.monotonic() < deadline:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                    done = conn.execute("SELECT count(*) FROM files WHERE state IN ('done','quarantined')").fetchone()[0]
+                if done >= n_files:
+                    break
+                time.sleep(0.2)
+            peak_rss = vm_hwm_mb(proc.pid)
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                rows = conn.execute(
+                    "SELECT f.path, f.mtime, min(r.created_at) FROM files f JOIN results r ON r.sha256 = f.sha256 "
+                    "GROUP BY f.path"
+                ).fetchall()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    done_at = np.sort([r[2] for r in rows])
+    lo, hi = np.percentile(done_at, [10, 90])
+    middle = (done_at >= lo) & (done_at <= hi)
+    throughput = middle.sum() / max(hi - lo, 1e-9)
+    latency = np.array([r[2] - r[1] - QUIET_SECONDS for r in rows])
+    return {
+        "files": float(len(rows)),
+        "throughput_files_per_s": float(throughput),
+        "engine_baseline_files_per_s": float(baseline),
+        "ratio_to_engine": float(throughput / baseline),
+        "latency_beyond_quiet_median_s": float(np.median(latency)),
+        "latency_beyond_quiet_p95_s": float(np.percentile(latency, 95)),
+        "rss_idle_mb": idle_rss,
+        "rss_peak_mb": peak_rss,
+    }
+
+
+def trickle(n_files: int, rate: float) -> dict[str, float]:
+    """Latency at an instrument's pace: files arrive at ``rate`` per second."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        staging, inbox, state = root / "staging", root / "inbox", root / "state"
+        staging.mkdir()
+        inbox.mkdir()
+        files = write_particles(staging, n_files)
+        config = {
+            "inboxes": [{"path": str(inbox), "name": "bench"}],
+            "state_dir": str(state),
+            "watch": {"quiet_seconds": QUIET_SECONDS, "rescan_interval_seconds": 3600},
+            "http": {"port": 0},
+            "logging": {"level": "WARNING"},
+        }
+        (root / "config.yaml").write_text(yaml.safe_dump(config))
+        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(root / "config.yaml")],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        db = state / "ledger.sqlite3"
+        try:
+            while not db.exists():
+                time.sleep(0.1)
+            time.sleep(2.0)
+            for f in files:
+                f.rename(inbox / f.name)
+                time.sleep(1.0 / rate)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                    if conn.execute("SELECT count(*) FROM files WHERE state='done'").fetchone()[0] >= n_files:
+                        break
+                time.sleep(0.2)
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                rows = conn.execute(
+                    "SELECT f.mtime, min(r.created_at) FROM files f JOIN results r ON r.sha256 = f.sha256 "
+                    "GROUP BY f.path"
+                ).fetchall()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    latency = np.array([done - mtime - QUIET_SECONDS for mtime, done in rows])
+    return {"files": float(len(rows)), "rate_per_s": rate, "latency_beyond_quiet_median_s": float(np.median(latency)),
+            "latency_beyond_quiet_p95_s": float(np.percentile(latency, 95))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--trickle", type=int, default=200, help="files for the at-pace latency run")
+    parser.add_argument("--rate", type=float, default=20.0, help="files per second in the at-pace run")
+    parser.add_argument("--out", default="artifacts/bench")
+    args = parser.parse_args()
+    runs = [run(args.files) for _ in range(args.repeats)]
+    summary = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
+    summary_trickle = trickle(args.trickle, args.rate)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "daemon.json").write_text(json.dumps({"burst_runs": runs, "burst_median": summary,
+                                                 "at_pace": summary_trickle}, indent=2))
+    print(f"daemon benchmark, burst of {args.files} files, median of {args.repeats} runs")
+    for key, value in summary.items():
+        print(f"  {key:34s} {value:10.3f}")
+    print(f"at an instrument's pace ({args.rate:g} files/s, {args.trickle} files)")
+    for key, value in summary_trickle.items():
+        print(f"  {key:34s} {value:10.3f}")
+
+
+if __name__ == "__main__":
+    main()
