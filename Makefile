@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch's CPU wheel first, so the dependency resolver never pulls the CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: run test lint typecheck bench evaluate clean install install-dev
+.PHONY: run test lint bench evaluate clean install install-dev system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# Debian packages the tests use (a real Prometheus, headless Chromium); a no-op when present.
+system-deps:
+	bash scripts/install-system-deps.sh
+
 run: $(VENV)/.installed
 	$(BIN)/mpwatch run --config config.yaml --seed-demo
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev system-deps
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-dev
@@ -34,7 +38,16 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run --out artifacts/bench
+
+# The evaluation numbers quoted in the README.
+evaluate: $(VENV)/.installed
+	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
+	    --library ../shared/data/openspecy_ftir_2023 --test "../shared/data/flopp_frond2021@library=FLOPP-e" \
+	    --loco --out artifacts/evaluate/canonical
+	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
+	    --test "../shared/data/flopp_frond2021@library=FLOPP-e" --loco --out artifacts/evaluate/flopp_only
+	$(BIN)/mpwatch evaluate --study ../shared/data/flopp_frond2021 --out artifacts/evaluate/study
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts
