@@ -84,6 +84,7 @@ class ModelSection(_Section):
     n_learners: int = Field(30, ge=1, le=1000)
     subspace_fraction: float = Field(0.5, gt=0, le=1)
     n_neighbors: int = Field(1, ge=1, le=100)
+    search: Literal["exact", "shortlist"] = "shortlist"
     seed: int = 0
     n_hits: int = Field(5, ge=1, le=100)
     min_vote: float = Field(0.5, ge=0, le=1)

@@ -33,9 +33,8 @@ from engine.augment import synthesize
 from engine.io import read_spectra
 from engine.labels import scoring_label
 from engine.library import ReferenceLibrary
-from engine.model import IdentificationModel, ModelConfig, Result
+from engine.model import IdentificationModel, ModelConfig, Result, subspace_knn
 from engine.spectrum import Spectrum
-from engine.subknn import SubspaceKNN
 
 __all__ = [
     "CrossSourceReport",
@@ -278,7 +277,7 @@ def study(
     points = []
     for n in ns:
         Xs, ys = synthesize(X, y, n_per_class=n, seed=cfg.seed)
-        knn = _knn(cfg)
+        knn = subspace_knn(cfg)
         started = time.perf_counter()
         knn.fit(Xs, ys)
         seconds = time.perf_counter() - started
@@ -298,7 +297,7 @@ def study(
     seconds = 0.0
     y_arr = np.asarray(y)
     for train, held in folds.split(X, y_arr):
-        knn = _knn(cfg)
+        knn = subspace_knn(cfg)
         started = time.perf_counter()
         knn.fit(X[train], y_arr[train].tolist())
         seconds += time.perf_counter() - started
@@ -306,15 +305,6 @@ def study(
     p, r, _, _ = precision_recall_fscore_support(y_arr, pred_cv.astype(str), average="macro", zero_division=0)
     reference = StudyPoint(0, float(np.mean(pred_cv == y_arr)), float(p), float(r), seconds, len(y))
     return points, reference
-
-
-def _knn(cfg: ModelConfig) -> SubspaceKNN:
-    return SubspaceKNN(
-        n_learners=cfg.n_learners,
-        subspace_fraction=cfg.subspace_fraction,
-        n_neighbors=cfg.n_neighbors,
-        seed=cfg.seed,
-    )
 
 
 # -- plots ----------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from engine.spectrum import Spectrum
 from engine.storage import atomic_write_bytes
 from engine.subknn import SubspaceKNN
 
-__all__ = ["Hit", "IdentificationModel", "ModelConfig", "Result", "SYNTHETIC_ID_BASE"]
+__all__ = ["SYNTHETIC_ID_BASE", "Hit", "IdentificationModel", "ModelConfig", "Result", "subspace_knn"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +54,24 @@ class ModelConfig:
     n_learners: int = 30
     subspace_fraction: float = 0.5
     n_neighbors: int = 1
+    search: str = "shortlist"
     seed: int = 0
     n_hits: int = 5
     reject_quantile: float = 0.1
     reject_margin: float = 0.15
     min_vote: float = 0.5
     r_floor: float = 0.5
+
+
+def subspace_knn(cfg: ModelConfig) -> SubspaceKNN:
+    """An unfitted ensemble as ``cfg`` describes it."""
+    return SubspaceKNN(
+        n_learners=cfg.n_learners,
+        subspace_fraction=cfg.subspace_fraction,
+        n_neighbors=cfg.n_neighbors,
+        search=cfg.search,
+        seed=cfg.seed,
+    )
 
 
 @dataclass(frozen=True)
@@ -122,12 +134,7 @@ class IdentificationModel:
         labels = self.library.labels
         ids = self.library.ref_ids
         Xs, ys, sids = self._synthetic_all()
-        self.knn_ = SubspaceKNN(
-            n_learners=cfg.n_learners,
-            subspace_fraction=cfg.subspace_fraction,
-            n_neighbors=cfg.n_neighbors,
-            seed=cfg.seed,
-        )
+        self.knn_ = subspace_knn(cfg)
         self.knn_.fit(np.vstack([X, Xs]), [*labels, *ys], ids=np.concatenate([ids, sids]))
         self.synthetic_ids_: dict[str, npt.NDArray[np.int64]] = {}
         for label in dict.fromkeys(ys):
