@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from daemon.api import install_api
 from daemon.config import Config, ConfigError, load_config
+from daemon.console import install_console
 from daemon.drift import DriftWatch
 from daemon.http import Heartbeat, HttpServer
 from daemon.ledger import Admission, FileState, Ledger, RetryPolicy, WorkItem
@@ -154,6 +155,7 @@ class Daemon:
             token=config.http.token,
             library_dir=lambda: self.growth.library_dir,
         )
+        install_console(self.http, daemon=self)
         self._last_library_sync = 0.0
         self._dropped: list[Path] = []
         self._dropped_at = 0.0
