@@ -30,11 +30,34 @@ from engine.library import LibraryError, ReferenceLibrary, library_log, rollback
 __all__ = ["install_api", "require_write_access"]
 
 
-def require_write_access(request: Request, token: str | None) -> None:
-    """Refuse a write that is not JSON, or lacks the configured bearer token."""
+#: Host names a loopback-bound daemon answers writes for (DNS rebinding defence).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _hostname(value: str) -> str:
+    """``host`` of ``host:port`` or ``[v6]:port``, lower-cased."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[: value.find("]") + 1]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def require_write_access(request: Request, token: str | None, *, loopback_only: bool = False) -> None:
+    """Refuse a write that is not JSON, comes from another origin, or lacks the configured bearer token.
+
+    ``loopback_only`` (the daemon binds to localhost) also refuses a ``Host``
+    that is not a loopback name, so a web page that rebinds its own domain to
+    127.0.0.1 still cannot write.
+    """
     content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise HttpError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "write requests must be application/json")
+    host = request.header("host") or ""
+    if loopback_only and _hostname(host) not in LOOPBACK_HOSTS:
+        raise HttpError(HTTPStatus.FORBIDDEN, f"writes are accepted for localhost only, not for Host {host!r}")
+    origin = request.header("origin")
+    if origin and origin != "null" and origin.split("://", 1)[-1].lower() != host.lower():
+        raise HttpError(HTTPStatus.FORBIDDEN, "cross-origin writes are refused")
     if token:
         given = (request.header("authorization") or "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
@@ -59,12 +82,13 @@ def install_api(
     growth: LibraryGrowth,
     token: str | None,
     library_dir: Callable[[], Any],
+    loopback_only: bool = False,
 ) -> None:
     """Register the API routes on ``server``."""
 
     def write(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
         def guarded(request: Request) -> Response:
-            require_write_access(request, token)
+            require_write_access(request, token, loopback_only=loopback_only)
             try:
                 return handler(request)
             except ConfirmError as exc:

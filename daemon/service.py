@@ -154,6 +154,7 @@ class Daemon:
             growth=self.growth,
             token=config.http.token,
             library_dir=lambda: self.growth.library_dir,
+            loopback_only=not config.http.exposed,
         )
         install_console(self.http, daemon=self)
         self._last_library_sync = 0.0

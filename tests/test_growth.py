@@ -232,3 +232,23 @@ def test_confirm_command_talks_to_the_daemon(tmp_path: Path, library_without_pet
                               "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
                              check=False)
     assert refused.returncode == 2 and "cannot reach the daemon" in refused.stderr
+
+
+def test_writes_refuse_other_hosts_and_origins(tmp_path: Path, library_without_pet: Path) -> None:
+    """DNS rebinding and cross-origin pages cannot write to a loopback daemon."""
+    config = load_config(write_config(tmp_path, library_without_pet))
+    with Running(Daemon(config)) as d:
+        url = f"http://127.0.0.1:{d.http.port}/api/confirm"
+
+        def status(headers: dict[str, str]) -> int:
+            request = urllib.request.Request(url, data=b'{"result_id": 1, "label": "PE"}', method="POST",
+                                             headers={"Content-Type": "application/json", **headers})
+            try:
+                urllib.request.urlopen(request, timeout=10)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+            return 200
+
+        assert status({"Host": "evil.example:8000"}) == 403
+        assert status({"Origin": "http://evil.example"}) == 403
+        assert status({"Origin": f"http://127.0.0.1:{d.http.port}"}) == 422  # same origin: reaches the handler
