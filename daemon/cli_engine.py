@@ -127,8 +127,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _write_json(out / "cross_source.json", summary)
         _print_cross_source(summary)
         console.print(str(png))
-    if not args.study and not (args.library and args.test):
-        raise SystemExit("mpwatch evaluate: give --library and --test, or --study")
+    if args.aging:
+        from engine.aging import aging_report
+
+        for folder in args.aging:
+            report = aging_report(folder, out / "aging")
+            _print_aging(report)
+            console.print(str(out / "aging" / "aging.png"))
+    if not args.study and not args.aging and not (args.library and args.test):
+        raise SystemExit("mpwatch evaluate: give --library and --test, --study or --aging")
     return 0
 
 
@@ -182,6 +189,47 @@ def _print_cross_source(s: dict[str, Any]) -> None:
         console.print(t)
 
 
+def _print_aging(report: dict[str, Any]) -> None:
+    table = Table(
+        "polymer",
+        "index",
+        "n pristine",
+        "median pristine",
+        "n env.",
+        "median env.",
+        "U",
+        "p (env > pristine)",
+        title="aging indices: pristine vs environmental (Mann-Whitney U)",
+    )
+    for row in _aging_rows(report):
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _aging_rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for polymer, indices in report.get("comparisons", {}).items():
+        for index, cmp in indices.items():
+            a, b = cmp["a"], cmp["b"]
+            rows.append(
+                [
+                    polymer,
+                    index,
+                    str(a["n"]),
+                    _num(a["median"]),
+                    str(b["n"]),
+                    _num(b["median"]),
+                    _num(cmp.get("u"), ".0f"),
+                    _num(cmp.get("p_greater"), ".2g"),
+                ]
+            )
+    return rows
+
+
+def _num(value: Any, spec: str = ".3f") -> str:
+    return format(value, spec) if isinstance(value, int | float) else "n/a"
+
+
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "classify", help="identify spectrum files or labelled sets, print one result per spectrum"
@@ -205,5 +253,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--test", action="append", metavar="DIR[@key=value]", help="labelled set(s) to test on")
     p.add_argument("--loco", action="store_true", help="also run leave-one-class-out on the test set")
     p.add_argument("--study", action="append", metavar="DIR", help="the KWR study protocol on a labelled set")
+    p.add_argument(
+        "--aging",
+        action="append",
+        metavar="DIR",
+        help="carbonyl index distributions, pristine vs environmental (meta.csv 'library')",
+    )
     p.add_argument("--out", default="artifacts/evaluate", help="folder for the PNG and JSON reports")
     p.set_defaults(func=cmd_evaluate)

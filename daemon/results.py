@@ -19,15 +19,16 @@ import io
 import json
 import logging
 import threading
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from daemon.ledger import Ledger, StoredResult
 from engine.storage import atomic_write_text
 
-__all__ = ["ResultsExporter", "result_row", "summary_rows"]
+__all__ = ["SUMMARY_FIELDS", "ResultsExporter", "result_row", "summary_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +52,47 @@ def result_row(r: StoredResult) -> dict[str, Any]:
     }
 
 
+#: Columns of summary.csv.
+SUMMARY_FIELDS = (
+    "status",
+    "label",
+    "particles",
+    "share",
+    "carbonyl_n",
+    "carbonyl_median",
+    "carbonyl_q1",
+    "carbonyl_q3",
+)
+
+
+def _carbonyl(r: StoredResult) -> float | None:
+    value = (r.payload.get("aging") or {}).get("carbonyl")
+    return float(value) if value is not None else None
+
+
 def summary_rows(results: Iterable[StoredResult]) -> list[dict[str, Any]]:
-    """Particles per (status, label) with their share of the sample."""
-    counts = Counter((str(r.status), r.label or "") for r in results)
-    total = sum(counts.values())
-    return [
-        {"status": status, "label": label, "particles": n, "share": round(n / total, 4)}
-        for (status, label), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    ]
+    """Particles per (status, label), their share of the sample, and the carbonyl index distribution."""
+    groups: dict[tuple[str, str], list[StoredResult]] = {}
+    for r in results:
+        groups.setdefault((str(r.status), r.label or ""), []).append(r)
+    total = sum(len(g) for g in groups.values())
+    rows = []
+    for (status, label), members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        carbonyl = [c for c in map(_carbonyl, members) if c is not None]
+        quartiles = np.percentile(carbonyl, [50, 25, 75]).round(4).tolist() if carbonyl else ["", "", ""]
+        rows.append(
+            {
+                "status": status,
+                "label": label,
+                "particles": len(members),
+                "share": round(len(members) / total, 4),
+                "carbonyl_n": len(carbonyl),
+                "carbonyl_median": quartiles[0],
+                "carbonyl_q1": quartiles[1],
+                "carbonyl_q3": quartiles[2],
+            }
+        )
+    return rows
 
 
 def _all(ledger: Ledger, folder: Path) -> list[StoredResult]:
@@ -123,9 +157,7 @@ class ResultsExporter:
         lines = "".join(json.dumps(result_row(r), sort_keys=True) + "\n" for r in results)
         atomic_write_text(target / "results.jsonl", lines)
         buffer = io.StringIO()
-        writer = csv.DictWriter(
-            buffer, fieldnames=["status", "label", "particles", "share"], lineterminator="\n"
-        )
+        writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(summary_rows(results))
         atomic_write_text(target / "summary.csv", buffer.getvalue())

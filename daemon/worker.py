@@ -169,6 +169,9 @@ class Worker:
             return
         for r in results:
             self.metrics.observe_result(r.status, r.label)
+            carbonyl = r.extra.get("aging", {}).get("carbonyl")
+            if r.label is not None and carbonyl is not None:
+                self.metrics.observe_carbonyl_index(r.label, carbonyl)
         self.metrics.file_finished("done", now=now, seconds=time.perf_counter() - one.started)
         self.exporter.mark(one.item.path)
         if self.on_result:

@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from engine.aging import aging_indices
 from engine.augment import class_seed, synthesize_class
 from engine.library import ReferenceLibrary
 from engine.openset import QualityGate, RejectCalibrator, pearson_rows
@@ -259,9 +260,10 @@ class IdentificationModel:
         results = []
         for i, spectrum in enumerate(spectra):
             quality = self.gate.assess(grid_rows[i], native=spectrum.values)
-            results.append(
-                self._decide(proba[i], classes, r_all[i], id_all[i], quality.as_dict(), ok=quality.ok)
-            )
+            result = self._decide(proba[i], classes, r_all[i], id_all[i], quality.as_dict(), ok=quality.ok)
+            if result.status == "known" and result.label is not None:
+                result.extra["aging"] = aging_indices(spectrum, result.label).as_dict()
+            results.append(result)
         return results
 
     def _decide(

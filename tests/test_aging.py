@@ -291,3 +291,20 @@ class TestFloppPristineVsEnvironmental:
         pe_carbonyl = flopp_report["comparisons"]["PE"]["carbonyl"]
         assert on_disk["comparisons"]["PE"]["carbonyl"]["u"] == pe_carbonyl["u"]
         assert len(on_disk["records"]) == 380
+
+
+class TestEvaluateCommand:
+    def test_evaluate_aging_writes_the_plot_and_the_statistics(self, tmp_path: Path) -> None:
+        import subprocess
+        import sys
+
+        from tests.conftest import REPO_ROOT, SHARED_DATA
+
+        done = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "evaluate", "--aging", str(SHARED_DATA / "flopp_frond2021"),
+             "--out", str(tmp_path)],
+            capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "aging" / "aging.png").stat().st_size > 10_000
+        assert "Mann-Whitney" in done.stdout and "carbonyl" in done.stdout

@@ -185,6 +185,10 @@ class TestWatching:
             wait_until(summary.exists)
             lines = (tmp_path / "state" / "results" / "lab" / "sample-7" / "results.jsonl").read_text().splitlines()
             assert len(lines) == 5
+            header = summary.read_text().splitlines()[0].split(",")
+            assert header[:4] == ["status", "label", "particles", "share"] and "carbonyl_median" in header
+            known = [json.loads(line) for line in lines if json.loads(line)["status"] == "known"]
+            assert known and all("aging" in row for row in known)
 
     def test_duplicate_content_is_not_classified_again(self, make_daemon: Callable[..., Running], tmp_path: Path,
                                                        particles: list[str]) -> None:
