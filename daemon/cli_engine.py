@@ -114,7 +114,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             Console().print(table)
             console.print(f"{png} ({time.perf_counter() - started:.1f} s)")
     if args.library and args.test:
-        library = ev.library_from_sources(args.library)
+        library = ev.library_from_sources(args.library, pipeline=args.pipeline)
         test = [s for t in args.test for s in ev.load_source(t)]
         report = ev.cross_source(library, test, config=config)
         png = ev.plot_confusion(
@@ -252,6 +252,7 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--test", action="append", metavar="DIR[@key=value]", help="labelled set(s) to test on")
     p.add_argument("--loco", action="store_true", help="also run leave-one-class-out on the test set")
+    p.add_argument("--pipeline", default="default", help="preprocessing pipeline of the library (default, openspecy)")
     p.add_argument("--study", action="append", metavar="DIR", help="the KWR study protocol on a labelled set")
     p.add_argument(
         "--aging",
