@@ -88,8 +88,13 @@ def run(n_files: int) -> dict[str, float]:
             "logging": {"level": "WARNING"},
         }
         (root / "config.yaml").write_text(yaml.safe_dump(config))
-        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(root / "config.yaml")],
-                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "run", "--config", str(root / "config.yaml")],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         db = state / "ledger.sqlite3"
         try:
             deadline = time.monotonic() + 300
@@ -101,14 +106,17 @@ def run(n_files: int) -> dict[str, float]:
                 f.rename(inbox / f.name)  # an instrument's write-then-rename
             while time.monotonic() < deadline:
                 with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-                    done = conn.execute("SELECT count(*) FROM files WHERE state IN ('done','quarantined')").fetchone()[0]
+                    done = conn.execute(
+                        "SELECT count(*) FROM files WHERE state IN ('done','quarantined')"
+                    ).fetchone()[0]
                 if done >= n_files:
                     break
                 time.sleep(0.2)
             peak_rss = vm_hwm_mb(proc.pid)
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
                 rows = conn.execute(
-                    "SELECT f.path, f.mtime, min(r.created_at) FROM files f JOIN results r ON r.sha256 = f.sha256 "
+                    "SELECT f.path, f.mtime, min(r.created_at) FROM files f "
+                    "JOIN results r ON r.sha256 = f.sha256 "
                     "GROUP BY f.path"
                 ).fetchall()
         finally:
@@ -147,8 +155,12 @@ def trickle(n_files: int, rate: float) -> dict[str, float]:
             "logging": {"level": "WARNING"},
         }
         (root / "config.yaml").write_text(yaml.safe_dump(config))
-        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(root / "config.yaml")],
-                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "run", "--config", str(root / "config.yaml")],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         db = state / "ledger.sqlite3"
         try:
             while not db.exists():
@@ -172,12 +184,18 @@ def trickle(n_files: int, rate: float) -> dict[str, float]:
             proc.terminate()
             proc.wait(timeout=60)
     latency = np.array([done - mtime - QUIET_SECONDS for mtime, done in rows])
-    return {"files": float(len(rows)), "rate_per_s": rate, "latency_beyond_quiet_median_s": float(np.median(latency)),
-            "latency_beyond_quiet_p95_s": float(np.percentile(latency, 95))}
+    return {
+        "files": float(len(rows)),
+        "rate_per_s": rate,
+        "latency_beyond_quiet_median_s": float(np.median(latency)),
+        "latency_beyond_quiet_p95_s": float(np.percentile(latency, 95)),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trickle", type=int, default=200, help="files for the at-pace latency run")
@@ -189,8 +207,9 @@ def main() -> None:
     summary_trickle = trickle(args.trickle, args.rate)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "daemon.json").write_text(json.dumps({"burst_runs": runs, "burst_median": summary,
-                                                 "at_pace": summary_trickle}, indent=2))
+    (out / "daemon.json").write_text(
+        json.dumps({"burst_runs": runs, "burst_median": summary, "at_pace": summary_trickle}, indent=2)
+    )
     print(f"daemon benchmark, burst of {args.files} files, median of {args.repeats} runs")
     for key, value in summary.items():
         print(f"  {key:34s} {value:10.3f}")

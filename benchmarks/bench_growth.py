@@ -28,13 +28,17 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--n-synthetic", type=int, default=100, help="synthetic spectra for the new class")
     parser.add_argument("--out", default="artifacts/bench")
     args = parser.parse_args()
     library = ReferenceLibrary.load(DEFAULT_LIBRARY)
-    new = [s for s in load_source(f"{SHARED / 'villegas_camacho2024_c8'}") if s.metadata["label"] == "PVC"][:10]
+    new = [s for s in load_source(f"{SHARED / 'villegas_camacho2024_c8'}") if s.metadata["label"] == "PVC"][
+        :10
+    ]
     config = ModelConfig(n_synthetic=args.n_synthetic)
     base = IdentificationModel(library, config)
     serve, persist, rebuild = [], [], []

@@ -24,7 +24,9 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         print(f"== {name}", flush=True)
-        done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--out", args.out, *extra], check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", f"benchmarks.{name}", "--out", args.out, *extra], check=False
+        )
         if done.returncode:
             failed.append(name)
     if failed:

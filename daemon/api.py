@@ -54,7 +54,9 @@ def require_write_access(request: Request, token: str | None, *, loopback_only: 
         raise HttpError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "write requests must be application/json")
     host = request.header("host") or ""
     if loopback_only and _hostname(host) not in LOOPBACK_HOSTS:
-        raise HttpError(HTTPStatus.FORBIDDEN, f"writes are accepted for localhost only, not for Host {host!r}")
+        raise HttpError(
+            HTTPStatus.FORBIDDEN, f"writes are accepted for localhost only, not for Host {host!r}"
+        )
     origin = request.header("origin")
     if origin and origin != "null" and origin.split("://", 1)[-1].lower() != host.lower():
         raise HttpError(HTTPStatus.FORBIDDEN, "cross-origin writes are refused")

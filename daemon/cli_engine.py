@@ -252,7 +252,9 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--test", action="append", metavar="DIR[@key=value]", help="labelled set(s) to test on")
     p.add_argument("--loco", action="store_true", help="also run leave-one-class-out on the test set")
-    p.add_argument("--pipeline", default="default", help="preprocessing pipeline of the library (default, openspecy)")
+    p.add_argument(
+        "--pipeline", default="default", help="preprocessing pipeline of the library (default, openspecy)"
+    )
     p.add_argument("--study", action="append", metavar="DIR", help="the KWR study protocol on a labelled set")
     p.add_argument(
         "--aging",

@@ -193,7 +193,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
         raise ConfigError(f"the daemon refused: {detail}") from exc
     except urllib.error.URLError as exc:
-        raise ConfigError(f"cannot reach the daemon at {url}: {exc.reason} (is 'mpwatch run' running?)") from exc
+        raise ConfigError(
+            f"cannot reach the daemon at {url}: {exc.reason} (is 'mpwatch run' running?)"
+        ) from exc
     sys.stdout.write(json.dumps(outcome) + "\n")
     return 0
 
@@ -221,7 +223,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("result_id", type=int, help="the result_id from 'mpwatch results'")
     p.add_argument("--label", help="the polymer it really is")
     p.add_argument("--reject", action="store_true", help="mark the result wrong without adding anything")
-    p.add_argument("--add", action="store_true", help="add to the library even when it confirms a known result")
+    p.add_argument(
+        "--add", action="store_true", help="add to the library even when it confirms a known result"
+    )
     p.add_argument("--by", default=os.environ.get("USER", "analyst"), help="who decided (kept as provenance)")
     p.add_argument("--config", type=Path, help="the daemon's configuration, to find its address")
     p.add_argument("--url", help="the daemon's address, e.g. http://127.0.0.1:9108")

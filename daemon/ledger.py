@@ -1107,7 +1107,9 @@ class Ledger:
     def result(self, result_id: int) -> StoredResult | None:
         """One stored result by its id."""
         with self._read() as conn:
-            row = conn.execute(f"SELECT {_RESULT_COLUMNS} FROM results AS r WHERE r.id = ?", (result_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_RESULT_COLUMNS} FROM results AS r WHERE r.id = ?", (result_id,)
+            ).fetchone()
         return _stored_result(row) if row is not None else None
 
     # ------------------------------------------------------------------ review queue

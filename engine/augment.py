@@ -67,10 +67,8 @@ def synthesize_class(
     rng = np.random.default_rng(seed)
     m = X.shape[0]
     first = rng.integers(0, m, size=n)
-    if m > 1:
-        second = (first + rng.integers(1, m, size=n)) % m  # always a different row
-    else:
-        second = first
+    # always a different row, when there is one
+    second = (first + rng.integers(1, m, size=n)) % m if m > 1 else first
     w = draw_weights(n, rng, low=low, high=high).astype(np.float32)
     return w[:, :1] * X[first] + w[:, 1:] * X[second]
 

@@ -220,7 +220,7 @@ def leave_one_class_out(
     min_test: int = 5,
     progress: Progress = None,
 ) -> LeaveOneClassOut:
-    """Remove each class with at least ``min_test`` test spectra from the library in turn and score the reject."""
+    """Remove each class with ``min_test`` or more test spectra from the library in turn; score the reject."""
     truth = [_truth(s) for s in test]
     known = {scoring_label(label) for label in library.labels}
     counts = {c: truth.count(c) for c in sorted(set(truth) & known)}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["CANONICAL", "SCORING_EQUIVALENTS", "canonical_label", "scoring_label", "same_polymer"]
+__all__ = ["CANONICAL", "SCORING_EQUIVALENTS", "canonical_label", "same_polymer", "scoring_label"]
 
 #: Canonical abbreviation -> lower-case names and abbreviations that mean it.
 #: Longer, more specific names are matched before shorter ones (EVA before PE).

@@ -74,7 +74,9 @@ def write_demo(source: Path, *, seed: int = 7) -> None:
     spectra = read_spectra(source)
     by_label: dict[str, list[int]] = {}
     for i, s in enumerate(spectra):
-        by_label.setdefault(str(s.metadata["label"]).upper().replace("HDPE", "PE").replace("LDPE", "PE"), []).append(i)
+        by_label.setdefault(
+            str(s.metadata["label"]).upper().replace("HDPE", "PE").replace("LDPE", "PE"), []
+        ).append(i)
     n = 0
     for label in DEMO_CLASSES:
         for i in rng.choice(by_label[label], size=min(2, len(by_label[label])), replace=False):
@@ -86,7 +88,9 @@ def write_demo(source: Path, *, seed: int = 7) -> None:
             _write_csv(sample / f"particle_{n:03d}.csv", s.wavenumbers[::-1], transmittance[::-1])
     x = np.arange(650.0, 4000.0, 2.0)
     _write_csv(sample / f"particle_{n + 1:03d}.csv", x, 95 + rng.normal(0, 0.5, x.size))  # nothing but noise
-    (sample / f"particle_{n + 2:03d}.csv").write_text("this file was cut short by the instrument\n1234.5;", "utf-8")
+    (sample / f"particle_{n + 2:03d}.csv").write_text(
+        "this file was cut short by the instrument\n1234.5;", "utf-8"
+    )
 
 
 def _write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> None:
@@ -95,7 +99,9 @@ def _write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("source", type=Path, help="the openspecy_ftir_2023 labelled-set folder")
     args = parser.parse_args()
     lib = build_library(args.source)

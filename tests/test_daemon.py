@@ -43,7 +43,9 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0, interv
 
 
 def spectrum_csv(s: Spectrum) -> str:
-    return "wavenumber,transmittance\n" + "".join(f"{x:.3f},{y:.5f}\n" for x, y in zip(s.wavenumbers, s.values, strict=True))
+    return "wavenumber,transmittance\n" + "".join(
+        f"{x:.3f},{y:.5f}\n" for x, y in zip(s.wavenumbers, s.values, strict=True)
+    )
 
 
 def variant(text: str, i: int) -> str:
@@ -100,8 +102,10 @@ class Running:
 
     def __enter__(self) -> Daemon:
         self.thread.start()
-        wait_until(lambda: self.daemon.http.running and all(w.is_alive for w in self.daemon.watchers.values()),
-                   timeout=20)
+        wait_until(
+            lambda: self.daemon.http.running and all(w.is_alive for w in self.daemon.watchers.values()),
+            timeout=20,
+        )
         return self.daemon
 
     def __exit__(self, *exc: object) -> None:
@@ -111,7 +115,9 @@ class Running:
 
 
 @pytest.fixture
-def make_daemon(tmp_path: Path, library_dir: Path, model: IdentificationModel) -> Iterator[Callable[..., Running]]:
+def make_daemon(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel
+) -> Iterator[Callable[..., Running]]:
     def make(**extra: object) -> Running:
         config = load_config(write_config(tmp_path, library_dir, **extra))
         return Running(Daemon(config, model=model))
@@ -128,8 +134,9 @@ def done_count(daemon: Daemon) -> int:
 
 
 class TestWatching:
-    def test_new_file_is_classified_with_evidence(self, make_daemon: Callable[..., Running], tmp_path: Path,
-                                                  particles: list[str]) -> None:
+    def test_new_file_is_classified_with_evidence(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
         with make_daemon() as d:
             (tmp_path / "inbox" / "p1.csv").write_text(particles[0])
             wait_until(lambda: done_count(d) == 1)
@@ -138,8 +145,9 @@ class TestWatching:
             assert result.payload["hits"] and "r" in result.payload["hits"][0]
             assert result.payload["members"][0]["name"] == "subknn"
 
-    def test_slow_partial_write_is_read_once_complete(self, make_daemon: Callable[..., Running], tmp_path: Path,
-                                                      particles: list[str]) -> None:
+    def test_slow_partial_write_is_read_once_complete(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
         with make_daemon() as d:
             target = tmp_path / "inbox" / "slow.csv"
             text = particles[1]
@@ -151,8 +159,9 @@ class TestWatching:
             wait_until(lambda: done_count(d) == 1)
             assert state_counts(d)["quarantined"] == 0
 
-    def test_zero_byte_placeholder_filled_later(self, make_daemon: Callable[..., Running], tmp_path: Path,
-                                                particles: list[str]) -> None:
+    def test_zero_byte_placeholder_filled_later(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
         with make_daemon() as d:
             target = tmp_path / "inbox" / "placeholder.csv"
             target.touch()
@@ -161,8 +170,9 @@ class TestWatching:
             target.write_text(particles[2])
             wait_until(lambda: done_count(d) == 1)
 
-    def test_write_then_rename(self, make_daemon: Callable[..., Running], tmp_path: Path,
-                               particles: list[str]) -> None:
+    def test_write_then_rename(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
         with make_daemon() as d:
             tmp = tmp_path / "inbox" / "p.csv.tmp"
             tmp.write_text(particles[3])
@@ -171,8 +181,9 @@ class TestWatching:
             (rec,) = d.ledger.files()
             assert rec.path.endswith("p.csv")
 
-    def test_folder_moved_into_inbox(self, make_daemon: Callable[..., Running], tmp_path: Path,
-                                     particles: list[str]) -> None:
+    def test_folder_moved_into_inbox(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
         outside = tmp_path / "sample-7"
         outside.mkdir()
         for i in range(5):
@@ -183,15 +194,20 @@ class TestWatching:
             d.exporter.flush(now=time.time(), force=True)
             summary = tmp_path / "state" / "results" / "lab" / "sample-7" / "summary.csv"
             wait_until(summary.exists)
-            lines = (tmp_path / "state" / "results" / "lab" / "sample-7" / "results.jsonl").read_text().splitlines()
+            lines = (
+                (tmp_path / "state" / "results" / "lab" / "sample-7" / "results.jsonl")
+                .read_text()
+                .splitlines()
+            )
             assert len(lines) == 5
             header = summary.read_text().splitlines()[0].split(",")
             assert header[:4] == ["status", "label", "particles", "share"] and "carbonyl_median" in header
             known = [json.loads(line) for line in lines if json.loads(line)["status"] == "known"]
             assert known and all("aging" in row for row in known)
 
-    def test_duplicate_content_is_not_classified_again(self, make_daemon: Callable[..., Running], tmp_path: Path,
-                                                       particles: list[str]) -> None:
+    def test_duplicate_content_is_not_classified_again(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
         with make_daemon() as d:
             (tmp_path / "inbox" / "a.csv").write_text(particles[4])
             wait_until(lambda: done_count(d) == 1)
@@ -202,10 +218,13 @@ class TestWatching:
             dup = d.ledger.file(tmp_path / "inbox" / "copy-of-a.csv")
             assert dup is not None and dup.duplicate_of
 
-    def test_silent_watcher_rescan_finds_the_file(self, make_daemon: Callable[..., Running], tmp_path: Path,
-                                                  particles: list[str]) -> None:
+    def test_silent_watcher_rescan_finds_the_file(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
         # a polling watcher that looks once an hour: as silent as a flaky network share
-        silent = [{"path": str(tmp_path / "inbox"), "name": "lab", "polling": True, "poll_interval_seconds": 3600}]
+        silent = [
+            {"path": str(tmp_path / "inbox"), "name": "lab", "polling": True, "poll_interval_seconds": 3600}
+        ]
         with make_daemon(inboxes=silent) as d:
             (tmp_path / "inbox" / "unseen.csv").write_text(particles[5])
             time.sleep(0.5)
@@ -234,16 +253,23 @@ class TestBadInput:
         path = write_config(tmp_path, library_dir, http={"port": 99999})
         with pytest.raises(ConfigError, match=r"http\.port"):
             load_config(path)
-        done = subprocess.run([sys.executable, "-m", "daemon.cli", "run", "--config", str(path)],
-                              capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "run", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO_ROOT,
+            check=False,
+        )
         assert done.returncode == 2
         assert len(done.stderr.strip().splitlines()) == 1
         assert "http.port" in done.stderr
 
 
 class TestRestart:
-    def test_catch_up_after_a_stop(self, make_daemon: Callable[..., Running], tmp_path: Path,
-                                   particles: list[str]) -> None:
+    def test_catch_up_after_a_stop(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
         inbox = tmp_path / "inbox"
         with make_daemon() as d:
             for i in range(10):
@@ -266,8 +292,13 @@ class TestRestart:
             (inbox / f"p_{i}.csv").write_text(variant(particles[i % 110], i))
 
         def start() -> subprocess.Popen[str]:
-            return subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
-                                    cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            return subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+                cwd=REPO_ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
 
         db = tmp_path / "state" / "ledger.sqlite3"
 
@@ -291,7 +322,8 @@ class TestRestart:
         with sqlite3.connect(db) as conn:
             states = conn.execute("SELECT state, count(*) FROM files GROUP BY state").fetchall()
             dupes = conn.execute(
-                "SELECT count(*) FROM (SELECT sha256, spectrum_index FROM results GROUP BY 1, 2 HAVING count(*) > 1)"
+                "SELECT count(*) FROM (SELECT sha256, spectrum_index FROM results "
+                "GROUP BY 1, 2 HAVING count(*) > 1)"
             ).fetchone()[0]
             n_results = conn.execute("SELECT count(*) FROM results").fetchone()[0]
         assert dict(states) == {"done": 60}
@@ -299,7 +331,9 @@ class TestRestart:
 
 
 class TestHealth:
-    def test_endpoints(self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]) -> None:
+    def test_endpoints(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
         with make_daemon() as d:
             base = f"http://127.0.0.1:{d.http.port}"
             (tmp_path / "inbox" / "p.csv").write_text(particles[7])
@@ -312,14 +346,30 @@ class TestHealth:
             assert "mpwatch_processing_seconds_bucket" in metrics
 
 
-def test_results_command_reads_the_ledger(make_daemon: Callable[..., Running], tmp_path: Path,
-                                          particles: list[str]) -> None:
+def test_results_command_reads_the_ledger(
+    make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+) -> None:
     with make_daemon() as d:
         for i in range(3):
             (tmp_path / "inbox" / f"p{i}.csv").write_text(particles[20 + i])
         wait_until(lambda: done_count(d) == 3)
-    done = subprocess.run([sys.executable, "-m", "daemon.cli", "results", "--state", str(tmp_path / "state"),
-                           "--format", "jsonl"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, check=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "results",
+            "--state",
+            str(tmp_path / "state"),
+            "--format",
+            "jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        check=True,
+    )
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(rows) == 3
     assert {"source", "status", "label", "hits"} <= set(rows[0])
@@ -336,8 +386,9 @@ class TestPrometheusScrapesTheDaemon:
                 (tmp_path / "inbox" / f"p{i}.csv").write_text(particles[30 + i])
             wait_until(lambda: done_count(d) == 3)
             exposition = urllib.request.urlopen(f"http://127.0.0.1:{d.http.port}/metrics", timeout=5).read()
-            checked = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True,
-                                     timeout=60, check=False)
+            checked = subprocess.run(
+                [promtool, "check", "metrics"], input=exposition, capture_output=True, timeout=60, check=False
+            )
             assert checked.returncode == 0, checked.stdout + checked.stderr
             prom_dir = tmp_path / "prom"
             prom_dir.mkdir()

@@ -31,12 +31,16 @@ HELD_OUT = "PET"
 @pytest.fixture(scope="module")
 def pet_particles() -> list[Spectrum]:
     """Environmental PET particles (FLOPP-e): the class the library will not know at first."""
-    return [s for s in load_source(f"{FLOPP}@library=FLOPP-e") if scoring_label(s.metadata["label"]) == HELD_OUT]
+    return [
+        s for s in load_source(f"{FLOPP}@library=FLOPP-e") if scoring_label(s.metadata["label"]) == HELD_OUT
+    ]
 
 
 @pytest.fixture(scope="module")
 def pet_references() -> list[Spectrum]:
-    return [s for s in load_source(f"{FLOPP}@library=FLOPP") if scoring_label(s.metadata["label"]) == HELD_OUT]
+    return [
+        s for s in load_source(f"{FLOPP}@library=FLOPP") if scoring_label(s.metadata["label"]) == HELD_OUT
+    ]
 
 
 @pytest.fixture
@@ -67,7 +71,9 @@ def drop(inbox: Path, spectra: list[Spectrum], prefix: str) -> list[str]:
     return names
 
 
-def post(url: str, body: dict[str, Any], *, token: str | None = None, content_type: str = "application/json") -> Any:
+def post(
+    url: str, body: dict[str, Any], *, token: str | None = None, content_type: str = "application/json"
+) -> Any:
     headers = {"Content-Type": content_type}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -78,7 +84,10 @@ def post(url: str, body: dict[str, Any], *, token: str | None = None, content_ty
 
 class TestLeaveOneClassOutGrowth:
     def test_unknown_then_confirmed_then_known_then_rolled_back(
-        self, tmp_path: Path, library_without_pet: Path, pet_particles: list[Spectrum],
+        self,
+        tmp_path: Path,
+        library_without_pet: Path,
+        pet_particles: list[Spectrum],
         pet_references: list[Spectrum],
     ) -> None:
         config = load_config(write_config(tmp_path, library_without_pet))
@@ -100,7 +109,9 @@ class TestLeaveOneClassOutGrowth:
                 (label_dir / f"ref_{i}.csv").write_text(spectrum_csv(s))
             wait_until(lambda: d.models.get().library.version == version_before + 1, timeout=30)
             assert d.models.get().library.class_counts()[HELD_OUT] == 10
-            wait_until(lambda: len(list(config.confirmed_dir.glob(f".added/{HELD_OUT}/*.csv"))) == 10, timeout=10)
+            wait_until(
+                lambda: len(list(config.confirmed_dir.glob(f".added/{HELD_OUT}/*.csv"))) == 10, timeout=10
+            )
             assert not list(label_dir.iterdir())
             # the review queue was re-checked against the new version
             wait_until(lambda: len(d.ledger.open_reviews()) <= 1, timeout=10)
@@ -113,8 +124,20 @@ class TestLeaveOneClassOutGrowth:
 
             # 4. a rollback from the command line restores the earlier behaviour
             done = subprocess.run(
-                [sys.executable, "-m", "daemon.cli", "library", "rollback", str(library_without_pet),
-                 str(version_before)], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, check=False,
+                [
+                    sys.executable,
+                    "-m",
+                    "daemon.cli",
+                    "library",
+                    "rollback",
+                    str(library_without_pet),
+                    str(version_before),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=REPO_ROOT,
+                check=False,
             )
             assert done.returncode == 0, done.stderr
             wait_until(lambda: HELD_OUT not in d.models.get().library.class_counts(), timeout=30)
@@ -125,14 +148,19 @@ class TestLeaveOneClassOutGrowth:
             log = library_log(library_without_pet)
             assert [v.version for v in log] == [1, 2, 3]
             assert log[-1].message == f"rollback to version {version_before}"
-            metrics = urllib.request.urlopen(f"http://127.0.0.1:{d.http.port}/metrics", timeout=5).read().decode()
+            metrics = (
+                urllib.request.urlopen(f"http://127.0.0.1:{d.http.port}/metrics", timeout=5).read().decode()
+            )
             assert 'mpwatch_confirmations_total{kind="new_class"} 1.0' in metrics
             assert "mpwatch_time_to_serve_seconds_count 1.0" in metrics
 
 
 class TestConfirmApi:
     def test_confirm_while_files_are_classified(
-        self, tmp_path: Path, library_without_pet: Path, pet_particles: list[Spectrum],
+        self,
+        tmp_path: Path,
+        library_without_pet: Path,
+        pet_particles: list[Spectrum],
     ) -> None:
         others = load_source(f"{FLOPP}@library=FLOPP-e")[:60]
         config = load_config(write_config(tmp_path, library_without_pet))
@@ -146,8 +174,12 @@ class TestConfirmApi:
 
             def confirm_all() -> None:
                 for result_id in to_confirm:
-                    outcomes.append(post(base + "/api/confirm", {"result_id": result_id, "label": "PET",
-                                                                  "decided_by": "test"}))
+                    outcomes.append(
+                        post(
+                            base + "/api/confirm",
+                            {"result_id": result_id, "label": "PET", "decided_by": "test"},
+                        )
+                    )
 
             names = drop(inbox, others, "stream")  # classification runs while we confirm
             confirmer = threading.Thread(target=confirm_all)
@@ -176,8 +208,14 @@ class TestConfirmApi:
 
             assert status(lambda: post(url, {"result_id": 1, "label": "PE"})) == 401
             assert status(lambda: post(url, {"result_id": 1, "label": "PE"}, token="wrong")) == 401
-            assert status(lambda: post(url, {"result_id": 1, "label": "PE"}, token="s3cret",
-                                       content_type="text/plain")) == 415
+            assert (
+                status(
+                    lambda: post(
+                        url, {"result_id": 1, "label": "PE"}, token="s3cret", content_type="text/plain"
+                    )
+                )
+                == 415
+            )
             assert status(lambda: post(url, {"result_id": 999, "label": "PE"}, token="s3cret")) == 422
             reviews = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{d.http.port}/api/reviews").read())
             assert reviews == []
@@ -210,17 +248,33 @@ class TestDriftWatch:
         assert watch.detectors_["top1_r"].width == 0
 
 
-def test_confirm_command_talks_to_the_daemon(tmp_path: Path, library_without_pet: Path,
-                                             pet_particles: list[Spectrum]) -> None:
+def test_confirm_command_talks_to_the_daemon(
+    tmp_path: Path, library_without_pet: Path, pet_particles: list[Spectrum]
+) -> None:
     config = load_config(write_config(tmp_path, library_without_pet))
     with Running(Daemon(config)) as d:
         drop(tmp_path / "inbox", pet_particles[:1], "one")
         wait_until(lambda: d.ledger.counts()["done"] == 1, timeout=60)
         (result,) = d.ledger.results()
         done = subprocess.run(
-            [sys.executable, "-m", "daemon.cli", "confirm", str(result.id), "--label", "PET", "--by", "ana",
-             "--url", f"http://127.0.0.1:{d.http.port}"],
-            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, check=False,
+            [
+                sys.executable,
+                "-m",
+                "daemon.cli",
+                "confirm",
+                str(result.id),
+                "--label",
+                "PET",
+                "--by",
+                "ana",
+                "--url",
+                f"http://127.0.0.1:{d.http.port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO_ROOT,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["kind"] == "new_class"
@@ -228,9 +282,14 @@ def test_confirm_command_talks_to_the_daemon(tmp_path: Path, library_without_pet
         assert review is not None and str(review.state) == "confirmed" and review.decided_by == "ana"
         entry = d.models.get().library.entries[-1]
         assert entry["confirmed_by"] == "ana" and entry["label"] == "PET"
-    refused = subprocess.run([sys.executable, "-m", "daemon.cli", "confirm", "1", "--label", "PE", "--url",
-                              "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
-                             check=False)
+    refused = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "confirm", "1", "--label", "PE", "--url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        check=False,
+    )
     assert refused.returncode == 2 and "cannot reach the daemon" in refused.stderr
 
 
@@ -241,8 +300,12 @@ def test_writes_refuse_other_hosts_and_origins(tmp_path: Path, library_without_p
         url = f"http://127.0.0.1:{d.http.port}/api/confirm"
 
         def status(headers: dict[str, str]) -> int:
-            request = urllib.request.Request(url, data=b'{"result_id": 1, "label": "PE"}', method="POST",
-                                             headers={"Content-Type": "application/json", **headers})
+            request = urllib.request.Request(
+                url,
+                data=b'{"result_id": 1, "label": "PE"}',
+                method="POST",
+                headers={"Content-Type": "application/json", **headers},
+            )
             try:
                 urllib.request.urlopen(request, timeout=10)
             except urllib.error.HTTPError as exc:
@@ -251,4 +314,6 @@ def test_writes_refuse_other_hosts_and_origins(tmp_path: Path, library_without_p
 
         assert status({"Host": "evil.example:8000"}) == 403
         assert status({"Origin": "http://evil.example"}) == 403
-        assert status({"Origin": f"http://127.0.0.1:{d.http.port}"}) == 422  # same origin: reaches the handler
+        assert (
+            status({"Origin": f"http://127.0.0.1:{d.http.port}"}) == 422
+        )  # same origin: reaches the handler

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,12 @@ X = np.linspace(600.0, 4000.0, 851)
 
 
 def peak(centre: float) -> Spectrum:
-    return Spectrum.create(X, np.exp(-((X - centre) / 20.0) ** 2) + 0.01, y_unit="absorbance",
-                           metadata={"source": f"peak{centre}.csv"})
+    return Spectrum.create(
+        X,
+        np.exp(-(((X - centre) / 20.0) ** 2)) + 0.01,
+        y_unit="absorbance",
+        metadata={"source": f"peak{centre}.csv"},
+    )
 
 
 class TestReferenceLibrary:
@@ -66,7 +69,9 @@ class TestImport:
         (tmp_path / "PS" / "ftir_ps.0").write_bytes((FORMATS / "opus" / "ftir_ps.0").read_bytes())
         (tmp_path / "PS" / "broken.csv").write_text("not,a\nspectrum,at all\n")
         (tmp_path / "LDPE").mkdir()
-        (tmp_path / "LDPE" / "soil.asp").write_bytes((FORMATS / "agilent_asp" / "openspecy_ftir_ldpe_soil.asp").read_bytes())
+        (tmp_path / "LDPE" / "soil.asp").write_bytes(
+            (FORMATS / "agilent_asp" / "openspecy_ftir_ldpe_soil.asp").read_bytes()
+        )
         lib = ReferenceLibrary.empty()
         assert lib.import_folder(tmp_path) == 2
         assert sorted(lib.labels) == ["PE", "PS"]
@@ -114,7 +119,7 @@ class TestVersions:
         lib = ReferenceLibrary.empty()
         lib.add([peak(2915)], ["PE"])
         lib.save(tmp_path, message="one")
-        assert sorted(os.listdir(tmp_path)) == ["HEAD.json", "versions"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["HEAD.json", "versions"]
         assert json.loads((tmp_path / "HEAD.json").read_text()) == {"version": 1}
 
     def test_missing_library_and_version(self, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from engine.spectrum import MIN_POINTS, Spectrum, SpectrumError, normalise_y_unit
 
 X = np.linspace(400.0, 4000.0, 200)
-Y = np.exp(-((X - 2900.0) / 40.0) ** 2) + 0.01 * np.sin(X / 50.0)
+Y = np.exp(-(((X - 2900.0) / 40.0) ** 2)) + 0.01 * np.sin(X / 50.0)
 
 
 class TestSpectrumCreate:
@@ -84,8 +84,15 @@ class TestSpectrumError:
 class TestUnits:
     @pytest.mark.parametrize(
         ("raw", "unit"),
-        [("%T", "transmittance"), ("Transmittance", "transmittance"), ("ABSORBANCE", "absorbance"),
-         ("Reflectance", "reflectance"), ("counts", "counts"), ("Raman intensity", "counts"), (None, "arbitrary")],
+        [
+            ("%T", "transmittance"),
+            ("Transmittance", "transmittance"),
+            ("ABSORBANCE", "absorbance"),
+            ("Reflectance", "reflectance"),
+            ("counts", "counts"),
+            ("Raman intensity", "counts"),
+            (None, "arbitrary"),
+        ],
     )
     def test_aliases(self, raw: str | None, unit: str) -> None:
         assert normalise_y_unit(raw) == unit

@@ -61,7 +61,9 @@ def load_labelled_set(path: str | Path) -> LabelledSet:
     path = Path(path)
     missing = [name for name in REQUIRED if not (path / name).is_file()]
     if missing:
-        raise SpectrumError("unsupported_format", f"{path} is not a labelled set: missing {', '.join(missing)}")
+        raise SpectrumError(
+            "unsupported_format", f"{path} is not a labelled set: missing {', '.join(missing)}"
+        )
     try:
         spectra = np.load(path / "spectra.npy", allow_pickle=False)
         wavenumbers = np.load(path / "wavenumbers.npy", allow_pickle=False).astype(np.float64)
@@ -73,7 +75,7 @@ def load_labelled_set(path: str | Path) -> LabelledSet:
     if spectra.shape[1] != wavenumbers.size:
         raise SpectrumError(
             "length_mismatch",
-            f"{path.name}: spectra have {spectra.shape[1]} columns but wavenumbers.npy has {wavenumbers.size}",
+            f"{path.name}: spectra have {spectra.shape[1]} columns, wavenumbers.npy has {wavenumbers.size}",
         )
     if len(labels) != spectra.shape[0]:
         raise SpectrumError(
@@ -85,7 +87,9 @@ def load_labelled_set(path: str | Path) -> LabelledSet:
         with meta_path.open(newline="", encoding="utf-8") as handle:
             meta = list(csv.DictReader(handle))
         if len(meta) != len(labels):
-            raise SpectrumError("length_mismatch", f"{path.name}: meta.csv has {len(meta)} rows, expected {len(labels)}")
+            raise SpectrumError(
+                "length_mismatch", f"{path.name}: meta.csv has {len(meta)} rows, expected {len(labels)}"
+            )
     return LabelledSet(spectra=spectra, wavenumbers=wavenumbers, labels=labels, meta=meta, path=path)
 
 
