@@ -23,6 +23,7 @@ from engine.spectrum import SpectrumError
 __all__ = [
     "MAX_SPECTRA",
     "MAX_TEXT_BYTES",
+    "NUMBER_CHARS",
     "decode_text",
     "infer_technique",
     "infer_y_unit",
@@ -38,7 +39,8 @@ MAX_TEXT_BYTES = 64 * 1024 * 1024
 #: No text file may yield more spectra than this (a 1000 x 1000 map is already huge).
 MAX_SPECTRA = 1_000_000
 
-_NUMBER_CHARS = frozenset("0123456789+-.eE")
+#: The characters of a plain decimal number.
+NUMBER_CHARS = frozenset("0123456789+-.eE")
 
 
 def read_limited(path: Path, *, limit: int = MAX_TEXT_BYTES) -> bytes:
@@ -105,7 +107,7 @@ def parse_number(field: str, *, decimal: str = ".") -> float | None:
         if "." in text:
             return None
         text = text.replace(decimal, ".")
-    if not text or len(text) > 64 or not _NUMBER_CHARS.issuperset(text):
+    if not text or len(text) > 64 or not NUMBER_CHARS.issuperset(text):
         return None
     try:
         value = float(text)

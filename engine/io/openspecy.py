@@ -35,10 +35,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import yaml
 
 from engine.io._text import (
     MAX_SPECTRA,
+    NUMBER_CHARS,
     decode_text,
     infer_technique,
     infer_y_unit,
@@ -200,7 +202,7 @@ def spectra_from_openspecy_csv(data: bytes, *, name: str) -> list[Spectrum]:
         raise SpectrumError("unreadable", f"{name} is binary, not an Open Specy CSV")
     text = decode_text(data)
     try:
-        rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+        rows = [row for row in csv.reader(io.StringIO(text)) if "".join(row).strip()]
     except csv.Error as exc:
         raise SpectrumError("unreadable", f"{name}: not a valid CSV ({exc})") from exc
     if not rows:
@@ -209,6 +211,17 @@ def spectra_from_openspecy_csv(data: bytes, *, name: str) -> list[Spectrum]:
     if header and header[0].lower() == "wavenumber":
         return _long_csv(header, rows[1:], name=name)
     return _wide_csv(header, rows[1:], name=name)
+
+
+def _all_numeric(cells: list[list[str]]) -> npt.NDArray[np.float64] | None:
+    """All cells as one float matrix when every one is a plain finite decimal number, else None."""
+    if not cells or not NUMBER_CHARS.issuperset("".join("".join(row) for row in cells).replace(" ", "")):
+        return None
+    try:
+        block = np.array(cells, dtype=np.float64)
+    except ValueError:
+        return None
+    return block if np.isfinite(block).all() else None
 
 
 def _long_csv(header: list[str], rows: list[list[str]], *, name: str) -> list[Spectrum]:
@@ -223,7 +236,10 @@ def _long_csv(header: list[str], rows: list[list[str]], *, name: str) -> list[Sp
         cells.append(row)
     numeric: dict[int, list[float]] = {}
     constant: dict[str, Any] = {}
-    for j in range(width):
+    block = _all_numeric(cells)
+    if block is not None:  # the common case, parsed in one numpy call
+        numeric = {j: block[:, j].tolist() for j in range(width)}
+    for j in range(width if block is None else 0):
         column = [c[j] for c in cells]
         parsed = [parse_number(c) if c.strip() else float("nan") for c in column]
         if all(v is not None for v in parsed):
