@@ -6,7 +6,8 @@ relative paths against the file's folder. Any problem raises
 :class:`ConfigError` whose message names the key, so ``mpwatch run`` can
 stop at start with one line.
 
->>> cfg = Config.model_validate({"inboxes": [{"path": "/data/ftir", "name": "ftir"}], "state_dir": "/var/lib/mpwatch"})
+>>> inbox = {"path": "/data/ftir", "name": "ftir"}
+>>> cfg = Config.model_validate({"inboxes": [inbox], "state_dir": "/var/lib/mpwatch"})
 >>> cfg.http.port, cfg.watch.quiet_seconds
 (9108, 1.0)
 >>> Config.model_validate({"inboxes": [], "state_dir": "s", "http": {"port": 70000}})
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.model import ModelConfig
 
-__all__ = ["Config", "ConfigError", "InboxConfig", "load_config"]
+__all__ = ["CnnConfig", "Config", "ConfigError", "InboxConfig", "load_config"]
 
 ENV_PREFIX = "MPWATCH__"
 
@@ -93,6 +95,23 @@ class ModelSection(_Section):
         return ModelConfig(**self.model_dump())
 
 
+class CnnConfig(_Section):
+    """The CNN member: a challenger retrained in a background process, promoted only when no worse.
+
+    Off by default: on the cross-source evaluation the CNN is worse than the subspace kNN.
+    """
+
+    enabled: bool = False
+    retrain_hours: float = Field(24.0, gt=0, le=24 * 365)
+    retrain_after_confirmations: int = Field(20, ge=1, le=1_000_000)
+    max_epochs: int = Field(30, ge=1, le=1000)
+    fusion: Literal["subknn", "cnn", "weighted"] = "subknn"
+    weight: float = Field(0.0, ge=0, le=1)
+    image_size: int = Field(64, ge=8, le=512)
+    width: int = Field(16, ge=1, le=256)
+    depth: int = Field(4, ge=1, le=8)
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -107,6 +126,7 @@ class Config(_Section):
     instrument_files: InstrumentFilesConfig = InstrumentFilesConfig()
     http: HttpConfig = HttpConfig()
     model: ModelSection = ModelSection()
+    cnn: CnnConfig = CnnConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @field_validator("inboxes")
@@ -123,6 +143,13 @@ class Config(_Section):
         if self.http.exposed and not self.http.token:
             raise ValueError(f"http.host {self.http.host} exposes the write API: set http.token")
         return self
+
+    def engine_model_config(self) -> ModelConfig:
+        """The engine's model settings: the ``model`` section plus the CNN fusion (kNN only when disabled)."""
+        base = self.model.to_model_config()
+        if not self.cnn.enabled:
+            return base
+        return replace(base, fusion=self.cnn.fusion, cnn_weight=self.cnn.weight)
 
     @property
     def confirmed_dir(self) -> Path:

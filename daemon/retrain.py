@@ -95,6 +95,8 @@ class LibraryGrowth:
         self.clock = clock
         self.on_model_change = on_model_change
         self._changes = threading.Lock()  # one library change at a time
+        #: Confirmed spectra added to the library since start (the CNN challenger's trigger).
+        self.confirmations = 0
 
     # -- confirmations of results -------------------------------------------------------------
 
@@ -178,6 +180,7 @@ class LibraryGrowth:
                 new_class = canonical_label(label) not in model.library.class_counts()
                 ids = model.add_references(spectra, label, confirmed_by=confirmed_by)
             served = time.perf_counter() - started
+            self.confirmations += len(ids)
             kind = "new_class" if new_class else "added"
             version = self._save(model, f"{kind}: {len(ids)} {canonical_label(label)} by {confirmed_by}")
             self.metrics.observe_time_to_serve(served)

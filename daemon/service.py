@@ -31,6 +31,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from daemon.api import install_api
+from daemon.challenger import ChallengerScheduler
 from daemon.config import Config, ConfigError, load_config
 from daemon.console import install_console
 from daemon.drift import DriftWatch
@@ -73,7 +74,7 @@ def served_library_dir(config: Config) -> Path:
 def load_model(config: Config) -> IdentificationModel:
     """The model for the served library."""
     library = ReferenceLibrary.load(served_library_dir(config))
-    return IdentificationModel(library, config.model.to_model_config())
+    return IdentificationModel(library, config.engine_model_config())
 
 
 class Daemon:
@@ -108,7 +109,7 @@ class Daemon:
         )
         self.models = ModelHolder(model or load_model(config))
         self.metrics = Metrics(
-            self.registry, inbox_roots=[i.name for i in config.inboxes], members=["subknn"]
+            self.registry, inbox_roots=[i.name for i in config.inboxes], members=self._members(config)
         )
         self.metrics.attach_ledger(self.ledger)
         self._publish_model()
@@ -119,10 +120,24 @@ class Daemon:
             library_dir=served_library_dir(config),
             metrics=self.metrics,
             drift=self.drift,
-            model_config=config.model.to_model_config(),
+            model_config=config.engine_model_config(),
             clock=clock,
             on_model_change=self._publish_model,
         )
+        self.challenger: ChallengerScheduler | None = None
+        if config.cnn.enabled:
+            self.challenger = ChallengerScheduler(
+                settings=config.cnn,
+                work_dir=state / "cnn",
+                library_dir=lambda: self.growth.library_dir,
+                model_config=config.engine_model_config(),
+                get_model=self.models.get,
+                lock=self.models.lock,
+                metrics=self.metrics,
+                confirmations=lambda: self.growth.confirmations,
+                retrain_requested=self.drift.retrain_requested,
+                clock=clock,
+            )
         config.confirmed_dir.mkdir(parents=True, exist_ok=True)
         self.confirm_watcher = InboxWatcher(config.confirmed_dir, quiet_seconds=config.watch.quiet_seconds)
         self.watchers = self._make_watchers(config)
@@ -178,13 +193,22 @@ class Daemon:
             for inbox in config.inboxes
         }
 
+    @staticmethod
+    def _members(config: Config) -> list[str]:
+        return ["subknn", "cnn"] if config.cnn.enabled else ["subknn"]
+
     def _publish_model(self) -> None:
         model = self.models.get()
+        challenger = getattr(self, "challenger", None)
+        if challenger is not None:
+            challenger.attach(model)  # a rebuilt model (rollback, reload) keeps the champion CNN
         library = model.library
         self.metrics.set_known_labels(library.class_counts())
         self.metrics.set_library(library.class_counts(), version=library.version or 0)
         self.metrics.set_model(
-            model_version=model.version, library_version=library.version or 0, members=["subknn"]
+            model_version=model.version,
+            library_version=library.version or 0,
+            members=self._members(self.config),
         )
 
     def _rolling_accuracy(self, scope: str, accuracy: float) -> None:
@@ -193,6 +217,8 @@ class Daemon:
 
     def _observe_results(self, item: Any, results: Sequence[Result]) -> None:
         for r in results:
+            if r.extra.get("disagreement"):
+                self.metrics.member_disagreement()
             self.drift.observe(status=r.status, top1_r=r.hits[0].r if r.hits else None)
 
     def readiness(self) -> dict[str, Any]:
@@ -269,6 +295,11 @@ class Daemon:
         if time.monotonic() - self._last_library_sync >= LIBRARY_SYNC_SECONDS:
             self._last_library_sync = time.monotonic()
             self.growth.sync_with_disk()
+        if self.challenger is not None:
+            try:
+                self.challenger.poll()
+            except Exception:
+                logger.exception("CNN challenger scheduling failed; the daemon goes on")
         self.exporter.flush(now=now)
         for name, watcher in self.watchers.items():
             self.metrics.set_watcher_up(name, up=watcher.is_alive)
@@ -366,7 +397,10 @@ class Daemon:
         except ConfigError as exc:
             logger.error("reload refused, keeping the running configuration: %s", exc)
             return
-        if new.library != self.config.library or new.model != self.config.model:
+        if (
+            new.library != self.config.library
+            or new.engine_model_config() != self.config.engine_model_config()
+        ):
             self.models.swap(load_model(new))
             self._publish_model()
         if new.inboxes != self.config.inboxes or new.watch != self.config.watch:
@@ -381,6 +415,8 @@ class Daemon:
     def shutdown(self) -> None:
         """Finish the batch in hand, give queued work back, flush results, close everything."""
         self.stop.set()
+        if self.challenger is not None:
+            self.challenger.close()
         for watcher in [*self.watchers.values(), self.confirm_watcher]:
             watcher.stop()
         if self._worker_thread is not None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -35,6 +35,9 @@ from engine.openset import QualityGate, RejectCalibrator, pearson_rows
 from engine.spectrum import Spectrum
 from engine.storage import atomic_write_bytes
 from engine.subknn import SubspaceKNN
+
+if TYPE_CHECKING:
+    from engine.cnn import PolarCNN
 
 __all__ = ["SYNTHETIC_ID_BASE", "Hit", "IdentificationModel", "ModelConfig", "Result", "subspace_knn"]
 
@@ -62,6 +65,14 @@ class ModelConfig:
     reject_margin: float = 0.15
     min_vote: float = 0.5
     r_floor: float = 0.5
+    #: How the optional CNN member is combined with the subspace kNN: ``subknn`` (the CNN is
+    #: reported but does not vote), ``cnn`` (the CNN alone decides) or ``weighted``
+    #: (``(1 - cnn_weight) * subknn + cnn_weight * cnn``). Without a CNN only the kNN counts.
+    fusion: str = "subknn"
+    cnn_weight: float = 0.0
+
+
+FUSIONS = ("subknn", "cnn", "weighted")
 
 
 def subspace_knn(cfg: ModelConfig) -> SubspaceKNN:
@@ -119,7 +130,16 @@ class IdentificationModel:
         self.pipeline = library.pipeline
         self.gate = QualityGate()
         self.revision = 0
+        self.cnn_: PolarCNN | None = None
+        if self.config.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.config.fusion!r}")
+        if not 0.0 <= self.config.cnn_weight <= 1.0:
+            raise ValueError(f"cnn_weight must be in [0, 1], got {self.config.cnn_weight!r}")
         self._build()
+
+    def set_cnn(self, cnn: PolarCNN | None) -> None:
+        """Serve ``cnn`` as the second member (``None`` removes it); ``config.fusion`` says how it votes."""
+        self.cnn_ = cnn
 
     # -- building -----------------------------------------------------------------------------
 
@@ -253,6 +273,10 @@ class IdentificationModel:
         grid_rows, X = self.features(spectra)
         proba = self.knn_.predict_proba(X)
         classes = list(self.knn_.classes_)
+        cnn = self.cnn_
+        fused: tuple[npt.NDArray[np.float64], list[list[dict[str, Any]]]] | None = None
+        if cnn is not None and classes:
+            fused = self._fuse(proba, classes, cnn, X)
         k = min(max(HIT_SEARCH_K, self.config.n_hits), self.hits_.ntotal)
         r_all, id_all = (
             self.hits_.search(pearson_rows(X), k) if k else (np.zeros((len(X), 0)), np.zeros((len(X), 0)))
@@ -260,11 +284,67 @@ class IdentificationModel:
         results = []
         for i, spectrum in enumerate(spectra):
             quality = self.gate.assess(grid_rows[i], native=spectrum.values)
-            result = self._decide(proba[i], classes, r_all[i], id_all[i], quality.as_dict(), ok=quality.ok)
+            if fused is None:
+                result = self._decide(
+                    proba[i], classes, r_all[i], id_all[i], quality.as_dict(), ok=quality.ok
+                )
+            else:
+                result = self._decide(
+                    fused[0][i],
+                    classes,
+                    r_all[i],
+                    id_all[i],
+                    quality.as_dict(),
+                    ok=quality.ok,
+                    members=fused[1][i],
+                )
+                labels = [m["label"] for m in fused[1][i]]
+                if len(set(labels)) > 1:
+                    result.extra["disagreement"] = True
             if result.status == "known" and result.label is not None:
                 result.extra["aging"] = aging_indices(spectrum, result.label).as_dict()
             results.append(result)
         return results
+
+    def _fuse(
+        self,
+        proba: npt.NDArray[np.float64],
+        classes: list[str],
+        cnn: PolarCNN,
+        X: npt.NDArray[np.float32],
+    ) -> tuple[npt.NDArray[np.float64], list[list[dict[str, Any]]]]:
+        """The fused distribution over the kNN's classes, and each row's members (label, probability).
+
+        The CNN's columns are aligned to the kNN's classes; a class the CNN does not know gets 0,
+        a class only the CNN knows is dropped from the fused distribution (but still reported as
+        the CNN's own top label).
+        """
+        cnn_raw = np.asarray(cnn.predict_proba(X), dtype=np.float64)
+        cnn_classes = [str(c) for c in cnn.classes_]
+        position = {c: j for j, c in enumerate(cnn_classes)}
+        aligned = np.zeros_like(proba, dtype=np.float64)
+        for j, label in enumerate(classes):
+            if label in position:
+                aligned[:, j] = cnn_raw[:, position[label]]
+        fusion = self.config.fusion
+        if fusion == "cnn":
+            fused = aligned
+        elif fusion == "weighted":
+            w = float(self.config.cnn_weight)
+            fused = (1.0 - w) * proba + w * aligned
+        else:
+            fused = np.asarray(proba, dtype=np.float64)
+        members = []
+        for i in range(len(proba)):
+            k = int(np.argmax(proba[i]))
+            c = int(np.argmax(cnn_raw[i]))
+            members.append(
+                [
+                    {"name": "subknn", "label": classes[k], "probability": round(float(proba[i][k]), 4)},
+                    {"name": "cnn", "label": cnn_classes[c], "probability": round(float(cnn_raw[i][c]), 4)},
+                ]
+            )
+        return fused, members
 
     def _decide(
         self,
@@ -275,6 +355,7 @@ class IdentificationModel:
         quality: dict[str, Any],
         *,
         ok: bool,
+        members: list[dict[str, Any]] | None = None,
     ) -> Result:
         hits = []
         for score, ref_id in zip(r, ids, strict=True):
@@ -287,7 +368,8 @@ class IdentificationModel:
         best = int(np.argmax(proba)) if len(proba) else -1
         candidate = classes[best] if best >= 0 else None
         vote_share = float(proba[best]) if best >= 0 else 0.0
-        members = [{"name": "subknn", "label": candidate, "probability": round(vote_share, 4)}]
+        if members is None:
+            members = [{"name": "subknn", "label": candidate, "probability": round(vote_share, 4)}]
         class_hits = [h for h in hits if h.label == candidate]
         r_class = class_hits[0].r if class_hits else -1.0
         threshold = self.calibrator_.threshold(candidate) if candidate else None
@@ -336,5 +418,6 @@ class IdentificationModel:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state["hits_"] = faiss.deserialize_index(state["hits_"])
+        state.setdefault("cnn_", None)  # models pickled before the CNN member existed
         self.__dict__.update(state)
         self.pipeline = self.library.pipeline
