@@ -20,12 +20,14 @@ shows what the service costs on top of the science.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,62 @@ def write_particles(folder: Path, n: int) -> list[Path]:
     return paths
 
 
+@contextlib.contextmanager
+def running_daemon(
+    root: Path, n_files: int
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, list[Path], Path]]:
+    """A daemon subprocess with an empty inbox, its model built; yields (process, ledger, files, inbox)."""
+    staging, inbox, state = root / "staging", root / "inbox", root / "state"
+    staging.mkdir()
+    inbox.mkdir()
+    files = write_particles(staging, n_files)
+    config = {
+        "inboxes": [{"path": str(inbox), "name": "bench"}],
+        "state_dir": str(state),
+        "watch": {"quiet_seconds": QUIET_SECONDS, "rescan_interval_seconds": 3600},
+        "http": {"port": 0},
+        "logging": {"level": "WARNING"},
+    }
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "run", "--config", str(root / "config.yaml")],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = state / "ledger.sqlite3"
+    try:
+        deadline = time.monotonic() + 300
+        while not db.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2.0)  # model built, watchers up
+        yield proc, db, files, inbox
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def wait_done(db: Path, n_files: int, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            done = conn.execute(
+                "SELECT count(*) FROM files WHERE state IN ('done','quarantined')"
+            ).fetchone()[0]
+        if done >= n_files:
+            return
+        time.sleep(0.2)
+
+
+def result_times(db: Path) -> list[tuple[float, float]]:
+    """(file mtime, first result time) per classified file."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute(
+            "SELECT f.mtime, min(r.created_at) FROM files f "
+            "JOIN results r ON r.sha256 = f.sha256 GROUP BY f.path"
+        ).fetchall()
+
+
 def engine_baseline(files: list[Path], *, batch: int = 64) -> float:
     """Files per second for read + classify in-process, no daemon."""
     model = IdentificationModel(ReferenceLibrary.load(DEFAULT_LIBRARY))
@@ -73,60 +131,19 @@ def vm_hwm_mb(pid: int) -> float:
 
 
 def run(n_files: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        staging, inbox, state = root / "staging", root / "inbox", root / "state"
-        staging.mkdir()
-        inbox.mkdir()
-        files = write_particles(staging, n_files)
+    with tempfile.TemporaryDirectory() as tmp, running_daemon(Path(tmp), n_files) as (proc, db, files, inbox):
         baseline = engine_baseline(files)
-        config = {
-            "inboxes": [{"path": str(inbox), "name": "bench"}],
-            "state_dir": str(state),
-            "watch": {"quiet_seconds": QUIET_SECONDS, "rescan_interval_seconds": 3600},
-            "http": {"port": 0},
-            "logging": {"level": "WARNING"},
-        }
-        (root / "config.yaml").write_text(yaml.safe_dump(config))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "run", "--config", str(root / "config.yaml")],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        db = state / "ledger.sqlite3"
-        try:
-            deadline = time.monotonic() + 300
-            while not db.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(2.0)  # model built, watchers up
-            idle_rss = vm_hwm_mb(proc.pid)
-            for f in files:
-                f.rename(inbox / f.name)  # an instrument's write-then-rename
-            while time.monotonic() < deadline:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-                    done = conn.execute(
-                        "SELECT count(*) FROM files WHERE state IN ('done','quarantined')"
-                    ).fetchone()[0]
-                if done >= n_files:
-                    break
-                time.sleep(0.2)
-            peak_rss = vm_hwm_mb(proc.pid)
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-                rows = conn.execute(
-                    "SELECT f.path, f.mtime, min(r.created_at) FROM files f "
-                    "JOIN results r ON r.sha256 = f.sha256 "
-                    "GROUP BY f.path"
-                ).fetchall()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
-    done_at = np.sort([r[2] for r in rows])
+        idle_rss = vm_hwm_mb(proc.pid)
+        for f in files:
+            f.rename(inbox / f.name)  # an instrument's write-then-rename
+        wait_done(db, n_files, timeout=600)
+        peak_rss = vm_hwm_mb(proc.pid)
+        rows = result_times(db)
+    done_at = np.sort([done for _, done in rows])
     lo, hi = np.percentile(done_at, [10, 90])
     middle = (done_at >= lo) & (done_at <= hi)
     throughput = middle.sum() / max(hi - lo, 1e-9)
-    latency = np.array([r[2] - r[1] - QUIET_SECONDS for r in rows])
+    latency = np.array([done - mtime - QUIET_SECONDS for mtime, done in rows])
     return {
         "files": float(len(rows)),
         "throughput_files_per_s": float(throughput),
@@ -141,48 +158,12 @@ def run(n_files: int) -> dict[str, float]:
 
 def trickle(n_files: int, rate: float) -> dict[str, float]:
     """Latency at an instrument's pace: files arrive at ``rate`` per second."""
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        staging, inbox, state = root / "staging", root / "inbox", root / "state"
-        staging.mkdir()
-        inbox.mkdir()
-        files = write_particles(staging, n_files)
-        config = {
-            "inboxes": [{"path": str(inbox), "name": "bench"}],
-            "state_dir": str(state),
-            "watch": {"quiet_seconds": QUIET_SECONDS, "rescan_interval_seconds": 3600},
-            "http": {"port": 0},
-            "logging": {"level": "WARNING"},
-        }
-        (root / "config.yaml").write_text(yaml.safe_dump(config))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "run", "--config", str(root / "config.yaml")],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        db = state / "ledger.sqlite3"
-        try:
-            while not db.exists():
-                time.sleep(0.1)
-            time.sleep(2.0)
-            for f in files:
-                f.rename(inbox / f.name)
-                time.sleep(1.0 / rate)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-                    if conn.execute("SELECT count(*) FROM files WHERE state='done'").fetchone()[0] >= n_files:
-                        break
-                time.sleep(0.2)
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-                rows = conn.execute(
-                    "SELECT f.mtime, min(r.created_at) FROM files f JOIN results r ON r.sha256 = f.sha256 "
-                    "GROUP BY f.path"
-                ).fetchall()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+    with tempfile.TemporaryDirectory() as tmp, running_daemon(Path(tmp), n_files) as (_, db, files, inbox):
+        for f in files:
+            f.rename(inbox / f.name)
+            time.sleep(1.0 / rate)
+        wait_done(db, n_files, timeout=120)
+        rows = result_times(db)
     latency = np.array([done - mtime - QUIET_SECONDS for mtime, done in rows])
     return {
         "files": float(len(rows)),

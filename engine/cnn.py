@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
@@ -289,7 +290,7 @@ def _torch_session(threads: int | None, *, device: torch.device) -> Iterator[Non
 # ---------------------------------------------------------------------------------------------- classifier
 
 
-class PolarCNN:
+class PolarCNN(BaseEstimator):  # type: ignore[misc]
     """CNN classifier on polar-coordinate images of spectra, with river's per-sample API.
 
     Parameters
@@ -440,44 +441,10 @@ class PolarCNN:
 
     # ------------------------------------------------------------------ parameters
 
-    def get_params(self, *, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters (``deep`` is accepted for scikit-learn's ``clone``)."""
-        return {
-            "encoding": self.encoding,
-            "image_size": self.image_size,
-            "inner_radius": self.inner_radius,
-            "width": self.width,
-            "depth": self.depth,
-            "dropout": self.dropout,
-            "n_synthetic": self.n_synthetic,
-            "max_epochs": self.max_epochs,
-            "patience": self.patience,
-            "validation_fraction": self.validation_fraction,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "weight_decay": self.weight_decay,
-            "device": self.device,
-            "n_threads": self.n_threads,
-            "seed": self.seed,
-        }
-
-    def set_params(self, **params: Any) -> PolarCNN:
-        """Change constructor parameters; the learned state is kept until the next training."""
-        valid = self.get_params()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"PolarCNN has no parameter {name!r}")
-            setattr(self, name, value)
-        return self
-
     def clone(self) -> PolarCNN:
-        """A new, unfitted model with the same parameters."""
-        return PolarCNN(**self.get_params())
-
-    def __repr__(self) -> str:
-        defaults = PolarCNN().get_params()
-        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k])
-        return f"PolarCNN({changed})"
+        """A new, unfitted model with the same parameters (``get_params``/``set_params`` come from
+        scikit-learn's BaseEstimator, which reads them off ``__init__``)."""
+        return clone(self)  # type: ignore[no-any-return]
 
     def _validate_params(self) -> None:
         def integer(name: str, value: object, minimum: int) -> None:
@@ -498,7 +465,7 @@ class PolarCNN:
         integer("image_size", self.image_size, 4)
         integer("width", self.width, 1)
         integer("depth", self.depth, 1)
-        if int(self.image_size) < 2**int(self.depth):
+        if int(self.image_size) < 2 ** int(self.depth):
             raise ValueError(f"image_size {self.image_size} is too small for {self.depth} pooling blocks")
         integer("n_synthetic", self.n_synthetic, 0)
         integer("max_epochs", self.max_epochs, 1)
@@ -872,8 +839,12 @@ class PolarCNN:
             }
         buffer = io.BytesIO()
         torch.save(
-            {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "params": self.get_params(),
-             "learned": learned},
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "params": self.get_params(),
+                "learned": learned,
+            },
             buffer,
         )
         atomic_write_bytes(path, buffer.getvalue())

@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 import faiss
 import numpy as np
 import numpy.typing as npt
+from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from threadpoolctl import ThreadpoolController
 
@@ -267,7 +268,7 @@ def _principal_directions(sample: FloatMatrix, dims: int, rng: np.random.Generat
     return np.ascontiguousarray((basis.astype(np.float64) @ leading).astype(np.float32))
 
 
-class SubspaceKNN:
+class SubspaceKNN(BaseEstimator):  # type: ignore[misc]
     """Random-subspace kNN ensemble with Pearson similarity, on exact FAISS indexes.
 
     Parameters
@@ -394,37 +395,10 @@ class SubspaceKNN:
 
     # ------------------------------------------------------------------ parameters
 
-    def get_params(self, *, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters (``deep`` is accepted for scikit-learn's ``clone``)."""
-        return {
-            "n_learners": self.n_learners,
-            "subspace_fraction": self.subspace_fraction,
-            "n_neighbors": self.n_neighbors,
-            "weights": self.weights,
-            "search": self.search,
-            "shortlist_size": self.shortlist_size,
-            "shortlist_dims": self.shortlist_dims,
-            "seed": self.seed,
-            "n_threads": self.n_threads,
-        }
-
-    def set_params(self, **params: Any) -> SubspaceKNN:
-        """Change constructor parameters; the learned state is kept until the next :meth:`fit`."""
-        valid = self.get_params()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"SubspaceKNN has no parameter {name!r}")
-            setattr(self, name, value)
-        return self
-
     def clone(self) -> SubspaceKNN:
-        """A new, unfitted model with the same parameters."""
-        return SubspaceKNN(**self.get_params())
-
-    def __repr__(self) -> str:
-        defaults = SubspaceKNN().get_params()
-        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k])
-        return f"SubspaceKNN({changed})"
+        """A new, unfitted model with the same parameters (``get_params``/``set_params`` come from
+        scikit-learn's BaseEstimator, which reads them off ``__init__``)."""
+        return clone(self)  # type: ignore[no-any-return]
 
     def _validate_params(self) -> None:
         def positive_int(name: str, value: object) -> None:
