@@ -6,8 +6,9 @@ inbox as fast as the disk takes them, and reads the ledger:
 
 - sustained throughput: files per second between the 10th and 90th percentile
   of completion times;
-- latency beyond the stability window: result time - file mtime - quiet_seconds,
-  median and p95;
+- latency beyond the stability window: result time - arrival in the inbox -
+  quiet_seconds, median and p95 (in the burst it includes the queue; the
+  at-pace run shows the latency of one instrument writing 20 files a second);
 - peak RSS of the daemon process (VmHWM), without the CNN.
 
 The baseline in the same run is the engine alone: read + classify the same
@@ -104,13 +105,25 @@ def wait_done(db: Path, n_files: int, *, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def result_times(db: Path) -> list[tuple[float, float]]:
-    """(file mtime, first result time) per classified file."""
+def result_times(db: Path, arrived: dict[str, float]) -> list[tuple[float, float]]:
+    """(time the file arrived in the inbox, first result time) per classified file."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return conn.execute(
-            "SELECT f.mtime, min(r.created_at) FROM files f "
+        rows = conn.execute(
+            "SELECT f.path, min(r.created_at) FROM files f "
             "JOIN results r ON r.sha256 = f.sha256 GROUP BY f.path"
         ).fetchall()
+    return [(arrived[Path(path).name], done) for path, done in rows]
+
+
+def drop(files: list[Path], inbox: Path, *, rate: float | None = None) -> dict[str, float]:
+    """Move files into the inbox (an instrument's write-then-rename); return when each arrived."""
+    arrived = {}
+    for f in files:
+        f.rename(inbox / f.name)
+        arrived[f.name] = time.time()
+        if rate:
+            time.sleep(1.0 / rate)
+    return arrived
 
 
 def engine_baseline(files: list[Path], *, batch: int = 64) -> float:
@@ -134,16 +147,15 @@ def run(n_files: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, running_daemon(Path(tmp), n_files) as (proc, db, files, inbox):
         baseline = engine_baseline(files)
         idle_rss = vm_hwm_mb(proc.pid)
-        for f in files:
-            f.rename(inbox / f.name)  # an instrument's write-then-rename
+        arrived = drop(files, inbox)
         wait_done(db, n_files, timeout=600)
         peak_rss = vm_hwm_mb(proc.pid)
-        rows = result_times(db)
+        rows = result_times(db, arrived)
     done_at = np.sort([done for _, done in rows])
     lo, hi = np.percentile(done_at, [10, 90])
     middle = (done_at >= lo) & (done_at <= hi)
     throughput = middle.sum() / max(hi - lo, 1e-9)
-    latency = np.array([done - mtime - QUIET_SECONDS for mtime, done in rows])
+    latency = np.array([done - arrival - QUIET_SECONDS for arrival, done in rows])
     return {
         "files": float(len(rows)),
         "throughput_files_per_s": float(throughput),
@@ -159,12 +171,10 @@ def run(n_files: int) -> dict[str, float]:
 def trickle(n_files: int, rate: float) -> dict[str, float]:
     """Latency at an instrument's pace: files arrive at ``rate`` per second."""
     with tempfile.TemporaryDirectory() as tmp, running_daemon(Path(tmp), n_files) as (_, db, files, inbox):
-        for f in files:
-            f.rename(inbox / f.name)
-            time.sleep(1.0 / rate)
+        arrived = drop(files, inbox, rate=rate)
         wait_done(db, n_files, timeout=120)
-        rows = result_times(db)
-    latency = np.array([done - mtime - QUIET_SECONDS for mtime, done in rows])
+        rows = result_times(db, arrived)
+    latency = np.array([done - arrival - QUIET_SECONDS for arrival, done in rows])
     return {
         "files": float(len(rows)),
         "rate_per_s": rate,
