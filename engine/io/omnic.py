@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from engine.io._binary import read_binary
 from engine.io.registry import register
 from engine.spectrum import Spectrum, SpectrumError
 
@@ -234,16 +235,4 @@ def _spectrum(data: bytes, header: _Header, entry: _Entry, name: str, meta: dict
 @register("omnic", suffixes=(".spa", ".spg"), magic=(SPA_MAGIC,))
 def read_omnic(path: Path) -> list[Spectrum]:
     """The spectra of a Thermo OMNIC SPA file (one) or SPG group file (several)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SpectrumError("unreadable", f"cannot read {path.name}: {exc.strerror}") from exc
-    if not data:
-        raise SpectrumError("empty_file", f"{path.name} is empty")
-    try:
-        with np.errstate(all="ignore"):  # NaN/inf in damaged data is caught by Spectrum.create
-            return _read(data, path.name)
-    except SpectrumError as exc:
-        if exc.message.startswith(path.name):
-            raise
-        raise SpectrumError(exc.reason, f"{path.name}: {exc.message}") from exc
+    return read_binary(path, _read)

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from engine.io._binary import read_binary
 from engine.io.registry import register
 from engine.spectrum import Spectrum, SpectrumError, normalise_y_unit
 
@@ -389,16 +390,4 @@ def _read(data: bytes, name: str) -> Spectrum:
 )
 def read_opus(path: Path) -> list[Spectrum]:
     """The spectrum of a Bruker OPUS file (one per file)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SpectrumError("unreadable", f"cannot read {path.name}: {exc.strerror}") from exc
-    if not data:
-        raise SpectrumError("empty_file", f"{path.name} is empty")
-    try:
-        with np.errstate(all="ignore"):  # NaN/inf in damaged data is caught by Spectrum.create
-            return [_read(data, path.name)]
-    except SpectrumError as exc:
-        if exc.message.startswith(path.name):
-            raise
-        raise SpectrumError(exc.reason, f"{path.name}: {exc.message}") from exc
+    return read_binary(path, lambda data, name: [_read(data, name)])

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from engine.io._binary import read_binary
 from engine.io.registry import register
 from engine.spectrum import Spectrum, SpectrumError, normalise_y_unit
 
@@ -157,16 +158,4 @@ def _read(data: bytes, name: str) -> Spectrum:
 @register("perkinelmer", suffixes=(".sp",), magic=(PE_MAGIC,))
 def read_perkinelmer(path: Path) -> list[Spectrum]:
     """The spectrum of a PerkinElmer ``.sp`` file."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SpectrumError("unreadable", f"cannot read {path.name}: {exc.strerror}") from exc
-    if not data:
-        raise SpectrumError("empty_file", f"{path.name} is empty")
-    try:
-        with np.errstate(all="ignore"):  # NaN/inf in damaged data is caught by Spectrum.create
-            return [_read(data, path.name)]
-    except SpectrumError as exc:
-        if exc.message.startswith(path.name):
-            raise
-        raise SpectrumError(exc.reason, f"{path.name}: {exc.message}") from exc
+    return read_binary(path, lambda data, name: [_read(data, name)])

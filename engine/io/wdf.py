@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from engine.io._binary import read_binary
 from engine.io.registry import register
 from engine.spectrum import PLAUSIBLE_RANGE, Spectrum, SpectrumError
 
@@ -297,16 +298,4 @@ def _read(data: bytes, name: str) -> list[Spectrum]:
 @register("wdf", suffixes=(".wdf",), magic=(WDF_MAGIC,))
 def read_wdf(path: Path) -> list[Spectrum]:
     """Every collected spectrum of a Renishaw WDF file, in collection order."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SpectrumError("unreadable", f"cannot read {path.name}: {exc.strerror}") from exc
-    if not data:
-        raise SpectrumError("empty_file", f"{path.name} is empty")
-    try:
-        with np.errstate(all="ignore"):  # NaN/inf in damaged data is caught by Spectrum.create
-            return _read(data, path.name)
-    except SpectrumError as exc:
-        if exc.message.startswith(path.name):
-            raise
-        raise SpectrumError(exc.reason, f"{path.name}: {exc.message}") from exc
+    return read_binary(path, _read)
