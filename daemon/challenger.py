@@ -158,12 +158,18 @@ def train_challenger(
 
 
 class _Settings(Protocol):
-    retrain_hours: float
-    retrain_after_confirmations: int
-    max_epochs: int
-    image_size: int
-    width: int
-    depth: int
+    @property
+    def retrain_hours(self) -> float: ...
+    @property
+    def retrain_after_confirmations(self) -> int: ...
+    @property
+    def max_epochs(self) -> int: ...
+    @property
+    def image_size(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def depth(self) -> int: ...
 
 
 class ChallengerScheduler:

@@ -131,8 +131,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from engine.aging import aging_report
 
         for folder in args.aging:
-            report = aging_report(folder, out / "aging")
-            _print_aging(report)
+            aging = aging_report(folder, out / "aging")
+            _print_aging(aging)
             console.print(str(out / "aging" / "aging.png"))
     if not args.study and not args.aging and not (args.library and args.test):
         raise SystemExit("mpwatch evaluate: give --library and --test, --study or --aging")

@@ -237,8 +237,14 @@ class Timeline:
     counts: list[Counter[str]]
 
 
-def time_buckets(created: Iterable[float], *, now: float, statuses: Iterable[str] = (),
-                 max_buckets: int = 48, pad: bool = False) -> Timeline:
+def time_buckets(
+    created: Iterable[float],
+    *,
+    now: float,
+    statuses: Iterable[str] = (),
+    max_buckets: int = 48,
+    pad: bool = False,
+) -> Timeline:
     """Bucket result times by hour (data spanning up to two days) or by day, up to ``now``.
 
     ``statuses`` runs parallel to ``created``; without it every result counts as ``known``.
@@ -282,8 +288,13 @@ class Overview:
     recent: Counter[str] = field(default_factory=Counter)
 
 
-def summarise(results: Sequence[StoredResult], *, inboxes: Sequence[tuple[str, Path]], now: float,
-              truncated: bool = False) -> Overview:
+def summarise(
+    results: Sequence[StoredResult],
+    *,
+    inboxes: Sequence[tuple[str, Path]],
+    now: float,
+    truncated: bool = False,
+) -> Overview:
     """Counts per status, per polymer, per sample folder and over time, plus the last 24 h by status."""
     by_status: Counter[str] = Counter()
     by_category: Counter[str] = Counter()
@@ -520,8 +531,11 @@ class _Context:
 
 def _page(ctx: _Context, *, title: str, active: str, body: str) -> Response:
     open_reviews = ctx.ledger.review_counts()[ReviewState.OPEN]
-    links = [("/", "Overview", "overview"), ("/review", f"Review ({open_reviews})", "review"),
-             ("/library", "Library", "library")]
+    links = [
+        ("/", "Overview", "overview"),
+        ("/review", f"Review ({open_reviews})", "review"),
+        ("/library", "Library", "library"),
+    ]
     nav = "".join(
         f'<a href="{href}"{_ACTIVE if key == active else ""}>{escape(text)}</a>' for href, text, key in links
     )
@@ -560,7 +574,7 @@ def _health(checks: Mapping[str, object]) -> str:
     for name, value in checks.items():
         if isinstance(value, Mapping):
             if not value:
-                rows.append(f"<tr><td>{escape(name)}</td><td class=\"muted\">none configured</td></tr>")
+                rows.append(f'<tr><td>{escape(name)}</td><td class="muted">none configured</td></tr>')
             for inner, ok in value.items():
                 rows.append(f"<tr><td>{escape(name)}: {escape(inner)}</td><td>{_check(ok)}</td></tr>")
         else:
@@ -593,20 +607,34 @@ def _overview(ctx: _Context, request: Request) -> Response:
     recent_total = sum(summary.recent.values())
     cards = "".join(
         [
-            _card("spectra classified", escape(summary.total),
-                  note=f"{recent_total} in the last 24 h"),
+            _card("spectra classified", escape(summary.total), note=f"{recent_total} in the last 24 h"),
             _card("known", escape(status.get("known", 0)), note=_pct(status.get("known", 0), summary.total)),
-            _card("unknown rate", escape(_pct(status.get("unknown", 0), summary.total)),
-                  note=f"last 24 h: {escape(_pct(summary.recent.get('unknown', 0), recent_total))}"),
-            _card("low-quality rate", escape(_pct(status.get("low_quality", 0), summary.total)),
-                  note=f"last 24 h: {escape(_pct(summary.recent.get('low_quality', 0), recent_total))}"),
-            _card("open reviews", f'<a href="/review">{escape(reviews.get("open", 0))}</a>',
-                  note=f"{reviews.get('confirmed', 0)} confirmed, {reviews.get('rejected', 0)} rejected"),
+            _card(
+                "unknown rate",
+                escape(_pct(status.get("unknown", 0), summary.total)),
+                note=f"last 24 h: {escape(_pct(summary.recent.get('unknown', 0), recent_total))}",
+            ),
+            _card(
+                "low-quality rate",
+                escape(_pct(status.get("low_quality", 0), summary.total)),
+                note=f"last 24 h: {escape(_pct(summary.recent.get('low_quality', 0), recent_total))}",
+            ),
+            _card(
+                "open reviews",
+                f'<a href="/review">{escape(reviews.get("open", 0))}</a>',
+                note=f"{reviews.get('confirmed', 0)} confirmed, {reviews.get('rejected', 0)} rejected",
+            ),
             _card("model version", escape(model.version)),
-            _card("library version", escape(library.version or 0),
-                  note=f"{len(library)} references, {len(library.class_counts())} classes"),
-            _card("files", escape(files.get("done", 0)) + " done",
-                  note=escape(", ".join(f"{n} {s}" for s, n in files.items() if s != "done"))),
+            _card(
+                "library version",
+                escape(library.version or 0),
+                note=f"{len(library)} references, {len(library.class_counts())} classes",
+            ),
+            _card(
+                "files",
+                escape(files.get("done", 0)) + " done",
+                note=escape(", ".join(f"{n} {s}" for s, n in files.items() if s != "done")),
+            ),
         ]
     )
     ready = all_checks_pass(checks)
@@ -620,11 +648,15 @@ def _overview(ctx: _Context, request: Request) -> Response:
         for category, count in summary.by_category.most_common()
     )
     folder_rows = "".join(
-        f"<tr><td class=\"path\">{escape(folder)}</td><td class=\"n\">{sum(counts.values())}</td>"
+        f'<tr><td class="path">{escape(folder)}</td><td class="n">{sum(counts.values())}</td>'
         + "".join(f'<td class="n">{counts.get(s, 0)}</td>' for s in ("unknown", "low_quality"))
         + "<td>"
-        + escape(", ".join(f"{label} {n}" for label, n in counts.most_common()
-                           if label not in ("unknown", "low_quality")) or "–")
+        + escape(
+            ", ".join(
+                f"{label} {n}" for label, n in counts.most_common() if label not in ("unknown", "low_quality")
+            )
+            or "–"
+        )
         + "</td></tr>"
         for folder, counts in summary.by_folder.items()
     )
@@ -635,13 +667,14 @@ def _overview(ctx: _Context, request: Request) -> Response:
     )
     note = (
         f'<p class="fail">Only the first {MAX_OVERVIEW_RESULTS} results are counted here.</p>'
-        if summary.truncated else ""
+        if summary.truncated
+        else ""
     )
     unit = "hour" if summary.timeline.bucket_seconds == 3600 else "day"
     body = f"""<h1>Overview</h1>
 <div class="cards">{cards}</div>
 {note}
-<h2>Health: <span class="{'ok' if ready else 'fail'}">{'ready' if ready else 'not ready'}</span></h2>
+<h2>Health: <span class="{"ok" if ready else "fail"}">{"ready" if ready else "not ready"}</span></h2>
 {health_note}{_health(checks)}
 <h2>Particles per polymer</h2>
 <p class="small muted">All results, {span}. Unknown and low-quality spectra are counted by status.</p>
@@ -717,8 +750,9 @@ def _query_spectrum(result: StoredResult, files: _Files) -> Spectrum:
     return spectrum
 
 
-def _plots(model: IdentificationModel, query: Spectrum, hits: Sequence[tuple[_HitRef, Spectrum]],
-           *, result_id: int) -> str:
+def _plots(
+    model: IdentificationModel, query: Spectrum, hits: Sequence[tuple[_HitRef, Spectrum]], *, result_id: int
+) -> str:
     """The query over its hits: absorbance on the model grid, and (folded) the model's features."""
     grid_rows, features = model.features([query, *(s for _, s in hits)])
     wavenumbers = model.library.grid.wavenumbers
@@ -732,19 +766,23 @@ def _plots(model: IdentificationModel, query: Spectrum, hits: Sequence[tuple[_Hi
     colours = [_QUERY_COLOUR, *_HIT_COLOURS]
 
     def traces(rows: npt.NDArray[np.float32]) -> list[Trace]:
-        out = [
-            Trace(names[i], rows[i], colours[i], 1.4) for i in range(1, len(names))
-        ]
+        out = [Trace(names[i], rows[i], colours[i], 1.4) for i in range(1, len(names))]
         out.append(Trace(names[0], rows[0], colours[0], 2.2))  # the query on top
         return out
 
     absorbance = spectrum_svg(
-        wavenumbers, traces(grid_rows), title=f"result {result_id}: absorbance over the top hits",
-        y_label="absorbance (scaled)", descending=descending,
+        wavenumbers,
+        traces(grid_rows),
+        title=f"result {result_id}: absorbance over the top hits",
+        y_label="absorbance (scaled)",
+        descending=descending,
     )
     derivative = spectrum_svg(
-        wavenumbers, traces(features), title=f"result {result_id}: model features over the top hits",
-        y_label="features (scaled)", descending=descending,
+        wavenumbers,
+        traces(features),
+        title=f"result {result_id}: model features over the top hits",
+        y_label="features (scaled)",
+        descending=descending,
     )
     return (
         f"{absorbance}{legend}<details><summary>Model features (what Pearson r is computed on)</summary>"
@@ -759,12 +797,12 @@ def _hit_table(hits: Sequence[_HitRef], plotted: set[int | None]) -> str:
         r = f"{hit.r:.3f}" if hit.r is not None else "–"
         rows.append(
             f"<tr><td>{swatch} {i + 1}</td><td><strong>{escape(hit.label)}</strong></td>"
-            f"<td>{escape(hit.material)}</td><td class=\"n\">{escape(r)}</td>"
-            f"<td class=\"n\">{escape(hit.ref_id if hit.ref_id is not None else '–')}</td></tr>"
+            f'<td>{escape(hit.material)}</td><td class="n">{escape(r)}</td>'
+            f'<td class="n">{escape(hit.ref_id if hit.ref_id is not None else "–")}</td></tr>'
         )
     return (
-        "<table><tr><th>#</th><th>label</th><th>material</th><th class=\"n\">Pearson r</th>"
-        f"<th class=\"n\">ref id</th></tr>{''.join(rows)}</table>"
+        '<table><tr><th>#</th><th>label</th><th>material</th><th class="n">Pearson r</th>'
+        f'<th class="n">ref id</th></tr>{"".join(rows)}</table>'
     )
 
 
@@ -797,13 +835,18 @@ def _aging(payload: Mapping[str, Any]) -> str:
     return f"<table><tr><th>aging index</th><th>value</th></tr>{rows}</table>"
 
 
-def _review_card(item: ReviewItem, model: IdentificationModel,
-                 references: Mapping[int, tuple[dict[str, Any], Spectrum]], files: _Files) -> str:
+def _review_card(
+    item: ReviewItem,
+    model: IdentificationModel,
+    references: Mapping[int, tuple[dict[str, Any], Spectrum]],
+    files: _Files,
+) -> str:
     result = item.result
     payload = result.payload
     hits = _hits(payload)
     plotted_hits = [
-        (hit, references[hit.ref_id][1]) for hit in hits[:PLOTTED_HITS]
+        (hit, references[hit.ref_id][1])
+        for hit in hits[:PLOTTED_HITS]
         if hit.ref_id is not None and hit.ref_id in references
     ]
     try:
@@ -820,7 +863,8 @@ def _review_card(item: ReviewItem, model: IdentificationModel,
     missing_note = (
         f'<p class="small muted">Not in the served library any more: '
         f"{escape(', '.join(f'{h.label} #{h.ref_id}' for h in missing))}</p>"
-        if missing else ""
+        if missing
+        else ""
     )
     labels = list(dict.fromkeys(h.label for h in hits[:PLOTTED_HITS]))
     confirm_buttons = "".join(
@@ -839,7 +883,7 @@ def _review_card(item: ReviewItem, model: IdentificationModel,
     return f"""<article class="review" id="review-{result.id}" data-result-id="{result.id}">
 <h3>{escape(name)} <span class="muted small">spectrum {result.spectrum_index} · result {result.id}</span></h3>
 <div class="path">{escape(result.source_path)}</div>
-<p class="small">{escape(result.status)} · {' · '.join(facts) or 'no candidate'} ·
+<p class="small">{escape(result.status)} · {" · ".join(facts) or "no candidate"} ·
 classified {escape(_utc(result.created_at))} by model {escape(result.model_version)}</p>
 <div class="grid"><div>{plot}</div>
 <div>{_hit_table(hits[:PLOTTED_HITS], {h.ref_id for h, _ in plotted_hits})}{missing_note}
@@ -899,9 +943,9 @@ def _review(ctx: _Context, request: Request) -> Response:
 each curve scaled to its own range. Confirming adds the spectrum to the library under that label
 (a new library version, served at once); open reviews are then re-checked against it, so
 <a href="/review">reload</a> after a confirmation to see what is still open.</p>
-<div class="pager">{''.join(pager)}</div>
+<div class="pager">{"".join(pager)}</div>
 {cards or empty}
-<div class="pager">{''.join(pager)}</div>
+<div class="pager">{"".join(pager)}</div>
 """
     return _page(ctx, title="Review", active="review", body=body)
 
@@ -947,14 +991,14 @@ def _library(ctx: _Context, request: Request) -> Response:
 {_card("classes", escape(len(classes)))}{_card("model", escape(model.version))}</div>
 <p class="path">{escape(ctx.library_dir())}</p>
 <h2>Classes</h2>
-<div class="split">{_bar_svg(bars, title="references per class") if bars else ''}
+<div class="split">{_bar_svg(bars, title="references per class") if bars else ""}
 <table><tr><th>label</th><th class="n">references</th></tr>{class_rows}</table></div>
 <h2>Version history</h2>
 <p class="small muted">A rollback makes an old version's content current again as a new version;
 nothing is deleted, so it can itself be rolled back.</p>
 {log_note}
 <table><tr><th class="n">version</th><th class="n">parent</th><th>created</th><th>what changed</th>
-<th class="n">references</th><th class="n">classes</th><th></th></tr>{''.join(version_rows)}</table>
+<th class="n">references</th><th class="n">classes</th><th></th></tr>{"".join(version_rows)}</table>
 <p class="status" id="library-status" aria-live="polite"></p>
 <h2>Who confirmed the references</h2>
 <table><tr><th>confirmed by</th><th class="n">references</th></tr>{contributors}</table>

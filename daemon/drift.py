@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from river import drift, metrics, utils
 
@@ -45,8 +46,9 @@ class DriftWatch:
         self.on_drift = on_drift
         self.on_accuracy = on_accuracy
         self._lock = threading.Lock()
-        self.overall_ = utils.Rolling(metrics.Accuracy, window_size=window)
-        self.per_class_: dict[str, utils.Rolling] = {}
+        # river's Rolling proxies its metric's methods, which type checkers cannot see
+        self.overall_: Any = utils.Rolling(metrics.Accuracy, window_size=window)
+        self.per_class_: dict[str, Any] = {}
         self.detectors_ = {stream: drift.ADWIN(delta=delta) for stream in STREAMS}
         self.retrain_requested = threading.Event()
 
@@ -80,9 +82,9 @@ class DriftWatch:
             per = self.per_class_.setdefault(label, utils.Rolling(metrics.Accuracy, window_size=self.window))
             per.update(label, predicted)
             overall, mine = self.overall_.get(), per.get()
-        if self.on_accuracy:
-            self.on_accuracy("overall", overall)
-            self.on_accuracy(label, mine)
+        if self.on_accuracy is not None:
+            self.on_accuracy("overall", float(overall))
+            self.on_accuracy(label, float(mine))
 
     def accuracy(self, label: str | None = None) -> float:
         """Rolling accuracy overall, or of one class (0 before any confirmation)."""

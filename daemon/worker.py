@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.ledger import Ledger, ResultRecord, WorkItem
+from daemon.ledger import Ledger, ResultRecord, ResultStatus, WorkItem
 from daemon.metrics import Metrics
 from daemon.results import ResultsExporter
 from engine.io import read_spectra
@@ -68,7 +68,7 @@ def result_record(index: int, result: Result) -> ResultRecord:
         payload.pop(key, None)
     return ResultRecord(
         spectrum_index=index,
-        status=result.status,
+        status=ResultStatus(result.status),
         model_version=result.model_version,
         label=result.label,
         material=result.material,

@@ -290,7 +290,7 @@ def _torch_session(threads: int | None, *, device: torch.device) -> Iterator[Non
 # ---------------------------------------------------------------------------------------------- classifier
 
 
-class PolarCNN(BaseEstimator):  # type: ignore[misc]
+class PolarCNN(BaseEstimator):
     """CNN classifier on polar-coordinate images of spectra, with river's per-sample API.
 
     Parameters
@@ -444,7 +444,7 @@ class PolarCNN(BaseEstimator):  # type: ignore[misc]
     def clone(self) -> PolarCNN:
         """A new, unfitted model with the same parameters (``get_params``/``set_params`` come from
         scikit-learn's BaseEstimator, which reads them off ``__init__``)."""
-        return clone(self)  # type: ignore[no-any-return]
+        return clone(self)
 
     def _validate_params(self) -> None:
         def integer(name: str, value: object, minimum: int) -> None:

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +228,7 @@ def leave_one_class_out(
     held = [c for c, n in counts.items() if n >= min_test]
     unknown_rate, known_reject, n_held = {}, {}, {}
     for c in held:
-        reduced = library.subset(lambda e, c=c: scoring_label(e["label"]) != c)
+        reduced = library.subset(partial(_not_of_class, held_out=c))
         model = IdentificationModel(reduced, config)
         remaining = {scoring_label(label) for label in reduced.labels}
         results = model.classify(test)
@@ -239,6 +240,10 @@ def leave_one_class_out(
         if progress:
             progress(1)
     return LeaveOneClassOut(unknown_rate=unknown_rate, n_held_out=n_held, known_reject_rate=known_reject)
+
+
+def _not_of_class(entry: dict[str, Any], *, held_out: str) -> bool:
+    return scoring_label(entry["label"]) != held_out
 
 
 @dataclass(frozen=True)

@@ -289,15 +289,15 @@ class ReferenceLibrary:
         added = 0
         for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
             files = sorted(p for p in label_dir.rglob("*") if p.is_file())
-            spectra: list[Spectrum] = []
+            found: list[Spectrum] = []
             for path in files:
                 try:
-                    spectra.extend(read_spectra(path))
+                    found.extend(read_spectra(path))
                 except SpectrumError as exc:
                     logger.warning("skipped %s: %s", path, exc)
                 if progress:
                     progress(1)
-            added += len(self.add(spectra, [label_dir.name] * len(spectra), confirmed_by=confirmed_by))
+            added += len(self.add(found, [label_dir.name] * len(found), confirmed_by=confirmed_by))
         return added
 
     # -- disk ---------------------------------------------------------------------------------

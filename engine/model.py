@@ -272,7 +272,7 @@ class IdentificationModel:
             return []
         grid_rows, X = self.features(spectra)
         proba = self.knn_.predict_proba(X)
-        classes = list(self.knn_.classes_)
+        classes = [str(c) for c in self.knn_.classes_]
         cnn = self.cnn_
         fused: tuple[npt.NDArray[np.float64], list[list[dict[str, Any]]]] | None = None
         if cnn is not None and classes:

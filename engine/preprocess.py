@@ -18,6 +18,7 @@ matrix finite for the models.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +104,7 @@ def _fill_gaps(X: FloatMatrix) -> tuple[FloatMatrix, npt.NDArray[np.bool_]]:
     return out, mask
 
 
-class _Stateless(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+class _Stateless(TransformerMixin, BaseEstimator):
     """A transformer that learns nothing: ``fit`` only checks parameters."""
 
     def fit(self, X: Any, y: Any = None) -> _Stateless:
@@ -333,7 +334,8 @@ class Normalise(_Stateless):
 
     def transform(self, X: Any) -> FloatMatrix:
         X = _as_matrix(X)
-        with np.errstate(invalid="ignore", divide="ignore"), _quiet_all_nan():
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rows with no measured point
             if self.method == "snv":
                 centre = np.nanmean(X, axis=1, keepdims=True)
                 scale = np.nanstd(X, axis=1, keepdims=True)
@@ -347,20 +349,6 @@ class Normalise(_Stateless):
         return out.astype(np.float32)
 
 
-class _quiet_all_nan:
-    """Silence numpy's RuntimeWarning for rows with no measured point."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
-
-
 class FillMissing(_Stateless):
     """Replace missing (NaN) points with ``value``, so models see finite features."""
 
@@ -372,7 +360,7 @@ class FillMissing(_Stateless):
 
 
 def _default(start: float, stop: float, step: float) -> Pipeline:
-    grid = {"start": start, "stop": stop, "step": step}
+    grid: dict[str, Any] = {"start": start, "stop": stop, "step": step}
     return Pipeline(
         [
             ("absorbance", ToAbsorbance()),
@@ -386,7 +374,7 @@ def _default(start: float, stop: float, step: float) -> Pipeline:
 
 
 def _openspecy(start: float, stop: float, step: float) -> Pipeline:
-    grid = {"start": start, "stop": stop, "step": step}
+    grid: dict[str, Any] = {"start": start, "stop": stop, "step": step}
     return Pipeline(
         [
             ("absorbance", ToAbsorbance()),
@@ -400,7 +388,7 @@ def _openspecy(start: float, stop: float, step: float) -> Pipeline:
 
 
 def _baseline(start: float, stop: float, step: float) -> Pipeline:
-    grid = {"start": start, "stop": stop, "step": step}
+    grid: dict[str, Any] = {"start": start, "stop": stop, "step": step}
     return Pipeline(
         [
             ("absorbance", ToAbsorbance()),
@@ -441,7 +429,7 @@ def build_pipeline(name: str = "default", *, grid: tuple[float, float, float] | 
 
 def pipeline_grid(pipeline: Pipeline) -> Grid:
     """The grid a pipeline resamples onto."""
-    return pipeline.named_steps["resample"].grid  # type: ignore[no-any-return]
+    return pipeline.named_steps["resample"].grid
 
 
 def transform(pipeline: Pipeline, spectra: Sequence[Spectrum]) -> FloatMatrix:

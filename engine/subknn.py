@@ -268,7 +268,7 @@ def _principal_directions(sample: FloatMatrix, dims: int, rng: np.random.Generat
     return np.ascontiguousarray((basis.astype(np.float64) @ leading).astype(np.float32))
 
 
-class SubspaceKNN(BaseEstimator):  # type: ignore[misc]
+class SubspaceKNN(BaseEstimator):
     """Random-subspace kNN ensemble with Pearson similarity, on exact FAISS indexes.
 
     Parameters
@@ -398,7 +398,7 @@ class SubspaceKNN(BaseEstimator):  # type: ignore[misc]
     def clone(self) -> SubspaceKNN:
         """A new, unfitted model with the same parameters (``get_params``/``set_params`` come from
         scikit-learn's BaseEstimator, which reads them off ``__init__``)."""
-        return clone(self)  # type: ignore[no-any-return]
+        return clone(self)
 
     def _validate_params(self) -> None:
         def positive_int(name: str, value: object) -> None:
