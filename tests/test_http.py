@@ -213,13 +213,16 @@ class TestLimits:
 
     def test_a_chunked_body_needs_a_length(self, server: HttpServer) -> None:
         server.add_route("POST", "/api/upload", echo)
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        try:
-            connection.request("POST", "/api/upload", body=iter([b"abc"]), encode_chunked=True)
-            response = connection.getresponse()
-            assert response.status == 411
-        finally:
-            connection.close()
+        # The whole request goes out in one write: the server answers 411 after the headers and
+        # closes, which must not race with a client still sending its body.
+        request = (
+            b"POST /api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request)
+            answer = sock.makefile("rb").readline()
+        assert answer.startswith(b"HTTP/1.") and b" 411 " in answer
 
 
 class TestErrors:
