@@ -45,11 +45,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from engine.augment import synthesize
+from engine.estimator import SpectrumClassifier, finite_matrix
 from engine.storage import atomic_write_bytes
 
 __all__ = ["PolarCNN", "SpectrumImageNet", "gramian_field", "polar_images"]
@@ -80,15 +80,6 @@ _DEVICES = ("cpu", "cuda", "auto")
 # ---------------------------------------------------------------------------------------------- encodings
 
 
-def _finite_matrix(X: npt.ArrayLike, name: str = "X") -> FloatMatrix:
-    matrix = np.ascontiguousarray(X, dtype=np.float32)
-    if matrix.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (spectra x points), got shape {matrix.shape}")
-    if not np.isfinite(matrix).all():
-        raise ValueError(f"{name} contains NaN or infinity (or values too large for float32)")
-    return matrix
-
-
 def _min_max(matrix: FloatMatrix) -> npt.NDArray[np.float64]:
     """Each row scaled to [0, 1]; a constant row becomes zeros."""
     values = matrix.astype(np.float64)
@@ -111,7 +102,7 @@ def polar_images(X: npt.ArrayLike, *, size: int = 64, inner_radius: float = 0.15
     >>> images.shape, images.dtype, bool(images.min() >= 0.0 and images.max() < 1.0)
     ((2, 8, 8), dtype('float32'), True)
     """
-    matrix = _finite_matrix(X)
+    matrix = finite_matrix(X)
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 2:
         raise ValueError(f"size must be an integer of at least 2, got {size!r}")
     if not 0.0 <= inner_radius < 1.0:
@@ -197,7 +188,7 @@ def gramian_field(X: npt.ArrayLike, size: int = 64) -> FloatMatrix:
     >>> field.shape, float(field[0, 0, 0]), float(field[0, 3, 3])  # cos(2π), cos(0)
     ((1, 4, 4), 1.0, 1.0)
     """
-    matrix = _finite_matrix(X)
+    matrix = finite_matrix(X)
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
     n, d = matrix.shape
@@ -290,7 +281,7 @@ def _torch_session(threads: int | None, *, device: torch.device) -> Iterator[Non
 # ---------------------------------------------------------------------------------------------- classifier
 
 
-class PolarCNN(BaseEstimator):
+class PolarCNN(SpectrumClassifier):
     """CNN classifier on polar-coordinate images of spectra, with river's per-sample API.
 
     Parameters
@@ -441,11 +432,6 @@ class PolarCNN(BaseEstimator):
 
     # ------------------------------------------------------------------ parameters
 
-    def clone(self) -> PolarCNN:
-        """A new, unfitted model with the same parameters (``get_params``/``set_params`` come from
-        scikit-learn's BaseEstimator, which reads them off ``__init__``)."""
-        return clone(self)
-
     def _validate_params(self) -> None:
         def integer(name: str, value: object, minimum: int) -> None:
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
@@ -515,41 +501,6 @@ class PolarCNN(BaseEstimator):
         self.stale_ = False
 
     # ------------------------------------------------------------------ inputs
-
-    def _as_matrix(self, X: npt.ArrayLike, name: str = "X", *, check_width: bool = True) -> FloatMatrix:
-        matrix = _finite_matrix(X, name)
-        if check_width and self._is_fitted() and matrix.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"{name} has {matrix.shape[1]} points per spectrum, the model {self.n_features_in_}"
-            )
-        return matrix
-
-    def _row(
-        self, x: Mapping[Hashable, float] | npt.ArrayLike
-    ) -> tuple[FloatMatrix, tuple[Hashable, ...] | None]:
-        """One spectrum (a dict of point -> value, or a 1-D array) as a checked ``(1, n)`` matrix.
-
-        Also returns the dict's point names when they are not ``0 .. n - 1``.
-        """
-        fitted = self._is_fitted()
-        names: tuple[Hashable, ...] | None = None
-        if isinstance(x, Mapping):
-            names = self.feature_names_in_ if fitted else (None if set(x) == set(range(len(x))) else tuple(x))
-            if names is None:
-                n = self.n_features_in_ if fitted else len(x)
-                if set(x) != set(range(n)):
-                    raise ValueError(f"a spectrum dict needs exactly the keys 0 .. {n - 1}")
-                values = [x[i] for i in range(n)]
-            else:
-                if len(x) != len(names) or any(name not in x for name in names):
-                    raise ValueError("the spectrum dict's keys differ from the points the model learned")
-                values = [x[name] for name in names]
-            row = np.asarray(values, dtype=np.float32)
-        else:
-            row = np.asarray(x, dtype=np.float32)
-            if row.ndim != 1:
-                raise ValueError(f"a single spectrum must be 1-D or a dict, got shape {row.shape}")
-        return self._as_matrix(row[np.newaxis], "x"), names
 
     def _code(self, label: Hashable) -> int:
         """Class position of ``label``, appending a new class to ``classes_``."""
@@ -767,26 +718,7 @@ class PolarCNN(BaseEstimator):
     def predict(self, X: npt.ArrayLike) -> npt.NDArray[np.object_]:
         """The most probable class for each spectrum."""
         proba = self.predict_proba(X)
-        classes = np.empty(len(self.classes_), dtype=object)
-        for code, label in enumerate(self.classes_):
-            classes[code] = label
-        labels: npt.NDArray[np.object_] = classes[proba.argmax(axis=1)] if proba.size else classes[:0]
-        return labels
-
-    def predict_proba_one(self, x: Mapping[Hashable, float] | npt.ArrayLike) -> dict[Hashable, float]:
-        """Probability per class for one spectrum; ``{}`` before anything is learned."""
-        row, _ = self._row(x)
-        if not self._is_fitted():
-            return {}
-        proba = self.predict_proba(row)[0]
-        return {label: float(p) for label, p in zip(self.classes_, proba, strict=True)}
-
-    def predict_one(self, x: Mapping[Hashable, float] | npt.ArrayLike) -> Hashable | None:
-        """The most probable class for one spectrum; ``None`` before anything is learned."""
-        proba = self.predict_proba_one(x)
-        if not proba:
-            return None
-        return max(proba, key=proba.__getitem__)
+        return self._labels(proba)
 
     # ------------------------------------------------------------------ persistence
 

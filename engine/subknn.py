@@ -58,9 +58,10 @@ from typing import Any, TypeVar
 import faiss
 import numpy as np
 import numpy.typing as npt
-from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from threadpoolctl import ThreadpoolController
+
+from engine.estimator import SpectrumClassifier
 
 __all__ = ["SubspaceKNN"]
 
@@ -216,11 +217,6 @@ def _stored_vectors(index: Any) -> FloatMatrix:
     return view
 
 
-def _check_finite(values: npt.NDArray[np.float32], name: str) -> None:
-    if not np.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or infinity (or values too large for float32)")
-
-
 def _top_k(scores: FloatMatrix, k: int) -> tuple[FloatMatrix, IntArray]:
     """The ``k`` largest values of each column of ``scores`` and their rows: two ``(k, columns)`` arrays.
 
@@ -268,7 +264,7 @@ def _principal_directions(sample: FloatMatrix, dims: int, rng: np.random.Generat
     return np.ascontiguousarray((basis.astype(np.float64) @ leading).astype(np.float32))
 
 
-class SubspaceKNN(BaseEstimator):
+class SubspaceKNN(SpectrumClassifier):
     """Random-subspace kNN ensemble with Pearson similarity, on exact FAISS indexes.
 
     Parameters
@@ -395,11 +391,6 @@ class SubspaceKNN(BaseEstimator):
 
     # ------------------------------------------------------------------ parameters
 
-    def clone(self) -> SubspaceKNN:
-        """A new, unfitted model with the same parameters (``get_params``/``set_params`` come from
-        scikit-learn's BaseEstimator, which reads them off ``__init__``)."""
-        return clone(self)
-
     def _validate_params(self) -> None:
         def positive_int(name: str, value: object) -> None:
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -467,46 +458,6 @@ class SubspaceKNN(BaseEstimator):
         self.basis_residual_ = 0.0
 
     # ------------------------------------------------------------------ inputs
-
-    def _as_matrix(self, X: npt.ArrayLike, name: str = "X", *, check_width: bool = True) -> FloatMatrix:
-        """``X`` as a checked C-contiguous float32 ``(spectra, points)`` matrix (never written to)."""
-        matrix = np.ascontiguousarray(X, dtype=np.float32)
-        if matrix.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (spectra x points), got shape {matrix.shape}")
-        _check_finite(matrix, name)
-        if check_width and self._is_fitted() and matrix.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"{name} has {matrix.shape[1]} points per spectrum, the model {self.n_features_in_}"
-            )
-        return matrix
-
-    def _row(
-        self, x: Mapping[Hashable, float] | npt.ArrayLike
-    ) -> tuple[FloatMatrix, tuple[Hashable, ...] | None]:
-        """One spectrum (a dict of point -> value, or a 1-D array) as a checked ``(1, n)`` matrix.
-
-        Also returns the dict's point names when they are not ``0 .. n - 1``
-        (what an unfitted model learns them as).
-        """
-        fitted = self._is_fitted()
-        names: tuple[Hashable, ...] | None = None
-        if isinstance(x, Mapping):
-            names = self.feature_names_in_ if fitted else (None if set(x) == set(range(len(x))) else tuple(x))
-            if names is None:
-                n = self.n_features_in_ if fitted else len(x)
-                if set(x) != set(range(n)):
-                    raise ValueError(f"a spectrum dict needs exactly the keys 0 .. {n - 1}")
-                values = [x[i] for i in range(n)]
-            else:
-                if len(x) != len(names) or any(name not in x for name in names):
-                    raise ValueError("the spectrum dict's keys differ from the points the model learned")
-                values = [x[name] for name in names]
-            row = np.asarray(values, dtype=np.float32)
-        else:
-            row = np.asarray(x, dtype=np.float32)
-            if row.ndim != 1:
-                raise ValueError(f"a single spectrum must be 1-D or a dict, got shape {row.shape}")
-        return self._as_matrix(row[np.newaxis], "x"), names
 
     def _ids_for(self, n: int, ids: npt.ArrayLike | None) -> IntArray:
         if ids is None:
@@ -816,26 +767,7 @@ class SubspaceKNN(BaseEstimator):
         proba = self.predict_proba(X)
         if proba.shape[1] == 0 and proba.shape[0]:
             raise NotFittedError("the library is empty: there is no class to predict")
-        classes = np.empty(len(self.classes_), dtype=object)
-        for code, label in enumerate(self.classes_):
-            classes[code] = label
-        labels: npt.NDArray[np.object_] = classes[proba.argmax(axis=1)] if proba.size else classes[:0]
-        return labels
-
-    def predict_proba_one(self, x: Mapping[Hashable, float] | npt.ArrayLike) -> dict[Hashable, float]:
-        """Vote share per class for one spectrum; ``{}`` before anything is learned."""
-        row, _ = self._row(x)
-        if not self._is_fitted():
-            return {}
-        proba = self.predict_proba(row)[0]
-        return {label: float(p) for label, p in zip(self.classes_, proba, strict=True)}
-
-    def predict_one(self, x: Mapping[Hashable, float] | npt.ArrayLike) -> Hashable | None:
-        """The most voted class for one spectrum; ``None`` before anything is learned."""
-        proba = self.predict_proba_one(x)
-        if not proba:
-            return None
-        return max(proba, key=proba.__getitem__)
+        return self._labels(proba)
 
     def kneighbors(self, X: npt.ArrayLike, k: int | None = None) -> tuple[FloatMatrix, IntArray]:
         """The ``k`` references most similar over the whole spectrum: ``(r, ids)``, best first.
