@@ -9,7 +9,8 @@ inbox as fast as the disk takes them, and reads the ledger:
 - latency beyond the stability window: result time - arrival in the inbox -
   quiet_seconds, median and p95 (in the burst it includes the queue; the
   at-pace run shows the latency of one instrument writing 20 files a second);
-- peak RSS of the daemon process (VmHWM), without the CNN.
+- peak RSS (VmHWM) of the daemon process, and of the daemon plus its helper
+  processes (a sum of peaks, so an upper bound), without the CNN.
 
 The baseline in the same run is the engine alone: read + classify the same
 files in one process, in batches, with no watcher and no ledger. The ratio
@@ -143,6 +144,12 @@ def vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
+def family_hwm_mb(pid: int) -> float:
+    """Peak RSS of the daemon plus its helper processes (a sum of peaks: an upper bound)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return vm_hwm_mb(pid) + sum(vm_hwm_mb(int(child)) for child in children)
+
+
 def run(n_files: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, running_daemon(Path(tmp), n_files) as (proc, db, files, inbox):
         baseline = engine_baseline(files)
@@ -150,6 +157,7 @@ def run(n_files: int) -> dict[str, float]:
         arrived = drop(files, inbox)
         wait_done(db, n_files, timeout=600)
         peak_rss = vm_hwm_mb(proc.pid)
+        peak_rss_helpers = family_hwm_mb(proc.pid)
         rows = result_times(db, arrived)
     done_at = np.sort([done for _, done in rows])
     lo, hi = np.percentile(done_at, [10, 90])
@@ -165,6 +173,7 @@ def run(n_files: int) -> dict[str, float]:
         "latency_beyond_quiet_p95_s": float(np.percentile(latency, 95)),
         "rss_idle_mb": idle_rss,
         "rss_peak_mb": peak_rss,
+        "rss_peak_with_helpers_mb": peak_rss_helpers,
     }
 
 

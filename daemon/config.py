@@ -63,6 +63,8 @@ class WorkerConfig(_Section):
     retry_base_seconds: float = Field(5.0, gt=0)
     retry_cap_seconds: float = Field(600.0, gt=0)
     max_attempts: int = Field(5, ge=1, le=1000)
+    #: Processes that read files and compute aging indices beside the model; None: one per core.
+    helper_processes: int | None = Field(None, ge=0, le=256)
 
 
 class InstrumentFilesConfig(_Section):

@@ -563,6 +563,7 @@ class Ledger:
         if isinstance(self.path, Path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._batch_open = False
         self._conn = sqlite3.connect(
             str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
@@ -590,23 +591,66 @@ class Ledger:
     # ------------------------------------------------------------------ plumbing
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the lock; rolled back on any exception."""
+    def batch(self) -> Iterator[None]:
+        """Many operations, one commit: one fsync for a whole batch of files.
+
+        Inside the block every operation still succeeds or fails alone (each is a
+        savepoint: one that raises leaves no trace, the others stand), but nothing
+        is durable until the block ends. An exception escaping the block, or a crash
+        before its end, rolls the whole batch back, and a restart redoes it. Other
+        threads wait for the ledger while a batch is open, so keep slow work (hashing,
+        reading files) outside it.
+
+        >>> with Ledger(":memory:") as ledger:
+        ...     with ledger.batch():
+        ...         a = ledger.observe("a.csv", size=1, mtime=0.0, now=0.0)
+        ...         b = ledger.observe("b.csv", size=1, mtime=0.0, now=0.0)
+        ...     len(ledger.files())
+        2
+        """
         with self._lock:
+            if self._batch_open:
+                yield
+                return
             self._conn.execute("BEGIN IMMEDIATE")
+            self._batch_open = True
+            try:
+                yield
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._batch_open = False
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock (a savepoint inside :meth:`batch`); rolled back on error."""
+        with self._lock:
+            begin, commit, rollback = (
+                ("SAVEPOINT op", "RELEASE op", ("ROLLBACK TO op", "RELEASE op"))
+                if self._batch_open
+                else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",))
+            )
+            self._conn.execute(begin)
             try:
                 yield self._conn
-                self._conn.execute("COMMIT")
+                self._conn.execute(commit)
             except BaseException:
                 # Also reached when COMMIT itself fails (disk full, I/O error).
                 if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                    for statement in rollback:
+                        self._conn.execute(statement)
                 raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        """One read transaction (a consistent snapshot) under the lock."""
+        """One read transaction (a consistent snapshot) under the lock; inside :meth:`batch`, the batch's."""
         with self._lock:
+            if self._batch_open:
+                yield self._conn
+                return
             self._conn.execute("BEGIN")
             try:
                 yield self._conn

@@ -35,12 +35,13 @@ from daemon.challenger import ChallengerScheduler
 from daemon.config import Config, ConfigError, load_config
 from daemon.console import install_console
 from daemon.drift import DriftWatch
+from daemon.helpers import HelperPool, default_processes
 from daemon.http import Heartbeat, HttpServer
 from daemon.ledger import Admission, FileState, Ledger, RetryPolicy, WorkItem
 from daemon.metrics import Metrics
 from daemon.results import ResultsExporter
 from daemon.retrain import LibraryGrowth
-from daemon.watcher import InboxWatcher, SpectrumFileFilter
+from daemon.watcher import FileStat, InboxWatcher, SpectrumFileFilter
 from daemon.worker import ModelHolder, Worker
 from engine.library import DEFAULT_LIBRARY, HEAD, ReferenceLibrary
 from engine.model import IdentificationModel, Result
@@ -144,8 +145,11 @@ class Daemon:
         self.exporter = ResultsExporter(
             self.ledger, state / "results", [(i.name, i.path) for i in config.inboxes]
         )
+        helpers = config.worker.helper_processes
+        self.helpers = HelperPool(default_processes() if helpers is None else helpers)
         self.worker = Worker(
             ledger=self.ledger,
+            helpers=self.helpers,
             metrics=self.metrics,
             exporter=self.exporter,
             models=self.models,
@@ -249,6 +253,7 @@ class Daemon:
         recovered = self.ledger.recover_interrupted(now=self.clock())
         if recovered:
             logger.info("recovered %d files interrupted by the last stop", recovered)
+        self.helpers.start()
         self.http.start()
         logger.info("metrics and health on http://%s:%d", self.config.http.host, self.http.port)
         for name, watcher in self.watchers.items():
@@ -284,8 +289,7 @@ class Daemon:
             self.reload_config()
         now = self.clock()
         for watcher in self.watchers.values():
-            for stat in watcher.poll_ready():
-                self.admit(stat.path, size=stat.size, mtime=stat.mtime, now=now)
+            self.admit(watcher.poll_ready(), now=now)
         for record in self.ledger.due_retries(now=now):
             self._retry(Path(record.path), now=now)
         self._fill_queue(now)
@@ -305,23 +309,38 @@ class Daemon:
             self.metrics.set_watcher_up(name, up=watcher.is_alive)
         self.metrics.set_queue_depth(self.queue.qsize())
 
-    def admit(self, path: Path, *, size: int, mtime: float, now: float) -> Admission | None:
-        """A stable file: record it, hash it and queue it unless its content was seen already."""
-        record = self.ledger.observe(path, size=size, mtime=mtime, now=now)
-        if record.state is not FileState.SEEN:
-            return None
-        try:
-            sha = file_sha256(path)
-        except OSError as exc:
-            self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
-            self.metrics.file_finished("failed", now=now)
-            return None
-        admission = self.ledger.mark_pending(path, sha, now=now)
-        if admission is Admission.DUPLICATE:
-            self.metrics.file_finished("duplicate", now=now)
-        elif admission is Admission.QUARANTINED:
-            self.metrics.file_finished("quarantined", now=now)
-        return admission
+    def admit(self, stats: Sequence[FileStat], *, now: float) -> dict[Path, Admission | None]:
+        """Stable files: record them, hash them and queue each unless its content was seen already.
+
+        Two ledger batches (one fsync each), with the hashing between them. Returns each
+        path's admission: None for a file already known or one that could not be read.
+        """
+        admitted: dict[Path, Admission | None] = {stat.path: None for stat in stats}
+        if not stats:
+            return admitted
+        with self.ledger.batch():
+            seen = [
+                stat.path
+                for stat in stats
+                if self.ledger.observe(stat.path, size=stat.size, mtime=stat.mtime, now=now).state
+                is FileState.SEEN
+            ]
+        hashed: list[tuple[Path, str]] = []
+        for path in seen:
+            try:
+                hashed.append((path, file_sha256(path)))
+            except OSError as exc:
+                self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
+                self.metrics.file_finished("failed", now=now)
+        with self.ledger.batch():
+            for path, sha in hashed:
+                admitted[path] = self.ledger.mark_pending(path, sha, now=now)
+        for admission in admitted.values():
+            if admission is Admission.DUPLICATE:
+                self.metrics.file_finished("duplicate", now=now)
+            elif admission is Admission.QUARANTINED:
+                self.metrics.file_finished("quarantined", now=now)
+        return admitted
 
     def _retry(self, path: Path, *, now: float) -> None:
         try:
@@ -338,11 +357,12 @@ class Daemon:
         self.ledger.mark_pending(path, sha, now=now)
 
     def _fill_queue(self, now: float) -> None:
-        while not self.queue.full():
-            item = self.ledger.claim_next(now=now)
-            if item is None:
-                return
-            self.queue.put_nowait(item)
+        with self.ledger.batch():
+            while not self.queue.full():
+                item = self.ledger.claim_next(now=now)
+                if item is None:
+                    return
+                self.queue.put_nowait(item)
 
     def _collect_dropped(self) -> None:
         """Confirmation drop folder: apply what arrived once it has been quiet, as one change per label."""
@@ -421,6 +441,7 @@ class Daemon:
             watcher.stop()
         if self._worker_thread is not None:
             self._worker_thread.join(timeout=60)
+        self.helpers.close()
         now = self.clock()
         while True:
             try:

@@ -1,8 +1,11 @@
 """One file in, one set of results out; an error stays with its file.
 
-:class:`Worker` takes a batch of claimed files from the ledger, reads them,
-classifies every spectrum of the batch in one model call, and completes
-each file in the ledger (results and terminal state in one transaction).
+:class:`Worker` takes a batch of claimed files from the ledger, reads them
+(in the :class:`~daemon.helpers.HelperPool`), classifies every spectrum of
+the batch in one model call, has the helpers compute the identified
+particles' aging indices, and completes each file in the ledger: results
+and terminal state together, the whole batch in one commit. Metrics, the
+results files and listeners hear of a file only after that commit.
 What goes wrong is sorted per file:
 
 - the file is not ready (locked, permission denied, vanished): ``failed``,
@@ -28,11 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.helpers import HelperPool
 from daemon.ledger import Ledger, ResultRecord, ResultStatus, WorkItem
 from daemon.metrics import Metrics
 from daemon.results import ResultsExporter
-from engine.io import read_spectra
-from engine.model import IdentificationModel, Result
+from engine.model import IdentificationModel, Result, wants_aging
 from engine.spectrum import Spectrum, SpectrumError
 from engine.storage import atomic_write_text
 
@@ -95,6 +98,7 @@ class Worker:
         exporter: ResultsExporter,
         models: ModelHolder,
         quarantine_dir: Path,
+        helpers: HelperPool | None = None,
         processed_dir: Path | None = None,
         move_quarantined: bool = False,
         clock: Callable[[], float] = time.time,
@@ -105,68 +109,105 @@ class Worker:
         self.exporter = exporter
         self.models = models
         self.quarantine_dir = quarantine_dir
+        self.helpers = helpers if helpers is not None else HelperPool(0)
         self.processed_dir = processed_dir
         self.move_quarantined = move_quarantined
         self.clock = clock
         self.on_result = on_result
 
     def process(self, items: Sequence[WorkItem]) -> None:
-        """Process a batch; never raises for a problem with one file."""
-        readable = [r for r in (self._read(item) for item in items) if r is not None]
+        """Process a batch; never raises for a problem with one file.
+
+        Read (helpers), classify (this process, under the model lock), aging
+        indices (helpers), then record the whole batch with one commit.
+        """
+        started = time.perf_counter()
+        readable = self._read(items, started)
         if not readable:
             return
+        classified = self._classify(readable)
+        self._add_aging(classified)
+        with self.ledger.batch():
+            recorded = [(one, results) for one, results in classified if self._record(one, results)]
+        for one, results in recorded:
+            self._announce(one, results)
+
+    def _read(self, items: Sequence[WorkItem], started: float) -> list[_ReadFile]:
+        readable = []
+        for item, outcome in zip(items, self.helpers.read([item.path for item in items]), strict=True):
+            if isinstance(outcome, SpectrumError) and outcome.reason == "not_accessible":
+                self._fail(item, f"not ready: {outcome.message}")
+            elif isinstance(outcome, SpectrumError):
+                self._quarantine(item, str(outcome))
+            elif isinstance(outcome, OSError):
+                self._fail(item, f"not ready: {outcome.strerror or outcome}")
+            elif isinstance(outcome, Exception):
+                logger.error("reading %s failed: %r", item.path, outcome)
+                self._fail(item, f"internal error: {type(outcome).__name__}: {outcome}")
+            elif outcome[0].metadata.get("sha256") not in (None, item.sha256):
+                # The file changed after it was queued; the watcher sees the change and queues it again.
+                logger.info("%s changed while queued; it will be read again", item.path)
+                self.ledger.release(item.path, now=self.clock())
+            else:
+                readable.append(_ReadFile(item, outcome, started))
+        return readable
+
+    def _classify(self, readable: Sequence[_ReadFile]) -> list[tuple[_ReadFile, list[Result]]]:
+        """Each file with its results, classified in one model call (one by one if that fails)."""
         with self.models.lock:
             model = self.models.get()
             try:
-                results = model.classify([s for r in readable for s in r.spectra])
+                results = model.classify([s for r in readable for s in r.spectra], aging=False)
             except Exception:
                 logger.exception(
                     "batch classification failed; classifying its %d files one by one", len(readable)
                 )
-                for one in readable:
-                    self._classify_alone(model, one)
-                return
-        start = 0
+                return [pair for one in readable if (pair := self._classify_alone(model, one))]
+        classified, start = [], 0
         for one in readable:
-            self._complete(one, results[start : start + len(one.spectra)])
+            classified.append((one, results[start : start + len(one.spectra)]))
             start += len(one.spectra)
+        return classified
 
-    def _read(self, item: WorkItem) -> _ReadFile | None:
-        started = time.perf_counter()
-        path = Path(item.path)
+    def _classify_alone(
+        self, model: IdentificationModel, one: _ReadFile
+    ) -> tuple[_ReadFile, list[Result]] | None:
         try:
-            spectra = read_spectra(path)
-        except SpectrumError as exc:
-            self._quarantine(item, str(exc))
-            return None
-        except OSError as exc:
-            self._fail(item, f"not ready: {exc.strerror or exc}")
-            return None
-        if spectra[0].metadata.get("sha256") not in (None, item.sha256):
-            # The file changed after it was queued; the watcher sees the change and queues it again.
-            logger.info("%s changed while queued; it will be read again", path)
-            self.ledger.release(item.path, now=self.clock())
-            return None
-        return _ReadFile(item, spectra, started)
-
-    def _classify_alone(self, model: IdentificationModel, one: _ReadFile) -> None:
-        try:
-            results = model.classify(one.spectra)
+            return one, model.classify(one.spectra, aging=False)
         except Exception as exc:
             logger.exception("classifying %s failed", one.item.path)
             self._fail(one.item, f"internal error: {type(exc).__name__}: {exc}")
-            return
-        self._complete(one, results)
+            return None
 
-    def _complete(self, one: _ReadFile, results: Sequence[Result]) -> None:
-        now = self.clock()
+    def _add_aging(self, classified: Sequence[tuple[_ReadFile, list[Result]]]) -> None:
+        """Aging indices for every identified particle of the batch, computed by the helpers."""
+        wanted = [
+            (spectrum, result)
+            for one, results in classified
+            for spectrum, result in zip(one.spectra, results, strict=True)
+            if wants_aging(result)
+        ]
+        outcomes = self.helpers.aging([(spectrum, str(result.label)) for spectrum, result in wanted])
+        for (_, result), outcome in zip(wanted, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                logger.error("aging indices failed for a %s particle: %r", result.label, outcome)
+                continue
+            result.extra["aging"] = outcome
+
+    def _record(self, one: _ReadFile, results: Sequence[Result]) -> bool:
+        """Results and the terminal state in the ledger (inside the batch's transaction)."""
         records = [result_record(i, r) for i, r in enumerate(results)]
         try:
-            self.ledger.complete(one.item.sha256, records, now=now)
+            self.ledger.complete(one.item.sha256, records, now=self.clock())
         except Exception as exc:
             logger.exception("recording results of %s failed", one.item.path)
             self._fail(one.item, f"internal error: {type(exc).__name__}: {exc}")
-            return
+            return False
+        return True
+
+    def _announce(self, one: _ReadFile, results: Sequence[Result]) -> None:
+        """After the commit: metrics, the results files, listeners and the optional move."""
+        now = self.clock()
         for r in results:
             self.metrics.observe_result(r.status, r.label)
             carbonyl = r.extra.get("aging", {}).get("carbonyl")

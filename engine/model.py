@@ -39,7 +39,15 @@ from engine.subknn import SubspaceKNN
 if TYPE_CHECKING:
     from engine.cnn import PolarCNN
 
-__all__ = ["SYNTHETIC_ID_BASE", "Hit", "IdentificationModel", "ModelConfig", "Result", "subspace_knn"]
+__all__ = [
+    "SYNTHETIC_ID_BASE",
+    "Hit",
+    "IdentificationModel",
+    "ModelConfig",
+    "Result",
+    "subspace_knn",
+    "wants_aging",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +127,11 @@ class Result:
         extra = out.pop("extra")
         out.update(extra)
         return out
+
+
+def wants_aging(result: Result) -> bool:
+    """Whether a result gets aging indices: an identified particle (which polymer decides the bands)."""
+    return result.status == "known" and result.label is not None
 
 
 class IdentificationModel:
@@ -266,8 +279,12 @@ class IdentificationModel:
                 grid_rows = np.asarray(X, dtype=np.float32)
         return grid_rows, np.asarray(X, dtype=np.float32)
 
-    def classify(self, spectra: Sequence[Spectrum]) -> list[Result]:
-        """Identify a batch of spectra; one :class:`Result` per spectrum, in order."""
+    def classify(self, spectra: Sequence[Spectrum], *, aging: bool = True) -> list[Result]:
+        """Identify a batch of spectra; one :class:`Result` per spectrum, in order.
+
+        With ``aging`` (the default) every result that :func:`wants_aging` gets
+        ``extra["aging"]``; the daemon passes False and computes them in its helpers.
+        """
         if not spectra:
             return []
         grid_rows, X = self.features(spectra)
@@ -281,9 +298,9 @@ class IdentificationModel:
         r_all, id_all = (
             self.hits_.search(pearson_rows(X), k) if k else (np.zeros((len(X), 0)), np.zeros((len(X), 0)))
         )
+        qualities = self.gate.assess_many(grid_rows, natives=[s.values for s in spectra])
         results = []
-        for i, spectrum in enumerate(spectra):
-            quality = self.gate.assess(grid_rows[i], native=spectrum.values)
+        for i, (spectrum, quality) in enumerate(zip(spectra, qualities, strict=True)):
             if fused is None:
                 result = self._decide(
                     proba[i], classes, r_all[i], id_all[i], quality.as_dict(), ok=quality.ok
@@ -301,8 +318,8 @@ class IdentificationModel:
                 labels = [m["label"] for m in fused[1][i]]
                 if len(set(labels)) > 1:
                     result.extra["disagreement"] = True
-            if result.status == "known" and result.label is not None:
-                result.extra["aging"] = aging_indices(spectrum, result.label).as_dict()
+            if aging and wants_aging(result):
+                result.extra["aging"] = aging_indices(spectrum, str(result.label)).as_dict()
             results.append(result)
         return results
 

@@ -35,13 +35,24 @@ def _smoother(window: int, order: int) -> npt.NDArray[np.float64]:
     return savgol_coeffs(window, order)
 
 
-def _noise_and_signal(y: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], float, float]:
-    """The smoothed curve, the robust noise level of the residual and the signal range."""
-    smooth = convolve1d(y, _smoother(15, 3), mode="nearest")
-    residual = y - smooth
-    noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-    low, high = np.percentile(smooth, [0.5, 99.5])
-    return smooth, noise, float(high - low)
+def _noise_and_signal(
+    Y: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per row of ``Y``: the smoothed curve, the robust noise level of the residual and the signal range."""
+    smooth = convolve1d(Y, _smoother(15, 3), axis=-1, mode="nearest")
+    residual = Y - smooth
+    centre = np.median(residual, axis=-1, keepdims=True)
+    noise = 1.4826 * np.median(np.abs(residual - centre), axis=-1)
+    low, high = np.percentile(smooth, [0.5, 99.5], axis=-1)
+    return smooth, noise, high - low
+
+
+def _groups(rows: Sequence[npt.NDArray[Any]], key: Any) -> dict[Any, list[int]]:
+    """Indices of ``rows`` grouped by ``key(row)``: rows alike enough to be judged as one matrix."""
+    groups: dict[Any, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(key(row), []).append(i)
+    return groups
 
 
 def pearson_rows(X: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -101,48 +112,79 @@ class QualityGate:
 
     def assess(self, row: npt.ArrayLike, *, native: npt.ArrayLike | None = None) -> QualityReport:
         """Judge one spectrum; ``native`` are its values on its own axis, for spike counting."""
-        y = np.asarray(row, dtype=np.float64)
-        measured = ~np.isnan(y)
-        coverage = float(measured.mean()) if y.size else 0.0
-        flags: list[str] = []
-        if coverage < self.min_coverage or measured.sum() < 32:
-            return QualityReport(("narrow_range",), 0.0, coverage, 0)
-        first, last = np.flatnonzero(measured)[[0, -1]]
-        segment = y[first : last + 1]
-        holes = np.isnan(segment)
-        if holes.any():
-            idx = np.arange(segment.size)
-            segment = segment.copy()
-            segment[holes] = np.interp(idx[holes], idx[~holes], segment[~holes])
-        _, noise, signal = _noise_and_signal(segment)
-        snr = signal / noise if noise > 0 else float("inf")
-        if snr < self.flat_snr:
-            flags.append("flat")
-        elif snr < self.min_snr:
-            flags.append("low_snr")
-        if np.mean(segment >= self.saturation_absorbance) > self.saturated_fraction:
-            flags.append("saturated")
-        spikes = self._spikes(np.asarray(native, dtype=np.float64)) if native is not None else 0
-        if spikes > self.max_spikes:
-            flags.append("spikes")
-        return QualityReport(tuple(flags), float(snr), coverage, spikes)
+        natives = None if native is None else [np.asarray(native, dtype=np.float64)]
+        return self.assess_many(np.asarray(row, dtype=np.float64)[None, :], natives=natives)[0]
 
-    def _spikes(self, y: npt.NDArray[np.float64]) -> int:
-        """Single-point excursions far above the noise on the native axis (cosmic rays, glitches).
+    def assess_many(
+        self, rows: npt.ArrayLike, *, natives: Sequence[npt.ArrayLike] | None = None
+    ) -> list[QualityReport]:
+        """Judge a batch: one report per row, exactly as :meth:`assess` would judge each alone.
+
+        Rows measured over the same points (the usual batch from one instrument)
+        are judged together as one matrix, and so are native spectra of equal length.
+        """
+        Y = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+        measured = ~np.isnan(Y)
+        snr = np.zeros(len(Y))
+        saturated = np.zeros(len(Y), dtype=bool)
+        narrow = (measured.mean(axis=1) < self.min_coverage) | (measured.sum(axis=1) < 32)
+        usable = [i for i in range(len(Y)) if not narrow[i]]
+        for pattern, members in _groups([measured[i] for i in usable], lambda m: m.tobytes()).items():
+            index = [usable[j] for j in members]
+            segment = _filled_segment(Y[index], np.frombuffer(pattern, dtype=bool))
+            _, noise, signal = _noise_and_signal(segment)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                snr[index] = np.where(noise > 0, signal / noise, np.inf)
+            saturated[index] = np.mean(segment >= self.saturation_absorbance, axis=1) > self.saturated_fraction
+        spikes = np.zeros(len(Y), dtype=int)
+        if natives is not None:
+            native_rows = [np.asarray(n, dtype=np.float64) for n in natives]
+            for size, members in _groups(native_rows, len).items():
+                if size >= 16:
+                    spikes[members] = self._spikes(np.vstack([native_rows[i] for i in members]))
+        reports = []
+        for i in range(len(Y)):
+            coverage = float(measured[i].mean()) if Y.shape[1] else 0.0
+            if narrow[i]:
+                reports.append(QualityReport(("narrow_range",), 0.0, coverage, 0))
+                continue
+            flags: list[str] = []
+            if snr[i] < self.flat_snr:
+                flags.append("flat")
+            elif snr[i] < self.min_snr:
+                flags.append("low_snr")
+            if saturated[i]:
+                flags.append("saturated")
+            if spikes[i] > self.max_spikes:
+                flags.append("spikes")
+            reports.append(QualityReport(tuple(flags), float(snr[i]), coverage, int(spikes[i])))
+        return reports
+
+    def _spikes(self, Y: npt.NDArray[np.float64]) -> npt.NDArray[np.int_]:
+        """Per row: single-point excursions far above the noise on the native axis (cosmic rays, glitches).
 
         A real band spans several native points, so it never counts; an
         excursion must exceed ``spike_sigma`` noise levels and ``spike_fraction``
         of the signal range.
         """
-        if y.size < 16:
-            return 0
-        _, noise, signal = _noise_and_signal(y)
-        excess = np.abs(y - median_filter(y, size=5, mode="nearest")) > max(
-            self.spike_sigma * noise, self.spike_fraction * signal
-        )
+        _, noise, signal = _noise_and_signal(Y)
+        limit = np.maximum(self.spike_sigma * noise, self.spike_fraction * signal)[:, None]
+        excess = np.abs(Y - median_filter(Y, size=(1, 5), mode="nearest")) > limit
         isolated = excess.copy()
-        isolated[1:-1] &= ~excess[:-2] & ~excess[2:]
-        return int(np.count_nonzero(isolated))
+        isolated[:, 1:-1] &= ~excess[:, :-2] & ~excess[:, 2:]
+        return np.count_nonzero(isolated, axis=1)
+
+
+def _filled_segment(Y: npt.NDArray[np.float64], measured: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+    """Rows from their first to their last measured point, inner gaps filled linearly."""
+    first, last = np.flatnonzero(measured)[[0, -1]]
+    segment = Y[:, first : last + 1].copy()
+    holes = ~measured[first : last + 1]
+    if holes.any():
+        idx = np.arange(segment.shape[1])
+        for row in segment:
+            row[holes] = np.interp(idx[holes], idx[~holes], row[~holes])
+    return segment
 
 
 @dataclass

@@ -45,6 +45,7 @@ Y_UNITS = ("absorbance", "transmittance", "reflectance", "counts", "arbitrary")
 
 #: Machine-readable reasons carried by :class:`SpectrumError`.
 REASONS = {
+    "not_accessible": "the file cannot be opened or read now (vanished, locked, no permission)",
     "unsupported_format": "no reader recognises the file",
     "unreadable": "the file could not be parsed",
     "empty_file": "the file is empty",

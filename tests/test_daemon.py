@@ -24,22 +24,14 @@ import yaml
 
 from daemon.config import ConfigError, load_config
 from daemon.service import Daemon
+from daemon.watcher import FileStat
 from engine.evaluate import library_from_sources, load_source
 from engine.model import IdentificationModel, ModelConfig
 from engine.spectrum import Spectrum
-from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.conftest import REPO_ROOT, SHARED_DATA, wait_until
 from tests.prometheus import require_tool, running_prometheus
 
 FAST = ModelConfig(n_synthetic=10, n_learners=10)
-
-
-def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def spectrum_csv(s: Spectrum) -> str:
@@ -249,6 +241,26 @@ class TestBadInput:
             assert all(json.loads(n.read_text())["reason"] for n in notes)
             assert (tmp_path / "inbox" / "garbage.spa").exists()  # never moved unless configured
 
+    def test_a_file_gone_before_it_is_read_is_retried_not_quarantined(
+        self, tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
+    ) -> None:
+        daemon = Daemon(load_config(write_config(tmp_path, library_dir)), model=model)
+        try:
+            path = tmp_path / "inbox" / "p.csv"
+            path.write_text(particles[0])
+            stat = path.stat()
+            daemon.admit([FileStat(path, stat.st_size, stat.st_mtime)], now=time.time())
+            item = daemon.ledger.claim_next(now=time.time())
+            assert item is not None
+            path.unlink()  # an instrument or a user took it back
+            daemon.worker.process([item])
+            record = daemon.ledger.file(path)
+            assert record is not None and str(record.state) == "failed"
+            assert record.reason is not None and record.reason.startswith("not ready")
+        finally:
+            daemon.helpers.close()
+            daemon.ledger.close()
+
     def test_bad_config_is_one_clear_message(self, tmp_path: Path, library_dir: Path) -> None:
         path = write_config(tmp_path, library_dir, http={"port": 99999})
         with pytest.raises(ConfigError, match=r"http\.port"):
@@ -286,7 +298,9 @@ class TestRestart:
     def test_sigkill_mid_stream_leaves_every_file_in_one_terminal_state(
         self, tmp_path: Path, library_dir: Path, particles: list[str]
     ) -> None:
-        config = write_config(tmp_path, library_dir)
+        # Small batches, so the kill lands between commits (a batch is committed at once).
+        worker = {"batch_size": 2, "retry_base_seconds": 0.2, "retry_cap_seconds": 1.0, "max_attempts": 3}
+        config = write_config(tmp_path, library_dir, worker=worker)
         inbox = tmp_path / "inbox"
         for i in range(60):
             (inbox / f"p_{i}.csv").write_text(variant(particles[i % 110], i))
@@ -313,6 +327,7 @@ class TestRestart:
         wait_until(lambda: done() >= 5, timeout=90)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        assert done() < 60, "the kill must land mid-stream for this test to mean anything"
         proc = start()
         try:
             wait_until(lambda: done() == 60, timeout=120)

@@ -29,7 +29,7 @@ def read_binary(path: Path, parse: Parser) -> list[Spectrum]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SpectrumError("unreadable", f"cannot read {path.name}: {exc.strerror}") from exc
+        raise SpectrumError("not_accessible", f"cannot read {path.name}: {exc.strerror}") from exc
     if not data:
         raise SpectrumError("empty_file", f"{path.name} is empty")
     try:

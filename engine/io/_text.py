@@ -49,7 +49,7 @@ def read_limited(path: Path, *, limit: int = MAX_TEXT_BYTES) -> bytes:
         with path.open("rb") as handle:
             data = handle.read(limit + 1)
     except OSError as exc:
-        raise SpectrumError("unreadable", f"cannot open {path.name}: {exc.strerror or exc}") from exc
+        raise SpectrumError("not_accessible", f"cannot open {path.name}: {exc.strerror or exc}") from exc
     if not data:
         raise SpectrumError("empty_file", f"{path.name} is empty")
     if len(data) > limit:

@@ -201,6 +201,11 @@ def spectra_from_openspecy_csv(data: bytes, *, name: str) -> list[Spectrum]:
     if looks_binary(data):
         raise SpectrumError("unreadable", f"{name} is binary, not an Open Specy CSV")
     text = decode_text(data)
+    plain = _plain_long_csv(text)
+    if plain is not None:  # the common instrument export, parsed in one numpy call
+        header, block = plain
+        columns = {j: block[:, j] for j in range(1, len(header))}
+        return _long_columns(header, block[:, 0], columns, {}, name=name)
     try:
         rows = [row for row in csv.reader(io.StringIO(text)) if "".join(row).strip()]
     except csv.Error as exc:
@@ -211,6 +216,37 @@ def spectra_from_openspecy_csv(data: bytes, *, name: str) -> list[Spectrum]:
     if header and header[0].lower() == "wavenumber":
         return _long_csv(header, rows[1:], name=name)
     return _wide_csv(header, rows[1:], name=name)
+
+
+#: A body of plain decimal numbers, commas and white space: nothing a quoted or text cell needs.
+_PLAIN_BODY = re.compile(r"[0-9eE+\-.,\s]*")
+
+
+def _plain_long_csv(text: str) -> tuple[list[str], npt.NDArray[np.float64]] | None:
+    """(header, number block) of a long CSV whose body is finite numbers only, else None.
+
+    The general path (:mod:`csv`, cell by cell) reads everything else and
+    names the row at fault, so anything unusual simply falls through to it.
+
+    >>> header, block = _plain_long_csv("wavenumber,a,b\\n400,1,2\\n402,3,4\\n")
+    >>> header, block.shape
+    (['wavenumber', 'a', 'b'], (2, 3))
+    >>> _plain_long_csv('wavenumber,a\\n400,"1"\\n') is None
+    True
+    """
+    first, _, body = text.partition("\n")
+    header = [cell.strip() for cell in first.split(",")]
+    if len(header) < 2 or header[0].lower() != "wavenumber" or '"' in first or not body.strip():
+        return None
+    if _PLAIN_BODY.fullmatch(body) is None:
+        return None
+    try:
+        block = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError:
+        return None
+    if block.shape[1] != len(header) or not np.isfinite(block).all():
+        return None
+    return header, block
 
 
 def _all_numeric(cells: list[list[str]]) -> npt.NDArray[np.float64] | None:
@@ -249,6 +285,18 @@ def _long_csv(header: list[str], rows: list[list[str]], *, name: str) -> list[Sp
         elif column:
             constant[header[j]] = _scalar(column[0])
     x = np.array(numeric.pop(0), dtype=np.float64)
+    return _long_columns(header, x, numeric, constant, name=name)
+
+
+def _long_columns(
+    header: list[str],
+    x: npt.NDArray[np.float64],
+    numeric: Mapping[int, Sequence[float] | npt.NDArray[np.float64]],
+    constant: dict[str, Any],
+    *,
+    name: str,
+) -> list[Spectrum]:
+    """One spectrum per numeric intensity column; text columns become every spectrum's metadata."""
     spectra: list[Spectrum] = []
     errors: list[SpectrumError] = []
     for j, values in numeric.items():

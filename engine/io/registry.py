@@ -92,11 +92,11 @@ def detect(path: str | Path) -> Reader:
         with path.open("rb") as handle:
             head = handle.read(HEAD_BYTES)
     except OSError as exc:
-        raise SpectrumError("unreadable", f"cannot open {path.name}: {exc.strerror}") from exc
+        raise SpectrumError("not_accessible", f"cannot open {path.name}: {exc.strerror}") from exc
     if not head:
         raise SpectrumError("empty_file", f"{path.name} is empty")
     for reader in _READERS:
-        if any(head.startswith(m) for m in reader.magic):
+        if reader.magic and head.startswith(reader.magic):
             return reader
     suffix = path.suffix.lower()
     by_suffix = [r for r in _READERS if suffix in r.suffixes]

@@ -507,7 +507,7 @@ def read_spc(path: Path) -> list[Spectrum]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SpectrumError("unreadable", f"cannot read {path.name}: {exc.strerror}") from exc
+        raise SpectrumError("not_accessible", f"cannot read {path.name}: {exc.strerror}") from exc
     with np.errstate(all="ignore"):  # NaN/inf in damaged data is caught by Spectrum.create
         try:
             spc = parse_spc(data)
