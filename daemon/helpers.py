@@ -18,7 +18,8 @@ an exception as a value. If a helper dies (killed for memory, say), the pool
 is started afresh and the batch in hand is done in the daemon's own process.
 With ``processes=0`` everything runs in the daemon's process.
 
->>> with HelperPool(0) as pool:
+>>> from contextlib import closing
+>>> with closing(HelperPool(0)) as pool:
 ...     outcome = pool.read(["no-such-file.csv"])[0]
 >>> type(outcome).__name__
 'SpectrumError'
@@ -36,8 +37,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from engine.aging import aging_indices
 from engine.io import read_spectra
@@ -183,14 +183,3 @@ class HelperPool:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

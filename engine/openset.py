@@ -135,7 +135,9 @@ class QualityGate:
             _, noise, signal = _noise_and_signal(segment)
             with np.errstate(divide="ignore", invalid="ignore"):
                 snr[index] = np.where(noise > 0, signal / noise, np.inf)
-            saturated[index] = np.mean(segment >= self.saturation_absorbance, axis=1) > self.saturated_fraction
+            saturated[index] = (
+                np.mean(segment >= self.saturation_absorbance, axis=1) > self.saturated_fraction
+            )
         spikes = np.zeros(len(Y), dtype=int)
         if natives is not None:
             native_rows = [np.asarray(n, dtype=np.float64) for n in natives]

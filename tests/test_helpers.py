@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def helper_pids(pool: HelperPool) -> list[int]:
 
 
 def test_reading_in_helpers_matches_reading_in_process(files: list[Path]) -> None:
-    with HelperPool(2) as pool:
+    with closing(HelperPool(2)) as pool:
         outcomes = pool.read([str(f) for f in files])
     assert len(outcomes) == len(files)
     for path, outcome in zip(files, outcomes, strict=True):
@@ -65,7 +66,7 @@ def test_reading_in_helpers_matches_reading_in_process(files: list[Path]) -> Non
 
 
 def test_aging_in_helpers_matches_aging_in_process(polyethylene: list[Spectrum]) -> None:
-    with HelperPool(2) as pool:
+    with closing(HelperPool(2)) as pool:
         outcomes = pool.aging([(s, "PE") for s in polyethylene])
     expected = [aging_indices(s, "PE").as_dict() for s in polyethylene]
     assert outcomes == expected
@@ -74,7 +75,7 @@ def test_aging_in_helpers_matches_aging_in_process(polyethylene: list[Spectrum])
 
 def test_a_killed_helper_costs_only_a_restart(files: list[Path]) -> None:
     paths = [str(f) for f in files]
-    with HelperPool(2) as pool:
+    with closing(HelperPool(2)) as pool:
         pool.start()
         first = pool.read(paths)
         victims = helper_pids(pool)
@@ -95,9 +96,7 @@ def test_helpers_exit_when_the_daemon_is_killed(tmp_path: Path) -> None:
         "print(*[p.pid for p in pool._executor._processes.values()], flush=True)\n"
         "time.sleep(600)\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert len(pids) == 2 and all(Path(f"/proc/{pid}").exists() for pid in pids)
