@@ -46,6 +46,9 @@ evaluate: $(VENV)/.installed
 	    --library ../shared/data/openspecy_ftir_2023 --test "../shared/data/flopp_frond2021@library=FLOPP-e" \
 	    --loco --out artifacts/evaluate/canonical
 	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
+	    --library ../shared/data/openspecy_ftir_2023 --test "../shared/data/flopp_frond2021@library=FLOPP-e" \
+	    --members subknn,cnn --out artifacts/evaluate/cnn
+	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
 	    --test "../shared/data/flopp_frond2021@library=FLOPP-e" --loco --out artifacts/evaluate/flopp_only
 	$(BIN)/mpwatch evaluate --study ../shared/data/flopp_frond2021 --out artifacts/evaluate/study
 

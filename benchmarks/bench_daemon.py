@@ -24,13 +24,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -59,39 +62,73 @@ def write_particles(folder: Path, n: int) -> list[Path]:
     return paths
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_json(url: str, body: dict[str, Any] | None = None) -> Any:
+    """GET ``url``, or POST ``body`` as JSON; the decoded answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
 @contextlib.contextmanager
-def running_daemon(
-    root: Path, n_files: int
-) -> Iterator[tuple[subprocess.Popen[bytes], Path, list[Path], Path]]:
-    """A daemon subprocess with an empty inbox, its model built; yields (process, ledger, files, inbox)."""
-    staging, inbox, state = root / "staging", root / "inbox", root / "state"
-    staging.mkdir()
-    inbox.mkdir()
-    files = write_particles(staging, n_files)
+def daemon_process(
+    root: Path, inbox: Path, state: Path, **extra: Any
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``mpwatch run`` on ``inbox`` as a subprocess, yielded once ``/readyz`` answers ready.
+
+    ``extra`` are further configuration sections. Yields (process, base URL); stops it after.
+    """
+    port = free_port()
     config = {
         "inboxes": [{"path": str(inbox), "name": "bench"}],
         "state_dir": str(state),
         "watch": {"quiet_seconds": QUIET_SECONDS, "rescan_interval_seconds": 3600},
-        "http": {"port": 0},
+        "http": {"port": port},
         "logging": {"level": "WARNING"},
+        **extra,
     }
     (root / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "run", "--config", str(root / "config.yaml")],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    db = state / "ledger.sqlite3"
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
-        while not db.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(2.0)  # model built, watchers up
-        yield proc, db, files, inbox
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the daemon exited with {process.returncode} while starting")
+            with contextlib.suppress(OSError, ValueError):
+                if http_json(f"{url}/readyz").get("ready"):
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the daemon was not ready within 300 s")
+            time.sleep(0.2)
+        yield process, url
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        process.terminate()
+        process.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def running_daemon(
+    root: Path, n_files: int
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, list[Path], Path]]:
+    """A ready daemon subprocess with an empty inbox; yields (process, ledger, files, inbox)."""
+    staging, inbox, state = root / "staging", root / "inbox", root / "state"
+    staging.mkdir()
+    inbox.mkdir()
+    files = write_particles(staging, n_files)
+    with daemon_process(root, inbox, state) as (process, _):
+        yield process, state / "ledger.sqlite3", files, inbox
 
 
 def wait_done(db: Path, n_files: int, *, timeout: float) -> None:

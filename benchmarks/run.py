@@ -11,6 +11,7 @@ BENCHMARKS = (
     ("bench_growth", []),
     ("bench_daemon", []),
     ("bench_cnn", []),
+    ("bench_retrain_latency", []),
 )
 
 

@@ -15,14 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from daemon import cli_engine, cli_service
-from daemon.config import ConfigError
 from engine.io import read_spectra
-from engine.library import LibraryError, ReferenceLibrary, library_log, rollback
 from engine.spectrum import SpectrumError
+
+# The rest (scikit-learn, FAISS, the daemon) is imported where it is used: this module is the
+# program's __main__, which every helper process imports again, and the helpers must stay small.
 
 __all__ = ["main"]
 
@@ -39,18 +38,6 @@ class UsageError(Exception):
 
 def _stdout() -> Console:
     return Console(highlight=False, soft_wrap=True)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=False,
-        disable=not sys.stderr.isatty(),
-    )
 
 
 # -- inspect --------------------------------------------------------------------------------------
@@ -85,6 +72,9 @@ def _count_inputs(folder: Path) -> int:
 
 
 def cmd_library_build(args: argparse.Namespace) -> int:
+    from daemon.cli_engine import progress_bar
+    from engine.library import ReferenceLibrary
+
     folders = [Path(f) for f in args.sources]
     for folder in folders:
         if not folder.is_dir():
@@ -93,7 +83,7 @@ def cmd_library_build(args: argparse.Namespace) -> int:
     lib = (
         ReferenceLibrary.load(out) if (out / "HEAD.json").exists() else ReferenceLibrary.empty(args.pipeline)
     )
-    with _progress() as progress:
+    with progress_bar() as progress:
         for folder in folders:
             task = progress.add_task(f"importing {folder.name}", total=_count_inputs(folder))
             lib.import_folder(folder, progress=lambda n, t=task: progress.advance(t, n))
@@ -108,6 +98,8 @@ def cmd_library_build(args: argparse.Namespace) -> int:
 
 
 def cmd_library_info(args: argparse.Namespace) -> int:
+    from engine.library import ReferenceLibrary
+
     info = ReferenceLibrary.load(args.libdir).info()
     if args.json:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
@@ -127,6 +119,8 @@ def cmd_library_info(args: argparse.Namespace) -> int:
 
 
 def cmd_library_log(args: argparse.Namespace) -> int:
+    from engine.library import library_log
+
     table = Table("version", "parent", "created", "spectra", "classes", "message")
     for v in library_log(args.libdir):
         table.add_row(
@@ -137,6 +131,8 @@ def cmd_library_log(args: argparse.Namespace) -> int:
 
 
 def cmd_library_rollback(args: argparse.Namespace) -> int:
+    from engine.library import rollback
+
     new = rollback(args.libdir, args.version)
     sys.stderr.write(f"library {args.libdir}: version {args.version} restored as version {new}\n")
     return EXIT_OK
@@ -146,6 +142,8 @@ def cmd_library_rollback(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from daemon import cli_engine, cli_service
+
     parser = argparse.ArgumentParser(
         prog="mpwatch",
         description="Identify microplastic particles from their FTIR or Raman spectra.",
@@ -190,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from daemon.config import ConfigError
+    from engine.library import LibraryError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

@@ -7,11 +7,13 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from engine.io import read_spectra
@@ -19,7 +21,10 @@ from engine.library import DEFAULT_LIBRARY, ReferenceLibrary
 from engine.model import IdentificationModel, ModelConfig, Result
 from engine.spectrum import Spectrum, SpectrumError
 
-__all__ = ["add_parsers"]
+if TYPE_CHECKING:
+    from engine.evaluate import Study
+
+__all__ = ["add_parsers", "progress_bar", "run_study"]
 
 CSV_FIELDS = ("source", "index", "status", "label", "material", "confidence", "top_hit", "top_r", "candidate")
 
@@ -91,42 +96,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     config = ModelConfig()
     if args.study:
-        for source in args.study:
-            name = Path(source.split("@")[0]).name
-            started = time.perf_counter()
-            points, reference = ev.study(source, config=config)
-            png = ev.plot_study(points, reference, out / f"study_{name}.png", title=f"study protocol: {name}")
-            _write_json(
-                out / f"study_{name}.json",
-                {"points": [p.__dict__ for p in points], "reference": reference.__dict__},
-            )
-            table = Table(
-                "N", "accuracy", "macro precision", "macro recall", "train s", title=f"study: {name}"
-            )
-            for p in [*points, reference]:
-                table.add_row(
-                    "CV on originals" if p.n == 0 else str(p.n),
-                    f"{p.accuracy:.4f}",
-                    f"{p.macro_precision:.4f}",
-                    f"{p.macro_recall:.4f}",
-                    f"{p.seconds_train:.3f}",
+        steps = sum(len(ns) + 1 for ns in ev.study_plan(args.study_members).values())
+        studies = []
+        with progress_bar() as bar:
+            for source in args.study:
+                task = bar.add_task(f"study: {_study_name(source)}", total=steps)
+                started = time.perf_counter()
+                studies.append(
+                    run_study(
+                        source,
+                        out,
+                        members=args.study_members,
+                        config=config,
+                        progress=partial(bar.advance, task),
+                    )
                 )
-            Console().print(table)
-            console.print(f"{png} ({time.perf_counter() - started:.1f} s)")
+                bar.console.print(f"study of {source}: {time.perf_counter() - started:.1f} s")
+        for source, (study, written) in zip(args.study, studies, strict=True):
+            _print_study(study, title=f"study: {_study_name(source)}")
+            for path in written:
+                console.print(str(path))
     if args.library and args.test:
         library = ev.library_from_sources(args.library, pipeline=args.pipeline)
         test = [s for t in args.test for s in ev.load_source(t)]
-        report = ev.cross_source(library, test, config=config)
-        png = ev.plot_confusion(
-            report, out / "confusion.png", title=" + ".join(args.library) + " -> " + " + ".join(args.test)
-        )
-        summary: dict[str, Any] = {"library": args.library, "test": args.test, **report.as_dict()}
+        pair = " + ".join(args.library) + " -> " + " + ".join(args.test)
+        reports, pngs = {}, []
+        for member in args.members:
+            started = time.perf_counter()
+            reports[member] = report = ev.cross_source(library, test, config=config, member=member)
+            console.print(f"cross-source, {member}: {time.perf_counter() - started:.1f} s")
+            name = "confusion.png" if member == "subknn" else f"confusion_{member}.png"
+            pngs.append(ev.plot_confusion(report, out / name, title=f"{member}: {pair}"))
+        summary: dict[str, Any] = {
+            "library": args.library,
+            "test": args.test,
+            **reports[args.members[0]].as_dict(),
+            "members": {member: report.as_dict() for member, report in reports.items()},
+        }
         if args.loco:
             loco = ev.leave_one_class_out(library, test, config=config)
             summary["leave_one_class_out"] = loco.as_dict()
         _write_json(out / "cross_source.json", summary)
         _print_cross_source(summary)
-        console.print(str(png))
+        for png in pngs:
+            console.print(str(png))
     if args.aging:
         from engine.aging import aging_report
 
@@ -139,9 +152,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_study(
+    source: str,
+    out: Path,
+    *,
+    members: Sequence[str],
+    config: ModelConfig,
+    ns: Mapping[str, Sequence[int]] | None = None,
+    cnn_params: Mapping[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Study, list[Path]]:
+    """The study protocol on ``source``; writes study_NAME.json, study_NAME.png and study_NAME_time.png.
+
+    NAME is the source's folder. The other arguments are
+    :func:`engine.evaluate.study`'s. The JSON holds every member's points
+    and references and the CNN's parameters; the PNGs are the study's two
+    figures (scores against N, training time against data size).
+    """
+    from engine import evaluate as ev
+
+    name = _study_name(source)
+    study = ev.study(source, members=members, ns=ns, config=config, cnn_params=cnn_params, progress=progress)
+    json_path = out / f"study_{name}.json"
+    _write_json(json_path, {"source": source, **study.as_dict()})
+    scores, times = ev.plot_study(
+        study, out / f"study_{name}.png", out / f"study_{name}_time.png", title=f"study protocol: {name}"
+    )
+    return study, [json_path, scores, times]
+
+
+def _study_name(source: str) -> str:
+    """The name of a study's files: the folder of ``DIR`` or ``DIR@key=value``."""
+    return Path(source.split("@")[0]).name
+
+
+def _print_study(study: Study, *, title: str) -> None:
+    table = Table("member", "N", "accuracy", "macro precision", "macro recall", "train s", title=title)
+    for member in study.members:
+        for p in [*study.curve(member), study.reference(member)]:
+            table.add_row(
+                member,
+                f"CV, {study.cv_folds} folds" if p.n == 0 else str(p.n),
+                f"{p.accuracy:.4f}",
+                f"{p.macro_precision:.4f}",
+                f"{p.macro_recall:.4f}",
+                f"{p.seconds_train:.3f}",
+            )
+    Console().print(table)
+
+
 def _print_cross_source(s: dict[str, Any]) -> None:
+    """The summary's tables: the scores and the per-class recall of each member, then leave-one-class-out."""
     console = Console()
-    table = Table("metric", "value", title="cross-source evaluation")
+    members: dict[str, dict[str, Any]] = s["members"]
+    table = Table("metric", *members, title="cross-source evaluation")
     for key in (
         "n_test",
         "n_in_library",
@@ -157,12 +221,12 @@ def _print_cross_source(s: dict[str, Any]) -> None:
         "seconds_build",
         "seconds_classify",
     ):
-        value = s[key]
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        values = [m[key] for m in members.values()]
+        table.add_row(key, *(f"{v:.4f}" if isinstance(v, float) else str(v) for v in values))
     console.print(table)
-    recall = Table("class", "recall", title="per-class recall")
-    for label, value in s["per_class_recall"].items():
-        recall.add_row(label, f"{value:.3f}")
+    recall = Table("class", *members, title="per-class recall")
+    for label in s["per_class_recall"]:
+        recall.add_row(label, *(f"{m['per_class_recall'][label]:.3f}" for m in members.values()))
     console.print(recall)
     if "leave_one_class_out" in s:
         loco = s["leave_one_class_out"]
@@ -230,6 +294,29 @@ def _num(value: Any, spec: str = ".3f") -> str:
     return format(value, spec) if isinstance(value, int | float) else "n/a"
 
 
+def _members(text: str) -> tuple[str, ...]:
+    """``--members`` and ``--study-members``: comma-separated names among subknn and cnn."""
+    from engine.evaluate import check_members
+
+    try:
+        return check_members([m.strip() for m in text.split(",") if m.strip()])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def progress_bar() -> Progress:
+    """A progress bar on standard error (shown on a terminal only)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+        disable=not sys.stderr.isatty(),
+    )
+
+
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "classify", help="identify spectrum files or labelled sets, print one result per spectrum"
@@ -251,11 +338,28 @@ def add_parsers(sub: Any) -> None:
         help="labelled set(s) to build the library from; @key=value keeps matching meta.csv rows",
     )
     p.add_argument("--test", action="append", metavar="DIR[@key=value]", help="labelled set(s) to test on")
-    p.add_argument("--loco", action="store_true", help="also run leave-one-class-out on the test set")
+    p.add_argument(
+        "--members",
+        type=_members,
+        default="subknn",
+        metavar="M[,M]",
+        help="who decides in the cross-source evaluation: subknn (default), cnn (the CNN member trained "
+        "as the daemon serves it: a minute or two on a CPU thread) or both, scored side by side",
+    )
+    p.add_argument(
+        "--loco", action="store_true", help="also run leave-one-class-out on the test set (the kNN)"
+    )
     p.add_argument(
         "--pipeline", default="default", help="preprocessing pipeline of the library (default, openspecy)"
     )
     p.add_argument("--study", action="append", metavar="DIR", help="the KWR study protocol on a labelled set")
+    p.add_argument(
+        "--study-members",
+        type=_members,
+        default="subknn,cnn",
+        metavar="M[,M]",
+        help="models the study trains: subknn, cnn or both (default; the CNN takes minutes)",
+    )
     p.add_argument(
         "--aging",
         action="append",

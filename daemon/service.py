@@ -6,8 +6,15 @@ Threads:
 - the main loop (:meth:`Daemon.run`) admits stable files into the ledger,
   claims pending work into a bounded queue, retries due failures, rescans,
   flushes result files and acts on the stop and reload flags;
-- one worker thread drains the queue in batches (:class:`~daemon.worker.Worker`);
+- the worker thread drains the queue in batches, reads them (in the helper
+  processes) and classifies them (:meth:`~daemon.worker.Worker.classify`);
+- the finisher thread takes each classified batch on: aging indices (in the
+  helpers), one ledger commit, results and metrics
+  (:meth:`~daemon.worker.Worker.finish`), while the next batch is classified;
 - the HTTP server answers /metrics, /healthz and /readyz.
+
+Processes: the helpers (:class:`~daemon.helpers.HelperPool`, one per core by
+default) do the model-free work of each batch.
 
 Signal handlers only set flags (``stop``, ``reload``); the main loop acts on
 them. A stop finishes the batch in hand, gives queued claims back to the
@@ -42,7 +49,7 @@ from daemon.metrics import Metrics
 from daemon.results import ResultsExporter
 from daemon.retrain import LibraryGrowth
 from daemon.watcher import FileStat, InboxWatcher, SpectrumFileFilter
-from daemon.worker import ModelHolder, Worker
+from daemon.worker import Classified, ModelHolder, Worker
 from engine.library import DEFAULT_LIBRARY, HEAD, ReferenceLibrary
 from engine.model import IdentificationModel, Result
 from engine.spectrum import file_sha256
@@ -180,7 +187,9 @@ class Daemon:
         self._dropped: list[Path] = []
         self._dropped_at = 0.0
         self._worker_thread: threading.Thread | None = None
-        self._worker_idle = threading.Event()
+        self._finisher_thread: threading.Thread | None = None
+        #: Classified batches on their way to aging indices and the ledger (None: no more).
+        self._classified: queue.Queue[list[Classified] | None] = queue.Queue(maxsize=2)
         self._last_rescan = 0.0
 
     # -- wiring -------------------------------------------------------------------------------
@@ -231,6 +240,7 @@ class Daemon:
             "model_loaded": self.models.get() is not None,
             "ledger_open": self.ledger.schema_version > 0,
             "watchers_up": {name: w.is_alive for name, w in self.watchers.items()},
+            "helpers_up": self.helpers.ready,
         }
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -260,7 +270,9 @@ class Daemon:
             self._start_watcher(name, watcher)
         self.confirm_watcher.start()
         self._worker_thread = threading.Thread(target=self._work, name="mpwatch-worker", daemon=True)
+        self._finisher_thread = threading.Thread(target=self._finish, name="mpwatch-finisher", daemon=True)
         self._worker_thread.start()
+        self._finisher_thread.start()
         self._last_rescan = time.monotonic()
 
     def _start_watcher(self, name: str, watcher: InboxWatcher) -> None:
@@ -384,28 +396,37 @@ class Daemon:
         return found
 
     def _work(self) -> None:
+        """Stage one, in the worker thread: read and classify batches from the queue.
+
+        Stage two (:meth:`_finish`) takes each classified batch on, so the model
+        classifies the next batch while the helpers compute the last one's aging indices.
+        """
         batch_size = self.config.worker.batch_size
-        while True:
-            try:
-                first = self.queue.get(timeout=0.1)
-            except queue.Empty:
-                self._worker_idle.set()
-                if self.stop.is_set():
-                    return
-                continue
-            self._worker_idle.clear()
-            batch = [first]
-            while len(batch) < batch_size:
+        try:
+            while not self.stop.is_set():
                 try:
-                    batch.append(self.queue.get_nowait())
+                    batch = [self.queue.get(timeout=0.1)]
                 except queue.Empty:
-                    break
+                    continue
+                while len(batch) < batch_size:
+                    try:
+                        batch.append(self.queue.get_nowait())
+                    except queue.Empty:
+                        break
+                try:
+                    self._classified.put(self.worker.classify(batch))
+                except Exception:
+                    logger.exception("a batch failed; its files stay claimed and are recovered at restart")
+        finally:
+            self._classified.put(None)
+
+    def _finish(self) -> None:
+        """Stage two, in the finisher thread: aging indices, one ledger commit, results and metrics."""
+        while (classified := self._classified.get()) is not None:
             try:
-                self.worker.process(batch)
+                self.worker.finish(classified)
             except Exception:
-                logger.exception("worker batch failed; its files stay claimed and are recovered at restart")
-            if self.stop.is_set():
-                return
+                logger.exception("a batch failed; its files stay claimed and are recovered at restart")
 
     def reload_config(self) -> None:
         """SIGHUP: re-read the configuration; apply watcher settings and the library, keep the rest."""
@@ -441,6 +462,8 @@ class Daemon:
             watcher.stop()
         if self._worker_thread is not None:
             self._worker_thread.join(timeout=60)
+        if self._finisher_thread is not None:
+            self._finisher_thread.join(timeout=60)
         self.helpers.close()
         now = self.clock()
         while True:

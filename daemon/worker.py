@@ -39,7 +39,7 @@ from engine.model import IdentificationModel, Result, wants_aging
 from engine.spectrum import Spectrum, SpectrumError
 from engine.storage import atomic_write_text
 
-__all__ = ["ModelHolder", "Worker", "result_record"]
+__all__ = ["Classified", "ModelHolder", "Worker", "result_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,16 @@ class _ReadFile:
     started: float
 
 
+#: A file read and classified: its spectra and one result per spectrum.
+Classified = tuple[_ReadFile, list[Result]]
+
+
 class Worker:
-    """Classifies batches of claimed files and records every outcome."""
+    """Classifies batches of claimed files and records every outcome.
+
+    A batch goes through two stages, :meth:`classify` and :meth:`finish`, which the
+    daemon runs in two threads so that consecutive batches overlap.
+    """
 
     def __init__(
         self,
@@ -116,16 +124,18 @@ class Worker:
         self.on_result = on_result
 
     def process(self, items: Sequence[WorkItem]) -> None:
-        """Process a batch; never raises for a problem with one file.
+        """Process a batch from start to end; never raises for a problem with one file."""
+        self.finish(self.classify(items))
 
-        Read (helpers), classify (this process, under the model lock), aging
-        indices (helpers), then record the whole batch with one commit.
-        """
-        started = time.perf_counter()
-        readable = self._read(items, started)
-        if not readable:
+    def classify(self, items: Sequence[WorkItem]) -> list[Classified]:
+        """Stage one: read the files (helpers), classify them (here, under the model lock)."""
+        readable = self._read(items, time.perf_counter())
+        return self._classify(readable) if readable else []
+
+    def finish(self, classified: Sequence[Classified]) -> None:
+        """Stage two: aging indices (helpers), the whole batch recorded with one commit, then announced."""
+        if not classified:
             return
-        classified = self._classify(readable)
         self._add_aging(classified)
         with self.ledger.batch():
             recorded = [(one, results) for one, results in classified if self._record(one, results)]
@@ -152,7 +162,7 @@ class Worker:
                 readable.append(_ReadFile(item, outcome, started))
         return readable
 
-    def _classify(self, readable: Sequence[_ReadFile]) -> list[tuple[_ReadFile, list[Result]]]:
+    def _classify(self, readable: Sequence[_ReadFile]) -> list[Classified]:
         """Each file with its results, classified in one model call (one by one if that fails)."""
         with self.models.lock:
             model = self.models.get()
@@ -169,9 +179,7 @@ class Worker:
             start += len(one.spectra)
         return classified
 
-    def _classify_alone(
-        self, model: IdentificationModel, one: _ReadFile
-    ) -> tuple[_ReadFile, list[Result]] | None:
+    def _classify_alone(self, model: IdentificationModel, one: _ReadFile) -> Classified | None:
         try:
             return one, model.classify(one.spectra, aging=False)
         except Exception as exc:
@@ -179,7 +187,7 @@ class Worker:
             self._fail(one.item, f"internal error: {type(exc).__name__}: {exc}")
             return None
 
-    def _add_aging(self, classified: Sequence[tuple[_ReadFile, list[Result]]]) -> None:
+    def _add_aging(self, classified: Sequence[Classified]) -> None:
         """Aging indices for every identified particle of the batch, computed by the helpers."""
         wanted = [
             (spectrum, result)

@@ -61,8 +61,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.labels import canonical_label
-from engine.preprocess import CO2_REGION, ToAbsorbance
-from engine.spectrum import Spectrum
+from engine.spectrum import CO2_REGION, Spectrum, to_absorbance
 
 __all__ = [
     "BASELINE_LAM",
@@ -287,10 +286,7 @@ def _measured_absorbance(spectrum: Spectrum) -> tuple[FloatArray, FloatArray]:
         x, y = x[keep], y[keep]
         if x.size < 2:
             return x, y
-        converted = ToAbsorbance().transform(
-            [Spectrum(x, y, spectrum.y_unit, spectrum.technique, spectrum.metadata)]
-        )[0]
-        y = converted.values
+        y = to_absorbance(Spectrum(x, y, spectrum.y_unit, spectrum.technique, spectrum.metadata)).values
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
 

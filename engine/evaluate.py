@@ -8,11 +8,14 @@ can give a library (``flopp_frond2021@library=FLOPP``) and a test set
 
 - :func:`cross_source`: train on one lab's references, test on another lab's
   particles. Closed-set accuracy and macro scores are over test spectra whose
-  class the library holds; the reject option is reported separately.
+  class the library holds; the reject option is reported separately. The
+  served model is scored with the subspace kNN deciding or with the CNN
+  member deciding, trained as the daemon would serve it.
 - :func:`leave_one_class_out`: each class in turn removed from the library;
   how many of its test spectra come out ``unknown``, and how many spectra of
   the classes still known are wrongly rejected.
-- :func:`study`: train on N synthetic spectra per class, test on the originals.
+- :func:`study`: train on N synthetic spectra per class, test on the originals,
+  for the subspace kNN and the CNN member side by side.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
@@ -39,7 +43,9 @@ from engine.spectrum import Spectrum
 
 __all__ = [
     "CrossSourceReport",
+    "Study",
     "StudyPoint",
+    "check_members",
     "cross_source",
     "leave_one_class_out",
     "library_from_sources",
@@ -47,11 +53,20 @@ __all__ = [
     "plot_confusion",
     "plot_study",
     "study",
+    "study_plan",
 ]
 
 logger = logging.getLogger(__name__)
 
 STUDY_NS = (10, 20, 30, 40, 50, 75, 100)
+#: Fewer Ns for the CNN: on FLOPP each of its trainings takes 7 to 40 s on a CPU thread, the kNN's < 0.1 s.
+CNN_STUDY_NS = (10, 20, 40, 100)
+STUDY_NS_BY_MEMBER: dict[str, tuple[int, ...]] = {"subknn": STUDY_NS, "cnn": CNN_STUDY_NS}
+#: The models evaluated: the subspace kNN and the CNN member.
+MEMBERS = ("subknn", "cnn")
+#: The CNN as the daemon's challenger trains it: on the CPU, on one torch thread, PolarCNN's
+#: defaults otherwise (the defaults of the configuration's ``cnn`` section).
+SERVED_CNN: dict[str, Any] = {"device": "cpu", "n_threads": 1}
 
 Progress = Callable[[int], None] | None
 
@@ -112,6 +127,9 @@ class CrossSourceReport:
     seconds_build: float
     seconds_classify: float
     results: list[Result] = field(default_factory=list, repr=False)
+    #: The member that decided (see :func:`cross_source`) and, for the CNN, its parameters.
+    member: str = "subknn"
+    cnn_params: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -119,16 +137,59 @@ class CrossSourceReport:
         return out
 
 
+def check_members(members: Sequence[str]) -> tuple[str, ...]:
+    """``members`` without repeats, in order; ValueError unless they are among :data:`MEMBERS`."""
+    unknown = [m for m in members if m not in MEMBERS]
+    if unknown or not members:
+        raise ValueError(f"members must be among {', '.join(MEMBERS)}, got {list(members)}")
+    return tuple(dict.fromkeys(members))
+
+
 def cross_source(
-    library: ReferenceLibrary, test: Sequence[Spectrum], *, config: ModelConfig | None = None
+    library: ReferenceLibrary,
+    test: Sequence[Spectrum],
+    *,
+    config: ModelConfig | None = None,
+    member: str = "subknn",
+    cnn_params: Mapping[str, Any] | None = None,
 ) -> CrossSourceReport:
-    """Build a model on ``library``, classify ``test`` and score it."""
+    """Build the served model on ``library`` with ``member`` deciding, classify ``test`` and score it.
+
+    ``"subknn"`` is the model ``config`` describes. ``"cnn"`` is that model
+    serving a CNN member with ``fusion="cnn"``: a
+    :class:`~engine.cnn.PolarCNN` trained on the kNN's own rows (the
+    references and ``config.n_synthetic`` synthetic spectra per class, see
+    :meth:`IdentificationModel.training_set`), configured as the daemon's
+    challenger (:data:`SERVED_CNN`, ``cnn_params`` overriding). Unlike the
+    challenger, which holds a fifth of the references out to judge itself,
+    it trains on all of them, as the kNN does. Its closed-set prediction is
+    the CNN's best class; its reject option is the served one (the kNN's
+    calibrated r thresholds, the CNN's probability as the vote).
+    ``seconds_build`` includes the CNN's training.
+    """
+    cfg = config or ModelConfig()
+    check_members([member])
     started = time.perf_counter()
-    model = IdentificationModel(library, config)
+    model = _served_model(library, cfg, member, cnn_params)
     built = time.perf_counter()
     results = model.classify(test)
     classified = time.perf_counter()
-    return score(library, test, results, seconds_build=built - started, seconds_classify=classified - built)
+    report = score(library, test, results, seconds_build=built - started, seconds_classify=classified - built)
+    report.member = member
+    report.cnn_params = model.cnn_.get_params() if model.cnn_ is not None else {}
+    return report
+
+
+def _served_model(
+    library: ReferenceLibrary, cfg: ModelConfig, member: str, cnn_params: Mapping[str, Any] | None
+) -> IdentificationModel:
+    """The model on ``library`` with ``member`` deciding (see :func:`cross_source`)."""
+    if member == "subknn":
+        return IdentificationModel(library, cfg)
+    model = IdentificationModel(library, dataclasses.replace(cfg, fusion="cnn"))
+    X, y = model.training_set()
+    model.set_cnn(_member_factory(member, cfg, cnn_params)().fit(X, y))
+    return model
 
 
 def score(
@@ -248,8 +309,9 @@ def _not_of_class(entry: dict[str, Any], *, held_out: str) -> bool:
 
 @dataclass(frozen=True)
 class StudyPoint:
-    """One point of the study's curves."""
+    """One point of the study's curves: one member trained once (or, ``n`` = 0, cross-validated)."""
 
+    member: str
     n: int
     accuracy: float
     macro_precision: float
@@ -258,58 +320,122 @@ class StudyPoint:
     n_train: int
 
 
+@dataclass
+class Study:
+    """The study's curves and reference points, per member (see :func:`study`)."""
+
+    points: list[StudyPoint]
+    references: list[StudyPoint]
+    cv_folds: int
+    n_originals: int
+    n_classes: int
+    cnn_params: dict[str, Any] = field(default_factory=dict)
+
+    def curve(self, member: str) -> list[StudyPoint]:
+        """The points of ``member``, in order of N."""
+        return sorted((p for p in self.points if p.member == member), key=lambda p: p.n)
+
+    def reference(self, member: str) -> StudyPoint:
+        """The cross-validated reference of ``member``."""
+        return next(p for p in self.references if p.member == member)
+
+    @property
+    def members(self) -> list[str]:
+        """The members studied, in the order they were trained."""
+        return list(dict.fromkeys(p.member for p in self.references))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def study_plan(
+    members: Sequence[str] = MEMBERS, ns: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """The Ns each member is trained at; :func:`study` reports one step per N plus one per reference."""
+    chosen = {**STUDY_NS_BY_MEMBER, **(ns or {})}
+    return {m: tuple(int(n) for n in chosen[m]) for m in check_members(members)}
+
+
+def _member_factory(member: str, cfg: ModelConfig, cnn_params: Mapping[str, Any] | None) -> Callable[[], Any]:
+    """A factory of unfitted classifiers of ``member``: the subspace kNN as ``cfg`` says, or a PolarCNN."""
+    if member == "subknn":
+        return partial(subspace_knn, cfg)
+    from engine.cnn import PolarCNN  # torch is imported only when the CNN is trained
+
+    return partial(PolarCNN, **{"seed": cfg.seed, **SERVED_CNN, **(cnn_params or {})})
+
+
+def _fit_predict(
+    make: Callable[[], Any], X: npt.ArrayLike, y: list[str], test: npt.ArrayLike
+) -> tuple[npt.NDArray[Any], float]:
+    """Predictions of a fresh model trained on (X, y), and the seconds its fit took."""
+    model = make()
+    started = time.perf_counter()
+    model.fit(X, y)
+    seconds = time.perf_counter() - started
+    return np.asarray(model.predict(test)).astype(str), seconds
+
+
+def _study_point(
+    member: str, n: int, truth: npt.NDArray[Any], pred: npt.NDArray[Any], seconds: float, n_train: int
+) -> StudyPoint:
+    p, r, _, _ = precision_recall_fscore_support(truth, pred, average="macro", zero_division=0)
+    return StudyPoint(member, n, float(np.mean(pred == truth)), float(p), float(r), seconds, n_train)
+
+
 def study(
     source: str | Path,
     *,
-    ns: Sequence[int] = STUDY_NS,
+    members: Sequence[str] = MEMBERS,
+    ns: Mapping[str, Sequence[int]] | None = None,
     config: ModelConfig | None = None,
+    cnn_params: Mapping[str, Any] | None = None,
     min_class_size: int = 2,
     progress: Progress = None,
-) -> tuple[list[StudyPoint], StudyPoint]:
-    """The KWR protocol: N synthetic spectra per class for training, the originals as test.
+) -> Study:
+    """The KWR protocol for each member: N synthetic spectra per class for training, the originals as test.
 
-    Returns the curve and the reference line: the same ensemble trained and
-    5-fold cross-validated on the originals alone (``n`` = 0 marks it).
-    Classes with fewer than ``min_class_size`` originals are left out, as a
-    pair is needed to mix.
+    ``members`` are ``"subknn"`` (the ensemble ``config`` describes) and
+    ``"cnn"`` (:class:`engine.cnn.PolarCNN` on the CPU, one torch thread,
+    ``cnn_params`` overriding its defaults). Each is trained at the Ns of
+    :func:`study_plan` (``ns`` maps a member to its own list) on the same
+    synthetic spectra. Each member's reference (``n`` = 0) is the same model
+    k-fold cross-validated on the originals alone, k = min(5, smallest
+    class). Classes with fewer than ``min_class_size`` originals are left
+    out, as a pair is needed to mix. ``progress(1)`` follows each N and each
+    reference.
     """
     cfg = config or ModelConfig()
+    plan = study_plan(members, ns)
     lib = library_from_sources([source])
     counts = lib.class_counts()
     keep = [i for i, label in enumerate(lib.labels) if counts[label] >= min_class_size]
     X = lib.preprocessed[keep]
     y = [lib.labels[i] for i in keep]
-    points = []
-    for n in ns:
-        Xs, ys = synthesize(X, y, n_per_class=n, seed=cfg.seed)
-        knn = subspace_knn(cfg)
-        started = time.perf_counter()
-        knn.fit(Xs, ys)
-        seconds = time.perf_counter() - started
-        pred = knn.predict(X)
-        p, r, _, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
-        points.append(
-            StudyPoint(
-                n, float(np.mean(np.asarray(pred) == np.asarray(y))), float(p), float(r), seconds, len(ys)
-            )
-        )
-        if progress:
-            progress(1)
+    truth = np.asarray(y)
     folds = StratifiedKFold(
         n_splits=min(5, min(counts[label] for label in y)), shuffle=True, random_state=cfg.seed
     )
-    pred_cv = np.empty(len(y), dtype=object)
-    seconds = 0.0
-    y_arr = np.asarray(y)
-    for train, held in folds.split(X, y_arr):
-        knn = subspace_knn(cfg)
-        started = time.perf_counter()
-        knn.fit(X[train], y_arr[train].tolist())
-        seconds += time.perf_counter() - started
-        pred_cv[held] = knn.predict(X[held])
-    p, r, _, _ = precision_recall_fscore_support(y_arr, pred_cv.astype(str), average="macro", zero_division=0)
-    reference = StudyPoint(0, float(np.mean(pred_cv == y_arr)), float(p), float(r), seconds, len(y))
-    return points, reference
+    result = Study([], [], folds.get_n_splits(), len(y), len(set(y)))
+    for member, member_ns in plan.items():
+        make = _member_factory(member, cfg, cnn_params)
+        if member == "cnn":
+            result.cnn_params = make().get_params()
+        for n in member_ns:
+            Xs, ys = synthesize(X, y, n_per_class=n, seed=cfg.seed)
+            pred, seconds = _fit_predict(make, Xs, ys, X)
+            result.points.append(_study_point(member, n, truth, pred, seconds, len(ys)))
+            if progress:
+                progress(1)
+        pred_cv = np.empty(len(y), dtype=object)
+        seconds = 0.0
+        for train, held in folds.split(X, truth):
+            pred_cv[held], fold_seconds = _fit_predict(make, X[train], truth[train].tolist(), X[held])
+            seconds += fold_seconds
+        result.references.append(_study_point(member, 0, truth, pred_cv.astype(str), seconds, len(y)))
+        if progress:
+            progress(1)
+    return result
 
 
 # -- plots ----------------------------------------------------------------------------------------
@@ -356,24 +482,71 @@ def plot_confusion(report: CrossSourceReport, path: str | Path, *, title: str) -
     return path
 
 
-def plot_study(points: Sequence[StudyPoint], reference: StudyPoint, path: str | Path, *, title: str) -> Path:
-    """Accuracy, macro precision and recall against N, and training time, as in the study's figures."""
+#: How each member is drawn in the study's figures: its name and line style.
+_MEMBER_STYLE: dict[str, tuple[str, dict[str, Any]]] = {
+    "subknn": ("subspace kNN", {"color": "C0", "ls": "-", "marker": "o"}),
+    "cnn": ("polar CNN", {"color": "C3", "ls": "--", "marker": "s"}),
+}
+
+
+def plot_study(
+    study: Study, scores_path: str | Path, time_path: str | Path, *, title: str
+) -> tuple[Path, Path]:
+    """The study's two figures, every member side by side: scores against N, training time against size.
+
+    The first has one panel per score (accuracy, macro precision, macro
+    recall), a line per member and, dotted in the member's colour, its
+    cross-validated reference; the second the training time against the
+    number of training spectra, on a log axis (the members differ by orders
+    of magnitude).
+    """
     plt = _pyplot()
-    ns = [p.n for p in points]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    for attr, colour in (("accuracy", "C0"), ("macro_precision", "C1"), ("macro_recall", "C2")):
-        left.plot(ns, [getattr(p, attr) for p in points], "o-", color=colour, label=attr.replace("_", " "))
-        left.axhline(getattr(reference, attr), color=colour, ls="--", lw=0.8)
-    left.set_xlabel("synthetic spectra per class (N)")
-    left.set_ylabel("score on the original spectra")
-    left.set_title("scores (dashed: 5-fold CV on originals)")
-    left.legend(loc="lower right", fontsize=8)
-    right.plot([p.n_train for p in points], [p.seconds_train for p in points], "o-", color="C3")
-    right.set_xlabel("training spectra")
-    right.set_ylabel("training time (s)")
-    right.set_title("training time")
-    fig.suptitle(title)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), dpi=120, sharey=True)
+    for ax, attr in zip(axes, ("accuracy", "macro_precision", "macro_recall"), strict=True):
+        for member in study.members:
+            name, line = _MEMBER_STYLE[member]
+            curve = study.curve(member)
+            ax.plot([p.n for p in curve], [getattr(p, attr) for p in curve], **line, label=name)
+            ax.axhline(
+                getattr(study.reference(member), attr),
+                color=line["color"],
+                ls=":",
+                label=f"{name}, {study.cv_folds}-fold CV on originals",
+            )
+        ax.set_title(attr.replace("_", " "))
+        ax.set_xlabel("synthetic spectra per class (N)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("score on the original spectra")
+    axes[-1].legend(loc="lower right", fontsize=7)
+    fig.suptitle(f"{title} ({study.n_originals} originals, {study.n_classes} classes)")
     fig.tight_layout()
+    scores = _save(plt, fig, scores_path)
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for member in study.members:
+        name, line = _MEMBER_STYLE[member]
+        curve = study.curve(member)
+        ax.plot([p.n_train for p in curve], [p.seconds_train for p in curve], **line, label=name)
+        for p in curve:
+            ax.annotate(
+                f"N={p.n}",
+                (p.n_train, p.seconds_train),
+                xytext=(3, 4),
+                textcoords="offset points",
+                fontsize=6,
+                color=line["color"],
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("training spectra (N x classes)")
+    ax.set_ylabel("training time (s, log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{title}, training time", fontsize=10)
+    fig.tight_layout()
+    return scores, _save(plt, fig, time_path)
+
+
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)

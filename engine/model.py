@@ -188,6 +188,16 @@ class IdentificationModel:
             len(sids),
         )
 
+    def training_set(self) -> tuple[npt.NDArray[np.float32], list[str]]:
+        """The rows the subspace kNN is built on: the library's references, then the synthetic spectra.
+
+        Synthetic spectra are drawn again from the same seeds, so these are
+        the kNN's rows; a CNN member trained on them learns from what the kNN
+        learns from (see :func:`engine.evaluate.cross_source`).
+        """
+        Xs, ys, _ = self._synthetic_all()
+        return np.vstack([self.library.preprocessed, Xs]), [*self.library.labels, *ys]
+
     def _synthetic_for(
         self, label: str, start_id: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:

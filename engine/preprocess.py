@@ -30,7 +30,7 @@ from scipy.signal import savgol_coeffs
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
-from engine.spectrum import Spectrum
+from engine.spectrum import CO2_REGION, Spectrum, to_absorbance
 
 __all__ = [
     "CO2_REGION",
@@ -50,9 +50,6 @@ __all__ = [
 ]
 
 FloatMatrix = npt.NDArray[np.float32]
-
-#: Atmospheric CO2 asymmetric stretch, flattened in IR spectra (cm-1).
-CO2_REGION = (2280.0, 2400.0)
 
 #: A run of at least this many exact zeros inside a spectrum marks a gap, not signal.
 ZERO_RUN_MIN = 5
@@ -119,25 +116,13 @@ class _Stateless(TransformerMixin, BaseEstimator):
 
 
 class ToAbsorbance(_Stateless):
-    """Convert %T, transmittance and reflectance spectra to absorbance; others pass unchanged.
-
-    Transmittance above 1.5 anywhere is read as percent. Reflectance becomes
-    the pseudo-absorbance log10(1/R). Values at or below zero are clipped to
-    ``floor`` first, as an opaque band reads as zero transmittance.
-    """
+    """%T, transmittance and reflectance spectra as absorbance (:func:`engine.spectrum.to_absorbance`)."""
 
     def __init__(self, *, floor: float = 1e-4) -> None:
         self.floor = floor
 
     def transform(self, X: Sequence[Spectrum]) -> list[Spectrum]:
-        return [self._one(s) for s in X]
-
-    def _one(self, s: Spectrum) -> Spectrum:
-        if s.y_unit not in ("transmittance", "reflectance"):
-            return s
-        fraction = s.values / 100.0 if np.nanmax(s.values) > 1.5 else s.values
-        absorbance = -np.log10(np.clip(fraction, self.floor, None))
-        return Spectrum(s.wavenumbers, absorbance, "absorbance", s.technique, s.metadata)
+        return [to_absorbance(s, floor=self.floor) for s in X]
 
 
 class Resample(_Stateless):

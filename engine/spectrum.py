@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "CO2_REGION",
     "MIN_POINTS",
     "REASONS",
     "Y_UNITS",
@@ -38,7 +39,11 @@ __all__ = [
     "SpectrumError",
     "file_sha256",
     "normalise_y_unit",
+    "to_absorbance",
 ]
+
+#: Atmospheric CO2 asymmetric stretch, flattened in IR spectra (cm-1).
+CO2_REGION = (2280.0, 2400.0)
 
 #: The units a spectrum's values may be in.
 Y_UNITS = ("absorbance", "transmittance", "reflectance", "counts", "arbitrary")
@@ -246,3 +251,22 @@ class Spectrum:
             "y_unit": self.y_unit,
             "format": self.metadata.get("format"),
         }
+
+
+def to_absorbance(s: Spectrum, *, floor: float = 1e-4) -> Spectrum:
+    """%T, transmittance and reflectance as absorbance; other units pass unchanged.
+
+    Transmittance above 1.5 anywhere is read as percent. Reflectance becomes
+    the pseudo-absorbance log10(1/R). Values at or below zero are clipped to
+    ``floor`` first, as an opaque band reads as zero transmittance.
+
+    >>> x = np.linspace(400.0, 4000.0, 32)
+    >>> a = to_absorbance(Spectrum.create(x, np.full(32, 10.0) + x / 4000, y_unit="%T"))
+    >>> a.y_unit, round(float(a.values[0]), 2)
+    ('absorbance', 1.0)
+    """
+    if s.y_unit not in ("transmittance", "reflectance"):
+        return s
+    fraction = s.values / 100.0 if np.nanmax(s.values) > 1.5 else s.values
+    absorbance = -np.log10(np.clip(fraction, floor, None))
+    return Spectrum(s.wavenumbers, absorbance, "absorbance", s.technique, s.metadata)

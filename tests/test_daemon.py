@@ -14,9 +14,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -354,8 +356,17 @@ class TestHealth:
             (tmp_path / "inbox" / "p.csv").write_text(particles[7])
             wait_until(lambda: done_count(d) == 1)
             assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
-            ready = json.loads(urllib.request.urlopen(base + "/readyz", timeout=5).read())
-            assert ready["ready"] is True and ready["checks"]["watchers_up"] == {"lab": True}
+
+            def readyz() -> dict[str, Any]:
+                try:
+                    reply = urllib.request.urlopen(base + "/readyz", timeout=5)
+                except urllib.error.HTTPError as error:  # 503 until every check passes
+                    reply = error
+                return dict(json.loads(reply.read()))
+
+            wait_until(lambda: readyz()["ready"], timeout=60)  # the helper processes take a moment
+            checks = readyz()["checks"]
+            assert checks["watchers_up"] == {"lab": True} and checks["helpers_up"] is True
             metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
             assert 'mpwatch_files_total{outcome="done"} 1.0' in metrics
             assert "mpwatch_processing_seconds_bucket" in metrics

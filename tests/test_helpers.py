@@ -76,7 +76,9 @@ def test_aging_in_helpers_matches_aging_in_process(polyethylene: list[Spectrum])
 def test_a_killed_helper_costs_only_a_restart(files: list[Path]) -> None:
     paths = [str(f) for f in files]
     with closing(HelperPool(2)) as pool:
+        assert not pool.ready
         pool.start()
+        wait_until(lambda: pool.ready, timeout=60)
         first = pool.read(paths)
         victims = helper_pids(pool)
         os.kill(victims[0], signal.SIGKILL)
@@ -85,6 +87,24 @@ def test_a_killed_helper_costs_only_a_restart(files: list[Path]) -> None:
         after = pool.read(paths)  # and a fresh pool serves the next one
         assert [type(o) for o in after] == [type(o) for o in first]
         assert set(helper_pids(pool)).isdisjoint(victims)
+        wait_until(lambda: pool.ready, timeout=60)  # restarted, so ready again
+
+
+def test_a_program_whose_helper_died_still_exits(tmp_path: Path) -> None:
+    """The pool stops the surviving helper of a broken pool; nothing is left to wait for at exit."""
+    script = (
+        "import os, signal\n"
+        "from daemon.helpers import HelperPool\n"
+        "pool = HelperPool(2)\n"
+        "pool.read(['a', 'b'])\n"
+        "os.kill(next(iter(pool._executor._processes)), signal.SIGKILL)\n"
+        "assert len(pool.read(['a', 'b'])) == 2\n"
+        "pool.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_helpers_exit_when_the_daemon_is_killed(tmp_path: Path) -> None:
@@ -118,6 +138,7 @@ def _zombie(pid: int) -> bool:
 
 def test_zero_processes_runs_in_process(files: list[Path]) -> None:
     pool = HelperPool(0)
+    assert pool.ready
     outcomes = pool.read([str(f) for f in files])
     assert pool._executor is None
     assert sum(isinstance(o, list) for o in outcomes) == len(files) - 2
