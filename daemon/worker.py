@@ -199,7 +199,7 @@ class Worker:
         for (_, result), outcome in zip(wanted, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 logger.error("aging indices failed for a %s particle: %r", result.label, outcome)
-                continue
+                outcome = {"error": f"internal error: {type(outcome).__name__}: {outcome}"}
             result.extra["aging"] = outcome
 
     def _record(self, one: _ReadFile, results: Sequence[Result]) -> bool:

@@ -263,6 +263,35 @@ class TestBadInput:
             daemon.helpers.close()
             daemon.ledger.close()
 
+    def test_a_failed_aging_index_is_recorded_and_the_file_still_done(
+        self,
+        tmp_path: Path,
+        library_dir: Path,
+        model: IdentificationModel,
+        particles: list[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("arPLS exploded")
+
+        monkeypatch.setattr("daemon.helpers.aging_indices", broken)
+        config = load_config(write_config(tmp_path, library_dir, worker={"helper_processes": 0}))
+        daemon = Daemon(config, model=model)
+        try:
+            paths = [tmp_path / "inbox" / f"p{i}.csv" for i in range(3)]
+            for path, text in zip(paths, particles, strict=False):
+                path.write_text(text)
+            stats = [FileStat(p, p.stat().st_size, p.stat().st_mtime) for p in paths]
+            daemon.admit(stats, now=time.time())
+            items = [daemon.ledger.claim_next(now=time.time()) for _ in paths]
+            daemon.worker.process([item for item in items if item is not None])
+            assert done_count(daemon) == 3
+            known = [r for r in daemon.ledger.results() if str(r.status) == "known"]
+            assert known, "the test needs an identified particle"
+            assert all("arPLS exploded" in r.payload["aging"]["error"] for r in known)
+        finally:
+            daemon.ledger.close()
+
     def test_bad_config_is_one_clear_message(self, tmp_path: Path, library_dir: Path) -> None:
         path = write_config(tmp_path, library_dir, http={"port": 99999})
         with pytest.raises(ConfigError, match=r"http\.port"):
