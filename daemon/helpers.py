@@ -187,20 +187,24 @@ class HelperPool:
         if self.processes == 0 or len(items) == 1:
             return chunk_fn(items)  # one item: not worth the round trip
         chunks = _chunks(items, self.processes)
+        executor = self._pool()
         try:
-            futures: list[Future[list[_Out]]] = [self._pool().submit(chunk_fn, chunk) for chunk in chunks]
+            futures: list[Future[list[_Out]]] = [executor.submit(chunk_fn, chunk) for chunk in chunks]
             return [out for future in futures for out in future.result()]
         except BrokenProcessPool:
             logger.error("a helper process died; restarting the helpers and doing this batch in-process")
-            self._discard()
-            self.start()
+            if self._discard(executor):  # the other stage may have restarted them already
+                self.start()
             return chunk_fn(items)
 
-    def _discard(self) -> None:
+    def _discard(self, broken: ProcessPoolExecutor) -> bool:
+        """Drop ``broken`` if it is still the pool in use; whether it was."""
         with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+            if self._executor is not broken:
+                return False
+            self._executor = None
+        broken.shutdown(wait=False, cancel_futures=True)
+        return True
 
     def close(self) -> None:
         """Stop the helpers (after the work they hold)."""
