@@ -44,7 +44,7 @@ from daemon.console import install_console
 from daemon.drift import DriftWatch
 from daemon.helpers import HelperPool, default_processes
 from daemon.http import Heartbeat, HttpServer
-from daemon.ledger import Admission, FileState, Ledger, RetryPolicy, WorkItem
+from daemon.ledger import Admission, FileState, Ledger, LedgerError, RetryPolicy, WorkItem
 from daemon.metrics import Metrics
 from daemon.results import ResultsExporter
 from daemon.retrain import LibraryGrowth
@@ -346,7 +346,10 @@ class Daemon:
                 self.metrics.file_finished("failed", now=now)
         with self.ledger.batch():
             for path, sha in hashed:
-                admitted[path] = self.ledger.mark_pending(path, sha, now=now)
+                try:
+                    admitted[path] = self.ledger.mark_pending(path, sha, now=now)
+                except LedgerError as exc:  # changed under us; its next event admits it again
+                    logger.warning("%s not admitted: %s", path, exc)
         for admission in admitted.values():
             if admission is Admission.DUPLICATE:
                 self.metrics.file_finished("duplicate", now=now)

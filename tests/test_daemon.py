@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from daemon.config import ConfigError, load_config
+from daemon.ledger import Admission, InvalidTransitionError
 from daemon.service import Daemon
 from daemon.watcher import FileStat
 from engine.evaluate import library_from_sources, load_source
@@ -289,6 +290,34 @@ class TestBadInput:
             known = [r for r in daemon.ledger.results() if str(r.status) == "known"]
             assert known, "the test needs an identified particle"
             assert all("arPLS exploded" in r.payload["aging"]["error"] for r in known)
+        finally:
+            daemon.ledger.close()
+
+    def test_a_file_the_ledger_refuses_does_not_hold_up_the_others(
+        self,
+        tmp_path: Path,
+        library_dir: Path,
+        model: IdentificationModel,
+        particles: list[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        daemon = Daemon(load_config(write_config(tmp_path, library_dir)), model=model)
+        try:
+            paths = [tmp_path / "inbox" / f"p{i}.csv" for i in range(3)]
+            for path, text in zip(paths, particles, strict=False):
+                path.write_text(text)
+            real = daemon.ledger.mark_pending
+
+            def refusing(path: Path, sha256: str, *, now: float) -> Admission:
+                if Path(path).name == "p1.csv":
+                    raise InvalidTransitionError("refused for the test")
+                return real(path, sha256, now=now)
+
+            monkeypatch.setattr(daemon.ledger, "mark_pending", refusing)
+            stats = [FileStat(p, p.stat().st_size, p.stat().st_mtime) for p in paths]
+            admitted = daemon.admit(stats, now=time.time())
+            assert [admitted[p] for p in paths] == [Admission.NEW, None, Admission.NEW]
+            assert sorted(Path(i.path).name for i in daemon.ledger.pending_items()) == ["p0.csv", "p2.csv"]
         finally:
             daemon.ledger.close()
 
