@@ -35,16 +35,14 @@ def _smoother(window: int, order: int) -> npt.NDArray[np.float64]:
     return savgol_coeffs(window, order)
 
 
-def _noise_and_signal(
-    Y: npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Per row of ``Y``: the smoothed curve, the robust noise level of the residual and the signal range."""
+def _noise_and_signal(Y: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per row of ``Y``: the robust noise level of the residual from a smooth, and the signal range."""
     smooth = convolve1d(Y, _smoother(15, 3), axis=-1, mode="nearest")
     residual = Y - smooth
     centre = np.median(residual, axis=-1, keepdims=True)
     noise = 1.4826 * np.median(np.abs(residual - centre), axis=-1)
     low, high = np.percentile(smooth, [0.5, 99.5], axis=-1)
-    return smooth, noise, high - low
+    return noise, high - low
 
 
 def _groups(rows: Sequence[npt.NDArray[Any]], key: Any) -> dict[Any, list[int]]:
@@ -127,12 +125,13 @@ class QualityGate:
         measured = ~np.isnan(Y)
         snr = np.zeros(len(Y))
         saturated = np.zeros(len(Y), dtype=bool)
-        narrow = (measured.mean(axis=1) < self.min_coverage) | (measured.sum(axis=1) < 32)
+        coverage = measured.mean(axis=1) if Y.shape[1] else np.zeros(len(Y))
+        narrow = (coverage < self.min_coverage) | (measured.sum(axis=1) < 32)
         usable = [i for i in range(len(Y)) if not narrow[i]]
         for pattern, members in _groups([measured[i] for i in usable], lambda m: m.tobytes()).items():
             index = [usable[j] for j in members]
             segment = _filled_segment(Y[index], np.frombuffer(pattern, dtype=bool))
-            _, noise, signal = _noise_and_signal(segment)
+            noise, signal = _noise_and_signal(segment)
             with np.errstate(divide="ignore", invalid="ignore"):
                 snr[index] = np.where(noise > 0, signal / noise, np.inf)
             saturated[index] = (
@@ -146,9 +145,8 @@ class QualityGate:
                     spikes[members] = self._spikes(np.vstack([native_rows[i] for i in members]))
         reports = []
         for i in range(len(Y)):
-            coverage = float(measured[i].mean()) if Y.shape[1] else 0.0
             if narrow[i]:
-                reports.append(QualityReport(("narrow_range",), 0.0, coverage, 0))
+                reports.append(QualityReport(("narrow_range",), 0.0, float(coverage[i]), 0))
                 continue
             flags: list[str] = []
             if snr[i] < self.flat_snr:
@@ -159,7 +157,7 @@ class QualityGate:
                 flags.append("saturated")
             if spikes[i] > self.max_spikes:
                 flags.append("spikes")
-            reports.append(QualityReport(tuple(flags), float(snr[i]), coverage, int(spikes[i])))
+            reports.append(QualityReport(tuple(flags), float(snr[i]), float(coverage[i]), int(spikes[i])))
         return reports
 
     def _spikes(self, Y: npt.NDArray[np.float64]) -> npt.NDArray[np.int_]:
@@ -169,7 +167,7 @@ class QualityGate:
         excursion must exceed ``spike_sigma`` noise levels and ``spike_fraction``
         of the signal range.
         """
-        _, noise, signal = _noise_and_signal(Y)
+        noise, signal = _noise_and_signal(Y)
         limit = np.maximum(self.spike_sigma * noise, self.spike_fraction * signal)[:, None]
         excess = np.abs(Y - median_filter(Y, size=(1, 5), mode="nearest")) > limit
         isolated = excess.copy()
