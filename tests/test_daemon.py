@@ -6,6 +6,7 @@ real FLOPP-e particles written as instrument-like CSV files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -128,6 +129,27 @@ def done_count(daemon: Daemon) -> int:
     return state_counts(daemon)["done"]
 
 
+@contextlib.contextmanager
+def unstarted(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel, **extra: object
+) -> Iterator[Daemon]:
+    """A daemon whose steps a test drives by hand (admit, claim, process); closed after."""
+    daemon = Daemon(load_config(write_config(tmp_path, library_dir, **extra)), model=model)
+    try:
+        yield daemon
+    finally:
+        daemon.helpers.close()
+        daemon.ledger.close()
+
+
+def placed(inbox: Path, texts: list[str]) -> list[FileStat]:
+    """``texts`` written as p0.csv, p1.csv ... in ``inbox``, each as the watcher would hand it over."""
+    paths = [inbox / f"p{i}.csv" for i in range(len(texts))]
+    for path, text in zip(paths, texts, strict=True):
+        path.write_text(text)
+    return [FileStat(p, p.stat().st_size, p.stat().st_mtime) for p in paths]
+
+
 class TestWatching:
     def test_new_file_is_classified_with_evidence(
         self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
@@ -247,22 +269,16 @@ class TestBadInput:
     def test_a_file_gone_before_it_is_read_is_retried_not_quarantined(
         self, tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
     ) -> None:
-        daemon = Daemon(load_config(write_config(tmp_path, library_dir)), model=model)
-        try:
-            path = tmp_path / "inbox" / "p.csv"
-            path.write_text(particles[0])
-            stat = path.stat()
-            daemon.admit([FileStat(path, stat.st_size, stat.st_mtime)], now=time.time())
+        with unstarted(tmp_path, library_dir, model) as daemon:
+            (stat,) = placed(tmp_path / "inbox", particles[:1])
+            daemon.admit([stat], now=time.time())
             item = daemon.ledger.claim_next(now=time.time())
             assert item is not None
-            path.unlink()  # an instrument or a user took it back
+            stat.path.unlink()  # an instrument or a user took it back
             daemon.worker.process([item])
-            record = daemon.ledger.file(path)
+            record = daemon.ledger.file(stat.path)
             assert record is not None and str(record.state) == "failed"
             assert record.reason is not None and record.reason.startswith("not ready")
-        finally:
-            daemon.helpers.close()
-            daemon.ledger.close()
 
     def test_a_failed_aging_index_is_recorded_and_the_file_still_done(
         self,
@@ -276,22 +292,15 @@ class TestBadInput:
             raise RuntimeError("arPLS exploded")
 
         monkeypatch.setattr("daemon.helpers.aging_indices", broken)
-        config = load_config(write_config(tmp_path, library_dir, worker={"helper_processes": 0}))
-        daemon = Daemon(config, model=model)
-        try:
-            paths = [tmp_path / "inbox" / f"p{i}.csv" for i in range(3)]
-            for path, text in zip(paths, particles, strict=False):
-                path.write_text(text)
-            stats = [FileStat(p, p.stat().st_size, p.stat().st_mtime) for p in paths]
+        with unstarted(tmp_path, library_dir, model, worker={"helper_processes": 0}) as daemon:
+            stats = placed(tmp_path / "inbox", particles[:3])
             daemon.admit(stats, now=time.time())
-            items = [daemon.ledger.claim_next(now=time.time()) for _ in paths]
+            items = [daemon.ledger.claim_next(now=time.time()) for _ in stats]
             daemon.worker.process([item for item in items if item is not None])
             assert done_count(daemon) == 3
             known = [r for r in daemon.ledger.results() if str(r.status) == "known"]
             assert known, "the test needs an identified particle"
             assert all("arPLS exploded" in r.payload["aging"]["error"] for r in known)
-        finally:
-            daemon.ledger.close()
 
     def test_a_file_the_ledger_refuses_does_not_hold_up_the_others(
         self,
@@ -301,11 +310,7 @@ class TestBadInput:
         particles: list[str],
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        daemon = Daemon(load_config(write_config(tmp_path, library_dir)), model=model)
-        try:
-            paths = [tmp_path / "inbox" / f"p{i}.csv" for i in range(3)]
-            for path, text in zip(paths, particles, strict=False):
-                path.write_text(text)
+        with unstarted(tmp_path, library_dir, model) as daemon:
             real = daemon.ledger.mark_pending
 
             def refusing(path: Path, sha256: str, *, now: float) -> Admission:
@@ -314,12 +319,10 @@ class TestBadInput:
                 return real(path, sha256, now=now)
 
             monkeypatch.setattr(daemon.ledger, "mark_pending", refusing)
-            stats = [FileStat(p, p.stat().st_size, p.stat().st_mtime) for p in paths]
+            stats = placed(tmp_path / "inbox", particles[:3])
             admitted = daemon.admit(stats, now=time.time())
-            assert [admitted[p] for p in paths] == [Admission.NEW, None, Admission.NEW]
+            assert [admitted[stat.path] for stat in stats] == [Admission.NEW, None, Admission.NEW]
             assert sorted(Path(i.path).name for i in daemon.ledger.pending_items()) == ["p0.csv", "p2.csv"]
-        finally:
-            daemon.ledger.close()
 
     def test_bad_config_is_one_clear_message(self, tmp_path: Path, library_dir: Path) -> None:
         path = write_config(tmp_path, library_dir, http={"port": 99999})
