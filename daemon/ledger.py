@@ -14,7 +14,7 @@ Transitions (anything not listed raises :class:`InvalidTransitionError`)::
     seen, failed          mark_pending, new content                 pending
     seen, failed          mark_pending, content already done        done, duplicate_of set
     seen, failed          mark_pending, content quarantined         quarantined
-    pending               claim_next / release                      pending, claimed_at set / cleared
+    pending               claim / release                           pending, claimed_at set / cleared
     pending               complete                                  done
     seen, pending, failed fail, attempts < max_attempts             failed, next_attempt_at set
     seen, pending, failed fail, attempts == max_attempts            quarantined
@@ -809,25 +809,38 @@ class Ledger:
             return Admission.NEW
 
     def claim_next(self, *, now: float) -> WorkItem | None:
-        """Claim the oldest unclaimed pending file for a worker, or return None.
+        """Claim the oldest unclaimed pending file for a worker, or return None."""
+        items = self.claim(1, now=now)
+        return items[0] if items else None
 
-        A file whose content another worker already holds is skipped: identical
-        content is classified once and its other paths finish as duplicates.
+    def claim(self, limit: int, *, now: float) -> list[WorkItem]:
+        """Claim up to ``limit`` of the oldest unclaimed pending files, oldest first.
+
+        A file whose content is already claimed (by an earlier call or earlier in
+        this one) is skipped: identical content is classified once and its other
+        paths finish as duplicates. One scan and one update, however many are claimed.
         """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
         with self._write() as conn:
-            row = conn.execute(
+            rows = conn.execute(
                 f"SELECT {_WORK_COLUMNS} FROM files AS f "
                 "WHERE f.state = 'pending' AND f.claimed_at IS NULL AND NOT EXISTS ("
                 "  SELECT 1 FROM files AS g WHERE g.sha256 = f.sha256 AND g.state = 'pending' "
                 "  AND g.claimed_at IS NOT NULL) "
-                "ORDER BY f.id LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                "UPDATE files SET claimed_at = ?, updated_at = ? WHERE id = ?", (now, now, row["id"])
+                "ORDER BY f.id"
             )
-            return _work_item(row)
+            items: dict[str, WorkItem] = {}
+            for row in rows:
+                items.setdefault(row["sha256"], _work_item(row))
+                if len(items) == limit:
+                    break
+            rows.close()
+            conn.executemany(
+                "UPDATE files SET claimed_at = ?, updated_at = ? WHERE id = ?",
+                [(now, now, item.file_id) for item in items.values()],
+            )
+        return list(items.values())
 
     def pending_items(self, *, limit: int = 100) -> list[WorkItem]:
         """Unclaimed pending files, oldest first, without claiming them."""

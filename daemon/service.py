@@ -372,11 +372,9 @@ class Daemon:
         self.ledger.mark_pending(path, sha, now=now)
 
     def _fill_queue(self, now: float) -> None:
-        with self.ledger.batch():
-            while not self.queue.full():
-                item = self.ledger.claim_next(now=now)
-                if item is None:
-                    return
+        room = self.queue.maxsize - self.queue.qsize()  # only this thread puts, so the room stays
+        if room > 0:
+            for item in self.ledger.claim(room, now=now):
                 self.queue.put_nowait(item)
 
     def _collect_dropped(self) -> None:

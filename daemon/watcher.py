@@ -51,8 +51,13 @@ from types import TracebackType
 from typing import ClassVar, NamedTuple, Self
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
     DirMovedEvent,
     FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -385,9 +390,22 @@ class InboxEventHandler(FileSystemEventHandler):
 
     A created, modified, closed-after-write or moved-in file is accepted; a folder
     created or moved into the inbox is walked and every file inside accepted; a deleted
-    or moved-away path is forgotten. Folder "modified" events carry no information and
-    are ignored.
+    or moved-away path is forgotten. Folder "modified" events carry no information and,
+    like opens and reads, are not asked for (:attr:`EVENTS`).
     """
+
+    #: The events handled; the observer asks the kernel for these only. Without it every
+    #: open and close-without-write, the daemon's own reads included, would be an event.
+    EVENTS: ClassVar[tuple[type[FileSystemEvent], ...]] = (
+        FileCreatedEvent,
+        DirCreatedEvent,
+        FileModifiedEvent,
+        FileClosedEvent,
+        FileMovedEvent,
+        DirMovedEvent,
+        FileDeletedEvent,
+        DirDeletedEvent,
+    )
 
     def __init__(self, inbox: InboxWatcher) -> None:
         super().__init__()
@@ -480,7 +498,8 @@ class InboxWatcher:
         if not self.root.is_dir():
             raise NotADirectoryError(f"inbox {self.root} is not an existing folder")
         observer: BaseObserver = PollingObserver(timeout=self.poll_interval) if self.polling else Observer()
-        observer.schedule(InboxEventHandler(self), str(self.root), recursive=True)
+        handler = InboxEventHandler(self)
+        observer.schedule(handler, str(self.root), recursive=True, event_filter=list(handler.EVENTS))
         observer.start()
         self._observer = observer
         logger.info(

@@ -20,7 +20,7 @@ import logging
 import pickle
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,10 +122,14 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["hits"] = [asdict(h) for h in self.hits]
-        extra = out.pop("extra")
-        out.update(extra)
+        """The fields as a JSON-ready dict, hits as dicts, ``extra``'s keys at the top level.
+
+        Nested dicts and lists are shared with the result, not copied (this runs for
+        every particle, and a deep copy cost more than the rest of recording it).
+        """
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["hits"] = [{f.name: getattr(h, f.name) for f in fields(h)} for h in self.hits]
+        out.update(out.pop("extra"))
         return out
 
 

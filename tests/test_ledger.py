@@ -245,6 +245,17 @@ class TestDuplicateContent:
         arrive(ledger, "/in/c.spa", "x", now=30.0)
         assert ledger.file("/in/c.spa").duplicate_of == "/in/a.spa"  # type: ignore[union-attr]
 
+    def test_a_batch_claim_is_oldest_first_skips_twins_and_stops_at_the_limit(self, ledger: Ledger) -> None:
+        for name, content in [("a", "twin"), ("b", "twin"), ("c", "other"), ("d", "third")]:
+            arrive(ledger, f"/in/{name}.spa", content)
+        assert [i.path for i in ledger.claim(2, now=20.0)] == ["/in/a.spa", "/in/c.spa"]
+        assert [i.path for i in ledger.claim(5, now=20.0)] == ["/in/d.spa"]  # b waits for its twin
+        assert ledger.claim(5, now=20.0) == []
+        claimed = ledger.file("/in/c.spa")
+        assert claimed is not None and claimed.claimed_at == 20.0
+        with pytest.raises(ValueError, match="limit"):
+            ledger.claim(0, now=20.0)
+
     def test_identical_content_in_flight_is_classified_once(self, ledger: Ledger) -> None:
         assert arrive(ledger, "/in/a.spa", "twin") is Admission.NEW
         assert arrive(ledger, "/in/b.spa", "twin") is Admission.NEW
