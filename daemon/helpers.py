@@ -9,6 +9,8 @@ processes, a batch split into one chunk per helper:
   arPLS baseline costs more than identifying the particle.
 
 Python runs one thread at a time per process, so threads could not do this.
+A batch of one file goes to a helper too: the daemon's own interpreter, which
+classifies, is the scarcest resource, and a round trip costs less than a baseline.
 The helpers are started with ``spawn`` (never ``fork`` from a process with
 threads), ignore SIGINT (a Ctrl-C reaches the whole process group; the daemon
 stops them itself, after its last batch) and exit on their own if the daemon
@@ -184,8 +186,8 @@ class HelperPool:
     def _map(self, chunk_fn: Callable[[list[_In]], list[_Out]], items: list[_In]) -> list[_Out]:
         if not items:
             return []
-        if self.processes == 0 or len(items) == 1:
-            return chunk_fn(items)  # one item: not worth the round trip
+        if self.processes == 0:
+            return chunk_fn(items)
         chunks = _chunks(items, self.processes)
         executor = self._pool()
         try:

@@ -60,6 +60,9 @@ logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.05
 
+#: The shortest pause between turns, when a file becomes ready sooner than the next tick.
+MIN_PAUSE_SECONDS = 0.01
+
 #: How often the main loop checks whether the library changed on disk (a CLI rollback).
 LIBRARY_SYNC_SECONDS = 1.0
 
@@ -289,9 +292,14 @@ class Daemon:
         try:
             while not self.stop.is_set():
                 self.tick()
-                self.stop.wait(TICK_SECONDS)
+                self.stop.wait(self._pause())
         finally:
             self.shutdown()
+
+    def _pause(self) -> float:
+        """Until the next turn: one tick, or less when a file becomes ready sooner."""
+        due = [s for w in self.watchers.values() if (s := w.seconds_to_next_ready()) is not None]
+        return max(MIN_PAUSE_SECONDS, min([TICK_SECONDS, *due]))
 
     def tick(self) -> None:
         """One turn of the main loop."""

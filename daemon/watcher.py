@@ -148,6 +148,11 @@ class StabilityTracker:
         quiet.sort(key=lambda entry: (entry[0], entry[1]))
         return [FileStat(path, observation.size, observation.mtime) for _, path, observation in quiet]
 
+    def next_ready_at(self) -> float | None:
+        """The tracker time at which the next file becomes ready if nothing changes; None if none will."""
+        waiting = [o.since for o in self._tracking.values() if o.size > 0]
+        return min(waiting) + self.quiet_seconds if waiting else None
+
     def settle(self, path: Path, *, size: int, mtime: float) -> bool:
         """Stop tracking a file that was handed on with this size and mtime.
 
@@ -620,6 +625,12 @@ class InboxWatcher:
                 elif self._tracker.settle(candidate.path, size=candidate.size, mtime=candidate.mtime):
                     handed_on.append(candidate)
         return handed_on
+
+    def seconds_to_next_ready(self) -> float | None:
+        """How long until :meth:`poll_ready` can hand on a file (0 if now); None if none is waiting."""
+        with self._lock:
+            due = self._tracker.next_ready_at()
+        return None if due is None else max(0.0, due - self._clock())
 
     def tracked_files(self) -> list[FileStat]:
         """Files waiting to become ready, as last stat'ed."""

@@ -18,26 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import convolve1d, median_filter
-from scipy.signal import savgol_coeffs
+
+from engine.preprocess import savgol_coefficients
 
 __all__ = ["QualityGate", "QualityReport", "RejectCalibrator", "pearson_rows"]
 
 
-@lru_cache(maxsize=8)
-def _smoother(window: int, order: int) -> npt.NDArray[np.float64]:
-    """Savitzky-Golay smoothing coefficients (computed once per shape)."""
-    return savgol_coeffs(window, order)
-
-
 def _noise_and_signal(Y: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Per row of ``Y``: the robust noise level of the residual from a smooth, and the signal range."""
-    smooth = convolve1d(Y, _smoother(15, 3), axis=-1, mode="nearest")
+    smooth = convolve1d(Y, savgol_coefficients(15, 3), axis=-1, mode="nearest")
     residual = Y - smooth
     centre = np.median(residual, axis=-1, keepdims=True)
     noise = 1.4826 * np.median(np.abs(residual - centre), axis=-1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ __all__ = [
     "ToAbsorbance",
     "build_pipeline",
     "pipeline_grid",
+    "savgol_coefficients",
     "transform",
 ]
 
@@ -270,6 +272,14 @@ class BaselineCorrection(_GridStep):
         return out
 
 
+@lru_cache(maxsize=16)
+def savgol_coefficients(window: int, polyorder: int, deriv: int = 0) -> npt.NDArray[np.float64]:
+    """Savitzky-Golay filter coefficients, computed once per shape (a least-squares fit each time)."""
+    coefficients = savgol_coeffs(window, polyorder, deriv=deriv)
+    coefficients.setflags(write=False)  # shared by every caller
+    return coefficients
+
+
 class SavitzkyGolay(_Stateless):
     """Savitzky-Golay smoothing (``deriv=0``) or derivative, NaN-aware.
 
@@ -292,7 +302,7 @@ class SavitzkyGolay(_Stateless):
         if X.shape[0] == 0:
             return X
         filled, mask = _fill_gaps(X)
-        coeffs = savgol_coeffs(self.window, self.polyorder, deriv=self.deriv).astype(np.float32)
+        coeffs = savgol_coefficients(self.window, self.polyorder, self.deriv).astype(np.float32)
         out = convolve1d(filled, coeffs, axis=1, mode="nearest")
         out[mask] = np.nan
         return out

@@ -27,7 +27,7 @@ import yaml
 
 from daemon.config import ConfigError, load_config
 from daemon.ledger import Admission, InvalidTransitionError
-from daemon.service import Daemon
+from daemon.service import MIN_PAUSE_SECONDS, TICK_SECONDS, Daemon
 from daemon.watcher import FileStat
 from engine.evaluate import library_from_sources, load_source
 from engine.model import IdentificationModel, ModelConfig
@@ -323,6 +323,20 @@ class TestBadInput:
             admitted = daemon.admit(stats, now=time.time())
             assert [admitted[stat.path] for stat in stats] == [Admission.NEW, None, Admission.NEW]
             assert sorted(Path(i.path).name for i in daemon.ledger.pending_items()) == ["p0.csv", "p2.csv"]
+
+    def test_the_main_loop_wakes_when_the_next_file_becomes_ready(
+        self,
+        tmp_path: Path,
+        library_dir: Path,
+        model: IdentificationModel,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        with unstarted(tmp_path, library_dir, model) as daemon:
+            (watcher,) = daemon.watchers.values()
+            cases = [(None, TICK_SECONDS), (1.0, TICK_SECONDS), (0.02, 0.02), (0.0, MIN_PAUSE_SECONDS)]
+            for due, pause in cases:
+                monkeypatch.setattr(watcher, "seconds_to_next_ready", lambda due=due: due)
+                assert daemon._pause() == pytest.approx(pause)
 
     def test_bad_config_is_one_clear_message(self, tmp_path: Path, library_dir: Path) -> None:
         path = write_config(tmp_path, library_dir, http={"port": 99999})

@@ -100,6 +100,16 @@ class TestStabilityTracker:
         assert tracker.ready(now=1_001.0) == []
         assert tracker.ready(now=1_002.0) == [FileStat(P, 512, 10.0)]
 
+    def test_next_ready_at_is_the_earliest_file_with_content_plus_the_quiet_period(self) -> None:
+        tracker = StabilityTracker(quiet_seconds=2.0)
+        assert tracker.next_ready_at() is None
+        tracker.track(P, size=0, mtime=10.0, now=100.0)
+        assert tracker.next_ready_at() is None  # a placeholder becomes ready only once filled
+        tracker.track(P.with_name("b.spa"), size=10, mtime=10.0, now=101.0)
+        tracker.track(P.with_name("c.spa"), size=10, mtime=10.0, now=100.5)
+        assert tracker.next_ready_at() == 102.5
+        assert tracker.ready(now=102.5) == [FileStat(P.with_name("c.spa"), 10, 10.0)]
+
     def test_mtime_change_alone_resets_the_quiet_period(self) -> None:
         tracker = StabilityTracker(quiet_seconds=2.0)
         tracker.track(P, size=100, mtime=10.0, now=100.0)
@@ -340,9 +350,15 @@ class TestPollReady:
         (inbox / "run").mkdir()
         (inbox / "run" / "b.spa").write_bytes(b"y" * 20)
         assert watcher.poll_ready() == []
+        assert watcher.seconds_to_next_ready() is None
         assert watcher.rescan() == 2
-        clock.advance(1.0)
+        assert watcher.seconds_to_next_ready() == 1.0
+        clock.advance(0.25)
+        assert watcher.seconds_to_next_ready() == 0.75
+        clock.advance(0.75)
+        assert watcher.seconds_to_next_ready() == 0.0
         assert {(r.path.name, r.size) for r in watcher.poll_ready()} == {("a.spa", 10), ("b.spa", 20)}
+        assert watcher.seconds_to_next_ready() is None
         assert watcher.rescan() == 0  # unchanged files are not handed on again
         clock.advance(10.0)
         assert watcher.poll_ready() == []
