@@ -10,7 +10,9 @@ inbox as fast as the disk takes them, and reads the ledger:
   quiet_seconds, median and p95 (in the burst it includes the queue; the
   at-pace run shows the latency of one instrument writing 20 files a second);
 - peak RSS (VmHWM) of the daemon process, and of the daemon plus its helper
-  processes (a sum of peaks, so an upper bound), without the CNN.
+  processes (a sum of peaks, so an upper bound), without the CNN;
+- the share of CPU time the hypervisor stole during the burst: on a shared
+  virtual machine a run with much stolen time measures the neighbours too.
 
 The baseline in the same run is the engine alone: read + classify the same
 files in one process, in batches, with no watcher and no ledger. The ratio
@@ -174,6 +176,21 @@ def engine_baseline(files: list[Path], *, batch: int = 64) -> float:
     return len(files) / (time.perf_counter() - started)
 
 
+def steal_clock() -> tuple[int, int]:
+    """(CPU time the hypervisor stole, all CPU time) so far, in clock ticks, from /proc/stat.
+
+    On a shared virtual machine another guest can take a large share of the cores;
+    a run with much stolen time measures the neighbours as much as the daemon.
+    """
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[7], sum(fields[:8])
+
+
+def stolen_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of CPU time stolen between two :func:`steal_clock` readings."""
+    return (after[0] - before[0]) / max(after[1] - before[1], 1)
+
+
 def vm_hwm_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -191,8 +208,10 @@ def run(n_files: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, running_daemon(Path(tmp), n_files) as (proc, db, files, inbox):
         baseline = engine_baseline(files)
         idle_rss = vm_hwm_mb(proc.pid)
+        clock = steal_clock()
         arrived = drop(files, inbox)
         wait_done(db, n_files, timeout=600)
+        stolen = stolen_fraction(clock, steal_clock())
         peak_rss = vm_hwm_mb(proc.pid)
         peak_rss_helpers = family_hwm_mb(proc.pid)
         rows = result_times(db, arrived)
@@ -211,6 +230,7 @@ def run(n_files: int) -> dict[str, float]:
         "rss_idle_mb": idle_rss,
         "rss_peak_mb": peak_rss,
         "rss_peak_with_helpers_mb": peak_rss_helpers,
+        "cpu_stolen_fraction": stolen,
     }
 
 
@@ -250,6 +270,12 @@ def main() -> None:
     print(f"daemon benchmark, burst of {args.files} files, median of {args.repeats} runs")
     for key, value in summary.items():
         print(f"  {key:34s} {value:10.3f}")
+    for key, unit, scale in [
+        ("throughput_files_per_s", "files/s", 1.0),
+        ("engine_baseline_files_per_s", "files/s", 1.0),
+        ("cpu_stolen_fraction", "%", 100.0),
+    ]:
+        print(f"  each run: {key:28s} " + " / ".join(f"{r[key] * scale:.0f}" for r in runs) + f" {unit}")
     print(f"at an instrument's pace ({args.rate:g} files/s, {args.trickle} files)")
     for key, value in summary_trickle.items():
         print(f"  {key:34s} {value:10.3f}")

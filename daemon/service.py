@@ -423,9 +423,12 @@ class Daemon:
                     except queue.Empty:
                         break
                 try:
-                    self._classified.put(self.worker.classify(batch))
-                except Exception:
-                    logger.exception("a batch failed; its files stay claimed and are recovered at restart")
+                    classified = self.worker.classify(batch)
+                except Exception as exc:
+                    logger.exception("classifying a batch of %d files failed", len(batch))
+                    self.worker.give_up(batch, exc)
+                    continue
+                self._classified.put(classified)
         finally:
             self._classified.put(None)
 
@@ -434,8 +437,9 @@ class Daemon:
         while (classified := self._classified.get()) is not None:
             try:
                 self.worker.finish(classified)
-            except Exception:
-                logger.exception("a batch failed; its files stay claimed and are recovered at restart")
+            except Exception as exc:
+                logger.exception("recording a batch of %d files failed", len(classified))
+                self.worker.give_up([one.item for one, _ in classified], exc)
 
     def reload_config(self) -> None:
         """SIGHUP: re-read the configuration; apply watcher settings and the library, keep the rest."""

@@ -123,6 +123,21 @@ class Worker:
         self.clock = clock
         self.on_result = on_result
 
+    def give_up(self, items: Sequence[WorkItem], error: BaseException) -> None:
+        """A stage failed for a whole batch: each file fails with the error, to be retried with backoff.
+
+        A file the ledger cannot record either (its database failing) stays claimed,
+        and the next start recovers it.
+        """
+        reason = f"internal error: {type(error).__name__}: {error}"
+        for item in items:
+            try:
+                record = self.ledger.file(item.path)
+                if record is not None and record.claimed_at is not None:  # not settled before the failure
+                    self._fail(item, reason)
+            except Exception:
+                logger.exception("could not record the failure of %s; the next start recovers it", item.path)
+
     def process(self, items: Sequence[WorkItem]) -> None:
         """Process a batch from start to end; never raises for a problem with one file."""
         self.finish(self.classify(items))
@@ -140,7 +155,10 @@ class Worker:
         with self.ledger.batch():
             recorded = [(one, results) for one, results in classified if self._record(one, results)]
         for one, results in recorded:
-            self._announce(one, results)
+            try:
+                self._announce(one, results)
+            except Exception:  # recorded already: a metric or a listener failing must not stop the others
+                logger.exception("announcing the results of %s failed", one.item.path)
 
     def _read(self, items: Sequence[WorkItem], started: float) -> list[_ReadFile]:
         readable = []

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from daemon.config import ConfigError, load_config
-from daemon.ledger import Admission, InvalidTransitionError
+from daemon.ledger import Admission, InvalidTransitionError, WorkItem
 from daemon.service import MIN_PAUSE_SECONDS, TICK_SECONDS, Daemon
 from daemon.watcher import FileStat
 from engine.evaluate import library_from_sources, load_source
@@ -323,6 +323,53 @@ class TestBadInput:
             admitted = daemon.admit(stats, now=time.time())
             assert [admitted[stat.path] for stat in stats] == [Admission.NEW, None, Admission.NEW]
             assert sorted(Path(i.path).name for i in daemon.ledger.pending_items()) == ["p0.csv", "p2.csv"]
+
+    @pytest.mark.parametrize("stage", ["classify", "finish"])
+    def test_a_stage_failing_for_a_whole_batch_fails_its_files_for_a_retry(
+        self,
+        stage: str,
+        tmp_path: Path,
+        library_dir: Path,
+        model: IdentificationModel,
+        particles: list[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        def broken(*args: object) -> None:
+            raise RuntimeError(f"{stage} exploded")
+
+        with unstarted(tmp_path, library_dir, model, worker={"helper_processes": 0}) as daemon:
+            monkeypatch.setattr(daemon.worker, stage, broken)
+            daemon.admit(placed(tmp_path / "inbox", particles[:3]), now=time.time())
+            daemon._fill_queue(time.time())
+            threads = [threading.Thread(target=daemon._work), threading.Thread(target=daemon._finish)]
+            for thread in threads:
+                thread.start()
+            try:
+                wait_until(lambda: len(daemon.ledger.files(state="failed")) == 3)
+            finally:
+                daemon.stop.set()
+                for thread in threads:
+                    thread.join(timeout=30)
+            for record in daemon.ledger.files(state="failed"):
+                assert record.claimed_at is None and record.next_attempt_at is not None
+                assert record.reason == f"internal error: RuntimeError: {stage} exploded"
+
+    def test_a_listener_failing_for_one_file_does_not_silence_the_others(
+        self, tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
+    ) -> None:
+        heard: list[str] = []
+
+        def listener(item: WorkItem, results: object) -> None:
+            heard.append(Path(item.path).name)
+            if Path(item.path).name == "p0.csv":
+                raise RuntimeError("listener exploded")
+
+        with unstarted(tmp_path, library_dir, model, worker={"helper_processes": 0}) as daemon:
+            daemon.worker.on_result = listener
+            daemon.admit(placed(tmp_path / "inbox", particles[:3]), now=time.time())
+            daemon.worker.process(daemon.ledger.claim(10, now=time.time()))
+            assert sorted(heard) == ["p0.csv", "p1.csv", "p2.csv"]
+            assert done_count(daemon) == 3
 
     def test_the_main_loop_wakes_when_the_next_file_becomes_ready(
         self,
