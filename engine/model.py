@@ -388,21 +388,13 @@ class IdentificationModel:
         ok: bool,
         members: list[dict[str, Any]] | None = None,
     ) -> Result:
-        hits = []
-        for score, ref_id in zip(r, ids, strict=True):
-            if ref_id < 0:
-                continue
-            entry = self.library.entry(int(ref_id))
-            hits.append(
-                Hit(entry["label"], entry["material"], round(float(score), 4), int(ref_id), entry["source"])
-            )
         best = int(np.argmax(proba)) if len(proba) else -1
         candidate = classes[best] if best >= 0 else None
         vote_share = float(proba[best]) if best >= 0 else 0.0
         if members is None:
             members = [{"name": "subknn", "label": candidate, "probability": round(vote_share, 4)}]
-        class_hits = [h for h in hits if h.label == candidate]
-        r_class = class_hits[0].r if class_hits else -1.0
+        hits, class_hit = self._hits(r, ids, candidate)
+        r_class = class_hit.r if class_hit is not None else -1.0
         threshold = self.calibrator_.threshold(candidate) if candidate else None
         if not ok:
             status = "low_quality"
@@ -414,9 +406,9 @@ class IdentificationModel:
         return Result(
             status=status,
             label=candidate if known else None,
-            material=class_hits[0].material if known and class_hits else None,
+            material=class_hit.material if known and class_hit is not None else None,
             confidence=round(vote_share, 4) if known else 0.0,
-            hits=hits[: self.config.n_hits],
+            hits=hits,
             members=members,
             quality=quality,
             threshold=round(threshold, 4) if threshold is not None else None,
@@ -424,6 +416,31 @@ class IdentificationModel:
             candidate=candidate,
             extra={"candidate_r": round(r_class, 4), "vote_share": round(vote_share, 4)},
         )
+
+    def _hits(
+        self, r: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], candidate: str | None
+    ) -> tuple[list[Hit], Hit | None]:
+        """The best ``n_hits`` hits, and the best hit of ``candidate``'s class (None if not among them).
+
+        Hits are made only as far down the ranking as these two need.
+        """
+        n_hits = self.config.n_hits
+        hits: list[Hit] = []
+        class_hit = None
+        for score, ref_id in zip(r, ids, strict=True):
+            if len(hits) == n_hits and class_hit is not None:
+                break
+            if ref_id < 0:
+                continue
+            entry = self.library.entry(int(ref_id))
+            if len(hits) == n_hits and entry["label"] != candidate:
+                continue
+            hit = Hit(entry["label"], entry["material"], round(float(score), 4), int(ref_id), entry["source"])
+            if len(hits) < n_hits:
+                hits.append(hit)
+            if class_hit is None and hit.label == candidate:
+                class_hit = hit
+        return hits, class_hit
 
     # -- persistence --------------------------------------------------------------------------
 
