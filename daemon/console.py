@@ -11,7 +11,8 @@ The pages are rendered on the server from the ledger, the served model and the
 library folder; every value that comes from a file, a label, a path or the
 configuration passes through :func:`html.escape` before it reaches the page.
 Spectra are drawn as inline SVG, so the console needs no external asset and no
-build step.
+build step. The drawings are in :mod:`daemon.console_charts`, the numbers they
+show in :mod:`daemon.console_summary`; this module puts them into pages.
 
 The pages only read. Every change goes through the JSON API
 (``POST /api/confirm``, ``POST /api/library/rollback``) with ``fetch``, so the
@@ -26,8 +27,6 @@ that allows only the console's own script, the page's own (hashed) stylesheet
 and requests back to this origin, forbids framing (``frame-ancestors 'none'``),
 forms and plugins; ``X-Content-Type-Options: nosniff``; no caching.
 
->>> time_buckets([0.0, 10.0, 3700.0], now=7300.0).bucket_seconds
-3600
 >>> escape('<img src=x onerror=alert(1)>.csv')
 '&lt;img src=x onerror=alert(1)&gt;.csv'
 """
@@ -36,14 +35,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import json
 import logging
-import math
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -52,8 +47,22 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.config import Config
+from daemon.console_charts import (
+    HIT_COLOURS,
+    QUERY_COLOUR,
+    STATUS_COLOURS,
+    Trace,
+    bar_svg,
+    escape,
+    line_swatch,
+    spectrum_svg,
+    status_legend,
+    timeline_svg,
+    utc,
+)
+from daemon.console_summary import MAX_OVERVIEW_RESULTS, all_results, summarise
 from daemon.http import HttpError, HttpServer, Request, Response, all_checks_pass
-from daemon.ledger import Ledger, ResultStatus, ReviewItem, ReviewState, StoredResult
+from daemon.ledger import Ledger, ReviewItem, ReviewState, StoredResult
 from daemon.retrain import LibraryGrowth
 from daemon.worker import ModelHolder
 from engine.io import read_spectra
@@ -66,15 +75,7 @@ __all__ = [
     "REVIEW_PAGE_SIZE",
     "SECURITY_HEADERS",
     "ConsoleSource",
-    "Overview",
-    "Timeline",
-    "Trace",
-    "escape",
     "install_console",
-    "sample_folder",
-    "spectrum_svg",
-    "summarise",
-    "time_buckets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,16 +84,6 @@ logger = logging.getLogger(__name__)
 REVIEW_PAGE_SIZE: Final = 20
 #: Hits drawn over each unknown.
 PLOTTED_HITS: Final = 3
-#: Results the overview reads at most (the newest are what matter once this is exceeded).
-MAX_OVERVIEW_RESULTS: Final = 200_000
-_PAGE: Final = 5000
-#: Points per drawn curve at most; the 901-point model grid is thinned to this.
-_MAX_POINTS: Final = 451
-
-#: Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
-_STATUS_COLOURS: Final = {"known": "#0072B2", "unknown": "#E69F00", "low_quality": "#8C8C8C"}
-_QUERY_COLOUR: Final = "#111111"
-_HIT_COLOURS: Final = ("#D55E00", "#0072B2", "#009E73")
 
 _CSS: Final = """
 :root { color-scheme: light; --ink: #1b1f24; --muted: #59636e; --line: #d0d7de; --panel: #f6f8fa;
@@ -187,332 +178,8 @@ _ACTIVE: Final = ' class="active" aria-current="page"'
 _JS: Final = "text/javascript; charset=utf-8"
 
 
-def escape(value: object) -> str:
-    """``value`` as text safe inside HTML content and quoted attributes."""
-    return html.escape(str(value), quote=True)
-
-
-def _utc(epoch: float, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return time.strftime(fmt, time.gmtime(epoch)) + " UTC"
-
-
 def _pct(part: int, whole: int) -> str:
     return f"{100.0 * part / whole:.1f} %" if whole else "–"
-
-
-# --------------------------------------------------------------------------- summaries
-
-
-def sample_folder(source: str, inboxes: Sequence[tuple[str, Path]]) -> str:
-    """The sample folder of a spectrum file, named ``<inbox>/<folder inside it>``.
-
-    >>> sample_folder("/data/ftir/2024-05/filter-3/p1.csv", [("ftir", Path("/data/ftir"))])
-    'ftir/2024-05/filter-3'
-    >>> sample_folder("/data/ftir/p1.csv", [("ftir", Path("/data/ftir"))])
-    'ftir'
-    >>> sample_folder("/elsewhere/p1.csv", [("ftir", Path("/data/ftir"))])
-    '/elsewhere'
-    """
-    parent = Path(source).parent
-    for name, root in inboxes:
-        if parent == root or root in parent.parents:
-            inside = parent.relative_to(root).as_posix()
-            return name if inside == "." else f"{name}/{inside}"
-    return str(parent)
-
-
-def _category(result: StoredResult) -> str:
-    """What a result counts as: its polymer label when known, else its status."""
-    if result.status is ResultStatus.KNOWN and result.label:
-        return result.label
-    return str(result.status)
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """Results per time bucket (an hour or a day), oldest first, by status."""
-
-    bucket_seconds: int
-    starts: list[float]
-    counts: list[Counter[str]]
-
-
-def time_buckets(
-    created: Iterable[float],
-    *,
-    now: float,
-    statuses: Iterable[str] = (),
-    max_buckets: int = 48,
-    pad: bool = False,
-) -> Timeline:
-    """Bucket result times by hour (data spanning up to two days) or by day, up to ``now``.
-
-    ``statuses`` runs parallel to ``created``; without it every result counts as ``known``.
-    ``pad`` shows at least the last 24 hours or 14 days, so a young daemon's chart still
-    reads as a timeline.
-
-    >>> timeline = time_buckets([0.0, 100.0, 7300.0], now=7300.0, statuses=["known", "unknown", "known"])
-    >>> [dict(c) for c in timeline.counts]
-    [{'known': 1, 'unknown': 1}, {}, {'known': 1}]
-    """
-    times = list(created)
-    kinds = list(statuses) or ["known"] * len(times)
-    if not times:
-        return Timeline(3600, [], [])
-    first = min(times)
-    size = 3600 if now - first <= 2 * 86400 else 86400
-    last_bucket = math.floor(max(now, max(times)) / size)
-    first_bucket = max(math.floor(first / size), last_bucket - max_buckets + 1)
-    if pad:
-        first_bucket = min(first_bucket, last_bucket - (24 if size == 3600 else 14) + 1)
-    counts = [Counter[str]() for _ in range(last_bucket - first_bucket + 1)]
-    for t, kind in zip(times, kinds, strict=True):
-        index = math.floor(t / size) - first_bucket
-        if index >= 0:
-            counts[index][kind] += 1
-    return Timeline(size, [float((first_bucket + i) * size) for i in range(len(counts))], counts)
-
-
-@dataclass(frozen=True)
-class Overview:
-    """What the overview page shows, computed from stored results."""
-
-    total: int
-    by_status: Counter[str]
-    by_category: Counter[str]
-    by_folder: dict[str, Counter[str]]
-    timeline: Timeline
-    truncated: bool = False
-    first_at: float | None = None
-    last_at: float | None = None
-    recent: Counter[str] = field(default_factory=Counter)
-
-
-def summarise(
-    results: Sequence[StoredResult],
-    *,
-    inboxes: Sequence[tuple[str, Path]],
-    now: float,
-    truncated: bool = False,
-) -> Overview:
-    """Counts per status, per polymer, per sample folder and over time, plus the last 24 h by status."""
-    by_status: Counter[str] = Counter()
-    by_category: Counter[str] = Counter()
-    by_folder: dict[str, Counter[str]] = {}
-    recent: Counter[str] = Counter()
-    for r in results:
-        status = str(r.status)
-        by_status[status] += 1
-        category = _category(r)
-        by_category[category] += 1
-        by_folder.setdefault(sample_folder(r.source_path, inboxes), Counter())[category] += 1
-        if r.created_at >= now - 86400:
-            recent[status] += 1
-    timeline = time_buckets(
-        [r.created_at for r in results], now=now, statuses=[str(r.status) for r in results], pad=True
-    )
-    return Overview(
-        total=len(results),
-        by_status=by_status,
-        by_category=by_category,
-        by_folder=dict(sorted(by_folder.items())),
-        timeline=timeline,
-        truncated=truncated,
-        first_at=min((r.created_at for r in results), default=None),
-        last_at=max((r.created_at for r in results), default=None),
-        recent=recent,
-    )
-
-
-def _all_results(ledger: Ledger) -> tuple[list[StoredResult], bool]:
-    out: list[StoredResult] = []
-    while len(out) < MAX_OVERVIEW_RESULTS:
-        page = ledger.results(limit=_PAGE, offset=len(out))
-        out.extend(page)
-        if len(page) < _PAGE:
-            return out, False
-    return out, True
-
-
-# --------------------------------------------------------------------------- SVG
-
-
-@dataclass(frozen=True)
-class Trace:
-    """One curve of a spectrum plot: values on the plot's wavenumbers (NaN where not measured)."""
-
-    name: str
-    values: npt.NDArray[np.floating[Any]]
-    colour: str
-    width: float = 1.2
-
-
-def _scaled(values: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
-    y = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(y)
-    if not finite.any():
-        return y
-    lo, hi = float(np.min(y[finite])), float(np.max(y[finite]))
-    return (y - lo) / (hi - lo) if hi > lo else np.where(finite, 0.5, np.nan)
-
-
-def spectrum_svg(
-    wavenumbers: npt.NDArray[np.floating[Any]],
-    traces: Sequence[Trace],
-    *,
-    title: str,
-    y_label: str,
-    descending: bool = True,
-    width: int = 680,
-    height: int = 230,
-) -> str:
-    """Curves over a wavenumber axis as an inline SVG, each scaled to its own range (shapes compare).
-
-    NaN points break a curve. ``descending`` draws high wavenumbers on the left, as
-    infrared spectra are read.
-
-    >>> curve = Trace("q", np.array([0.0, 1.0, np.nan]), "#111")
-    >>> svg = spectrum_svg(np.array([400.0, 2000.0, 4000.0]), [curve], title="<q>", y_label="A")
-    >>> "<polyline" in svg and "&lt;q&gt;" in svg and "<q>" not in svg
-    True
-    """
-    x = np.asarray(wavenumbers, dtype=np.float64)
-    left, right, top, bottom = 46, 12, 10, 34
-    plot_w, plot_h = width - left - right, height - top - bottom
-    lo, hi = float(x.min()), float(x.max())
-    span = hi - lo or 1.0
-
-    def px(w: float) -> float:
-        fraction = (hi - w) / span if descending else (w - lo) / span
-        return left + fraction * plot_w
-
-    def py(v: float) -> float:
-        return top + (1.0 - v) * plot_h
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-        f'height="{height}" role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>',
-        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#d0d7de"/>',
-    ]
-    step = 500.0 if span > 1500 else 100.0
-    tick = math.ceil(lo / step) * step
-    while tick <= hi:
-        tx = px(tick)
-        parts.append(
-            f'<line x1="{tx:.1f}" y1="{top}" x2="{tx:.1f}" y2="{top + plot_h}" stroke="#eef1f4"/>'
-            f'<text x="{tx:.1f}" y="{top + plot_h + 14}" text-anchor="middle">{tick:.0f}</text>'
-        )
-        tick += step
-    parts.append(
-        f'<text x="{left + plot_w / 2:.0f}" y="{height - 4}" text-anchor="middle">wavenumber / cm⁻¹</text>'
-        f'<text transform="translate(12 {top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">'
-        f"{escape(y_label)}</text>"
-    )
-    thin = max(1, math.ceil(x.size / _MAX_POINTS))
-    for trace in traces:
-        y = _scaled(trace.values)
-        keep = np.arange(0, x.size, thin)
-        segment: list[str] = []
-        segments: list[list[str]] = []
-        for i in keep:
-            if np.isfinite(y[i]):
-                segment.append(f"{px(float(x[i])):.1f},{py(float(y[i])):.1f}")
-            elif segment:
-                segments.append(segment)
-                segment = []
-        if segment:
-            segments.append(segment)
-        for points in segments:
-            parts.append(
-                f'<polyline fill="none" stroke="{escape(trace.colour)}" stroke-width="{trace.width}" '
-                f'stroke-linejoin="round" points="{" ".join(points)}">'
-                f"<title>{escape(trace.name)}</title></polyline>"
-            )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _bar_svg(rows: Sequence[tuple[str, int, str]], *, title: str, width: int = 560) -> str:
-    """Horizontal bars: (label, count, colour) per row."""
-    row_h, label_w, count_w = 22, 130, 60
-    height = row_h * len(rows) + 8
-    top = max((count for _, count, _ in rows), default=0) or 1
-    bar_w = width - label_w - count_w
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-        f'height="{height}" role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>'
-    ]
-    for i, (label, count, colour) in enumerate(rows):
-        y = 4 + i * row_h
-        length = max(1.0, bar_w * count / top)
-        parts.append(
-            f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{escape(label)}</text>'
-            f'<rect x="{label_w}" y="{y + 3}" width="{length:.1f}" height="{row_h - 6}" fill="{colour}">'
-            f"<title>{escape(label)}: {count}</title></rect>"
-            f'<text x="{label_w + length + 5:.1f}" y="{y + 15}">{count}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _timeline_svg(timeline: Timeline, *, width: int = 720, height: int = 190) -> str:
-    """Stacked columns per time bucket: known, unknown, low quality."""
-    left, right, top, bottom = 40, 10, 10, 30
-    plot_w, plot_h = width - left - right, height - top - bottom
-    n = len(timeline.counts)
-    peak = max((sum(c.values()) for c in timeline.counts), default=0) or 1
-    unit = "hour" if timeline.bucket_seconds == 3600 else "day"
-    fmt = "%m-%d %H:00" if unit == "hour" else "%Y-%m-%d"
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-        f'height="{height}" role="img" aria-label="spectra classified per {unit}">'
-        f"<title>spectra classified per {unit}</title>",
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#8c959f"/>',
-        f'<text x="{left - 6}" y="{top + 9}" text-anchor="end">{peak}</text>'
-        f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end">0</text>',
-    ]
-    slot = plot_w / max(n, 1)
-    bar = min(slot * 0.8, 40.0)
-    for i, (start, counts) in enumerate(zip(timeline.starts, timeline.counts, strict=True)):
-        x = left + (i + 0.5) * slot - bar / 2
-        base = float(top + plot_h)
-        label = _utc(start, fmt)
-        summary = ", ".join(f"{counts.get(s, 0)} {s.replace('_', ' ')}" for s in _STATUS_COLOURS)
-        for status, colour in _STATUS_COLOURS.items():
-            count = counts.get(status, 0)
-            if not count:
-                continue
-            h = plot_h * count / peak
-            base -= h
-            parts.append(
-                f'<rect x="{x:.1f}" y="{base:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{colour}">'
-                f"<title>{escape(label)}: {escape(summary)}</title></rect>"
-            )
-    for i in sorted({0, n // 2, n - 1}) if n else []:
-        anchor = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
-        tx = left if anchor == "start" else left + plot_w if anchor == "end" else left + (i + 0.5) * slot
-        parts.append(
-            f'<text x="{tx:.1f}" y="{height - 8}" text-anchor="{anchor}">'
-            f"{escape(_utc(timeline.starts[i], fmt))}</text>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _legend() -> str:
-    return " ".join(
-        f'<svg width="12" height="12" viewBox="0 0 12 12" aria-hidden="true"><rect width="12" height="12" '
-        f'fill="{colour}"/></svg> {escape(status.replace("_", " "))}'
-        for status, colour in _STATUS_COLOURS.items()
-    )
-
-
-def _swatch(colour: str, *, thick: bool = False) -> str:
-    return (
-        '<svg width="22" height="10" viewBox="0 0 22 10" aria-hidden="true">'
-        '<line x1="1" y1="5" x2="21" y2="5" '
-        f'stroke="{colour}" stroke-width="{3 if thick else 2}"/></svg>'
-    )
 
 
 # --------------------------------------------------------------------------- pages
@@ -589,7 +256,7 @@ def _card(key: str, value: str, *, note: str = "") -> str:
 
 def _overview(ctx: _Context, request: Request) -> Response:
     now = ctx.clock()
-    results, truncated = _all_results(ctx.ledger)
+    results, truncated = all_results(ctx.ledger)
     summary = summarise(results, inboxes=list(ctx.inboxes()), now=now, truncated=truncated)
     model = ctx.models.get()
     library = model.library
@@ -639,7 +306,7 @@ def _overview(ctx: _Context, request: Request) -> Response:
     )
     ready = all_checks_pass(checks)
     bars = [
-        (category, count, _STATUS_COLOURS.get(category, _STATUS_COLOURS["known"]))
+        (category, count, STATUS_COLOURS.get(category, STATUS_COLOURS["known"]))
         for category, count in summary.by_category.most_common(24)
     ]
     category_rows = "".join(
@@ -661,7 +328,7 @@ def _overview(ctx: _Context, request: Request) -> Response:
         for folder, counts in summary.by_folder.items()
     )
     span = (
-        f"from {escape(_utc(summary.first_at))} to {escape(_utc(summary.last_at))}"
+        f"from {escape(utc(summary.first_at))} to {escape(utc(summary.last_at))}"
         if summary.first_at is not None and summary.last_at is not None
         else "no results yet"
     )
@@ -679,12 +346,12 @@ def _overview(ctx: _Context, request: Request) -> Response:
 <h2>Particles per polymer</h2>
 <p class="small muted">All results, {span}. Unknown and low-quality spectra are counted by status.</p>
 <div class="split">
-{_bar_svg(bars, title="particles per polymer") if bars else '<p class="muted">No results yet.</p>'}
+{bar_svg(bars, title="particles per polymer") if bars else '<p class="muted">No results yet.</p>'}
 <table><tr><th>polymer or status</th><th class="n">particles</th><th class="n">share</th></tr>
 {category_rows}</table></div>
 <h2>Over time (per {unit}, UTC)</h2>
-{_timeline_svg(summary.timeline) if summary.timeline.counts else '<p class="muted">No results yet.</p>'}
-<p class="small">{_legend()}</p>
+{timeline_svg(summary.timeline) if summary.timeline.counts else '<p class="muted">No results yet.</p>'}
+<p class="small">{status_legend()}</p>
 <h2>Per sample folder</h2>
 <table><tr><th>sample folder</th><th class="n">particles</th><th class="n">unknown</th>
 <th class="n">low quality</th><th>polymers</th></tr>
@@ -759,11 +426,13 @@ def _plots(
     descending = query.technique != "raman"
     names = ["this spectrum", *(f"hit {i + 1}: {h.label} (r = {h.r})" for i, (h, _) in enumerate(hits))]
     legend = (
-        f'<p class="small">{_swatch(_QUERY_COLOUR, thick=True)} this spectrum '
-        + " ".join(f"{_swatch(_HIT_COLOURS[i])} {i + 1} {escape(h.label)}" for i, (h, _) in enumerate(hits))
+        f'<p class="small">{line_swatch(QUERY_COLOUR, thick=True)} this spectrum '
+        + " ".join(
+            f"{line_swatch(HIT_COLOURS[i])} {i + 1} {escape(h.label)}" for i, (h, _) in enumerate(hits)
+        )
         + "</p>"
     )
-    colours = [_QUERY_COLOUR, *_HIT_COLOURS]
+    colours = [QUERY_COLOUR, *HIT_COLOURS]
 
     def traces(rows: npt.NDArray[np.float32]) -> list[Trace]:
         out = [Trace(names[i], rows[i], colours[i], 1.4) for i in range(1, len(names))]
@@ -793,7 +462,7 @@ def _plots(
 def _hit_table(hits: Sequence[_HitRef], plotted: set[int | None]) -> str:
     rows = []
     for i, hit in enumerate(hits):
-        swatch = _swatch(_HIT_COLOURS[i]) if i < len(_HIT_COLOURS) and hit.ref_id in plotted else ""
+        swatch = line_swatch(HIT_COLOURS[i]) if i < len(HIT_COLOURS) and hit.ref_id in plotted else ""
         r = f"{hit.r:.3f}" if hit.r is not None else "–"
         rows.append(
             f"<tr><td>{swatch} {i + 1}</td><td><strong>{escape(hit.label)}</strong></td>"
@@ -884,7 +553,7 @@ def _review_card(
 <h3>{escape(name)} <span class="muted small">spectrum {result.spectrum_index} · result {result.id}</span></h3>
 <div class="path">{escape(result.source_path)}</div>
 <p class="small">{escape(result.status)} · {" · ".join(facts) or "no candidate"} ·
-classified {escape(_utc(result.created_at))} by model {escape(result.model_version)}</p>
+classified {escape(utc(result.created_at))} by model {escape(result.model_version)}</p>
 <div class="grid"><div>{plot}</div>
 <div>{_hit_table(hits[:PLOTTED_HITS], {h.ref_id for h, _ in plotted_hits})}{missing_note}
 {_quality(payload)}{_aging(payload)}</div></div>
@@ -967,7 +636,7 @@ def _library(ctx: _Context, request: Request) -> Response:
         f'<tr><td><strong>{escape(label)}</strong></td><td class="n">{count}</td></tr>'
         for label, count in classes.items()
     )
-    bars = [(label, count, _STATUS_COLOURS["known"]) for label, count in list(classes.items())[:30]]
+    bars = [(label, count, STATUS_COLOURS["known"]) for label, count in list(classes.items())[:30]]
     version_rows = []
     for v in reversed(log):
         current = v.version == library.version
@@ -991,7 +660,7 @@ def _library(ctx: _Context, request: Request) -> Response:
 {_card("classes", escape(len(classes)))}{_card("model", escape(model.version))}</div>
 <p class="path">{escape(ctx.library_dir())}</p>
 <h2>Classes</h2>
-<div class="split">{_bar_svg(bars, title="references per class") if bars else ""}
+<div class="split">{bar_svg(bars, title="references per class") if bars else ""}
 <table><tr><th>label</th><th class="n">references</th></tr>{class_rows}</table></div>
 <h2>Version history</h2>
 <p class="small muted">A rollback makes an old version's content current again as a new version;

@@ -27,7 +27,9 @@ import numpy as np
 import pytest
 
 from daemon.config import load_config
-from daemon.console import CONTENT_SECURITY_POLICY, Trace, sample_folder, spectrum_svg, time_buckets
+from daemon.console import CONTENT_SECURITY_POLICY
+from daemon.console_charts import Trace, spectrum_svg
+from daemon.console_summary import sample_folder, time_buckets
 from daemon.ledger import ResultStatus
 from daemon.service import Daemon
 from engine.evaluate import library_from_sources, load_source
