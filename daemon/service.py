@@ -63,6 +63,11 @@ TICK_SECONDS = 0.05
 #: The shortest pause between turns, when a file becomes ready sooner than the next tick.
 MIN_PAUSE_SECONDS = 0.01
 
+#: Stable files admitted per inbox per turn. A burst (or the catch-up after a long stop)
+#: is hashed and queued a slice at a time, so the worker starts at once and the loop's
+#: heartbeat, retries and result files keep going.
+ADMIT_PER_TURN = 256
+
 #: How often the main loop checks whether the library changed on disk (a CLI rollback).
 LIBRARY_SYNC_SECONDS = 1.0
 
@@ -309,7 +314,7 @@ class Daemon:
             self.reload_config()
         now = self.clock()
         for watcher in self.watchers.values():
-            self.admit(watcher.poll_ready(), now=now)
+            self.admit(watcher.poll_ready(limit=ADMIT_PER_TURN), now=now)
         for record in self.ledger.due_retries(now=now):
             self._retry(Path(record.path), now=now)
         self._fill_queue(now)

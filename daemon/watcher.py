@@ -38,6 +38,7 @@ True
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import logging
 import os
 import re
@@ -46,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path, PurePath
 from types import TracebackType
 from typing import ClassVar, NamedTuple, Self
@@ -135,8 +137,8 @@ class StabilityTracker:
             self._tracking[path] = _Observation(size=size, mtime=mtime, since=now)
         return True
 
-    def ready(self, now: float) -> list[FileStat]:
-        """Files that have content and have been quiet long enough, quietest first.
+    def ready(self, now: float, *, limit: int | None = None) -> list[FileStat]:
+        """Files that have content and have been quiet long enough, quietest first (at most ``limit``).
 
         Ready files stay tracked until :meth:`settle` or :meth:`forget`.
         """
@@ -145,7 +147,8 @@ class StabilityTracker:
             for path, observation in self._tracking.items()
             if observation.size > 0 and now - observation.since >= self.quiet_seconds
         ]
-        quiet.sort(key=lambda entry: (entry[0], entry[1]))
+        order = itemgetter(0, 1)  # since, then path
+        quiet = sorted(quiet, key=order) if limit is None else heapq.nsmallest(limit, quiet, key=order)
         return [FileStat(path, observation.size, observation.mtime) for _, path, observation in quiet]
 
     def next_ready_at(self) -> float | None:
@@ -602,7 +605,7 @@ class InboxWatcher:
         with self._lock:
             self._tracker.forget(path, recursive=recursive)
 
-    def poll_ready(self, now: float | None = None) -> list[FileStat]:
+    def poll_ready(self, now: float | None = None, *, limit: int | None = None) -> list[FileStat]:
         """Drain the files that are stable, each exactly once per content change.
 
         Each ready file is stat'ed again before it is handed on: a file that changed
@@ -610,10 +613,12 @@ class InboxWatcher:
 
         Args:
             now: the current time on the watcher's clock (read from it when None).
+            limit: look at most at this many ready files, the quietest; the others wait
+                for the next call.
         """
         moment = self._clock() if now is None else now
         with self._lock:
-            candidates = self._tracker.ready(moment)
+            candidates = self._tracker.ready(moment, limit=limit)
         handed_on: list[FileStat] = []
         for candidate in candidates:
             current = stat_candidate(candidate.path, root=self.root, file_filter=self.file_filter)

@@ -404,8 +404,13 @@ class TestBadInput:
 
 class TestRestart:
     def test_catch_up_after_a_stop(
-        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+        self,
+        make_daemon: Callable[..., Running],
+        tmp_path: Path,
+        particles: list[str],
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
+        monkeypatch.setattr("daemon.service.ADMIT_PER_TURN", 16)  # the 100 are admitted over several turns
         inbox = tmp_path / "inbox"
         with make_daemon() as d:
             for i in range(10):

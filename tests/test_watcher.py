@@ -363,6 +363,18 @@ class TestPollReady:
         clock.advance(10.0)
         assert watcher.poll_ready() == []
 
+    def test_poll_hands_on_at_most_limit_files_quietest_first(self, inbox: Path, clock: FakeClock) -> None:
+        watcher = InboxWatcher(inbox, quiet_seconds=1.0, clock=clock)
+        for name in ("old.spa", "new.spa"):
+            (inbox / name).write_bytes(b"x" * 10)
+            watcher.accept(inbox / name)
+            clock.advance(0.5)
+        clock.advance(1.0)
+        assert [r.path.name for r in watcher.poll_ready(limit=1)] == ["old.spa"]
+        assert watcher.seconds_to_next_ready() == 0.0  # the other one is ready and waits its turn
+        assert [r.path.name for r in watcher.poll_ready(limit=1)] == ["new.spa"]
+        assert watcher.poll_ready(limit=1) == []
+
     def test_poll_restats_before_handing_on(self, inbox: Path, clock: FakeClock) -> None:
         watcher = InboxWatcher(inbox, quiet_seconds=1.0, clock=clock)
         growing, vanishing = inbox / "growing.spa", inbox / "vanishing.spa"
