@@ -254,9 +254,9 @@ class LibraryGrowth:
                 logger.debug("review %d not re-checked: %s", review.result.id, exc)
         if not pairs:
             return 0
-        with self.models.lock:
+        with self.models.lock:  # no aging indices: only the status matters here, and the worker waits
             model = self.models.get()
-            results = model.classify([s for _, s in pairs])
+            results = model.classify([s for _, s in pairs], aging=False)
         resolved = 0
         now = self.clock()
         for (result_id, _), result in zip(pairs, results, strict=True):
