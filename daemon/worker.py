@@ -39,7 +39,7 @@ from engine.model import IdentificationModel, Result, wants_aging
 from engine.spectrum import Spectrum, SpectrumError
 from engine.storage import atomic_write_text
 
-__all__ = ["Classified", "ModelHolder", "Worker", "result_record"]
+__all__ = ["Classified", "ModelHolder", "Worker", "internal_error", "result_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,15 @@ class ModelHolder:
         with self.lock:
             old, self._model = self._model, model
         return old
+
+
+def internal_error(error: BaseException) -> str:
+    """The recorded reason for an unexpected error: a bug costs its file a retry, not the daemon.
+
+    >>> internal_error(ValueError("bad"))
+    'internal error: ValueError: bad'
+    """
+    return f"internal error: {type(error).__name__}: {error}"
 
 
 def result_record(index: int, result: Result) -> ResultRecord:
@@ -129,7 +138,7 @@ class Worker:
         A file the ledger cannot record either (its database failing) stays claimed,
         and the next start recovers it.
         """
-        reason = f"internal error: {type(error).__name__}: {error}"
+        reason = internal_error(error)
         for item in items:
             try:
                 record = self.ledger.file(item.path)
@@ -171,7 +180,7 @@ class Worker:
                 self._fail(item, f"not ready: {outcome.strerror or outcome}")
             elif isinstance(outcome, Exception):
                 logger.error("reading %s failed: %r", item.path, outcome)
-                self._fail(item, f"internal error: {type(outcome).__name__}: {outcome}")
+                self._fail(item, internal_error(outcome))
             elif outcome[0].metadata.get("sha256") not in (None, item.sha256):
                 # The file changed after it was queued; the watcher sees the change and queues it again.
                 logger.info("%s changed while queued; it will be read again", item.path)
@@ -202,7 +211,7 @@ class Worker:
             return one, model.classify(one.spectra, aging=False)
         except Exception as exc:
             logger.exception("classifying %s failed", one.item.path)
-            self._fail(one.item, f"internal error: {type(exc).__name__}: {exc}")
+            self._fail(one.item, internal_error(exc))
             return None
 
     def _add_aging(self, classified: Sequence[Classified]) -> None:
@@ -217,7 +226,7 @@ class Worker:
         for (_, result), outcome in zip(wanted, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 logger.error("aging indices failed for a %s particle: %r", result.label, outcome)
-                outcome = {"error": f"internal error: {type(outcome).__name__}: {outcome}"}
+                outcome = {"error": internal_error(outcome)}
             result.extra["aging"] = outcome
 
     def _record(self, one: _ReadFile, results: Sequence[Result]) -> bool:
@@ -227,7 +236,7 @@ class Worker:
             self.ledger.complete(one.item.sha256, records, now=self.clock())
         except Exception as exc:
             logger.exception("recording results of %s failed", one.item.path)
-            self._fail(one.item, f"internal error: {type(exc).__name__}: {exc}")
+            self._fail(one.item, internal_error(exc))
             return False
         return True
 

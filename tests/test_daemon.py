@@ -295,8 +295,7 @@ class TestBadInput:
         with unstarted(tmp_path, library_dir, model, worker={"helper_processes": 0}) as daemon:
             stats = placed(tmp_path / "inbox", particles[:3])
             daemon.admit(stats, now=time.time())
-            items = [daemon.ledger.claim_next(now=time.time()) for _ in stats]
-            daemon.worker.process([item for item in items if item is not None])
+            daemon.worker.process(daemon.ledger.claim(len(stats), now=time.time()))
             assert done_count(daemon) == 3
             known = [r for r in daemon.ledger.results() if str(r.status) == "known"]
             assert known, "the test needs an identified particle"
