@@ -51,6 +51,8 @@ evaluate: $(VENV)/.installed
 	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
 	    --test "../shared/data/flopp_frond2021@library=FLOPP-e" --loco --out artifacts/evaluate/flopp_only
 	$(BIN)/mpwatch evaluate --study ../shared/data/flopp_frond2021 --out artifacts/evaluate/study
+	$(BIN)/mpwatch evaluate --conventions --test ../shared/data/flopp_frond2021 \
+	    --test ../shared/data/villegas_camacho2024_c8 --out artifacts/evaluate/conventions
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

@@ -168,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a labelled-set folder, or a folder with one subfolder per label (repeatable)",
     )
     p.add_argument("--out", required=True, metavar="LIBDIR", help="library folder to create or extend")
-    p.add_argument("--pipeline", default="default", help="preprocessing pipeline for a new library")
+    p.add_argument(
+        "--pipeline",
+        default=None,
+        help="preprocessing pipeline for a new library (unset: default for IR, raman for Raman spectra)",
+    )
     p.set_defaults(func=cmd_library_build)
     p = lsub.add_parser("info", help="classes, counts, version and provenance")
     p.add_argument("libdir", type=Path)

@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -116,7 +117,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             _print_study(study, title=f"study: {_study_name(source)}")
             for path in written:
                 console.print(str(path))
-    if args.library and args.test:
+    if args.conventions:
+        if not args.test:
+            raise SystemExit(
+                "mpwatch evaluate --conventions: give --test DIR (a labelled set in %T or absorbance)"
+            )
+        try:
+            matrix, written = run_conventions(
+                args.test, out, library_sources=args.library, pipeline=args.pipeline, config=config
+            )
+        except ValueError as exc:
+            raise SystemExit(f"mpwatch evaluate --conventions: {exc}") from exc
+        _print_conventions(matrix)
+        for path in written:
+            console.print(str(path))
+    elif args.library and args.test:
         library = ev.library_from_sources(args.library, pipeline=args.pipeline)
         test = [s for t in args.test for s in ev.load_source(t)]
         pair = " + ".join(args.library) + " -> " + " + ".join(args.test)
@@ -147,8 +162,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             aging = aging_report(folder, out / "aging")
             _print_aging(aging)
             console.print(str(out / "aging" / "aging.png"))
-    if not args.study and not args.aging and not (args.library and args.test):
-        raise SystemExit("mpwatch evaluate: give --library and --test, --study or --aging")
+    if not args.study and not args.aging and not args.conventions and not (args.library and args.test):
+        raise SystemExit(
+            "mpwatch evaluate: give --library and --test, --conventions --test, --study or --aging"
+        )
     return 0
 
 
@@ -179,6 +196,91 @@ def run_study(
         study, out / f"study_{name}.png", out / f"study_{name}_time.png", title=f"study protocol: {name}"
     )
     return study, [json_path, scores, times]
+
+
+def run_conventions(
+    tests: Sequence[str],
+    out: Path,
+    *,
+    library_sources: Sequence[str] | None,
+    pipeline: str | None,
+    config: ModelConfig,
+) -> tuple[dict[str, Any], list[Path]]:
+    """The robustness matrix of ``tests``; writes conventions.json and conventions.png under ``out``.
+
+    The model is the served one on ``library_sources`` (labelled sets as
+    ``DIR[@key=value]``) or, without them, on the bundled library. Each test
+    set is rendered in every convention of :data:`engine.robustness.CONVENTIONS`
+    in a temporary folder, and each rendering identified from its files (see
+    :func:`engine.robustness.conventions_matrix`).
+    """
+    from engine import evaluate as ev
+    from engine import robustness
+
+    if library_sources:
+        library = ev.library_from_sources(library_sources, pipeline=pipeline)
+        library_name = " + ".join(library_sources)
+    else:
+        library = ReferenceLibrary.load(DEFAULT_LIBRARY)
+        library_name = "bundled default library"
+    model = IdentificationModel(library, config)
+    with progress_bar() as bar, tempfile.TemporaryDirectory(prefix="mpwatch-conventions-") as workdir:
+        task = bar.add_task("robustness matrix", total=len(tests) * (len(robustness.CONVENTIONS) + 1))
+        report = robustness.conventions_matrix(
+            model, tests, workdir=workdir, progress=partial(bar.advance, task)
+        )
+    report = {"library": library_name, "test": list(tests), **report}
+    json_path = out / "conventions.json"
+    _write_json(json_path, report)
+    png = robustness.plot_conventions(
+        report, out / "conventions.png", title=f"robustness matrix: {library_name}"
+    )
+    return report, [json_path, png]
+
+
+def _print_conventions(report: dict[str, Any]) -> None:
+    """Rows: native, then each convention; per test set: accuracy, points vs native, closed-set, outcomes."""
+    from engine.robustness import NATIVE, shortfalls
+
+    sets: dict[str, Any] = report["sets"]
+    columns = ["convention"]
+    for name in sets:
+        folder, _, selector = name.partition("@")
+        short = folder.split("_")[0] + (f" {selector.partition('=')[2]}" if selector else "")
+        columns += [f"{short} acc", "Δ pts", "closed", "unk/lq"]
+    table = Table(
+        *columns,
+        title=f"robustness matrix ({report['library']}; acc: known and right; "
+        f"Δ: points vs native; closed: candidate right; unk/lq: unknown / low quality)",
+    )
+    for convention in [NATIVE, *(c["name"] for c in report["conventions"])]:
+        cells = [convention]
+        for test in sets.values():
+            entry = test["scores"][convention]
+            delta = entry.get("delta_points")
+            colour = "" if delta is None or entry["within_tolerance"] else "[red]"
+            cells += [
+                f"{entry['accuracy']:.3f}",
+                "" if delta is None else f"{colour}{delta:+.1f}",
+                f"{entry['closed_set_accuracy']:.3f}",
+                f"{entry['rejected']:.0%}/{entry['low_quality']:.0%}",
+            ]
+        table.add_row(*cells)
+    table.columns[0].no_wrap = True
+    console = Console(width=None if sys.stdout.isatty() else 150)  # a file or pipe gets the whole table
+    console.print(table)
+    for name, test in sets.items():
+        note = f"; {test['subsample']}" if test["subsample"] else ""
+        console.print(
+            f"{name}: {test['n_scored']} of {test['n_rendered']} spectra scored "
+            f"({test['n_skipped']} with a class the library lacks){note}"
+        )
+    missed = shortfalls(report)
+    total = sum(len(test["scores"]) - 1 for test in sets.values())
+    console.print(
+        f"{total - len(missed)} of {total} renderings within {report['tolerance_points']:g} point "
+        f"of native accuracy ({report['seconds']:.0f} s)"
+    )
 
 
 def _study_name(source: str) -> str:
@@ -350,7 +452,10 @@ def add_parsers(sub: Any) -> None:
         "--loco", action="store_true", help="also run leave-one-class-out on the test set (the kNN)"
     )
     p.add_argument(
-        "--pipeline", default="default", help="preprocessing pipeline of the library (default, openspecy)"
+        "--pipeline",
+        default=None,
+        help="preprocessing pipeline of the library (default, openspecy, baseline, raman; "
+        "unset: default for IR, raman for Raman)",
     )
     p.add_argument("--study", action="append", metavar="DIR", help="the KWR study protocol on a labelled set")
     p.add_argument(
@@ -365,6 +470,13 @@ def add_parsers(sub: Any) -> None:
         action="append",
         metavar="DIR",
         help="carbonyl index distributions, pristine vs environmental (meta.csv 'library')",
+    )
+    p.add_argument(
+        "--conventions",
+        action="store_true",
+        help="the robustness matrix: each --test set rendered as instrument files in every convention "
+        "labs use (%%T, T, absorbance, headers, decimal comma, range cuts, resolutions), identified and "
+        "scored against the native form; the model is the bundled library's unless --library",
     )
     p.add_argument("--out", default="artifacts/evaluate", help="folder for the PNG and JSON reports")
     p.set_defaults(func=cmd_evaluate)

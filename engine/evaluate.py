@@ -72,18 +72,20 @@ Progress = Callable[[int], None] | None
 
 
 def load_source(source: str | Path) -> list[Spectrum]:
-    """Every spectrum of ``DIR`` or ``DIR@key=value`` (rows whose meta ``key`` equals ``value``)."""
+    """Every spectrum of ``DIR``, ``DIR@key=value`` (rows whose meta ``key`` equals ``value``) or
+    ``DIR@key!=value`` (the other rows)."""
     text = str(source)
     path, _, selector = text.partition("@")
     spectra = read_spectra(path)
     if not selector:
         return spectra
-    key, sep, value = selector.partition("=")
+    negate = "!=" in selector
+    key, sep, value = selector.partition("!=" if negate else "=")
     if not sep:
-        raise ValueError(f"selector {selector!r} must be key=value")
-    chosen = [s for s in spectra if str(s.metadata.get(key, "")) == value]
+        raise ValueError(f"selector {selector!r} must be key=value or key!=value")
+    chosen = [s for s in spectra if (str(s.metadata.get(key, "")) == value) != negate]
     if not chosen:
-        raise ValueError(f"{text}: no spectrum has {key}={value}")
+        raise ValueError(f"{text}: no spectrum has {key}{sep}{value}")
     return chosen
 
 
@@ -91,7 +93,7 @@ def _truth(s: Spectrum) -> str:
     return scoring_label(str(s.metadata["label"]))
 
 
-def library_from_sources(sources: Sequence[str | Path], *, pipeline: str = "default") -> ReferenceLibrary:
+def library_from_sources(sources: Sequence[str | Path], *, pipeline: str | None = None) -> ReferenceLibrary:
     """An in-memory library from labelled sources."""
     lib = ReferenceLibrary.empty(pipeline)
     for source in sources:

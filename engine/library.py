@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.conventions import TECHNIQUES, measured_range, resolve_all
 from engine.io import read_spectra
 from engine.io.labelled_set import is_labelled_set
 from engine.labels import canonical_label
@@ -58,7 +59,10 @@ from engine.spectrum import Spectrum, SpectrumError
 from engine.storage import atomic_write_bytes, atomic_write_text
 
 __all__ = [
+    "DEFAULT_LIBRARIES",
     "DEFAULT_LIBRARY",
+    "DEFAULT_RAMAN_LIBRARY",
+    "PIPELINE_FOR_TECHNIQUE",
     "LibraryError",
     "ReferenceLibrary",
     "VersionInfo",
@@ -71,6 +75,13 @@ logger = logging.getLogger(__name__)
 
 #: The library shipped inside the package (Open Specy FTIR references, see its ATTRIBUTION.md).
 DEFAULT_LIBRARY = Path(__file__).parent / "data" / "default_library"
+#: The Raman library shipped beside it (Open Specy Raman polymer references).
+DEFAULT_RAMAN_LIBRARY = Path(__file__).parent / "data" / "default_raman_library"
+#: The bundled library of each technique.
+DEFAULT_LIBRARIES = {"ir": DEFAULT_LIBRARY, "raman": DEFAULT_RAMAN_LIBRARY}
+
+#: The preprocessing a new library of each technique gets unless told otherwise.
+PIPELINE_FOR_TECHNIQUE = {"ir": "default", "raman": "raman"}
 
 HEAD = "HEAD.json"
 VERSIONS = "versions"
@@ -137,9 +148,27 @@ class ReferenceLibrary:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def empty(cls, pipeline: str = "default", *, grid: Sequence[float] | None = None) -> ReferenceLibrary:
-        """A library with no references, preprocessing with the named pipeline."""
-        spec = {"name": pipeline, "grid": list(grid) if grid else None}
+    def empty(
+        cls,
+        pipeline: str | None = None,
+        *,
+        grid: Sequence[float] | None = None,
+        technique: str | None = None,
+    ) -> ReferenceLibrary:
+        """A library with no references, preprocessing with the named pipeline.
+
+        A library holds one technique. With ``technique`` unset it is taken from the
+        first spectra added; with ``pipeline`` unset it follows the technique
+        (``raman`` for Raman, else ``default``).
+        """
+        if technique is not None and technique not in TECHNIQUES:
+            raise LibraryError(f"technique must be one of {', '.join(TECHNIQUES)}, got {technique!r}")
+        name = pipeline or PIPELINE_FOR_TECHNIQUE.get(technique or "ir", "default")
+        spec: dict[str, Any] = {"name": name, "grid": list(grid) if grid else None}
+        if technique is not None:
+            spec["technique"] = technique
+        elif pipeline is None:
+            spec["pipeline_by_technique"] = True  # settled by the first spectra added
         lib = cls(pipeline_spec=spec)
         lib.preprocessed = np.zeros((0, lib.grid.wavenumbers.size), np.float32)
         return lib
@@ -153,6 +182,29 @@ class ReferenceLibrary:
     @property
     def grid(self) -> Any:
         return pipeline_grid(self.pipeline)
+
+    @property
+    def technique(self) -> str:
+        """``ir`` or ``raman``: what the library was built with (libraries from before this was
+        recorded: what most of its references are)."""
+        recorded = self.pipeline_spec.get("technique")
+        if recorded:
+            return str(recorded)
+        counts = Counter(e["technique"] for e in self.entries if e.get("technique") in TECHNIQUES)
+        if counts:
+            return str(counts.most_common(1)[0][0])
+        return "raman" if self.pipeline_spec.get("name") == "raman" else "ir"
+
+    def span(self) -> tuple[float, float]:
+        """The (low, high) cm-1 window most references measured: the grid, narrowed to the
+        median start and the median end of the references."""
+        grid = self.grid.wavenumbers
+        if not self.measured:
+            return float(grid[0]), float(grid[-1])
+        ranges = np.array([measured_range(s) for s in self.measured])
+        low = max(float(grid[0]), float(np.median(ranges[:, 0])))
+        high = min(float(grid[-1]), float(np.median(ranges[:, 1])))
+        return (low, high) if low < high else (float(grid[0]), float(grid[-1]))
 
     # -- contents -----------------------------------------------------------------------------
 
@@ -195,6 +247,7 @@ class ReferenceLibrary:
             raise ValueError(f"{len(spectra)} spectra but {len(labels)} labels")
         if not spectra:
             return np.zeros(0, np.int64)
+        spectra = self._of_one_technique(resolve_all(spectra))
         features = transform(self.pipeline, spectra)
         start = max(self.next_ref_id, max((e["ref_id"] for e in self.entries), default=0) + 1)
         ids = np.arange(start, start + len(spectra), dtype=np.int64)
@@ -218,6 +271,51 @@ class ReferenceLibrary:
         self.measured.extend(spectra)
         self.preprocessed = np.vstack([self.preprocessed, features])
         return ids
+
+    def _of_one_technique(self, spectra: list[Spectrum]) -> list[Spectrum]:
+        """``spectra`` when they are of this library's technique (recording it on first use)."""
+        kinds = Counter(str(s.technique) for s in spectra)
+        by_technique = self.pipeline_spec.pop("pipeline_by_technique", False)
+        if "technique" not in self.pipeline_spec and not self.entries:
+            technique = kinds.most_common(1)[0][0]
+            self.pipeline_spec["technique"] = technique
+            if by_technique:
+                self.pipeline_spec["name"] = PIPELINE_FOR_TECHNIQUE.get(technique, "default")
+                self.preprocessed = np.zeros((0, self.grid.wavenumbers.size), np.float32)
+        foreign = {k: n for k, n in kinds.items() if k != self.technique}
+        if foreign:
+            found = ", ".join(f"{n} {k}" for k, n in foreign.items())
+            raise LibraryError(
+                f"a library holds one technique: this one is {self.technique}, but {found} "
+                "spectra were given (build a library of their own for them)"
+            )
+        return spectra
+
+    def restricted(self, low: float, high: float, *, min_coverage: float = 0.5) -> ReferenceLibrary:
+        """The library cut to ``low``-``high`` cm-1: preprocessed again on a grid over that window.
+
+        References that measured less than ``min_coverage`` of the window are left out.
+        Reference ids, entries and the version stay those of this library, so hits
+        point at the same references.
+        """
+        step = float(self.grid.step)
+        spec = {**self.pipeline_spec, "grid": [float(low), float(high), step], "technique": self.technique}
+        rows = []
+        for i, s in enumerate(self.measured):
+            a, b = measured_range(s)
+            if min(b, high) - max(a, low) >= min_coverage * (high - low):
+                rows.append(i)
+        view = ReferenceLibrary(
+            pipeline_spec=spec,
+            entries=[self.entries[i] for i in rows],
+            measured=[self.measured[i] for i in rows],
+            version=self.version,
+            attribution=self.attribution,
+            next_ref_id=self.next_ref_id,
+        )
+        d = view.grid.wavenumbers.size
+        view.preprocessed = transform(view.pipeline, view.measured) if rows else np.zeros((0, d), np.float32)
+        return view
 
     def remove(self, ref_ids: Iterable[int]) -> int:
         """Remove references by id; return how many were removed."""

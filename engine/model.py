@@ -20,7 +20,7 @@ import logging
 import pickle
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +30,10 @@ import numpy.typing as npt
 
 from engine.aging import aging_indices
 from engine.augment import class_seed, synthesize_class
+from engine.conventions import AcquisitionProfile, measured_range, resolve_all
 from engine.library import ReferenceLibrary
 from engine.openset import QualityGate, RejectCalibrator, pearson_rows
+from engine.ranges import RangeModelCache, route
 from engine.spectrum import Spectrum
 from engine.storage import atomic_write_bytes
 from engine.subknn import SubspaceKNN
@@ -45,6 +47,7 @@ __all__ = [
     "IdentificationModel",
     "ModelConfig",
     "Result",
+    "conventions_of",
     "subspace_knn",
     "wants_aging",
 ]
@@ -78,6 +81,8 @@ class ModelConfig:
     #: (``(1 - cnn_weight) * subknn + cnn_weight * cnn``). Without a CNN only the kNN counts.
     fusion: str = "subknn"
     cnn_weight: float = 0.0
+    #: Range models (the library cut to a partial acquisition range) kept at once.
+    range_models: int = 8
 
 
 FUSIONS = ("subknn", "cnn", "weighted")
@@ -133,6 +138,23 @@ class Result:
         return out
 
 
+def conventions_of(s: Spectrum) -> dict[str, Any]:
+    """What a result records of its spectrum's conventions: unit, where it came from, technique, flags."""
+    meta = s.metadata
+    out: dict[str, Any] = {
+        "technique": s.technique,
+        "y_unit": s.y_unit,
+        "y_unit_source": meta.get("y_unit_source"),
+        "y_unit_confidence": meta.get("y_unit_confidence"),
+    }
+    flags = [flag for flag in ("unit_uncertain",) if meta.get(flag)]
+    if flags:
+        out["flags"] = flags
+    if meta.get("warnings"):
+        out["warnings"] = [str(w) for w in meta["warnings"]]
+    return out
+
+
 def wants_aging(result: Result) -> bool:
     """Whether a result gets aging indices: an identified particle (which polymer decides the bands)."""
     return result.status == "known" and result.label is not None
@@ -141,13 +163,23 @@ def wants_aging(result: Result) -> bool:
 class IdentificationModel:
     """Library + subspace-kNN ensemble + quality gate + reject calibration."""
 
-    def __init__(self, library: ReferenceLibrary, config: ModelConfig | None = None) -> None:
+    def __init__(
+        self,
+        library: ReferenceLibrary,
+        config: ModelConfig | None = None,
+        *,
+        window: tuple[float, float] | None = None,
+    ) -> None:
         self.library = library
         self.config = config or ModelConfig()
         self.pipeline = library.pipeline
         self.gate = QualityGate()
         self.revision = 0
+        #: The acquisition range this model was cut to (None: the library's whole window).
+        self.window = window
         self.cnn_: PolarCNN | None = None
+        #: Models of other techniques' libraries, which get the spectra of their technique.
+        self.companions: dict[str, IdentificationModel] = {}
         if self.config.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.config.fusion!r}")
         if not 0.0 <= self.config.cnn_weight <= 1.0:
@@ -158,12 +190,39 @@ class IdentificationModel:
         """Serve ``cnn`` as the second member (``None`` removes it); ``config.fusion`` says how it votes."""
         self.cnn_ = cnn
 
+    @property
+    def technique(self) -> str:
+        """The technique of this model's library: ``ir`` or ``raman``."""
+        return str(self.library.technique)
+
+    def attach(self, companion: IdentificationModel) -> None:
+        """Send spectra of ``companion``'s technique to it (e.g. a Raman model beside an IR one)."""
+        if companion.technique == self.technique:
+            raise ValueError(f"a companion must be of another technique than {self.technique}")
+        self.companions[companion.technique] = companion
+
+    def model_for(self, technique: str | None) -> IdentificationModel | None:
+        """The model that identifies spectra of ``technique``: this one or a companion."""
+        if technique is None or technique == self.technique:
+            return self
+        return self.companions.get(technique)
+
     # -- building -----------------------------------------------------------------------------
 
     @property
     def version(self) -> str:
-        """Library version and model revision, e.g. ``lib3.r2``."""
-        return f"lib{self.library.version or 0}.r{self.revision}"
+        """Library version and model revision, e.g. ``lib3.r2``; a range model adds its window."""
+        version = f"lib{self.library.version or 0}.r{self.revision}"
+        if self.window is not None:
+            version += f"@{self.window[0]:g}-{self.window[1]:g}"
+        return version
+
+    def _range_model(self, window: tuple[float, float]) -> IdentificationModel:
+        """This model's library cut to ``window``, with its own synthetic spectra and thresholds."""
+        config = replace(self.config, fusion="subknn")
+        model = IdentificationModel(self.library.restricted(*window), config, window=window)
+        model.revision = self.revision
+        return model
 
     def _build(self) -> None:
         cfg = self.config
@@ -184,12 +243,20 @@ class IdentificationModel:
             quantile=cfg.reject_quantile, margin=cfg.reject_margin, min_vote=cfg.min_vote, r_floor=cfg.r_floor
         ).fit(X, labels)
         self._next_synthetic = SYNTHETIC_ID_BASE + len(sids)
+        self._reset_ranges()
         logger.info(
             "model %s built in %.2f s: %d references, %d synthetic",
             self.version,
             time.perf_counter() - started,
             len(X),
             len(sids),
+        )
+
+    def _reset_ranges(self) -> None:
+        """Forget the range models and measure the library's span again (after any library change)."""
+        self.span_ = self.library.span()
+        self.ranges_: RangeModelCache[IdentificationModel] = RangeModelCache(
+            self._range_model, capacity=self.config.range_models
         )
 
     def training_set(self) -> tuple[npt.NDArray[np.float32], list[str]]:
@@ -254,6 +321,7 @@ class IdentificationModel:
             self.library.preprocessed[np.asarray(self.library.labels) == canonical], canonical
         )
         self.revision += 1
+        self._reset_ranges()
         return ids
 
     def remove_references(self, ref_ids: Sequence[int]) -> int:
@@ -277,6 +345,7 @@ class IdentificationModel:
             else:
                 self.calibrator_.drop_class(label)
         self.revision += 1
+        self._reset_ranges()
         return removed
 
     # -- classification -----------------------------------------------------------------------
@@ -293,14 +362,77 @@ class IdentificationModel:
                 grid_rows = np.asarray(X, dtype=np.float32)
         return grid_rows, np.asarray(X, dtype=np.float32)
 
-    def classify(self, spectra: Sequence[Spectrum], *, aging: bool = True) -> list[Result]:
+    def classify(
+        self,
+        spectra: Sequence[Spectrum],
+        *,
+        aging: bool = True,
+        profile: AcquisitionProfile | None = None,
+    ) -> list[Result]:
         """Identify a batch of spectra; one :class:`Result` per spectrum, in order.
 
-        With ``aging`` (the default) every result that :func:`wants_aging` gets
-        ``extra["aging"]``; the daemon passes False and computes them in its helpers.
+        Each spectrum's technique and y unit are settled first (:mod:`engine.conventions`;
+        ``profile`` states what an inbox knows), then it goes to the model for its
+        technique and acquisition range (:mod:`engine.ranges`). With ``aging`` (the
+        default) every result that :func:`wants_aging` gets ``extra["aging"]``; the
+        daemon passes False and computes them in its helpers.
         """
         if not spectra:
             return []
+        resolved = resolve_all(spectra, profile=profile)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, s in enumerate(resolved):
+            groups.setdefault(self._route(s), []).append(i)
+        results: list[Result | None] = [None] * len(resolved)
+        for key, rows in groups.items():
+            batch = [resolved[i] for i in rows]
+            for i, routed in zip(rows, self._classify_routed(key, batch, aging=aging), strict=True):
+                routed.extra.update(conventions_of(resolved[i]))
+                results[i] = routed
+        return [r for r in results if r is not None]
+
+    def _route(self, s: Spectrum) -> tuple[Any, ...]:
+        if s.technique != self.technique:
+            return ("technique", s.technique)
+        grid = self.library.grid
+        to = route(measured_range(s), span=self.span_, step=float(grid.step), grid=(grid.start, grid.stop))
+        if to.kind == "range" and self.window is None:
+            return ("range", to.window)
+        if to.kind == "narrow":
+            return ("narrow", to.overlap)
+        return ("full",)
+
+    def _classify_routed(self, key: tuple[Any, ...], batch: list[Spectrum], *, aging: bool) -> list[Result]:
+        kind = key[0]
+        if kind == "full":
+            return self._classify_here(batch, aging=aging)
+        if kind == "range":
+            results = self.ranges_.get(key[1])._classify_here(batch, aging=aging)
+            for result in results:
+                result.extra["range"] = list(key[1])
+            return results
+        if kind == "narrow":
+            return [self._narrow(key[1]) for _ in batch]
+        companion = self.model_for(key[1])
+        if companion is None:
+            return [self._no_library(str(key[1])) for _ in batch]
+        return companion.classify(batch, aging=aging)
+
+    def _narrow(self, overlap: tuple[float, float]) -> Result:
+        quality = {"flags": ["narrow_range"], "snr": 0.0, "coverage": 0.0, "n_spikes": 0}
+        quality["overlap"] = list(overlap)
+        return Result("low_quality", None, None, 0.0, [], [], quality, None, self.version)
+
+    def _no_library(self, technique: str) -> Result:
+        quality = {"flags": [], "snr": 0.0, "coverage": 0.0, "n_spikes": 0}
+        result = Result("unknown", None, None, 0.0, [], [], quality, None, self.version)
+        result.extra["reason"] = (
+            f"no {technique} library is loaded; the {self.technique} library cannot judge it"
+        )
+        return result
+
+    def _classify_here(self, spectra: Sequence[Spectrum], *, aging: bool) -> list[Result]:
+        """Identify spectra with this model alone (technique, unit and range already settled)."""
         grid_rows, X = self.features(spectra)
         proba = self.knn_.predict_proba(X)
         classes = [str(c) for c in self.knn_.classes_]
@@ -462,10 +594,14 @@ class IdentificationModel:
         state = self.__dict__.copy()
         state["hits_"] = faiss.serialize_index(self.hits_)
         state.pop("pipeline", None)
+        state.pop("ranges_", None)  # rebuilt on first sight after loading
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state["hits_"] = faiss.deserialize_index(state["hits_"])
         state.setdefault("cnn_", None)  # models pickled before the CNN member existed
+        state.setdefault("companions", {})
+        state.setdefault("window", None)
         self.__dict__.update(state)
         self.pipeline = self.library.pipeline
+        self._reset_ranges()

@@ -26,7 +26,19 @@ from scipy.ndimage import convolve1d, median_filter
 
 from engine.preprocess import savgol_coefficients
 
-__all__ = ["QualityGate", "QualityReport", "RejectCalibrator", "pearson_rows"]
+__all__ = [
+    "MAX_SNR",
+    "QualityGate",
+    "QualityReport",
+    "RejectCalibrator",
+    "clipped_fraction",
+    "pearson_rows",
+    "signal_to_noise",
+]
+
+
+#: S/N is reported at most this high: a noiseless spectrum is "very clean", never infinite.
+MAX_SNR = 1e6
 
 
 def _noise_and_signal(Y: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -37,6 +49,47 @@ def _noise_and_signal(Y: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float6
     noise = 1.4826 * np.median(np.abs(residual - centre), axis=-1)
     low, high = np.percentile(smooth, [0.5, 99.5], axis=-1)
     return noise, high - low
+
+
+def signal_to_noise(signal: npt.ArrayLike, noise: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """``signal / noise``, always finite: 0 for no signal, :data:`MAX_SNR` at most.
+
+    >>> signal_to_noise([1.0, 0.0, 1.0, 2.0], [0.0, 0.0, 0.5, np.nan]).tolist()
+    [1000000.0, 0.0, 2.0, 0.0]
+    """
+    signal = np.nan_to_num(np.asarray(signal, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    noise = np.nan_to_num(np.asarray(noise, dtype=np.float64), nan=np.inf, posinf=np.inf, neginf=np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(noise > 0, signal / noise, np.where(signal > 0, MAX_SNR, 0.0))
+    return np.clip(np.nan_to_num(ratio, nan=0.0, posinf=MAX_SNR), 0.0, MAX_SNR)
+
+
+def clipped_fraction(
+    segment: npt.NDArray[np.float64], *, tolerance: float, min_run: int
+) -> npt.NDArray[np.float64]:
+    """Per row: the share of points on a flat top, runs of ``min_run`` or more points within
+    ``tolerance`` (a share of the row's range) of the row's maximum.
+
+    A detector or an opaque band clips absorbance at one level, so a saturated band
+    is a plateau at the top; a real band peaks at one point.
+
+    >>> x = np.linspace(-3, 3, 61)
+    >>> peak = np.exp(-x**2)
+    >>> rows = np.vstack([peak, np.minimum(peak, 0.6)])
+    >>> clipped_fraction(rows, tolerance=0.005, min_run=4).round(2).tolist()
+    [0.0, 0.25]
+    """
+    top = segment.max(axis=1, keepdims=True)
+    span = top - segment.min(axis=1, keepdims=True)
+    near = segment >= top - tolerance * np.where(span > 0, span, 1.0)
+    edges = np.diff(np.pad(near.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    out = np.zeros(len(segment))
+    for row in range(len(segment)):
+        starts = np.flatnonzero(edges[row] == 1)
+        ends = np.flatnonzero(edges[row] == -1)
+        runs = ends - starts
+        out[row] = runs[runs >= min_run].sum() / max(segment.shape[1], 1)
+    return out
 
 
 def _groups(rows: Sequence[npt.NDArray[Any]], key: Any) -> dict[Any, list[int]]:
@@ -88,9 +141,13 @@ class QualityGate:
     """Judge a spectrum on the common grid, before identification.
 
     ``row`` is the spectrum in absorbance on the model's grid with NaN where it
-    was not measured (the output of the pipeline's first two steps);
-    ``measured_max_absorbance`` flags saturation (an opaque band reads as
-    zero transmittance, i.e. absorbance at the conversion floor).
+    was not measured (the output of the pipeline's first two steps). Every
+    judgement is relative, as the spectrum's scale is whatever its instrument
+    chose: S/N is a ratio, and a spectrum is ``saturated`` when more than
+    ``saturated_fraction`` of its points sit on a flat top (runs of at least
+    ``plateau_points`` within ``plateau_tolerance`` of the range below the
+    maximum), as an opaque band clipped at zero transmittance or a detector's
+    limit does. Absorbance 100 is no more saturated than absorbance 1.
     """
 
     min_coverage: float = 0.25
@@ -100,7 +157,8 @@ class QualityGate:
     spike_sigma: float = 12.0
     spike_fraction: float = 0.05
     saturated_fraction: float = 0.02
-    saturation_absorbance: float = 3.9
+    plateau_tolerance: float = 0.005
+    plateau_points: int = 4
 
     def assess(self, row: npt.ArrayLike, *, native: npt.ArrayLike | None = None) -> QualityReport:
         """Judge one spectrum; ``native`` are its values on its own axis, for spike counting."""
@@ -126,11 +184,9 @@ class QualityGate:
             index = [usable[j] for j in members]
             segment = _filled_segment(Y[index], np.frombuffer(pattern, dtype=bool))
             noise, signal = _noise_and_signal(segment)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                snr[index] = np.where(noise > 0, signal / noise, np.inf)
-            saturated[index] = (
-                np.mean(segment >= self.saturation_absorbance, axis=1) > self.saturated_fraction
-            )
+            snr[index] = signal_to_noise(signal, noise)
+            clipped = clipped_fraction(segment, tolerance=self.plateau_tolerance, min_run=self.plateau_points)
+            saturated[index] = clipped > self.saturated_fraction
         spikes = np.zeros(len(Y), dtype=int)
         if natives is not None:
             native_rows = [np.asarray(n, dtype=np.float64) for n in natives]

@@ -397,9 +397,23 @@ def _baseline(start: float, stop: float, step: float) -> Pipeline:
     )
 
 
+def _raman(start: float, stop: float, step: float) -> Pipeline:
+    grid: dict[str, Any] = {"start": start, "stop": stop, "step": step}
+    return Pipeline(
+        [
+            ("absorbance", ToAbsorbance()),  # counts pass unchanged
+            ("resample", Resample(**grid)),
+            ("derivative", SavitzkyGolay(window=9, polyorder=2, deriv=1)),
+            ("normalise", Normalise(method="l2")),
+            ("fill", FillMissing()),
+        ]
+    )
+
+
 #: Named pipelines and their default grid (start, stop, step in cm-1).
 PIPELINES: dict[str, tuple[Any, tuple[float, float, float]]] = {
     "default": (_default, (400.0, 4000.0, 4.0)),
+    "raman": (_raman, (100.0, 3500.0, 4.0)),
     "openspecy": (_openspecy, (400.0, 4000.0, 5.0)),
     "baseline": (_baseline, (400.0, 4000.0, 4.0)),
 }
@@ -411,6 +425,8 @@ def build_pipeline(name: str = "default", *, grid: tuple[float, float, float] | 
     ``default``: absorbance, 4 cm-1 grid, CO2 flattened, SG first derivative, L2.
     ``openspecy``: Open Specy's recipe: 5 cm-1 grid, SG order 3 window 11 first
     derivative, absolute value, min-max. ``baseline``: arPLS baseline, smoothing, SNV.
+    ``raman``: Raman shift 100-3500 cm-1 on a 4 cm-1 grid, SG first derivative (which
+    takes off a slow fluorescence background), L2.
     """
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")

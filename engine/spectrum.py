@@ -87,7 +87,7 @@ _UNIT_ALIASES = {
     "r": "reflectance",
     "counts": "counts",
     "raman": "counts",
-    "intensity": "counts",
+    "intensity": "arbitrary",
     "arbitrary": "arbitrary",
     "arbitrary units": "arbitrary",
     "a.u.": "arbitrary",

@@ -218,13 +218,28 @@ class TestJcampDx:
         np.testing.assert_allclose(block.y, np.asarray(reference["y"], dtype=float), rtol=1e-12)
         np.testing.assert_allclose(block.x, np.asarray(reference["x"], dtype=float), rtol=1e-9)
 
-    def test_y_check_failure_is_reported(self) -> None:
+    @staticmethod
+    def _wrong_check_lines() -> list[str]:
         lines = _encode_lines(_Y, "DIF")
         wrong_check = _asdf(_Y[10] + 3, _SQZ_POS, _SQZ_NEG)
         lines[1] = re.sub(r"^([0-9]+)[@A-Ia-i][0-9]*", lambda m: m.group(1) + wrong_check, lines[1])
+        return lines
+
+    def test_y_check_failure_with_the_right_count_is_a_warning(self) -> None:
+        block = parse_jcamp(_jcamp_text(self._wrong_check_lines(), len(_Y)))[0]
+        assert block.y.size == len(_Y)
+        assert any(w.startswith("line ") and "Y-check failed" in w for w in block.warnings)
+
+    def test_y_check_failure_is_reported_without_a_point_count(self) -> None:
+        text = re.sub(r"##NPOINTS= [0-9]+\n", "", _jcamp_text(self._wrong_check_lines(), len(_Y)))
         with pytest.raises(SpectrumError, match="Y-check failed") as info:
-            parse_jcamp(_jcamp_text(lines, len(_Y)))
+            parse_jcamp(text)
         assert info.value.reason == "unreadable"
+
+    def test_y_check_failure_with_the_wrong_count_is_refused(self) -> None:
+        with pytest.raises(SpectrumError, match="Y-check failed") as info:
+            parse_jcamp(_jcamp_text(self._wrong_check_lines(), len(_Y) + 5))
+        assert info.value.reason == "truncated"
 
     def test_a_writer_that_omits_the_y_check_is_tolerated(self) -> None:
         """Without the duplicate, the X check value shows that a line starts a new point."""

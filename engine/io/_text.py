@@ -135,9 +135,9 @@ def infer_y_unit(text: str) -> str:
         return "transmittance"
     if re.search(r"reflect|%\s*r\b", words):
         return "reflectance"
-    if re.search(r"count|intensit|raman|\bcps\b", words):
+    if re.search(r"count|raman|\bcps\b", words):
         return "counts"
-    return "arbitrary"
+    return "arbitrary"  # "intensity" alone says nothing: every instrument's y is an intensity
 
 
 def infer_technique(text: str) -> str | None:

@@ -8,7 +8,11 @@ SQZ, DIF and DUP it uses, or as point pairs for ``(XY..XY)`` tables
 (``##XYPOINTS``, ``##PEAKTABLE``). DIF lines carry a Y-value check: a line
 that ends in a difference repeats its last value at the start of the next line;
 that duplicate is verified and dropped. The decoded count is checked against
-``##NPOINTS``.
+``##NPOINTS``. A Y-check that fails does not refuse the file when the point count
+still agrees with ``##NPOINTS`` (or with the axis ``##FIRSTX``/``##LASTX``/``##DELTAX``
+imply): the data are kept and the mismatch is recorded in the block's warnings.
+Data that contradict the header (another point count, or in a DIF table X check
+values outside ``##FIRSTX``..``##LASTX``) are refused.
 
 The x axis is converted to wavenumbers (cm-1) from ``1/CM``, micrometres or
 nanometres; frequency (Hz, ppm), time and mass axes are NMR, chromatography or
@@ -421,11 +425,30 @@ def _tokenise_line(
 
 
 @dataclass(frozen=True)
+class _Mismatch:
+    """A failed Y-check: the first value of a line after a DIF line differs from the previous end."""
+
+    lineno: int
+    index: int  # where the value sits if it is a new point rather than a wrong check value
+    value: float
+    previous: float
+    may_be_point: bool  # the X check does not mark the value as the duplicate
+
+    def describe(self) -> str:
+        return (
+            f"line {self.lineno}: Y-check failed (the line starts with {self.value:.10g}, "
+            f"the previous line ended with {self.previous:.10g})"
+        )
+
+
+@dataclass(frozen=True)
 class _Decoded:
     y: list[float]
     line_x: list[tuple[float, int]]
+    x_checks: list[tuple[int, float]]  # (line number, X check value x XFACTOR)
     compression: str
     warnings: tuple[str, ...]
+    mismatches: tuple[_Mismatch, ...] = ()
 
 
 def _same(a: float, b: float) -> bool:
@@ -439,19 +462,25 @@ def decode_xydata(
     first_x: float | None = None,
     delta_x: float | None = None,
     x_factor: float = 1.0,
+    expected_points: int | None = None,
 ) -> tuple[list[float], str, tuple[str, ...]]:
     """Decode ``(X++(Y..Y))`` data lines to raw Y values (before ``YFACTOR``).
 
     Returns the values, the compression form (``AFFN``, ``PAC``, ``SQZ``,
     ``DIF`` or ``DIFDUP``) and warnings. ``first_x``/``delta_x`` (real units)
     and ``x_factor`` enable the X check that tells a Y-check duplicate from a
-    new point when a writer left the duplicate out.
+    new point when a writer left the duplicate out. A failed Y-check is an
+    error unless ``expected_points`` is given and the values agree with it;
+    then it is a warning.
 
     >>> decode_xydata([(1, "100 A3J2K%"), (2, "104 B7j"), (3, "105 B6")])[0]
     [13.0, 25.0, 27.0, 27.0, 26.0]
     """
     decoded = _decode_lines(list(lines), name=name, first_x=first_x, delta_x=delta_x, x_factor=x_factor)
-    return decoded.y, decoded.compression, decoded.warnings
+    y, kept = _resolve_y_checks(
+        decoded, expected_points, where=name, label="XYDATA", source="the expected count"
+    )
+    return y, decoded.compression, decoded.warnings + tuple(kept)
 
 
 def _decode_lines(
@@ -467,7 +496,9 @@ def _decode_lines(
     kinds: set[str] = set()
     y: list[float] = []
     line_x: list[tuple[float, int]] = []
+    x_checks: list[tuple[int, float]] = []
     warnings: list[str] = []
+    mismatches: list[_Mismatch] = []
     previous: _Line | None = None
     for lineno, raw in lines:
         line = _tokenise_line(
@@ -478,9 +509,16 @@ def _decode_lines(
         values = line.ys
         if previous is not None and previous.ends_with_dif and values:
             values = _y_check(
-                line, y, name=name, first_x=first_x, delta_x=delta_x, x_factor=x_factor, warnings=warnings
+                line,
+                y,
+                first_x=first_x,
+                delta_x=delta_x,
+                x_factor=x_factor,
+                warnings=warnings,
+                mismatches=mismatches,
             )
         line_x.append((line.x * x_factor, len(y)))
+        x_checks.append((lineno, line.x * x_factor))
         y.extend(values)
         previous = line
     if "DIF" in kinds:
@@ -491,26 +529,36 @@ def _decode_lines(
         compression = "PAC"
     else:
         compression = "AFFN"
-    return _Decoded(y=y, line_x=line_x, compression=compression, warnings=tuple(warnings))
+    return _Decoded(
+        y=y,
+        line_x=line_x,
+        x_checks=x_checks,
+        compression=compression,
+        warnings=tuple(warnings),
+        mismatches=tuple(mismatches),
+    )
 
 
 def _y_check(
     line: _Line,
     y: list[float],
     *,
-    name: str,
     first_x: float | None,
     delta_x: float | None,
     x_factor: float,
     warnings: list[str],
+    mismatches: list[_Mismatch],
 ) -> list[float]:
     """Verify and drop the Y-check duplicate that starts a line after a DIF line.
 
     When the line's X check value clearly places its first value at the next
     point (within half a step), the writer left the duplicate out: the value is
-    kept. Otherwise the first value must repeat the previous line's last one.
+    kept. Otherwise the first value should repeat the previous line's last one;
+    when it does not, it is still dropped as the check value and the mismatch is
+    recorded, for :func:`_resolve_y_checks` to judge against the point count.
     """
     check = line.ys[0]
+    at_duplicate = False
     if first_x is not None and delta_x:
         position = (line.x * x_factor - first_x) / delta_x
         if abs(position - len(y)) < 0.5:
@@ -518,13 +566,54 @@ def _y_check(
                 f"line {line.lineno}: no Y-check value after a DIF line (the X check shows a new point)"
             )
             return line.ys
-    if _same(check, y[-1]):
-        return line.ys[1:]
-    raise SpectrumError(
-        "unreadable",
-        f"{name} line {line.lineno}: Y-check failed, the line starts with {check:.10g} but the previous "
-        f"line ended with {y[-1]:.10g}; the compressed data is corrupt",
-    )
+        at_duplicate = abs(position - (len(y) - 1)) < 0.5
+    if not _same(check, y[-1]):
+        mismatches.append(
+            _Mismatch(
+                lineno=line.lineno,
+                index=len(y),
+                value=check,
+                previous=y[-1],
+                may_be_point=not at_duplicate,
+            )
+        )
+    return line.ys[1:]
+
+
+def _resolve_y_checks(
+    decoded: _Decoded, expected: int | None, *, where: str, label: str, source: str
+) -> tuple[list[float], list[str]]:
+    """The values and warnings once failed Y-checks are judged against the expected point count.
+
+    With the check values dropped, a count equal to ``expected`` keeps the data
+    (each mismatch becomes a warning). When reading every failed check as a new
+    point instead (a writer that left the checks out, with X checks that do not
+    tell) gives the expected count, those values are kept as points. Otherwise
+    the data contradict the header: the count error is raised, naming the first
+    failed check; with no count to compare, the failed check itself is the error.
+    """
+    y = decoded.y
+    if not decoded.mismatches:
+        return y, []
+    first = decoded.mismatches[0]
+    if expected is None:
+        raise SpectrumError(
+            "unreadable",
+            f"{where} {first.describe()}, and no ##NPOINTS= or ##FIRSTX/##LASTX/##DELTAX= to confirm "
+            "the point count; the compressed data is corrupt",
+        )
+    if len(y) == expected:
+        return y, [f"{m.describe()}; kept, the point count matches {source}" for m in decoded.mismatches]
+    if len(y) + len(decoded.mismatches) == expected and all(m.may_be_point for m in decoded.mismatches):
+        restored = list(y)
+        for shift, mismatch in enumerate(decoded.mismatches):
+            restored.insert(mismatch.index + shift, mismatch.value)
+        kept = [
+            f"{m.describe()}; read as a new point, the point count matches {source}"
+            for m in decoded.mismatches
+        ]
+        return restored, kept
+    raise _count_error(len(y), expected, where=where, label=label, source=source, note=first.describe())
 
 
 def _point_table(table: _Table, *, width: int, name: str) -> tuple[list[float], list[float]]:
@@ -605,6 +694,9 @@ def _decode_table(
     if npoints is not None and (npoints < 0 or npoints != npoints_value):
         raise SpectrumError("unreadable", f"{where}: ##NPOINTS= {npoints_text} is not a point count")
     delta_x = _to_float(record("DELTAX", x_symbol), label="DELTAX", name=where)
+    expected, source = npoints, "##NPOINTS="
+    if npoints is None:
+        expected, source = _implied_count(first_x, last_x, delta_x), "##FIRSTX/##LASTX/##DELTAX="
     if first_x is not None and last_x is not None and npoints and npoints > 1:
         delta_x = (last_x - first_x) / (npoints - 1)
     if ntuples:
@@ -624,12 +716,16 @@ def _decode_table(
     if xpp is not None:
         decoded = _decode_lines(table.lines, name=name, first_x=first_x, delta_x=delta_x, x_factor=x_factor)
         warnings.extend(decoded.warnings)
-        y_raw = decoded.y
+        y_raw, kept = _resolve_y_checks(decoded, expected, where=where, label=table.label, source=source)
+        warnings.extend(kept)
         compression = decoded.compression
         count = len(y_raw)
         _check_count(count, npoints, where=where, label=table.label)
         if count == 0:
             raise SpectrumError("no_spectrum", f"{where}: the {table.label} table holds no values")
+        if compression in ("DIF", "DIFDUP"):
+            # The X checks tell Y-check duplicates from new points: they must fit the header.
+            _check_x_range(decoded.x_checks, first_x, last_x, count, name=name)
         if first_x is not None and last_x is not None and count > 1:
             x_values = np.linspace(first_x, last_x, count, dtype=np.float64)
         elif first_x is not None and delta_x is not None:
@@ -663,12 +759,55 @@ def _decode_table(
 
 
 def _check_count(count: int, npoints: int | None, *, where: str, label: str) -> None:
-    if npoints is None or count == npoints:
+    if npoints is not None and count != npoints:
+        raise _count_error(count, npoints, where=where, label=label, source="##NPOINTS=")
+
+
+def _count_error(
+    count: int, expected: int, *, where: str, label: str, source: str, note: str = ""
+) -> SpectrumError:
+    """The one-line error for a table whose point count differs from the header's."""
+    reason = "truncated" if count < expected else "length_mismatch"
+    verb = "declares" if source == "##NPOINTS=" else "gives"
+    message = f"{where}: the {label} table decodes to {count} points but {source} {verb} {expected}"
+    return SpectrumError(reason, f"{message}; {note}" if note else message)
+
+
+def _implied_count(first_x: float | None, last_x: float | None, delta_x: float | None) -> int | None:
+    """The point count ``##FIRSTX``, ``##LASTX`` and ``##DELTAX`` imply, when they agree on a whole number."""
+    if first_x is None or last_x is None or not delta_x:
+        return None
+    steps = (last_x - first_x) / delta_x
+    if not math.isfinite(steps) or steps < 0 or abs(steps - round(steps)) > 0.01:
+        return None
+    return round(steps) + 1
+
+
+def _check_x_range(
+    x_checks: list[tuple[int, float]],
+    first_x: float | None,
+    last_x: float | None,
+    count: int,
+    *,
+    name: str,
+) -> None:
+    """Refuse a table whose X check values lie outside ``##FIRSTX``..``##LASTX`` by more than a step.
+
+    Applied to DIF tables, whose X checks decide whether a line's first value is
+    the Y-check duplicate or a new point.
+    """
+    if first_x is None or last_x is None or count < 2 or not x_checks:
         return
-    reason = "truncated" if count < npoints else "length_mismatch"
-    raise SpectrumError(
-        reason, f"{where}: the {label} table decodes to {count} points but ##NPOINTS= declares {npoints}"
-    )
+    low, high = min(first_x, last_x), max(first_x, last_x)
+    step = (high - low) / (count - 1)
+    tolerance = 1.5 * step + 1e-9 * max(1.0, abs(low), abs(high))
+    for lineno, x in x_checks:
+        if not low - tolerance <= x <= high + tolerance:
+            raise SpectrumError(
+                "unreadable",
+                f"{name} line {lineno}: X check value {x:.10g} lies outside ##FIRSTX..##LASTX "
+                f"({first_x:.10g}..{last_x:.10g}); the data contradict the header",
+            )
 
 
 def _x_from_line_starts(
@@ -716,6 +855,14 @@ def parse_jcamp(text: str, *, name: str = "JCAMP-DX", spectral_only: bool = Fals
     if not out:
         raise SpectrumError(
             "no_spectrum", f"{name} has JCAMP-DX records but no ##XYDATA=, ##XYPOINTS= or ##PEAKTABLE= table"
+        )
+    failed = [warning for block in out for warning in block.warnings if "Y-check failed" in warning]
+    if failed:
+        logger.warning(
+            "%s: kept the data despite %d failed Y-check(s), the point count matches the header; first: %s",
+            name,
+            len(failed),
+            failed[0],
         )
     return out
 
