@@ -9,6 +9,7 @@ import sys
 BENCHMARKS = (
     ("bench_subknn", []),
     ("bench_growth", []),
+    ("bench_ranges", []),
     ("bench_daemon", []),
     ("bench_cnn", []),
     ("bench_retrain_latency", []),

@@ -18,14 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from engine.io import read_spectra
-from engine.library import DEFAULT_LIBRARY, ReferenceLibrary
-from engine.model import IdentificationModel, ModelConfig, Result
+from engine.library import DEFAULT_LIBRARIES, DEFAULT_LIBRARY, LibraryError, ReferenceLibrary
+from engine.model import IdentificationModel, ModelConfig, Result, serving
 from engine.spectrum import Spectrum, SpectrumError
 
 if TYPE_CHECKING:
     from engine.evaluate import Study
 
-__all__ = ["add_parsers", "progress_bar", "run_study"]
+__all__ = ["add_parsers", "progress_bar", "run_study", "served_libraries"]
 
 CSV_FIELDS = ("source", "index", "status", "label", "material", "confidence", "top_hit", "top_r", "candidate")
 
@@ -46,9 +46,20 @@ def _row(spectrum: Spectrum, result: Result) -> dict[str, Any]:
     }
 
 
+def served_libraries(folders: Sequence[Path] | None) -> list[ReferenceLibrary]:
+    """The libraries in ``folders`` (one per technique), the bundled ones for the other techniques."""
+    chosen = [ReferenceLibrary.load(folder) for folder in folders or ()]
+    techniques = [lib.technique for lib in chosen]
+    if len(set(techniques)) != len(techniques):
+        raise LibraryError(f"give one library per technique, got {', '.join(techniques)} libraries")
+    for technique, folder in DEFAULT_LIBRARIES.items():
+        if technique not in techniques:
+            chosen.append(ReferenceLibrary.load(folder))
+    return sorted(chosen, key=lambda lib: lib.technique != "ir")
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
-    library = ReferenceLibrary.load(args.library or DEFAULT_LIBRARY)
-    model = IdentificationModel(library, ModelConfig())
+    model = serving(served_libraries(args.library), ModelConfig())
     out = sys.stdout
     writer = None
     table = Table("source", "#", "status", "label", "confidence", "best hit (r)")
@@ -426,7 +437,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "inputs", nargs="+", type=Path, metavar="INPUT", help="a spectrum file or a labelled-set folder"
     )
-    p.add_argument("--library", type=Path, metavar="LIBDIR", help="library folder (default: the bundled one)")
+    p.add_argument(
+        "--library",
+        type=Path,
+        action="append",
+        metavar="LIBDIR",
+        help="library folder, one per technique (default: the bundled FTIR and Raman libraries)",
+    )
     p.add_argument("--format", choices=("jsonl", "csv", "table"), default="jsonl")
     p.set_defaults(func=cmd_classify)
 

@@ -28,7 +28,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine.conventions import TECHNIQUES, AcquisitionProfile
 from engine.model import ModelConfig
+from engine.spectrum import SpectrumError, normalise_y_unit
 
 __all__ = ["CnnConfig", "Config", "ConfigError", "InboxConfig", "load_config"]
 
@@ -44,12 +46,51 @@ class _Section(BaseModel):
 
 
 class InboxConfig(_Section):
+    """One watched folder, and what its instrument writes (the inbox profile).
+
+    ``technique``, ``y_unit`` and ``range`` are stated facts: they win over what a
+    file says and what the data suggest. ``library`` names the library for this
+    inbox's technique (it needs ``technique``), the same as the top-level
+    ``library`` or ``raman_library`` key.
+    """
+
     path: Path
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")
     polling: bool = False
     poll_interval_seconds: float = Field(5.0, gt=0, le=3600)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    technique: Literal["ir", "raman"] | None = None
+    y_unit: str | None = None
+    range: tuple[float, float] | None = None
+    library: Path | None = None
+
+    @field_validator("y_unit")
+    @classmethod
+    def _known_unit(cls, unit: str | None) -> str | None:
+        if unit is None:
+            return None
+        try:
+            return normalise_y_unit(unit)
+        except SpectrumError as exc:
+            raise ValueError(exc.message) from exc
+
+    @field_validator("range")
+    @classmethod
+    def _ordered_range(cls, window: tuple[float, float] | None) -> tuple[float, float] | None:
+        if window is not None and not 0 <= window[0] < window[1] <= 15000:
+            raise ValueError(f"range must be [low, high] in cm-1 with 0 <= low < high, got {list(window)}")
+        return window
+
+    @model_validator(mode="after")
+    def _library_needs_technique(self) -> InboxConfig:
+        if self.library is not None and self.technique is None:
+            raise ValueError(f"inbox {self.name}: a library needs the inbox's technique (ir or raman)")
+        return self
+
+    def profile(self) -> AcquisitionProfile:
+        """What this inbox states about its spectra, for :func:`engine.conventions.resolve`."""
+        return AcquisitionProfile(technique=self.technique, y_unit=self.y_unit, range=self.range)
 
 
 class WatchConfig(_Section):
@@ -122,6 +163,7 @@ class Config(_Section):
     inboxes: tuple[InboxConfig, ...]
     state_dir: Path
     library: Path | None = None
+    raman_library: Path | None = None
     confirm_dir: Path | None = None
     watch: WatchConfig = WatchConfig()
     worker: WorkerConfig = WorkerConfig()
@@ -139,6 +181,32 @@ class Config(_Section):
         if dupes:
             raise ValueError(f"inbox names must be unique, repeated: {', '.join(dupes)}")
         return inboxes
+
+    @model_validator(mode="after")
+    def _one_library_per_technique(self) -> Config:
+        for technique in TECHNIQUES:
+            named = {i.library for i in self.inboxes if i.technique == technique and i.library is not None}
+            top = self.library if technique == "ir" else self.raman_library
+            if top is not None:
+                named.add(top)
+            if len(named) > 1:
+                paths = ", ".join(sorted(map(str, named)))
+                key = "library" if technique == "ir" else "raman_library"
+                raise ValueError(
+                    f"one {technique} library per daemon, but several are named ({paths}); "
+                    f"set it once, as {key} or on the {technique} inboxes"
+                )
+        return self
+
+    def library_for(self, technique: str) -> Path | None:
+        """The configured library of ``technique`` (top level or an inbox), None for the bundled one."""
+        top = self.library if technique == "ir" else self.raman_library
+        if top is not None:
+            return top
+        for inbox in self.inboxes:
+            if inbox.technique == technique and inbox.library is not None:
+                return inbox.library
+        return None
 
     @model_validator(mode="after")
     def _token_when_exposed(self) -> Config:
@@ -166,8 +234,12 @@ class Config(_Section):
         data = self.model_dump()
         data["state_dir"] = fix(self.state_dir)
         data["library"] = fix(self.library)
+        data["raman_library"] = fix(self.raman_library)
         data["confirm_dir"] = fix(self.confirm_dir)
-        data["inboxes"] = [{**i, "path": fix(Path(i["path"]))} for i in data["inboxes"]]
+        data["inboxes"] = [
+            {**i, "path": fix(Path(i["path"])), "library": fix(i["library"] and Path(i["library"]))}
+            for i in data["inboxes"]
+        ]
         resolved = Config.model_validate(data)
         for inbox in resolved.inboxes:
             if inbox.path == resolved.state_dir or inbox.path in resolved.state_dir.parents:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from daemon.drift import DriftWatch
 from daemon.ledger import Ledger, ReviewState, StoredResult
 from daemon.metrics import Metrics
 from daemon.worker import ModelHolder
+from engine.conventions import AcquisitionProfile, resolve, resolve_all
 from engine.io import read_spectra
 from engine.labels import canonical_label
 from engine.library import HEAD, ReferenceLibrary, read_head
@@ -85,10 +86,16 @@ class LibraryGrowth:
         model_config: ModelConfig,
         clock: Callable[[], float] = time.time,
         on_model_change: Callable[[], None] | None = None,
+        companion_dirs: Mapping[str, Path] | None = None,
+        profile_for: Callable[[str], AcquisitionProfile | None] | None = None,
     ) -> None:
         self.models = models
         self.ledger = ledger
+        #: The served model's own library (IR in the daemon), which rollbacks and removals change.
         self.library_dir = library_dir
+        #: The libraries of the companion models (other techniques), which confirmations also grow.
+        self.companion_dirs = dict(companion_dirs or {})
+        self.profile_for = profile_for or (lambda path: None)
         self.metrics = metrics
         self.drift = drift
         self.model_config = model_config
@@ -116,7 +123,7 @@ class LibraryGrowth:
         spectrum = spectra[stored.spectrum_index]
         if spectrum.metadata.get("sha256") != stored.sha256:
             raise ConfirmError(f"{stored.source_path} changed since result {stored.id} was made")
-        return spectrum
+        return resolve(spectrum, profile=self.profile_for(str(stored.source_path)))
 
     def confirm(
         self, result_id: int, *, label: str, decided_by: str, add: bool | None = None
@@ -170,15 +177,25 @@ class LibraryGrowth:
     # -- library changes ----------------------------------------------------------------------
 
     def add_spectra(self, spectra: Sequence[Spectrum], label: str, *, confirmed_by: str) -> GrowthOutcome:
-        """Add confirmed spectra of one class, serve them at once, then write the new version."""
+        """Add confirmed spectra of one class, serve them at once, then write the new version.
+
+        Spectra go to the library of their technique: a Raman spectrum grows the Raman library.
+        """
         if not spectra:
             raise ConfirmError("no spectra to add")
+        settled = resolve_all(spectra)
+        techniques = {str(s.technique) for s in settled}
+        if len(techniques) > 1:
+            raise ConfirmError(f"a confirmation's spectra must be of one technique, not {sorted(techniques)}")
+        technique = techniques.pop()
         with self._changes:
             started = time.perf_counter()
             with self.models.lock:
-                model = self.models.get()
+                model = self.models.get().model_for(technique)
+                if model is None:
+                    raise ConfirmError(f"no {technique} library is served; the spectra cannot be added")
                 new_class = canonical_label(label) not in model.library.class_counts()
-                ids = model.add_references(spectra, label, confirmed_by=confirmed_by)
+                ids = model.add_references(settled, label, confirmed_by=confirmed_by)
             served = time.perf_counter() - started
             self.confirmations += len(ids)
             kind = "new_class" if new_class else "added"
@@ -212,7 +229,10 @@ class LibraryGrowth:
         return GrowthOutcome("removed", None, version, model.version, tuple(int(i) for i in ref_ids))
 
     def _save(self, model: IdentificationModel, message: str) -> int:
-        version = model.library.save(self.library_dir, message=message)
+        folder = self.companion_dirs.get(model.technique, self.library_dir)
+        if model is self.models.get():
+            folder = self.library_dir
+        version = model.library.save(folder, message=message)
         return version
 
     def _published(self) -> None:
@@ -231,6 +251,8 @@ class LibraryGrowth:
         with self._changes:
             library = ReferenceLibrary.load(self.library_dir)
             model = IdentificationModel(library, self.model_config)
+            for companion in self.models.get().companions.values():
+                model.attach(companion)
             self.models.swap(model)
         logger.info(
             "library %s is at version %d now (changed outside the daemon); model rebuilt",

@@ -50,11 +50,12 @@ from daemon.results import ResultsExporter
 from daemon.retrain import LibraryGrowth
 from daemon.watcher import FileStat, InboxWatcher, SpectrumFileFilter
 from daemon.worker import Classified, ModelHolder, Worker
-from engine.library import DEFAULT_LIBRARY, HEAD, ReferenceLibrary
+from engine.conventions import TECHNIQUES, AcquisitionProfile
+from engine.library import DEFAULT_LIBRARIES, HEAD, LibraryError, ReferenceLibrary
 from engine.model import IdentificationModel, Result
 from engine.spectrum import file_sha256
 
-__all__ = ["Daemon", "load_model", "served_library_dir"]
+__all__ = ["Daemon", "load_model", "served_library_dir", "served_library_dirs"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,25 +73,51 @@ ADMIT_PER_TURN = 256
 LIBRARY_SYNC_SECONDS = 1.0
 
 
-def served_library_dir(config: Config) -> Path:
-    """The library the daemon serves and grows.
+#: Where the copy of each bundled library lives under the state folder.
+BUNDLED_COPY = {"ir": "library", "raman": "library-raman"}
+
+
+def served_library_dir(config: Config, technique: str = "ir") -> Path:
+    """The library of ``technique`` the daemon serves and grows.
 
     The configured library, or, when none is configured, a copy of the bundled
     one under the state folder (the bundled one is read-only package data).
     """
-    if config.library is not None:
-        return config.library
-    target = config.state_dir / "library"
+    configured = config.library_for(technique)
+    if configured is not None:
+        return configured
+    target = config.state_dir / BUNDLED_COPY[technique]
     if not (target / HEAD).exists():
-        bundled = ReferenceLibrary.load(DEFAULT_LIBRARY)
-        bundled.save(target, message="copy of the bundled default library")
+        bundled = ReferenceLibrary.load(DEFAULT_LIBRARIES[technique])
+        bundled.save(target, message=f"copy of the bundled default {technique} library")
     return target
 
 
+def served_library_dirs(config: Config) -> dict[str, Path]:
+    """The library folder of every technique, IR first."""
+    return {technique: served_library_dir(config, technique) for technique in TECHNIQUES}
+
+
+def load_library(path: Path, technique: str) -> ReferenceLibrary:
+    """The library at ``path``, refused with one clear line when it holds another technique."""
+    library = ReferenceLibrary.load(path)
+    if library.technique != technique:
+        key = "library" if technique == "ir" else "raman_library"
+        raise ConfigError(
+            f"{key}: {path} is a {library.technique} library, but it is configured for {technique} spectra"
+        )
+    return library
+
+
 def load_model(config: Config) -> IdentificationModel:
-    """The model for the served library."""
-    library = ReferenceLibrary.load(served_library_dir(config))
-    return IdentificationModel(library, config.engine_model_config())
+    """The served model: the IR library's, with the Raman library's model attached for Raman spectra."""
+    settings = config.engine_model_config()
+    dirs = served_library_dirs(config)
+    model = IdentificationModel(load_library(dirs["ir"], "ir"), settings)
+    for technique, path in dirs.items():
+        if technique != model.technique:
+            model.attach(IdentificationModel(load_library(path, technique), settings))
+    return model
 
 
 class Daemon:
@@ -134,6 +161,8 @@ class Daemon:
             models=self.models,
             ledger=self.ledger,
             library_dir=served_library_dir(config),
+            companion_dirs={t: p for t, p in served_library_dirs(config).items() if t != "ir"},
+            profile_for=self.profile_for,
             metrics=self.metrics,
             drift=self.drift,
             model_config=config.engine_model_config(),
@@ -173,6 +202,7 @@ class Daemon:
             move_quarantined=config.instrument_files.on_quarantine == "move",
             clock=clock,
             on_result=self._observe_results,
+            profile_for=self.profile_for,
         )
         self.queue: queue.Queue[WorkItem] = queue.Queue(maxsize=config.worker.queue_size)
         self.http = HttpServer(
@@ -213,6 +243,14 @@ class Daemon:
             )
             for inbox in config.inboxes
         }
+
+    def profile_for(self, path: str | Path) -> AcquisitionProfile | None:
+        """The profile of the inbox holding ``path`` (None outside every inbox)."""
+        target = Path(path)
+        for inbox in self.config.inboxes:
+            if target.is_relative_to(inbox.path):
+                return inbox.profile()
+        return None
 
     @staticmethod
     def _members(config: Config) -> list[str]:
@@ -457,10 +495,15 @@ class Daemon:
             logger.error("reload refused, keeping the running configuration: %s", exc)
             return
         if (
-            new.library != self.config.library
+            served_library_dirs(new) != served_library_dirs(self.config)
             or new.engine_model_config() != self.config.engine_model_config()
         ):
-            self.models.swap(load_model(new))
+            try:
+                model = load_model(new)
+            except (ConfigError, LibraryError) as exc:
+                logger.error("reload refused, keeping the running configuration: %s", exc)
+                return
+            self.models.swap(model)
             self._publish_model()
         if new.inboxes != self.config.inboxes or new.watch != self.config.watch:
             for watcher in self.watchers.values():

@@ -35,6 +35,7 @@ from daemon.helpers import HelperPool
 from daemon.ledger import Ledger, ResultRecord, ResultStatus, WorkItem
 from daemon.metrics import Metrics
 from daemon.results import ResultsExporter
+from engine.conventions import AcquisitionProfile, resolve_all
 from engine.model import IdentificationModel, Result, wants_aging
 from engine.spectrum import Spectrum, SpectrumError
 from engine.storage import atomic_write_text
@@ -120,6 +121,7 @@ class Worker:
         move_quarantined: bool = False,
         clock: Callable[[], float] = time.time,
         on_result: Callable[[WorkItem, Sequence[Result]], None] | None = None,
+        profile_for: Callable[[str], AcquisitionProfile | None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.metrics = metrics
@@ -131,6 +133,8 @@ class Worker:
         self.move_quarantined = move_quarantined
         self.clock = clock
         self.on_result = on_result
+        #: The inbox profile of a file (what its instrument is known to write), by path.
+        self.profile_for = profile_for or (lambda path: None)
 
     def give_up(self, items: Sequence[WorkItem], error: BaseException) -> None:
         """A stage failed for a whole batch: each file fails with the error, to be retried with backoff.
@@ -186,7 +190,8 @@ class Worker:
                 logger.info("%s changed while queued; it will be read again", item.path)
                 self.ledger.release(item.path, now=self.clock())
             else:
-                readable.append(_ReadFile(item, outcome, started))
+                spectra = resolve_all(outcome, profile=self.profile_for(item.path))
+                readable.append(_ReadFile(item, spectra, started))
         return readable
 
     def _classify(self, readable: Sequence[_ReadFile]) -> list[Classified]:

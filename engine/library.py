@@ -291,14 +291,17 @@ class ReferenceLibrary:
             )
         return spectra
 
-    def restricted(self, low: float, high: float, *, min_coverage: float = 0.5) -> ReferenceLibrary:
-        """The library cut to ``low``-``high`` cm-1: preprocessed again on a grid over that window.
+    def restricted(
+        self, low: float, high: float, *, step: float | None = None, min_coverage: float = 0.5
+    ) -> ReferenceLibrary:
+        """The library cut to ``low``-``high`` cm-1: preprocessed again on a grid over that window
+        (with ``step``, a coarser grid: the references then as a coarse instrument sees them).
 
         References that measured less than ``min_coverage`` of the window are left out.
         Reference ids, entries and the version stay those of this library, so hits
         point at the same references.
         """
-        step = float(self.grid.step)
+        step = float(step or self.grid.step)
         spec = {**self.pipeline_spec, "grid": [float(low), float(high), step], "technique": self.technique}
         rows = []
         for i, s in enumerate(self.measured):

@@ -33,6 +33,7 @@ from engine.augment import class_seed, synthesize_class
 from engine.conventions import AcquisitionProfile, measured_range, resolve_all
 from engine.library import ReferenceLibrary
 from engine.openset import QualityGate, RejectCalibrator, pearson_rows
+from engine.preprocess import FINE_STEP
 from engine.ranges import RangeModelCache, route
 from engine.spectrum import Spectrum
 from engine.storage import atomic_write_bytes
@@ -48,6 +49,7 @@ __all__ = [
     "ModelConfig",
     "Result",
     "conventions_of",
+    "serving",
     "subspace_knn",
     "wants_aging",
 ]
@@ -138,6 +140,22 @@ class Result:
         return out
 
 
+def serving(libraries: Sequence[ReferenceLibrary], config: ModelConfig | None = None) -> IdentificationModel:
+    """One model for spectra of every technique: the first library's, the others' models attached.
+
+    A library holds one technique, so ``libraries`` holds at most one per technique.
+    """
+    if not libraries:
+        raise ValueError("no library given")
+    models = [IdentificationModel(library, config) for library in libraries]
+    techniques = [m.technique for m in models]
+    if len(set(techniques)) != len(techniques):
+        raise ValueError(f"one library per technique, got the techniques {techniques}")
+    for companion in models[1:]:
+        models[0].attach(companion)
+    return models[0]
+
+
 def conventions_of(s: Spectrum) -> dict[str, Any]:
     """What a result records of its spectrum's conventions: unit, where it came from, technique, flags."""
     meta = s.metadata
@@ -168,14 +186,14 @@ class IdentificationModel:
         library: ReferenceLibrary,
         config: ModelConfig | None = None,
         *,
-        window: tuple[float, float] | None = None,
+        window: tuple[float, float, float] | None = None,
     ) -> None:
         self.library = library
         self.config = config or ModelConfig()
         self.pipeline = library.pipeline
         self.gate = QualityGate()
         self.revision = 0
-        #: The acquisition range this model was cut to (None: the library's whole window).
+        #: The acquisition range (low, high, grid step) this model was cut to (None: the library's own).
         self.window = window
         self.cnn_: PolarCNN | None = None
         #: Models of other techniques' libraries, which get the spectra of their technique.
@@ -211,16 +229,22 @@ class IdentificationModel:
 
     @property
     def version(self) -> str:
-        """Library version and model revision, e.g. ``lib3.r2``; a range model adds its window."""
+        """Library version and model revision, e.g. ``lib3.r2``; a range model adds its window
+        (``lib3.r2@975-1800``) and a coarse grid its step (``lib3.r2@975-1800/16``)."""
         version = f"lib{self.library.version or 0}.r{self.revision}"
         if self.window is not None:
-            version += f"@{self.window[0]:g}-{self.window[1]:g}"
+            low, high, step = self.window
+            version += f"@{low:g}-{high:g}"
+            if step > FINE_STEP:
+                version += f"/{step:g}"
         return version
 
-    def _range_model(self, window: tuple[float, float]) -> IdentificationModel:
-        """This model's library cut to ``window``, with its own synthetic spectra and thresholds."""
+    def _range_model(self, window: tuple[float, float, float]) -> IdentificationModel:
+        """This model's library cut to ``window`` (low, high, step), with its own synthetic spectra
+        and thresholds."""
         config = replace(self.config, fusion="subknn")
-        model = IdentificationModel(self.library.restricted(*window), config, window=window)
+        low, high, step = window
+        model = IdentificationModel(self.library.restricted(low, high, step=step), config, window=window)
         model.revision = self.revision
         return model
 
@@ -395,9 +419,15 @@ class IdentificationModel:
         if s.technique != self.technique:
             return ("technique", s.technique)
         grid = self.library.grid
-        to = route(measured_range(s), span=self.span_, step=float(grid.step), grid=(grid.start, grid.stop))
-        if to.kind == "range" and self.window is None:
-            return ("range", to.window)
+        to = route(
+            measured_range(s),
+            span=self.span_,
+            step=float(grid.step),
+            grid=(grid.start, grid.stop),
+            spacing=float(np.median(np.diff(s.wavenumbers))),
+        )
+        if to.kind == "range" and self.window is None and to.window is not None:
+            return ("range", (*to.window, to.step))
         if to.kind == "narrow":
             return ("narrow", to.overlap)
         return ("full",)
@@ -409,7 +439,8 @@ class IdentificationModel:
         if kind == "range":
             results = self.ranges_.get(key[1])._classify_here(batch, aging=aging)
             for result in results:
-                result.extra["range"] = list(key[1])
+                result.extra["range"] = list(key[1][:2])
+                result.extra["grid_step"] = key[1][2]
             return results
         if kind == "narrow":
             return [self._narrow(key[1]) for _ in batch]

@@ -35,6 +35,7 @@ from engine.spectrum import CO2_REGION, Spectrum, to_absorbance
 
 __all__ = [
     "CO2_REGION",
+    "FINE_STEP",
     "PIPELINES",
     "Absolute",
     "BaselineCorrection",
@@ -132,16 +133,25 @@ class Resample(_Stateless):
 
     A point is missing when it lies outside the spectrum's axis, inside a gap
     wider than ``max_gap`` cm-1 between two measured points, or inside a run
-    of exact zeros (instruments zero-fill what they did not measure).
+    of exact zeros (instruments zero-fill what they did not measure). With
+    ``average`` each spectrum is first averaged over ``step`` cm-1, so a finely
+    sampled reference looks as a coarse instrument would have measured it.
     """
 
     def __init__(
-        self, *, start: float = 400.0, stop: float = 4000.0, step: float = 4.0, max_gap: float = 24.0
+        self,
+        *,
+        start: float = 400.0,
+        stop: float = 4000.0,
+        step: float = 4.0,
+        max_gap: float = 24.0,
+        average: bool = False,
     ) -> None:
         self.start = start
         self.stop = stop
         self.step = step
         self.max_gap = max_gap
+        self.average = average
 
     def _check_params(self) -> None:
         if self.step <= 0 or self.stop <= self.start:
@@ -158,12 +168,27 @@ class Resample(_Stateless):
             x, y = _measured_points(s)
             if x.size < 2:
                 continue
+            if self.average:
+                y = _box_average(x, y, self.step)
             values = np.interp(target, x, y, left=np.nan, right=np.nan)
             gaps = np.flatnonzero(np.diff(x) > self.max_gap)
             for g in gaps:
                 values[(target > x[g]) & (target < x[g + 1])] = np.nan
             out[row] = values
         return out
+
+
+def _box_average(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], width: float
+) -> npt.NDArray[np.float64]:
+    """``y`` averaged over ``width`` cm-1 around each point: a spectrum seen at a coarser resolution."""
+    spacing = float(np.median(np.diff(x)))
+    n = round(width / spacing) if spacing > 0 else 1
+    if n < 2:
+        return y
+    kernel = np.ones(n) / n
+    counts = np.convolve(np.ones_like(y), kernel, mode="same")
+    return np.asarray(np.convolve(y, kernel, mode="same") / counts, dtype=np.float64)
 
 
 def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -354,14 +379,24 @@ class FillMissing(_Stateless):
         return np.nan_to_num(_as_matrix(X), nan=self.value, posinf=self.value, neginf=self.value)
 
 
+#: The grid step (cm-1) the default and Raman pipelines are made for; a coarser grid (a range
+#: model for a coarse instrument) averages each spectrum over a step and narrows the derivative.
+FINE_STEP = 4.0
+
+
+def _derivative_window(step: float) -> int:
+    """Savitzky-Golay window points: 9 on the 4 cm-1 grid, about 36 cm-1 wide on coarser ones, at least 5."""
+    return 9 if step <= FINE_STEP else max(5, round(36.0 / step) | 1)
+
+
 def _default(start: float, stop: float, step: float) -> Pipeline:
     grid: dict[str, Any] = {"start": start, "stop": stop, "step": step}
     return Pipeline(
         [
             ("absorbance", ToAbsorbance()),
-            ("resample", Resample(**grid)),
+            ("resample", Resample(**grid, average=step > FINE_STEP)),
             ("flatten", FlattenRegion(**grid)),
-            ("derivative", SavitzkyGolay(window=9, polyorder=2, deriv=1)),
+            ("derivative", SavitzkyGolay(window=_derivative_window(step), polyorder=2, deriv=1)),
             ("normalise", Normalise(method="l2")),
             ("fill", FillMissing()),
         ]
@@ -402,8 +437,8 @@ def _raman(start: float, stop: float, step: float) -> Pipeline:
     return Pipeline(
         [
             ("absorbance", ToAbsorbance()),  # counts pass unchanged
-            ("resample", Resample(**grid)),
-            ("derivative", SavitzkyGolay(window=9, polyorder=2, deriv=1)),
+            ("resample", Resample(**grid, average=step > FINE_STEP)),
+            ("derivative", SavitzkyGolay(window=_derivative_window(step), polyorder=2, deriv=1)),
             ("normalise", Normalise(method="l2")),
             ("fill", FillMissing()),
         ]

@@ -19,19 +19,24 @@ well. So a spectrum is routed by how much of the library's span it covers
 - ``narrow``: the overlap is too small to identify anything: ``low_quality``
   with the flag ``narrow_range``, the overlap reported.
 
-The overlap is rounded inwards to :data:`WINDOW_ROUNDING_CM`, so spectra of one
-instrument share one window, and the query measured every point of it.
+The overlap is rounded to :data:`WINDOW_ROUNDING_CM`, inwards unless an edge is
+within two grid steps of the next multiple, so spectra of one instrument share
+one window (976.8-1799.8 cm-1 becomes 975-1800) and the query measured all but
+an edge point or two of it.
+A spectrum sampled much more coarsely than the library's grid (an instrument at 8
+or 16 cm-1) is compared at its own resolution: a range model on a grid of that
+step, the references averaged over it (:func:`coarse_step`).
 Range models are built on first sight and kept in a :class:`RangeModelCache`
 (least recently used out first).
 
 >>> route((975.0, 1800.0), span=(650.0, 4000.0), step=4.0)
-RangeRoute(kind='range', overlap=(975.0, 1800.0), window=(1000.0, 1800.0))
+RangeRoute(kind='range', overlap=(975.0, 1800.0), window=(975.0, 1800.0), step=4.0)
 >>> route((600.0, 4000.0), span=(650.0, 4000.0), step=4.0).kind
 'full'
 >>> route((1458.0, 1477.0), span=(650.0, 4000.0), step=4.0).kind
 'narrow'
 >>> route((150.0, 3500.0), span=(314.0, 1984.0), step=4.0, grid=(100.0, 3500.0)).window
-(350.0, 1950.0)
+(325.0, 1975.0)
 """
 
 from __future__ import annotations
@@ -45,12 +50,14 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 __all__ = [
+    "COARSE_STEPS",
     "FULL_COVERAGE",
     "MIN_OVERLAP_CM",
     "MIN_OVERLAP_POINTS",
     "WINDOW_ROUNDING_CM",
     "RangeModelCache",
     "RangeRoute",
+    "coarse_step",
     "route",
 ]
 
@@ -60,28 +67,61 @@ FULL_COVERAGE = 0.8
 MIN_OVERLAP_CM = 150.0
 #: ... and so can overlaps with fewer points than this on the library's grid.
 MIN_OVERLAP_POINTS = 32
+#: A spectrum sampled more than this many grid steps apart gets a model at its own resolution.
+COARSE_FACTOR = 2.5
+#: The grid steps (cm-1) of models for coarse instruments.
+COARSE_STEPS = (8.0, 16.0, 32.0)
 #: Range-model windows are rounded inwards to multiples of this (cm-1).
-WINDOW_ROUNDING_CM = 50.0
+WINDOW_ROUNDING_CM = 25.0
 
 Window = tuple[float, float]
+#: A range model's key: (low, high, grid step), cm-1.
+RangeKey = tuple[float, float, float]
 M = TypeVar("M")
 
 
 @dataclass(frozen=True)
 class RangeRoute:
-    """Where a spectrum goes: ``full``, ``range`` (with the model's ``window``) or ``narrow``."""
+    """Where a spectrum goes: ``full``, ``range`` (the model's ``window`` and grid ``step``) or ``narrow``."""
 
     kind: str
     overlap: Window
     window: Window | None = None
+    step: float | None = None
 
 
-def route(measured: Window, *, span: Window, step: float, grid: Window | None = None) -> RangeRoute:
+def coarse_step(spacing: float, step: float) -> float | None:
+    """The grid step for a spectrum sampled every ``spacing`` cm-1 on a library grid of ``step``.
+
+    None when the spectrum is fine enough for the library's own grid; else the
+    smallest of :data:`COARSE_STEPS` that holds the spacing.
+
+    >>> coarse_step(1.9, 4.0), coarse_step(8.0, 4.0), coarse_step(15.4, 4.0), coarse_step(31.0, 4.0)
+    (None, None, 16.0, 32.0)
+    """
+    if spacing <= COARSE_FACTOR * step:
+        return None
+    for candidate in COARSE_STEPS:
+        if candidate >= 0.9 * spacing:
+            return candidate
+    return COARSE_STEPS[-1]
+
+
+def route(
+    measured: Window,
+    *,
+    span: Window,
+    step: float,
+    grid: Window | None = None,
+    spacing: float | None = None,
+) -> RangeRoute:
     """Route a spectrum measured over ``measured`` against a library whose references cover ``span``.
 
     ``grid`` is the library's whole window (default: ``span``). The spectrum is compared
     where it and most references were both measured: on the whole grid (``full``) when
     that is most of the span *and* most of the spectrum, else on that overlap alone.
+    A spectrum sampled more coarsely than the grid (``spacing`` cm-1) gets a range model
+    at its own resolution (``RangeRoute.step``), the references averaged to match.
     """
     bounds = grid or span
     usable = (max(measured[0], bounds[0]), min(measured[1], bounds[1]))
@@ -90,26 +130,31 @@ def route(measured: Window, *, span: Window, step: float, grid: Window | None = 
     width = high - low
     if width < MIN_OVERLAP_CM or width / step + 1 < MIN_OVERLAP_POINTS:
         return RangeRoute("narrow", overlap if width > 0 else (0.0, 0.0))
-    if width >= FULL_COVERAGE * (span[1] - span[0]) and width >= FULL_COVERAGE * (usable[1] - usable[0]):
+    coarse = coarse_step(spacing, step) if spacing is not None else None
+    full = width >= FULL_COVERAGE * (span[1] - span[0]) and width >= FULL_COVERAGE * (usable[1] - usable[0])
+    if full and coarse is None:
         return RangeRoute("full", overlap)
-    grain = WINDOW_ROUNDING_CM
-    window = (math.ceil(low / grain - 1e-9) * grain, math.floor(high / grain + 1e-9) * grain)
+    if full:
+        low, high = usable
+    grain, slack = WINDOW_ROUNDING_CM, 2 * (coarse or step)  # an edge a step or two short still rounds out
+    window = (math.ceil((low - slack) / grain) * grain, math.floor((high + slack) / grain) * grain)
+    window = (max(window[0], bounds[0]), min(window[1], bounds[1]))
     if window[1] - window[0] < MIN_OVERLAP_CM:
         window = (low, high)
-    return RangeRoute("range", overlap, window)
+    return RangeRoute("range", overlap, window, coarse or step)
 
 
 class RangeModelCache(Generic[M]):
-    """Range models by window, built with ``build(window)`` on first sight, at most ``capacity`` kept.
+    """Range models by (low, high, step), built with ``build(key)`` on first sight, at most ``capacity`` kept.
 
     Thread-safe; a build happens outside no lock of its own, so callers that
     share a model serialise through the model's lock as they do for classifying.
     """
 
-    def __init__(self, build: Callable[[Window], M], *, capacity: int = 8) -> None:
+    def __init__(self, build: Callable[[RangeKey], M], *, capacity: int = 8) -> None:
         self.build = build
         self.capacity = capacity
-        self._models: OrderedDict[Window, M] = OrderedDict()
+        self._models: OrderedDict[RangeKey, M] = OrderedDict()
         self._lock = threading.Lock()
         self.builds = 0
         self.hits = 0
@@ -119,11 +164,11 @@ class RangeModelCache(Generic[M]):
     def __len__(self) -> int:
         return len(self._models)
 
-    def windows(self) -> list[Window]:
-        """The cached windows, least recently used first."""
+    def windows(self) -> list[RangeKey]:
+        """The cached (low, high, step) keys, least recently used first."""
         return list(self._models)
 
-    def get(self, window: Window) -> M:
+    def get(self, window: RangeKey) -> M:
         with self._lock:
             if window in self._models:
                 self._models.move_to_end(window)

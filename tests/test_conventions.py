@@ -1,0 +1,309 @@
+"""Conventions inferred, never assumed: y unit, scale, technique, range, and a relative quality gate.
+
+Real spectra from ../shared/data are rendered in other labs' conventions (the
+labels do not change) and must come out as the native form does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.conventions import AcquisitionProfile, infer_technique, infer_y_unit, resolve
+from engine.evaluate import library_from_sources, load_source
+from engine.io import read_spectra
+from engine.io.labelled_set import load_labelled_set
+from engine.library import DEFAULT_LIBRARY, DEFAULT_RAMAN_LIBRARY, LibraryError, ReferenceLibrary
+from engine.model import IdentificationModel, ModelConfig, serving
+from engine.openset import MAX_SNR, QualityGate
+from engine.ranges import RangeModelCache, route
+from engine.spectrum import Spectrum
+from tests.conftest import SHARED_DATA
+
+FAST = ModelConfig(n_synthetic=10, n_learners=10)
+
+
+def _measured_rows(name: str, *, every: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
+    data = load_labelled_set(SHARED_DATA / name)
+    for i in range(0, len(data), every):
+        row = data.spectra[i].astype(np.float64)
+        keep = ~np.isnan(row) & (row != 0)
+        yield data.wavenumbers[keep], row[keep], data.labels[i]
+
+
+def _absorbance_from_percent(y: np.ndarray) -> np.ndarray:
+    return -np.log10(np.clip(y / 100.0, 1e-4, None))
+
+
+class TestUnitInference:
+    """Undeclared units judged by shape: bands up or down, baseline low or high."""
+
+    @pytest.mark.parametrize(
+        ("name", "render", "expected"),
+        [
+            ("flopp_frond2021", lambda y: y, "transmittance"),  # %T, 0-100
+            ("flopp_frond2021", lambda y: y / 100.0, "transmittance"),  # T, 0-1
+            ("flopp_frond2021", lambda y: _absorbance_from_percent(y), "absorbance"),
+            ("villegas_camacho2024_c8", lambda y: y, "transmittance"),
+            ("openspecy_ftir_2023", lambda y: y, "absorbance"),  # normalised to max 1
+            ("openspecy_ftir_2023", lambda y: 100.0 * y, "absorbance"),  # scaled to max 100
+            ("openspecy_ftir_2023", lambda y: 0.3 + 1.5 * y, "absorbance"),  # raw, with an offset
+            ("openspecy_ftir_2023", lambda y: 100.0 * 10 ** (-0.5 * y), "transmittance"),
+        ],
+    )
+    def test_real_spectra_in_other_units(self, name: str, render: object, expected: str) -> None:
+        every = 10 if name == "villegas_camacho2024_c8" else 2
+        rows = list(_measured_rows(name, every=every))
+        wrong = [
+            i
+            for i, (x, y, _) in enumerate(rows)
+            if resolve(Spectrum.create(x, render(y))).y_unit != expected  # type: ignore[operator]
+        ]
+        assert len(wrong) <= 0.01 * len(rows), f"{len(wrong)} of {len(rows)} misread"
+
+    def test_ldir_window_is_judged_too(self) -> None:
+        rows = list(_measured_rows("flopp_frond2021"))
+        wrong = 0
+        for x, y, _ in rows:
+            inside = (x >= 975) & (x <= 1800)
+            wrong += resolve(Spectrum.create(x[inside], y[inside])).y_unit != "transmittance"
+        assert wrong <= 0.01 * len(rows)
+
+    def test_result_records_what_was_inferred_and_how_sure(self) -> None:
+        x, y, _ = next(_measured_rows("flopp_frond2021"))
+        s = resolve(Spectrum.create(x, y))
+        assert s.metadata["y_unit_source"] == "inferred"
+        assert 0.5 < s.metadata["y_unit_confidence"] <= 1.0
+        assert "unit_uncertain" not in s.metadata
+
+    def test_declared_unit_wins_over_the_data(self) -> None:
+        x, y, _ = next(_measured_rows("flopp_frond2021"))
+        s = resolve(Spectrum.create(x, y, y_unit="%T"))
+        assert (s.y_unit, s.metadata["y_unit_source"]) == ("transmittance", "declared")
+
+    def test_profile_wins_over_the_file(self) -> None:
+        x, y, _ = next(_measured_rows("flopp_frond2021"))
+        s = resolve(Spectrum.create(x, y, y_unit="absorbance"), profile=AcquisitionProfile(y_unit="%T"))
+        assert (s.y_unit, s.metadata["y_unit_source"]) == ("transmittance", "profile")
+
+    def test_ambiguous_shape_is_flagged_not_dropped(self) -> None:
+        x = np.linspace(600.0, 4000.0, 1701)
+        s = resolve(Spectrum.create(x, np.sin(x / 40.0)))  # no band points either way
+        assert s.metadata.get("unit_uncertain") is True
+        assert s.y_unit in ("absorbance", "transmittance")
+        assert infer_y_unit(s).uncertain
+
+    def test_resolve_is_idempotent(self) -> None:
+        x, y, _ = next(_measured_rows("flopp_frond2021"))
+        once = resolve(Spectrum.create(x, y))
+        assert resolve(once, profile=AcquisitionProfile(y_unit="absorbance")) is once
+
+    def test_bare_intensity_header_declares_nothing(self, tmp_path: Path) -> None:
+        x, y, _ = next(_measured_rows("flopp_frond2021"))
+        path = tmp_path / "particle.csv"
+        rows = "".join(f"{a:.2f};{b:.3f}\n" for a, b in zip(x, y, strict=True))
+        path.write_text("wavenumber;intensity\n" + rows)
+        (spectrum,) = read_spectra(path)
+        assert spectrum.y_unit == "arbitrary"
+        assert resolve(spectrum).y_unit == "transmittance"
+
+
+class TestTechnique:
+    def test_raman_shift_axis_is_raman(self) -> None:
+        x = np.linspace(150.0, 3400.0, 1626)
+        assert infer_technique(Spectrum.create(x, np.exp(-(((x - 1000) / 5) ** 2)) + 0.1)) == "raman"
+
+    def test_mid_ir_axis_is_ir(self) -> None:
+        x = np.linspace(650.0, 4000.0, 1676)
+        assert infer_technique(Spectrum.create(x, np.exp(-(((x - 1000) / 5) ** 2)) + 0.1)) == "ir"
+
+    def test_declared_counts_are_raman(self) -> None:
+        x = np.linspace(400.0, 3200.0, 1401)
+        s = Spectrum.create(x, np.exp(-(((x - 1000) / 5) ** 2)) + 0.1, y_unit="counts")
+        assert infer_technique(s) == "raman"
+
+    def test_profile_states_the_technique(self) -> None:
+        x = np.linspace(400.0, 3200.0, 1401)
+        s = resolve(
+            Spectrum.create(x, np.exp(-(((x - 1000) / 5) ** 2)) + 0.1), profile=AcquisitionProfile("raman")
+        )
+        assert (s.technique, s.metadata["technique_source"], s.y_unit) == ("raman", "profile", "counts")
+
+    def test_profile_range_cuts_the_spectrum(self) -> None:
+        x, y, _ = next(_measured_rows("flopp_frond2021"))
+        s = resolve(Spectrum.create(x, y), profile=AcquisitionProfile(range=(975.0, 1800.0)))
+        assert s.wavenumbers[0] >= 975.0 and s.wavenumbers[-1] <= 1800.0
+
+
+class TestQualityGateIsRelative:
+    """Saturation is a flat top, never an absolute value; S/N is always finite."""
+
+    def _row(self) -> np.ndarray:
+        x, y, _ = next(_measured_rows("flopp_frond2021"))
+        grid = np.arange(400.0, 4000.1, 4.0)
+        return np.interp(grid, x, _absorbance_from_percent(y), left=np.nan, right=np.nan)
+
+    def test_absorbance_scaled_to_100_is_not_saturated(self) -> None:
+        row = self._row()
+        for scale in (1.0, 100.0, 1000.0):
+            report = QualityGate().assess(scale * row / np.nanmax(row))
+            assert "saturated" not in report.flags, scale
+
+    def test_clipped_band_is_saturated(self) -> None:
+        row = self._row()
+        top = np.nanpercentile(row, 97)
+        assert "saturated" in QualityGate().assess(np.minimum(row, top)).flags
+
+    def test_flat_spectrum_with_one_spike_has_finite_snr(self) -> None:
+        row = np.full(901, 0.5)
+        row[450] = 3.0
+        report = QualityGate().assess(row, native=row)
+        assert np.isfinite(report.snr) and report.snr <= MAX_SNR
+        json.dumps(report.as_dict(), allow_nan=False)
+
+    def test_noiseless_spectrum_has_finite_snr(self) -> None:
+        x = np.arange(400.0, 4000.1, 4.0)
+        report = QualityGate().assess(np.exp(-(((x - 1700) / 400) ** 2)))
+        assert np.isfinite(report.snr)
+
+
+class TestRangeRouting:
+    def test_rule(self) -> None:
+        span, grid = (402.0, 3992.0), (400.0, 4000.0)
+        assert route((650.0, 4000.0), span=span, step=4.0, grid=grid).kind == "full"
+        ldir = route((975.0, 1800.0), span=span, step=4.0, grid=grid)
+        assert (ldir.kind, ldir.window) == ("range", (975.0, 1800.0))
+        narrow = route((1458.0, 1477.0), span=span, step=4.0, grid=grid)
+        assert (narrow.kind, narrow.overlap) == ("narrow", (1458.0, 1477.0))
+        assert route((1000.0, 1140.0), span=span, step=4.0, grid=grid).kind == "narrow"  # < 150 cm-1
+
+    def test_cache_is_least_recently_used(self) -> None:
+        built: list[tuple[float, float]] = []
+        cache: RangeModelCache[str] = RangeModelCache(lambda w: built.append(w) or f"{w}", capacity=2)
+        a, b, c = (1.0, 2.0), (3.0, 4.0), (5.0, 6.0)
+        cache.get(a), cache.get(b), cache.get(a), cache.get(c)
+        assert cache.windows() == [a, c] and cache.evictions == 1 and cache.hits == 1
+        cache.get(b)
+        assert built == [a, b, c, b]
+
+
+@pytest.fixture(scope="module")
+def flopp_model() -> IdentificationModel:
+    library = library_from_sources([f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP"])
+    return IdentificationModel(library, FAST)
+
+
+@pytest.fixture(scope="module")
+def particles() -> list[Spectrum]:
+    return load_source(f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP-e")[::4]
+
+
+def _undeclared(s: Spectrum, *, low: float = 0.0, high: float = 1e9, to_absorbance: bool = False) -> Spectrum:
+    inside = (s.wavenumbers >= low) & (s.wavenumbers <= high)
+    y = s.values[inside]
+    if to_absorbance:
+        y = _absorbance_from_percent(y)
+        y = 100.0 * (y - y.min()) / np.ptp(y)
+    return Spectrum.create(s.wavenumbers[inside], y, metadata={"label": s.metadata["label"]})
+
+
+def _correct(model: IdentificationModel, spectra: list[Spectrum]) -> int:
+    from engine.labels import scoring_label
+
+    results = model.classify(spectra, aging=False)
+    return sum(
+        r.status == "known" and scoring_label(str(r.label)) == scoring_label(s.metadata["label"])
+        for s, r in zip(spectra, results, strict=True)
+    )
+
+
+class TestModelRouting:
+    def test_ldir_spectra_go_to_a_range_model(self, flopp_model: IdentificationModel) -> None:
+        spectra = [
+            _undeclared(s, low=975.0, high=1800.0, to_absorbance=True)
+            for s in load_source(f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP-e")[:6]
+        ]
+        results = flopp_model.classify(spectra, aging=False)
+        assert all(r.extra["range"] == [975.0, 1800.0] for r in results)
+        assert all(r.model_version.endswith("@975-1800") for r in results)
+        assert not any("narrow_range" in r.quality["flags"] for r in results)
+        assert flopp_model.ranges_.windows() == [(975.0, 1800.0, 4.0)]
+
+    def test_ldir_accuracy_near_the_native_form(
+        self, flopp_model: IdentificationModel, particles: list[Spectrum]
+    ) -> None:
+        native = _correct(flopp_model, particles)
+        ldir = _correct(flopp_model, [_undeclared(s, low=975.0, high=1800.0) for s in particles])
+        assert ldir >= native - 0.05 * len(particles), (ldir, native, len(particles))
+
+    def test_undeclared_units_match_the_native_form(
+        self, flopp_model: IdentificationModel, particles: list[Spectrum]
+    ) -> None:
+        native = _correct(flopp_model, particles)
+        assert _correct(flopp_model, [_undeclared(s) for s in particles]) == native
+        assert _correct(flopp_model, [_undeclared(s, to_absorbance=True) for s in particles]) == native
+
+    def test_narrow_overlap_is_low_quality_with_the_overlap(self, flopp_model: IdentificationModel) -> None:
+        x = np.linspace(1458.0, 1477.0, 40)
+        (result,) = flopp_model.classify([Spectrum.create(x, np.exp(-(((x - 1468) / 3) ** 2)) + 0.01)])
+        assert result.status == "low_quality"
+        assert result.quality["flags"] == ["narrow_range"] and result.quality["overlap"] == [1458.0, 1477.0]
+
+    def test_a_library_change_forgets_range_models(self, flopp_model: IdentificationModel) -> None:
+        spectrum = _undeclared(
+            load_source(f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP-e")[0], low=975.0, high=1800.0
+        )
+        model = IdentificationModel(flopp_model.library.subset(lambda e: True), FAST)
+        model.classify([spectrum])
+        assert len(model.ranges_) == 1
+        model.add_references([spectrum], "PE", confirmed_by="test")
+        assert len(model.ranges_) == 0
+        assert model.classify([spectrum])[0].model_version.endswith("@975-1800")
+
+    def test_results_carry_their_conventions(self, flopp_model: IdentificationModel) -> None:
+        spectrum = _undeclared(load_source(f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP-e")[0])
+        out = flopp_model.classify([spectrum])[0].as_dict()
+        assert (out["technique"], out["y_unit"], out["y_unit_source"]) == ("ir", "transmittance", "inferred")
+        assert 0 < out["y_unit_confidence"] <= 1
+
+    def test_raman_without_a_raman_library_is_unknown_with_a_reason(
+        self, flopp_model: IdentificationModel
+    ) -> None:
+        x = np.linspace(150.0, 3400.0, 1626)
+        (result,) = flopp_model.classify([Spectrum.create(x, np.exp(-(((x - 1000) / 5) ** 2)) + 0.1)])
+        assert result.status == "unknown" and "no raman library" in result.extra["reason"]
+
+
+class TestTechniqueLibraries:
+    def test_bundled_raman_library(self) -> None:
+        library = ReferenceLibrary.load(DEFAULT_RAMAN_LIBRARY)
+        assert library.technique == "raman" and len(library) == 266
+        assert library.pipeline_spec["name"] == "raman"
+        assert library.attribution is not None
+        for organisation in ("Cabernard et al. 2018", "J. Lynch, NIST", "Horiba Scientific"):
+            assert organisation in library.attribution
+
+    def test_a_library_holds_one_technique(self) -> None:
+        library = ReferenceLibrary.load(DEFAULT_LIBRARY)
+        assert library.technique == "ir"
+        raman = read_spectra(SHARED_DATA / "openspecy_raman_polymers_2023")[:2]
+        with pytest.raises(LibraryError, match="one technique"):
+            library.add(raman, ["PE", "PE"])
+
+    def test_build_records_the_technique_and_picks_its_pipeline(self) -> None:
+        library = library_from_sources([f"{SHARED_DATA / 'openspecy_raman_polymers_2023'}"])
+        assert library.pipeline_spec["technique"] == "raman" and library.pipeline_spec["name"] == "raman"
+
+    def test_raman_spectra_are_routed_to_the_raman_library(self) -> None:
+        model = serving(
+            [ReferenceLibrary.load(DEFAULT_LIBRARY), ReferenceLibrary.load(DEFAULT_RAMAN_LIBRARY)], FAST
+        )
+        raman = load_source(f"{SHARED_DATA / 'openspecy_raman_polymers_2023'}@organization=Horiba Scientific")
+        undeclared = [Spectrum.create(s.wavenumbers, 1000 + 5000 * s.values) for s in raman]
+        results = model.classify(undeclared, aging=False)
+        assert all(r.extra["technique"] == "raman" for r in results)
+        assert sum(r.status == "known" for r in results) >= 0.8 * len(results)
