@@ -53,6 +53,14 @@ evaluate: $(VENV)/.installed
 	$(BIN)/mpwatch evaluate --study ../shared/data/flopp_frond2021 --out artifacts/evaluate/study
 	$(BIN)/mpwatch evaluate --conventions --test ../shared/data/flopp_frond2021 \
 	    --test ../shared/data/villegas_camacho2024_c8 --out artifacts/evaluate/conventions
+	$(BIN)/mpwatch evaluate --conventions --library "../shared/data/flopp_frond2021@library=FLOPP" \
+	    --test "../shared/data/flopp_frond2021@library=FLOPP-e" --out artifacts/evaluate/conventions_flopp
+	$(BIN)/mpwatch evaluate --library "../shared/data/openspecy_raman_polymers_2023@organization=Cabernard et al. 2018" \
+	    --test "../shared/data/openspecy_raman_polymers_2023@organization!=Cabernard et al. 2018" \
+	    --out artifacts/evaluate/raman_cabernard_to_others
+	$(BIN)/mpwatch evaluate --library "../shared/data/openspecy_raman_polymers_2023@organization!=Cabernard et al. 2018" \
+	    --test "../shared/data/openspecy_raman_polymers_2023@organization=Cabernard et al. 2018" \
+	    --out artifacts/evaluate/raman_others_to_cabernard
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

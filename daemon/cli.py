@@ -44,16 +44,26 @@ def _stdout() -> Console:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from engine.conventions import resolve
+
     spectra = read_spectra(args.file)
-    first = spectra[0]
-    summary = {**first.summary(), "n_spectra": len(spectra), "technique": first.technique}
+    first = resolve(spectra[0])
+    summary = {
+        **first.summary(),
+        "n_spectra": len(spectra),
+        "technique": first.technique,
+        "technique_source": first.metadata["technique_source"],
+        "y_unit_source": first.metadata["y_unit_source"],
+        "y_unit_confidence": first.metadata["y_unit_confidence"],
+    }
+    hidden = ("source", "format", "index", *summary)
     if args.json:
         sys.stdout.write(json.dumps(summary) + "\n")
         return EXIT_OK
     table = Table(title=str(args.file), show_header=False)
     for key, value in summary.items():
         table.add_row(key, str(value))
-    extra = {k: v for k, v in first.metadata.items() if k not in ("source", "format", "index")}
+    extra = {k: v for k, v in first.metadata.items() if k not in hidden}
     for key, value in list(extra.items())[:20]:
         table.add_row(f"[dim]{key}[/]", f"[dim]{str(value)[:100]}[/]")
     _stdout().print(table)
@@ -92,7 +102,8 @@ def cmd_library_build(args: argparse.Namespace) -> int:
     names = ", ".join(f.name for f in folders)
     version = lib.save(out, message=f"build from {names}")
     sys.stderr.write(
-        f"library {out}: version {version}, {len(lib)} spectra, {len(lib.class_counts())} classes\n"
+        f"library {out}: version {version}, {lib.technique} ({lib.pipeline_spec['name']} pipeline), "
+        f"{len(lib)} spectra, {len(lib.class_counts())} classes\n"
     )
     return EXIT_OK
 

@@ -65,6 +65,7 @@ from daemon.http import HttpError, HttpServer, Request, Response, all_checks_pas
 from daemon.ledger import Ledger, ReviewItem, ReviewState, StoredResult
 from daemon.retrain import LibraryGrowth
 from daemon.worker import ModelHolder
+from engine.conventions import AcquisitionProfile, resolve
 from engine.io import read_spectra
 from engine.library import LibraryError, VersionInfo, library_log
 from engine.model import IdentificationModel
@@ -194,6 +195,7 @@ class _Context:
     inboxes: Callable[[], Sequence[tuple[str, Path]]]
     token_required: bool
     clock: Callable[[], float]
+    profile_for: Callable[[str], AcquisitionProfile | None]
 
 
 def _page(ctx: _Context, *, title: str, active: str, body: str) -> Response:
@@ -504,11 +506,23 @@ def _aging(payload: Mapping[str, Any]) -> str:
     return f"<table><tr><th>aging index</th><th>value</th></tr>{rows}</table>"
 
 
+def _references(model: IdentificationModel, wanted: set[int]) -> dict[int, tuple[dict[str, Any], Spectrum]]:
+    """The entries and measured spectra of ``model``'s references whose ids are ``wanted``."""
+    library = model.library
+    return {
+        int(entry["ref_id"]): (dict(entry), spectrum)
+        for entry, spectrum in zip(library.entries, library.measured, strict=True)
+        if entry["ref_id"] in wanted
+    }
+
+
 def _review_card(
     item: ReviewItem,
     model: IdentificationModel,
     references: Mapping[int, tuple[dict[str, Any], Spectrum]],
     files: _Files,
+    *,
+    profile: AcquisitionProfile | None = None,
 ) -> str:
     result = item.result
     payload = result.payload
@@ -519,7 +533,7 @@ def _review_card(
         if hit.ref_id is not None and hit.ref_id in references
     ]
     try:
-        query = _query_spectrum(result, files)
+        query = resolve(_query_spectrum(result, files), profile=profile)
         plot = _plots(model, query, plotted_hits, result_id=result.id)
     except LookupError as exc:
         plot = f'<p class="fail">No plot: {escape(exc)}</p>'
@@ -587,15 +601,25 @@ def _review(ctx: _Context, request: Request) -> Response:
         if hit.ref_id is not None
     }
     with ctx.models.lock:  # a confirmation changes the library in place; read one consistent state
-        model = ctx.models.get()
-        library = model.library
+        served = ctx.models.get()
+        # a result's hits are references of its technique's library (reference ids are per library)
+        models = {
+            item.result.id: served.model_for(item.result.payload.get("technique")) or served for item in items
+        }
         references = {
-            int(entry["ref_id"]): (dict(entry), spectrum)
-            for entry, spectrum in zip(library.entries, library.measured, strict=True)
-            if entry["ref_id"] in wanted
+            id(model): _references(model, wanted) for model in {id(m): m for m in models.values()}.values()
         }
     files = _Files()
-    cards = "\n".join(_review_card(item, model, references, files) for item in items)
+    cards = "\n".join(
+        _review_card(
+            item,
+            models[item.result.id],
+            references[id(models[item.result.id])],
+            files,
+            profile=ctx.profile_for(item.result.source_path),
+        )
+        for item in items
+    )
     pager = []
     if offset > 0:
         pager.append(f'<a href="/review?offset={max(0, offset - REVIEW_PAGE_SIZE)}">← previous</a>')
@@ -856,6 +880,8 @@ class ConsoleSource(Protocol):
 
     def readiness(self) -> Mapping[str, Any]: ...
 
+    def profile_for(self, path: str | Path) -> AcquisitionProfile | None: ...
+
 
 def install_console(server: HttpServer, *, daemon: ConsoleSource) -> None:
     """Register the console's pages on ``server`` (where the JSON API is installed too).
@@ -874,6 +900,7 @@ def install_console(server: HttpServer, *, daemon: ConsoleSource) -> None:
         inboxes=lambda: [(inbox.name, inbox.path) for inbox in daemon.config.inboxes],
         token_required=bool(daemon.config.http.token),
         clock=daemon.clock,
+        profile_for=daemon.profile_for,
     )
 
     def page(render: Callable[[_Context, Request], Response]) -> Callable[[Request], Response]:

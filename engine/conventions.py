@@ -76,6 +76,8 @@ RAMAN_AXIS_BELOW = 350.0
 
 #: Width (cm-1) of the running median that separates bands from the baseline.
 BAND_WINDOW_CM = 60.0
+#: Spectra sampled more finely are judged on every n-th point, about this far apart (cm-1).
+JUDGE_STEP_CM = 4.0
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,9 @@ def infer_y_unit(s: Spectrum) -> UnitEvidence:
     the derivative and the normalisation remove.
     """
     x, y = _measured(s)
-    step = float(np.median(np.diff(x))) if x.size > 1 else 1.0
+    step = float(x[-1] - x[0]) / max(x.size - 1, 1)
+    stride = max(1, int(JUDGE_STEP_CM / max(step, 1e-9)))  # finer sampling tells nothing more
+    x, y, step = x[::stride], y[::stride], step * stride
     window = max(5, round(BAND_WINDOW_CM / max(step, 1e-9)) | 1)
     window = min(window, max(5, (y.size // 2) | 1))
     high_pass = y - median_filter(y, size=window, mode="nearest")

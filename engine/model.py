@@ -211,7 +211,7 @@ class IdentificationModel:
     @property
     def technique(self) -> str:
         """The technique of this model's library: ``ir`` or ``raman``."""
-        return str(self.library.technique)
+        return self.technique_
 
     def attach(self, companion: IdentificationModel) -> None:
         """Send spectra of ``companion``'s technique to it (e.g. a Raman model beside an IR one)."""
@@ -278,6 +278,9 @@ class IdentificationModel:
 
     def _reset_ranges(self) -> None:
         """Forget the range models and measure the library's span again (after any library change)."""
+        self.technique_ = str(self.library.technique)
+        grid = self.library.grid
+        self.grid_ = (float(grid.start), float(grid.stop), float(grid.step))
         self.span_ = self.library.span()
         self.ranges_: RangeModelCache[IdentificationModel] = RangeModelCache(
             self._range_model, capacity=self.config.range_models
@@ -418,13 +421,14 @@ class IdentificationModel:
     def _route(self, s: Spectrum) -> tuple[Any, ...]:
         if s.technique != self.technique:
             return ("technique", s.technique)
-        grid = self.library.grid
+        start, stop, step = self.grid_
+        x = s.wavenumbers
         to = route(
             measured_range(s),
             span=self.span_,
-            step=float(grid.step),
-            grid=(grid.start, grid.stop),
-            spacing=float(np.median(np.diff(s.wavenumbers))),
+            step=step,
+            grid=(start, stop),
+            spacing=float(x[-1] - x[0]) / max(x.size - 1, 1),  # the mean step: the median costs more
         )
         if to.kind == "range" and self.window is None and to.window is not None:
             return ("range", (*to.window, to.step))

@@ -6,7 +6,6 @@ header with %T values, absorbance cut to 975-1800 cm-1, Raman counts.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from engine.labels import scoring_label
 from engine.model import IdentificationModel, ModelConfig
 from engine.spectrum import Spectrum
 from tests.conftest import SHARED_DATA, wait_until
+from tests.test_daemon import Running
 
 FAST = ModelConfig(n_synthetic=10, n_learners=10)
 
@@ -65,21 +65,6 @@ def write_config(tmp_path: Path, inboxes: list[dict[str, object]], **extra: obje
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-class Running:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.thread = threading.Thread(target=daemon.run, daemon=True)
-
-    def __enter__(self) -> Daemon:
-        self.thread.start()
-        wait_until(lambda: self.daemon.http.running, timeout=30)
-        return self.daemon
-
-    def __exit__(self, *exc: object) -> None:
-        self.daemon.stop.set()
-        self.thread.join(timeout=60)
 
 
 class TestOtherLabsFiles:
