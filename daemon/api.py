@@ -57,8 +57,8 @@ def require_write_access(request: Request, token: str | None, *, loopback_only: 
         raise HttpError(
             HTTPStatus.FORBIDDEN, f"writes are accepted for localhost only, not for Host {host!r}"
         )
-    origin = request.header("origin")
-    if origin and origin != "null" and origin.split("://", 1)[-1].lower() != host.lower():
+    origin = request.header("origin")  # "null": a sandboxed frame or a file:// page, never the console
+    if origin and (origin == "null" or origin.split("://", 1)[-1].lower() != host.lower()):
         raise HttpError(HTTPStatus.FORBIDDEN, "cross-origin writes are refused")
     if token:
         given = (request.header("authorization") or "").removeprefix("Bearer ").strip()
@@ -68,13 +68,24 @@ def require_write_access(request: Request, token: str | None, *, loopback_only: 
             )
 
 
-def _int(value: Any, name: str) -> int:
+#: The largest id SQLite stores (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
+
+#: The most rows one request returns.
+MAX_LIMIT = 10_000
+
+
+def _int(value: Any, name: str, *, low: int = 1, high: int = MAX_ID) -> int:
+    """``value`` as an integer in [``low``, ``high``], else a 400 naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise HttpError(HTTPStatus.BAD_REQUEST, f"{name} must be an integer")
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise HttpError(HTTPStatus.BAD_REQUEST, f"{name} must be an integer") from None
+    if not low <= number <= high:
+        raise HttpError(HTTPStatus.BAD_REQUEST, f"{name} must be between {low} and {high}")
+    return number
 
 
 def install_api(
@@ -101,7 +112,7 @@ def install_api(
         return guarded
 
     def reviews(request: Request) -> Response:
-        limit = _int(request.query_value("limit", "100"), "limit")
+        limit = _int(request.query_value("limit", "100"), "limit", high=MAX_LIMIT)
         items = ledger.open_reviews(limit=limit)
         return Response.json(
             [{**result_row(i.result), "review_state": str(i.state), "opened_at": i.opened_at} for i in items]
@@ -148,12 +159,19 @@ def install_api(
 
     def results(request: Request) -> Response:
         status = request.query_value("status")
+        statuses = [s.value for s in ResultStatus]
+        if status is not None and status not in statuses:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"status must be one of {', '.join(statuses)}")
         since = request.query_value("since")
+        try:
+            since_time = float(since) if since else None
+        except ValueError:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "since must be epoch seconds") from None
         rows = ledger.results(
-            since=float(since) if since else None,
-            status=ResultStatus(status) if status in {s.value for s in ResultStatus} else None,
+            since=since_time,
+            status=ResultStatus(status) if status else None,
             label=request.query_value("label"),
-            limit=min(_int(request.query_value("limit", "100"), "limit"), 10_000),
+            limit=_int(request.query_value("limit", "100"), "limit", high=MAX_LIMIT),
         )
         return Response.json([result_row(r) for r in rows])
 

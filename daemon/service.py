@@ -48,6 +48,7 @@ from daemon.ledger import Admission, FileState, Ledger, LedgerError, RetryPolicy
 from daemon.metrics import Metrics
 from daemon.results import ResultsExporter
 from daemon.retrain import LibraryGrowth
+from daemon.state_lock import StateLock
 from daemon.watcher import FileStat, InboxWatcher, SpectrumFileFilter
 from daemon.worker import Classified, ModelHolder, Worker
 from engine.conventions import TECHNIQUES, AcquisitionProfile
@@ -142,6 +143,8 @@ class Daemon:
         state = config.state_dir
         for sub in ("results", "quarantine"):
             (state / sub).mkdir(parents=True, exist_ok=True)
+        #: Held from :meth:`start` to :meth:`shutdown`: one daemon per state folder.
+        self.state_lock = StateLock(state)
         self.ledger = Ledger.in_state_dir(
             state,
             retry_policy=RetryPolicy(
@@ -305,12 +308,24 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_reload)
 
     def start(self) -> None:
-        """Recover, start the HTTP server, the watchers and the worker."""
+        """Lock the state folder, recover, start the HTTP server, the watchers and the worker.
+
+        Raises:
+            ConfigError: another daemon holds the state folder, or the HTTP port cannot be bound.
+        """
+        self.state_lock.acquire()
         recovered = self.ledger.recover_interrupted(now=self.clock())
         if recovered:
             logger.info("recovered %d files interrupted by the last stop", recovered)
+        try:
+            self.http.start()
+        except OSError as exc:
+            host, port = self.config.http.host, self.config.http.port
+            raise ConfigError(
+                f"http.port: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "is another daemon running? Choose another port with --metrics-port"
+            ) from None
         self.helpers.start()
-        self.http.start()
         logger.info("metrics and health on http://%s:%d", self.config.http.host, self.http.port)
         for name, watcher in self.watchers.items():
             self._start_watcher(name, watcher)
@@ -331,7 +346,14 @@ class Daemon:
 
     def run(self) -> None:
         """Start, loop until :attr:`stop` is set, then shut down cleanly."""
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.helpers.close()
+            self.http.shutdown()
+            self.ledger.close()
+            self.state_lock.release()
+            raise
         try:
             while not self.stop.is_set():
                 self.tick()
@@ -536,4 +558,5 @@ class Daemon:
         self.exporter.flush(now=now, force=True)
         self.http.shutdown()
         self.ledger.close()
+        self.state_lock.release()
         logger.info("stopped")

@@ -41,12 +41,21 @@ __all__ = [
 MAX_SNR = 1e6
 
 
-def _noise_and_signal(Y: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Per row of ``Y``: the robust noise level of the residual from a smooth, and the signal range."""
-    smooth = convolve1d(Y, savgol_coefficients(15, 3), axis=-1, mode="nearest")
+def _noise_and_signal(
+    Y: npt.NDArray[np.float64], *, despike: bool = False
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per row of ``Y``: the robust noise level of the residual from a smooth, and the signal range.
+
+    With ``despike`` the signal is measured with single-point spikes taken out (a running
+    median of 5 first), so a flat line with one spike has no signal, however clean it is.
+    """
+    smoothing = savgol_coefficients(15, 3)
+    smooth = convolve1d(Y, smoothing, axis=-1, mode="nearest")
     residual = Y - smooth
     centre = np.median(residual, axis=-1, keepdims=True)
     noise = 1.4826 * np.median(np.abs(residual - centre), axis=-1)
+    if despike:
+        smooth = convolve1d(median_filter(Y, size=(1, 5), mode="nearest"), smoothing, axis=-1, mode="nearest")
     low, high = np.percentile(smooth, [0.5, 99.5], axis=-1)
     return noise, high - low
 
@@ -183,7 +192,7 @@ class QualityGate:
         for pattern, members in _groups([measured[i] for i in usable], lambda m: m.tobytes()).items():
             index = [usable[j] for j in members]
             segment = _filled_segment(Y[index], np.frombuffer(pattern, dtype=bool))
-            noise, signal = _noise_and_signal(segment)
+            noise, signal = _noise_and_signal(segment, despike=True)
             snr[index] = signal_to_noise(signal, noise)
             clipped = clipped_fraction(segment, tolerance=self.plateau_tolerance, min_run=self.plateau_points)
             saturated[index] = clipped > self.saturated_fraction

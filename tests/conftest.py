@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,3 +31,23 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0, interv
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def library_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real library on disk: FLOPP pristine (185 spectra), fast to build and load."""
+    from engine.evaluate import library_from_sources
+
+    lib = library_from_sources([f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP"])
+    folder = tmp_path_factory.mktemp("library")
+    lib.save(folder, message="FLOPP pristine")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(library_dir: Path) -> Any:
+    """The served model on :func:`library_dir`, with a small ensemble."""
+    from engine.library import ReferenceLibrary
+    from engine.model import IdentificationModel, ModelConfig
+
+    return IdentificationModel(ReferenceLibrary.load(library_dir), ModelConfig(n_synthetic=10, n_learners=10))

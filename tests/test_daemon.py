@@ -29,7 +29,7 @@ from daemon.config import ConfigError, load_config
 from daemon.ledger import Admission, InvalidTransitionError, WorkItem
 from daemon.service import MIN_PAUSE_SECONDS, TICK_SECONDS, Daemon
 from daemon.watcher import FileStat
-from engine.evaluate import library_from_sources, load_source
+from engine.evaluate import load_source
 from engine.model import IdentificationModel, ModelConfig
 from engine.spectrum import Spectrum
 from tests.conftest import REPO_ROOT, SHARED_DATA, wait_until
@@ -49,21 +49,6 @@ def variant(text: str, i: int) -> str:
     head, last = text.rstrip("\n").rsplit("\n", 1)
     x, y = last.split(",")
     return f"{head}\n{x},{float(y) + 1e-4 * (i + 1):.5f}\n"
-
-
-@pytest.fixture(scope="module")
-def library_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    lib = library_from_sources([f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP"])
-    folder = tmp_path_factory.mktemp("library")
-    lib.save(folder, message="FLOPP pristine")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def model(library_dir: Path) -> IdentificationModel:
-    from engine.library import ReferenceLibrary
-
-    return IdentificationModel(ReferenceLibrary.load(library_dir), FAST)
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,6 @@ def bare_csv(x: np.ndarray, y: np.ndarray) -> str:
 
 
 @pytest.fixture(scope="module")
-def library_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("library")
-    library_from_sources([f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP"]).save(folder, message="FLOPP")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def raman_library_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("raman")
     source = f"{SHARED_DATA / 'openspecy_raman_polymers_2023'}@organization=Cabernard et al. 2018"

@@ -1,0 +1,126 @@
+"""Faults that used to end the daemon or break a promise, each reproduced as a user meets it.
+
+- a taken metrics port: one line naming the port, exit code 2 (was a 28-line traceback);
+- a second daemon on the same state folder: refused with one line (it took the first
+  one's files over as "interrupted");
+- a flat spectrum with one spike: a finite S/N, valid JSON (was Infinity);
+- ``mpwatch classify ... | head``: no BrokenPipe traceback;
+- the API: a negative limit or a result id past 64 bits gave a 500, an unknown status was
+  ignored, and ``Origin: null`` was let through.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.config import load_config
+from daemon.service import Daemon
+from daemon.state_lock import StateDirInUse
+from engine.model import IdentificationModel
+from tests.conftest import wait_until
+from tests.test_daemon import Running, write_config
+
+MPWATCH = [sys.executable, "-m", "daemon.cli"]
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def test_a_taken_metrics_port_is_one_line_and_exit_2(tmp_path: Path, library_dir: Path) -> None:
+    config = write_config(tmp_path, library_dir)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*MPWATCH, "run", "--config", str(config), "--metrics-port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("mpwatch: ") and str(port) in lines[-1]
+    assert "Traceback" not in done.stderr
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel
+) -> None:
+    config = load_config(write_config(tmp_path, library_dir))
+    with Running(Daemon(config, model=model)):
+        second = Daemon(config, model=model)
+        with pytest.raises(StateDirInUse, match="in use by another mpwatch daemon"):
+            second.run()
+        done = subprocess.run(
+            [*MPWATCH, "run", "--config", str(tmp_path / "config.yaml"), "--metrics-port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("mpwatch: state_dir")
+    third = Daemon(config, model=model)  # the lock goes with the daemon that held it
+    with Running(third) as d:
+        wait_until(lambda: d.http.running)
+
+
+def test_a_flat_spectrum_with_one_spike_is_valid_json(tmp_path: Path) -> None:
+    x = np.arange(650.0, 4000.0, 2.0)
+    y = np.full(x.size, 50.0)
+    y[x.size // 2] = 90.0
+    path = tmp_path / "spike.csv"
+    path.write_text("wavenumber,absorbance\n" + "".join(f"{a},{b}\n" for a, b in zip(x, y, strict=True)))
+    done = subprocess.run([*MPWATCH, "classify", str(path)], capture_output=True, text=True, check=True)
+    (row,) = [json.loads(line, parse_constant=_no_constants) for line in done.stdout.splitlines()]
+    assert np.isfinite(row["quality"]["snr"])
+    assert row["status"] == "low_quality"
+
+
+def test_classify_into_a_closed_pipe_prints_no_traceback(shared_data: Path) -> None:
+    folder = shared_data / "flopp_frond2021"
+    shell = f"{sys.executable} -m daemon.cli classify --format jsonl {folder} | head -1"
+    done = subprocess.run(shell, shell=True, capture_output=True, text=True, timeout=300, check=False)
+    assert done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def _request(port: int, path: str, *, body: dict[str, object] | None = None, **headers: str) -> int:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        headers={"Content-Type": "application/json", **headers} if data else headers,
+        method="POST" if data else "GET",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_the_api_answers_bad_numbers_and_foreign_origins_with_4xx(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel
+) -> None:
+    config = load_config(write_config(tmp_path, library_dir))
+    with Running(Daemon(config, model=model)) as d:
+        port = d.http.port
+        assert _request(port, "/api/results?limit=5") == 200
+        for query in ("limit=-1", "limit=0", "limit=100000", "status=bogus", "since=yesterday"):
+            assert _request(port, f"/api/results?{query}") == 400, query
+        assert _request(port, "/api/reviews?limit=-1") == 400
+        assert _request(port, "/api/confirm", body={"result_id": 10**30, "label": "PE"}) == 400
+        assert _request(port, "/api/confirm", body={"result_id": 1, "label": "PE"}, Origin="null") == 403
