@@ -124,3 +124,20 @@ def test_the_api_answers_bad_numbers_and_foreign_origins_with_4xx(
         assert _request(port, "/api/reviews?limit=-1") == 400
         assert _request(port, "/api/confirm", body={"result_id": 10**30, "label": "PE"}) == 400
         assert _request(port, "/api/confirm", body={"result_id": 1, "label": "PE"}, Origin="null") == 403
+
+
+def test_results_lists_quarantined_files_with_their_reasons(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel
+) -> None:
+    config = load_config(write_config(tmp_path, library_dir))
+    with Running(Daemon(config, model=model)) as d:
+        (tmp_path / "inbox" / "cut-short.csv").write_text("wavenumber;absorbance\n1234.5;")
+        (tmp_path / "inbox" / "random.spa").write_bytes(bytes(range(256)) * 4)
+        wait_until(lambda: d.ledger.counts().get("quarantined", 0) == 2)
+    command = [*MPWATCH, "results", "--state", str(tmp_path / "state"), "--status", "quarantined"]
+    done = subprocess.run([*command, "--format", "jsonl"], capture_output=True, text=True, check=True)
+    rows = {Path(row["source"]).name: row for row in map(json.loads, done.stdout.splitlines())}
+    assert set(rows) == {"cut-short.csv", "random.spa"}
+    assert all(row["state"] == "quarantined" and row["reason"] for row in rows.values())
+    table = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert "cut-short.csv" in table and "quarantined" in table
