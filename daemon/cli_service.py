@@ -76,13 +76,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.service import Daemon
 
     path = _config_path(args.config)
-    config = load_config(path, overrides=_overrides(args))
+    overrides = _overrides(args)
+    config = load_config(path, overrides=overrides)
     logging.getLogger().setLevel(config.logging.level)
     if args.seed_demo:
         copied = seed_demo(config)
         if copied:
             logger.info("copied %d demo spectra into %s", copied, config.inboxes[0].path)
-    daemon = Daemon(config, config_path=path)
+    daemon = Daemon(config, config_path=path, overrides=overrides)
     daemon.install_signal_handlers()
     logger.info(
         "mpwatch running: model %s; results in %s; stop with Ctrl-C",

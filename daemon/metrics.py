@@ -371,6 +371,18 @@ class Metrics:
         with self._lock:
             return frozenset(self._labels)
 
+    def set_inbox_roots(self, roots: Iterable[str]) -> None:
+        """The configured inbox names after a reload: new ones get their series, removed ones lose them."""
+        new = tuple(dict.fromkeys(str(root) for root in roots))
+        with self._lock:
+            old, self._roots = self._roots, new
+        for root in old:
+            if root not in new:
+                self._watcher_up.remove(root)
+        for root in new:
+            if root not in old:
+                self._watcher_up.labels(root=root).set(0)
+
     @property
     def inbox_roots(self) -> tuple[str, ...]:
         """The configured inbox names."""

@@ -30,7 +30,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -129,12 +129,15 @@ class Daemon:
         config: Config,
         *,
         config_path: Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
         registry: CollectorRegistry | None = None,
         model: IdentificationModel | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.config_path = config_path
+        #: The command line's settings, which a reload applies over the file again.
+        self.overrides = dict(overrides or {})
         self.clock = clock
         self.stop = threading.Event()
         self.reload = threading.Event()
@@ -371,7 +374,10 @@ class Daemon:
         self.heartbeat.beat()
         if self.reload.is_set():
             self.reload.clear()
-            self.reload_config()
+            try:
+                self.reload_config()
+            except Exception:
+                logger.exception("reload failed; the daemon goes on with what it had")
         now = self.clock()
         for watcher in self.watchers.values():
             self.admit(watcher.poll_ready(limit=ADMIT_PER_TURN), now=now)
@@ -512,10 +518,13 @@ class Daemon:
             logger.warning("reload asked, but the daemon was not started from a configuration file")
             return
         try:
-            new = load_config(self.config_path)
+            new = load_config(self.config_path, overrides=self.overrides)
         except ConfigError as exc:
             logger.error("reload refused, keeping the running configuration: %s", exc)
             return
+        if new.state_dir != self.config.state_dir or new.http != self.config.http:
+            logger.warning("state_dir and http take effect at the next start, not on reload")
+            new = new.model_copy(update={"state_dir": self.config.state_dir, "http": self.config.http})
         if (
             served_library_dirs(new) != served_library_dirs(self.config)
             or new.engine_model_config() != self.config.engine_model_config()
@@ -530,9 +539,12 @@ class Daemon:
         if new.inboxes != self.config.inboxes or new.watch != self.config.watch:
             for watcher in self.watchers.values():
                 watcher.stop()
+            self.metrics.set_inbox_roots(inbox.name for inbox in new.inboxes)
+            self.exporter.inboxes = [(inbox.name, inbox.path) for inbox in new.inboxes]
             self.watchers = self._make_watchers(new)
             for name, watcher in self.watchers.items():
                 self._start_watcher(name, watcher)
+            logger.info("reload: watching %s", ", ".join(inbox.name for inbox in new.inboxes))
         self.config = new
         logger.info("configuration reloaded from %s", self.config_path)
 

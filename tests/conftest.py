@@ -51,3 +51,18 @@ def model(library_dir: Path) -> Any:
     from engine.model import IdentificationModel, ModelConfig
 
     return IdentificationModel(ReferenceLibrary.load(library_dir), ModelConfig(n_synthetic=10, n_learners=10))
+
+
+def spectrum_csv(s: Any) -> str:
+    """A spectrum as an instrument-like CSV file with a %T unit header."""
+    return "wavenumber,transmittance\n" + "".join(
+        f"{x:.3f},{y:.5f}\n" for x, y in zip(s.wavenumbers, s.values, strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def particles() -> list[str]:
+    """CSV texts of real environmental particles (FLOPP-e)."""
+    from engine.evaluate import load_source
+
+    return [spectrum_csv(s) for s in load_source(f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP-e")[:120]]

@@ -29,19 +29,11 @@ from daemon.config import ConfigError, load_config
 from daemon.ledger import Admission, InvalidTransitionError, WorkItem
 from daemon.service import MIN_PAUSE_SECONDS, TICK_SECONDS, Daemon
 from daemon.watcher import FileStat
-from engine.evaluate import load_source
 from engine.model import IdentificationModel, ModelConfig
-from engine.spectrum import Spectrum
-from tests.conftest import REPO_ROOT, SHARED_DATA, wait_until
+from tests.conftest import REPO_ROOT, wait_until
 from tests.prometheus import require_tool, running_prometheus
 
 FAST = ModelConfig(n_synthetic=10, n_learners=10)
-
-
-def spectrum_csv(s: Spectrum) -> str:
-    return "wavenumber,transmittance\n" + "".join(
-        f"{x:.3f},{y:.5f}\n" for x, y in zip(s.wavenumbers, s.values, strict=True)
-    )
 
 
 def variant(text: str, i: int) -> str:
@@ -49,12 +41,6 @@ def variant(text: str, i: int) -> str:
     head, last = text.rstrip("\n").rsplit("\n", 1)
     x, y = last.split(",")
     return f"{head}\n{x},{float(y) + 1e-4 * (i + 1):.5f}\n"
-
-
-@pytest.fixture(scope="module")
-def particles() -> list[str]:
-    """CSV texts of real environmental particles (FLOPP-e)."""
-    return [spectrum_csv(s) for s in load_source(f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP-e")[:120]]
 
 
 def write_config(tmp_path: Path, library_dir: Path, **extra: object) -> Path:

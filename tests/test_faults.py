@@ -5,6 +5,8 @@
   one's files over as "interrupted");
 - a flat spectrum with one spike: a finite S/N, valid JSON (was Infinity);
 - ``mpwatch classify ... | head``: no BrokenPipe traceback;
+- SIGHUP with command-line overrides ended the daemon ("unknown inbox root"); a reload
+  now keeps the overrides and adds and removes inboxes with their metrics;
 - the API: a negative limit or a result id past 64 bits gave a 500, an unknown status was
   ignored, and ``Origin: null`` was let through.
 """
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from prometheus_client import generate_latest
 
 from daemon.config import load_config
 from daemon.service import Daemon
@@ -110,6 +115,8 @@ def _request(port: int, path: str, *, body: dict[str, object] | None = None, **h
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
+    except urllib.error.URLError:
+        return 0  # nobody listening (yet)
 
 
 def test_the_api_answers_bad_numbers_and_foreign_origins_with_4xx(
@@ -141,3 +148,57 @@ def test_results_lists_quarantined_files_with_their_reasons(
     assert all(row["state"] == "quarantined" and row["reason"] for row in rows.values())
     table = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     assert "cut-short.csv" in table and "quarantined" in table
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_sighup_keeps_the_command_line_and_the_daemon(
+    tmp_path: Path, library_dir: Path, particles: list[str]
+) -> None:
+    """A reload with an unchanged file and command-line overrides used to end the daemon."""
+    config = write_config(tmp_path, library_dir)
+    inbox, state, port = tmp_path / "override-inbox", tmp_path / "override-state", _free_port()
+    inbox.mkdir()
+    command = [*MPWATCH, "run", "--config", str(config), "--inbox", str(inbox), "--state", str(state)]
+    process = subprocess.Popen([*command, "--metrics-port", str(port)], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _request(port, "/readyz") == 200, timeout=120)
+        process.send_signal(signal.SIGHUP)
+        (inbox / "after-reload.csv").write_text(particles[0])
+        wait_until(lambda: (state / "ledger.sqlite3").exists() and _done_files(state) == 1, timeout=60)
+        assert process.poll() is None and _request(port, "/healthz") == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert "unknown inbox root" not in stderr and "Traceback" not in stderr
+
+
+def _done_files(state: Path) -> int:
+    from daemon.ledger import Ledger
+
+    with Ledger.in_state_dir(state) as ledger:
+        return int(ledger.counts().get("done", 0))
+
+
+def test_a_reload_adds_and_removes_inboxes_and_their_metrics(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
+) -> None:
+    path = write_config(tmp_path, library_dir)
+    daemon = Daemon(load_config(path), config_path=path, model=model)
+    with Running(daemon) as d:
+        second = tmp_path / "second"
+        second.mkdir()
+        settings = yaml.safe_load(path.read_text())
+        settings["inboxes"] = [{"path": str(second), "name": "second"}]
+        path.write_text(yaml.safe_dump(settings))
+        d.reload.set()
+        wait_until(lambda: [i.name for i in d.config.inboxes] == ["second"])
+        (second / "p.csv").write_text(particles[1])
+        wait_until(lambda: d.ledger.counts().get("done", 0) == 1)
+        exposition = generate_latest(d.registry).decode()
+        assert 'mpwatch_watcher_up{root="second"} 1.0' in exposition
+        assert 'root="lab"' not in exposition
