@@ -25,8 +25,8 @@ from engine.evaluate import library_from_sources, load_source
 from engine.library import ReferenceLibrary
 from engine.model import IdentificationModel, ModelConfig
 from engine.spectrum import Spectrum
-from tests.conftest import SHARED_DATA
-from tests.test_daemon import Running, spectrum_csv, wait_until, write_config
+from tests.conftest import SHARED_DATA, spectrum_csv, wait_until
+from tests.test_daemon import Running, write_config
 
 FAST = ModelConfig(n_synthetic=10, n_learners=10)
 TINY = {"image_size": 16, "width": 4, "depth": 2, "max_epochs": 2}

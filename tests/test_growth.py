@@ -21,8 +21,8 @@ from engine.evaluate import library_from_sources, load_source
 from engine.labels import scoring_label
 from engine.library import ReferenceLibrary, library_log
 from engine.spectrum import Spectrum
-from tests.conftest import REPO_ROOT, SHARED_DATA
-from tests.test_daemon import Running, spectrum_csv, wait_until, write_config
+from tests.conftest import REPO_ROOT, SHARED_DATA, spectrum_csv, wait_until
+from tests.test_daemon import Running, write_config
 
 FLOPP = SHARED_DATA / "flopp_frond2021"
 HELD_OUT = "PET"
