@@ -8,6 +8,7 @@ standard error.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -207,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from daemon.config import ConfigError
     from engine.library import LibraryError
 
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as their own bytes
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

@@ -119,6 +119,9 @@ from daemon.ledger_records import (
     _review_item,
     _stored_result,
     _work_item,
+    path_from_db,
+    path_to_db,
+    text_to_db,
 )
 from daemon.ledger_schema import SCHEMA_VERSION, migrate
 
@@ -171,10 +174,11 @@ _REVIEW_SELECT: Final = (
 
 
 def _path_key(path: str | Path) -> str:
+    """The stored form of a file path (:func:`path_to_db`: lossless, whatever its bytes)."""
     key = str(path)
     if not key:
         raise ValueError("a file path must not be empty")
-    return key
+    return path_to_db(key)
 
 
 def _check_sha256(sha256: str) -> str:
@@ -462,11 +466,11 @@ class Ledger:
                 (sha256, row["id"]),
             ).fetchone()
             if poisoned is not None:
-                reason = f"same content as quarantined {poisoned['path']}: {poisoned['reason']}"
+                reason = f"same content as quarantined {path_from_db(poisoned['path'])}: {poisoned['reason']}"
                 conn.execute(
                     "UPDATE files SET state = 'quarantined', sha256 = ?, reason = ?, "
                     "next_attempt_at = NULL, claimed_at = NULL, updated_at = ? WHERE id = ?",
-                    (sha256, reason, now, row["id"]),
+                    (sha256, text_to_db(reason), now, row["id"]),
                 )
                 logger.warning("%s quarantined: %s", key, reason)
                 return Admission.QUARANTINED
@@ -564,7 +568,7 @@ class Ledger:
             if not pending:
                 if earlier is None:
                     raise InvalidTransitionError(f"no pending file holds content {sha256}")
-                return Completion(sha256, earlier, 0, 0, ())
+                return Completion(sha256, path_from_db(earlier), 0, 0, ())
             source_path = earlier if earlier is not None else str(pending[0]["path"])
             written = conn.executemany(
                 "INSERT INTO results (sha256, source_path, spectrum_index, created_at, status, label, "
@@ -607,7 +611,13 @@ class Ledger:
                         "next_attempt_at = NULL, claimed_at = NULL, updated_at = ? WHERE id = ?",
                         (source_path, now, row["id"]),
                     )
-            return Completion(sha256, source_path, max(written, 0), max(reviews, 0), tuple(duplicates))
+            return Completion(
+                sha256,
+                path_from_db(source_path),
+                max(written, 0),
+                max(reviews, 0),
+                tuple(path_from_db(d) for d in duplicates),
+            )
 
     def fail(
         self,
@@ -643,7 +653,7 @@ class Ledger:
                 conn.execute(
                     "UPDATE files SET state = 'quarantined', attempts = ?, reason = ?, "
                     "next_attempt_at = NULL, claimed_at = NULL, updated_at = ? WHERE id = ?",
-                    (attempts, final_reason, now, row["id"]),
+                    (attempts, text_to_db(final_reason), now, row["id"]),
                 )
                 logger.warning("%s quarantined: %s", key, final_reason)
             else:
@@ -651,7 +661,7 @@ class Ledger:
                 conn.execute(
                     "UPDATE files SET state = 'failed', attempts = ?, reason = ?, next_attempt_at = ?, "
                     "claimed_at = NULL, updated_at = ? WHERE id = ?",
-                    (attempts, reason, now + delay, now, row["id"]),
+                    (attempts, text_to_db(reason), now + delay, now, row["id"]),
                 )
                 logger.info("%s failed (attempt %d), retry in %.0f s: %s", key, attempts, delay, reason)
             return self._reload(conn, row["id"])
@@ -666,7 +676,7 @@ class Ledger:
             conn.execute(
                 "UPDATE files SET state = 'quarantined', reason = ?, next_attempt_at = NULL, "
                 "claimed_at = NULL, updated_at = ? WHERE id = ?",
-                (reason, now, row["id"]),
+                (text_to_db(reason), now, row["id"]),
             )
             logger.warning("%s quarantined: %s", key, reason)
             return self._reload(conn, row["id"])

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "PATH_ESCAPE",
     "Admission",
     "Completion",
     "FileRecord",
@@ -31,7 +32,70 @@ __all__ = [
     "UnknownPathError",
     "UnknownReviewError",
     "WorkItem",
+    "path_from_db",
+    "path_to_db",
+    "text_to_db",
 ]
+
+#: Marks an escape in a stored path: itself doubled, or two hex digits of a byte that is not UTF-8.
+PATH_ESCAPE = "\uf8ff"
+
+
+def path_to_db(path: str) -> str:
+    r"""A file path as SQLite can store it, losslessly.
+
+    Paths are ``str`` as the operating system gives them: bytes that are not UTF-8
+    (a file name written by an instrument PC with another code page) stand as lone
+    surrogates, which SQLite cannot store. Those become :data:`PATH_ESCAPE` and the
+    byte in hex. Every other path is stored as it is.
+
+    >>> import os
+    >>> name = os.fsdecode(b"/data/particle-\xff.csv")
+    >>> stored = path_to_db(name)
+    >>> stored == "/data/particle-\uf8ffff.csv", path_from_db(stored) == name
+    (True, True)
+    >>> path_to_db("/data/PE-01.csv")
+    '/data/PE-01.csv'
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        if PATH_ESCAPE not in path:
+            return path
+    out = []
+    for ch in path:
+        if ch == PATH_ESCAPE:
+            out.append(PATH_ESCAPE * 2)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:
+            out.append(f"{PATH_ESCAPE}{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def path_from_db(stored: str) -> str:
+    """The path :func:`path_to_db` stored, as the operating system names it."""
+    if PATH_ESCAPE not in stored:
+        return stored
+    out, i = [], 0
+    while i < len(stored):
+        if stored[i] != PATH_ESCAPE:
+            out.append(stored[i])
+            i += 1
+        elif stored[i + 1 : i + 2] == PATH_ESCAPE:
+            out.append(PATH_ESCAPE)
+            i += 2
+        else:
+            out.append(chr(0xDC00 + int(stored[i + 1 : i + 3], 16)))
+            i += 3
+    return "".join(out)
+
+
+def text_to_db(text: str) -> str:
+    """Free text (a reason naming a file) made storable: undecodable bytes become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class LedgerError(Exception):
@@ -235,7 +299,7 @@ class ReviewItem:
 def _file_record(row: sqlite3.Row) -> FileRecord:
     return FileRecord(
         id=row["id"],
-        path=row["path"],
+        path=path_from_db(row["path"]),
         sha256=row["sha256"],
         size=row["size"],
         mtime=row["mtime"],
@@ -245,7 +309,7 @@ def _file_record(row: sqlite3.Row) -> FileRecord:
         reason=row["reason"],
         first_seen=row["first_seen"],
         updated_at=row["updated_at"],
-        duplicate_of=row["duplicate_of"],
+        duplicate_of=row["duplicate_of"] and path_from_db(row["duplicate_of"]),
         claimed_at=row["claimed_at"],
     )
 
@@ -254,7 +318,7 @@ def _stored_result(row: sqlite3.Row) -> StoredResult:
     return StoredResult(
         id=row["id"],
         sha256=row["sha256"],
-        source_path=row["source_path"],
+        source_path=path_from_db(row["source_path"]),
         spectrum_index=row["spectrum_index"],
         created_at=row["created_at"],
         status=ResultStatus(row["status"]),
@@ -269,7 +333,7 @@ def _stored_result(row: sqlite3.Row) -> StoredResult:
 def _work_item(row: sqlite3.Row) -> WorkItem:
     return WorkItem(
         file_id=row["id"],
-        path=row["path"],
+        path=path_from_db(row["path"]),
         sha256=row["sha256"],
         size=row["size"],
         attempts=row["attempts"],

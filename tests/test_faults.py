@@ -1,5 +1,6 @@
 """Faults that used to end the daemon or break a promise, each reproduced as a user meets it.
 
+- a file name that is not UTF-8 killed the daemon, at every start while it was there;
 - a taken metrics port: one line naming the port, exit code 2 (was a 28-line traceback);
 - a second daemon on the same state folder: refused with one line (it took the first
   one's files over as "interrupted");
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -202,3 +204,31 @@ def test_a_reload_adds_and_removes_inboxes_and_their_metrics(
         exposition = generate_latest(d.registry).decode()
         assert 'mpwatch_watcher_up{root="second"} 1.0' in exposition
         assert 'root="lab"' not in exposition
+
+
+def test_a_file_name_that_is_not_utf8_is_classified(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
+) -> None:
+    """Such a name (an instrument PC with another code page) used to kill the daemon at every start."""
+    name = os.fsdecode(b"particle-\xe9\xff.csv")  # Latin-1 bytes, not UTF-8
+    config = load_config(write_config(tmp_path, library_dir))
+    (tmp_path / "inbox" / name).write_text(particles[2])
+    for _ in range(2):  # and the daemon starts again with the file still there
+        with Running(Daemon(config, model=model)) as d:
+            wait_until(lambda: d.ledger.counts().get("done", 0) == 1)
+            (record,) = d.ledger.files()
+            (result,) = d.ledger.results()
+    assert os.fsencode(record.path) == os.fsencode(tmp_path / "inbox" / name)
+    assert Path(result.source_path).exists()
+    done = subprocess.run(
+        [*MPWATCH, "results", "--state", str(tmp_path / "state"), "--format", "jsonl"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (row,) = map(json.loads, done.stdout.splitlines())
+    assert os.fsencode(row["source"]).endswith(b"particle-\xe9\xff.csv")
+    for form in ("table", "csv"):
+        command = [*MPWATCH, "results", "--state", str(tmp_path / "state"), "--format", form]
+        shown = subprocess.run(command, capture_output=True, check=False)
+        assert shown.returncode == 0 and b"particle-\xe9\xff" in shown.stdout, shown.stderr
