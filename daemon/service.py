@@ -70,6 +70,9 @@ MIN_PAUSE_SECONDS = 0.01
 #: heartbeat, retries and result files keep going.
 ADMIT_PER_TURN = 256
 
+#: How often the main loop checks that every inbox is watched, and re-arms a lost one.
+WATCH_CHECK_SECONDS = 1.0
+
 #: How often the main loop checks whether the library changed on disk (a CLI rollback).
 LIBRARY_SYNC_SECONDS = 1.0
 
@@ -228,6 +231,9 @@ class Daemon:
         )
         install_console(self.http, daemon=self)
         self._last_library_sync = 0.0
+        self._last_watch_check = 0.0
+        #: Inboxes whose folder is gone, said once each (see :meth:`_rearm_watchers`).
+        self._lost_inboxes: set[str] = set()
         self._dropped: list[Path] = []
         self._dropped_at = 0.0
         self._worker_thread: threading.Thread | None = None
@@ -344,7 +350,7 @@ class Daemon:
             found = watcher.start()
             logger.info("watching %s (%s): %d files found at start", watcher.root, name, found)
         except OSError as exc:
-            logger.error("cannot watch inbox %s at %s: %s", name, watcher.root, exc)
+            logger.warning("cannot watch inbox %s at %s: %s; waiting for it", name, watcher.root, exc)
         self.metrics.set_watcher_up(name, up=watcher.is_alive)
 
     def run(self) -> None:
@@ -396,8 +402,31 @@ class Daemon:
             except Exception:
                 logger.exception("CNN challenger scheduling failed; the daemon goes on")
         self.exporter.flush(now=now)
+        if time.monotonic() - self._last_watch_check >= WATCH_CHECK_SECONDS:
+            self._last_watch_check = time.monotonic()
+            self._rearm_watchers()
         for name, watcher in self.watchers.items():
             self.metrics.set_watcher_up(name, up=watcher.is_alive)
+
+    def _rearm_watchers(self) -> None:
+        """A watcher whose inbox vanished is said to be lost once, and started again when it returns.
+
+        An inbox missing at start is waited for the same way (with a warning), not refused:
+        a network share may mount after the daemon starts.
+        """
+        for name, watcher in self.watchers.items():
+            if watcher.is_alive:
+                continue
+            if not watcher.root.is_dir():
+                if name not in self._lost_inboxes:
+                    self._lost_inboxes.add(name)
+                    logger.warning("inbox %s (%s) is gone; waiting for it to come back", name, watcher.root)
+                continue
+            watcher.stop()
+            self._start_watcher(name, watcher)
+            if watcher.is_alive:
+                logger.info("inbox %s (%s) is back; watching it again", name, watcher.root)
+                self._lost_inboxes.discard(name)
         self.metrics.set_queue_depth(self.queue.qsize())
 
     def admit(self, stats: Sequence[FileStat], *, now: float) -> dict[Path, Admission | None]:

@@ -1,6 +1,8 @@
 """Faults that used to end the daemon or break a promise, each reproduced as a user meets it.
 
 - a file name that is not UTF-8 killed the daemon, at every start while it was there;
+- an inbox deleted and recreated was never watched again (and one missing at start is
+  now waited for, with a warning);
 - a taken metrics port: one line naming the port, exit code 2 (was a 28-line traceback);
 - a second daemon on the same state folder: refused with one line (it took the first
   one's files over as "interrupted");
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -232,3 +236,41 @@ def test_a_file_name_that_is_not_utf8_is_classified(
         command = [*MPWATCH, "results", "--state", str(tmp_path / "state"), "--format", form]
         shown = subprocess.run(command, capture_output=True, check=False)
         assert shown.returncode == 0 and b"particle-\xe9\xff" in shown.stdout, shown.stderr
+
+
+def test_a_lost_inbox_is_watched_again_when_it_returns(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
+) -> None:
+    """Deleted and recreated, an inbox used to stay unwatched until the next full rescan."""
+    config = load_config(write_config(tmp_path, library_dir))  # rescans once an hour
+    inbox = tmp_path / "inbox"
+    with Running(Daemon(config, model=model)) as d:
+        wait_until(lambda: _request(d.http.port, "/readyz") == 200, timeout=60)
+        shutil.rmtree(inbox)
+        wait_until(lambda: not d.readiness()["watchers_up"]["lab"], timeout=30)
+        assert _request(d.http.port, "/readyz") == 503
+        inbox.mkdir()
+        wait_until(lambda: d.readiness()["watchers_up"]["lab"], timeout=30)
+        (inbox / "after.csv").write_text(particles[3])
+        wait_until(lambda: d.ledger.counts().get("done", 0) == 1, timeout=30)
+        wait_until(lambda: _request(d.http.port, "/readyz") == 200, timeout=60)
+
+
+def test_an_inbox_missing_at_start_is_waited_for(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
+) -> None:
+    config = load_config(write_config(tmp_path, library_dir))
+    inbox = tmp_path / "inbox"
+    inbox.rmdir()
+    daemon = Daemon(config, model=model)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: daemon.http.running, timeout=30)
+        assert not daemon.readiness()["watchers_up"]["lab"]
+        inbox.mkdir()
+        (inbox / "late.csv").write_text(particles[4])
+        wait_until(lambda: daemon.ledger.counts().get("done", 0) == 1, timeout=30)
+    finally:
+        daemon.stop.set()
+        thread.join(timeout=60)
