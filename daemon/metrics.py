@@ -43,6 +43,9 @@ name                                          type       labels (values)
 ``mpwatch_member_disagreements_total``        counter
 ``mpwatch_carbonyl_index``                    histogram  polymer (polymer class, other)
 ``mpwatch_build_info``                        info       version
+``mpwatch_storage_ok``                        gauge
+``mpwatch_main_loop_errors_total``            counter    part (admit, retry, claim, rescan, drop_folder,
+                                                         library_sync, challenger, export, watchers)
 ============================================  =========  ==============================================
 
 ``mpwatch_ledger_files`` and ``mpwatch_review_queue_open`` are read from the ledger
@@ -82,6 +85,7 @@ __all__ = [
     "DEFAULT_MAX_LABELS",
     "DRIFT_STREAMS",
     "FILE_OUTCOMES",
+    "LOOP_PARTS",
     "NO_LABEL",
     "OTHER_LABEL",
     "OVERALL_SCOPE",
@@ -99,6 +103,19 @@ logger = logging.getLogger(__name__)
 FILE_OUTCOMES: Final = ("done", "duplicate", "failed", "quarantined")
 #: What an analyst's confirmation did (``mpwatch_confirmations_total{kind}``).
 CONFIRMATION_KINDS: Final = ("new_class", "added", "positive", "rejected")
+
+#: The parts of the daemon's main loop, each guarded on its own (``mpwatch_main_loop_errors_total``).
+LOOP_PARTS: Final = (
+    "admit",
+    "retry",
+    "claim",
+    "rescan",
+    "drop_folder",
+    "library_sync",
+    "challenger",
+    "export",
+    "watchers",
+)
 #: The streams watched for drift (``mpwatch_drift_*{stream}``).
 DRIFT_STREAMS: Final = ("unknown_rate", "top1_r")
 #: How a CNN challenger training ended (``mpwatch_retrain_total{outcome}``).
@@ -292,6 +309,12 @@ class Metrics:
             "library_spectra", "Reference spectra in the library, by polymer label.", ["label"]
         )
         self._library_version = gauge("library_version", "Version number of the reference library in use.")
+        self._storage_ok = gauge(
+            "storage_ok", "Whether the state folder takes writes (0: disk full or failing; retried)."
+        )
+        self._loop_errors = counter(
+            "main_loop_errors", "Failures of one part of the main loop, which goes on.", ["part"]
+        )
         self._model_info = Info(f"{_PREFIX}_model", "The model being served.", registry=registry)
         self._build_info = Info(f"{_PREFIX}_build", "The running mpwatch build.", registry=registry)
         # -- watching
@@ -356,6 +379,9 @@ class Metrics:
             self._watcher_up.labels(root=root).set(0)
         for kind in CONFIRMATION_KINDS:
             self._confirmations.labels(kind=kind)
+        self._storage_ok.set(1)
+        for part in LOOP_PARTS:
+            self._loop_errors.labels(part=part)
         self._rolling_accuracy.labels(scope=OVERALL_SCOPE).set(math.nan)
         for stream in DRIFT_STREAMS:
             self._drift_detected.labels(stream=stream)
@@ -475,6 +501,16 @@ class Metrics:
         if depth < 0:
             raise ValueError(f"queue depth must be >= 0, got {depth}")
         self._queue_depth.set(depth)
+
+    # ------------------------------------------------------------------ the main loop
+
+    def set_storage_ok(self, *, ok: bool) -> None:
+        """Whether the state folder takes writes."""
+        self._storage_ok.set(1 if ok else 0)
+
+    def loop_error(self, part: str) -> None:
+        """One part of the main loop failed (and the loop went on)."""
+        self._loop_errors.labels(part=_check_choice(part, LOOP_PARTS, "main loop part")).inc()
 
     # ------------------------------------------------------------------ watching
 

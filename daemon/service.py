@@ -25,12 +25,16 @@ recovered at the next start.
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -69,6 +73,28 @@ MIN_PAUSE_SECONDS = 0.01
 #: is hashed and queued a slice at a time, so the worker starts at once and the loop's
 #: heartbeat, retries and result files keep going.
 ADMIT_PER_TURN = 256
+
+#: The longest wait before a failing part of the main loop is tried again.
+MAX_BACKOFF_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class _Failing:
+    """A part of the main loop that failed: why, how often, when to try again, whether it was storage."""
+
+    error: str
+    attempts: int
+    retry_at: float
+    storage: bool
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the state folder cannot be written (the disk full, I/O failing)."""
+    if isinstance(exc, sqlite3.OperationalError | LedgerError):
+        text = str(exc).lower()
+        return any(w in text for w in ("disk", "full", "i/o", "readonly", "read-only"))
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+
 
 #: How often the main loop checks that every inbox is watched, and re-arms a lost one.
 WATCH_CHECK_SECONDS = 1.0
@@ -232,6 +258,8 @@ class Daemon:
         install_console(self.http, daemon=self)
         self._last_library_sync = 0.0
         self._last_watch_check = 0.0
+        #: Parts of the main loop failing now (see :meth:`_guarded`).
+        self._failing: dict[str, _Failing] = {}
         #: Inboxes whose folder is gone, said once each (see :meth:`_rearm_watchers`).
         self._lost_inboxes: set[str] = set()
         self._dropped: list[Path] = []
@@ -299,6 +327,7 @@ class Daemon:
             "ledger_open": self.ledger.schema_version > 0,
             "watchers_up": {name: w.is_alive for name, w in self.watchers.items()},
             "helpers_up": self.helpers.ready,
+            "storage_ok": not any(f.storage for f in self._failing.values()),
         }
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -376,7 +405,7 @@ class Daemon:
         return max(MIN_PAUSE_SECONDS, min([TICK_SECONDS, *due]))
 
     def tick(self) -> None:
-        """One turn of the main loop."""
+        """One turn of the main loop: each part guarded, so one failing part stops nothing else."""
         self.heartbeat.beat()
         if self.reload.is_set():
             self.reload.clear()
@@ -385,28 +414,67 @@ class Daemon:
             except Exception:
                 logger.exception("reload failed; the daemon goes on with what it had")
         now = self.clock()
-        for watcher in self.watchers.values():
-            self.admit(watcher.poll_ready(limit=ADMIT_PER_TURN), now=now)
-        for record in self.ledger.due_retries(now=now):
-            self._retry(Path(record.path), now=now)
-        self._fill_queue(now)
+        self._guarded("admit", self._admit_ready, now)
+        self._guarded("retry", self._retry_due, now)
+        self._guarded("claim", self._fill_queue, now)
         if time.monotonic() - self._last_rescan >= self.config.watch.rescan_interval_seconds:
-            self.rescan()
-        self._collect_dropped()
+            self._last_rescan = time.monotonic()
+            self._guarded("rescan", self.rescan)
+        self._guarded("drop_folder", self._collect_dropped)
         if time.monotonic() - self._last_library_sync >= LIBRARY_SYNC_SECONDS:
             self._last_library_sync = time.monotonic()
-            self.growth.sync_with_disk()
+            self._guarded("library_sync", self.growth.sync_with_disk)
         if self.challenger is not None:
-            try:
-                self.challenger.poll()
-            except Exception:
-                logger.exception("CNN challenger scheduling failed; the daemon goes on")
-        self.exporter.flush(now=now)
+            self._guarded("challenger", self.challenger.poll)
+        self._guarded("export", partial(self.exporter.flush, now=now))
         if time.monotonic() - self._last_watch_check >= WATCH_CHECK_SECONDS:
             self._last_watch_check = time.monotonic()
-            self._rearm_watchers()
+            self._guarded("watchers", self._rearm_watchers)
         for name, watcher in self.watchers.items():
             self.metrics.set_watcher_up(name, up=watcher.is_alive)
+
+    def _guarded(self, part: str, step: Callable[..., object], *args: Any) -> None:
+        """Run one part of the main loop; a failure is logged once, counted, and retried with backoff.
+
+        A part that keeps failing is tried again after 1, 2, 4 ... 60 s. A failure to
+        write the state folder (the disk full) also turns ``storage_ok`` off in /readyz
+        and the metrics until every part succeeds again.
+        """
+        failing = self._failing.get(part)
+        if failing is not None and time.monotonic() < failing.retry_at:
+            return
+        try:
+            step(*args)
+        except Exception as exc:
+            attempts = failing.attempts + 1 if failing else 1
+            storage = _is_storage_error(exc)
+            backoff = min(MAX_BACKOFF_SECONDS, 2.0 ** (attempts - 1))
+            self._failing[part] = _Failing(str(exc), attempts, time.monotonic() + backoff, storage)
+            self.metrics.loop_error(part)
+            if failing is None:
+                logger.error("%s failed, retrying with backoff: %s", part, exc, exc_info=not storage)
+            if storage:
+                self.metrics.set_storage_ok(ok=False)
+            return
+        if failing is not None:
+            del self._failing[part]
+            logger.info("%s works again after %d failed attempts", part, failing.attempts)
+            if not any(f.storage for f in self._failing.values()):
+                self.metrics.set_storage_ok(ok=True)
+
+    def _admit_ready(self, now: float) -> None:
+        """Admit each inbox's stable files; what cannot be admitted goes back to its watcher."""
+        for watcher in self.watchers.values():
+            stats = watcher.poll_ready(limit=ADMIT_PER_TURN)
+            try:
+                self.admit(stats, now=now)
+            except BaseException:
+                watcher.hand_back(stats)
+                raise
+
+    def _retry_due(self, now: float) -> None:
+        for record in self.ledger.due_retries(now=now):
+            self._retry(Path(record.path), now=now)
 
     def _rearm_watchers(self) -> None:
         """A watcher whose inbox vanished is said to be lost once, and started again when it returns.
@@ -497,7 +565,6 @@ class Daemon:
 
     def rescan(self) -> int:
         """The safety net: look at every inbox for files no event announced."""
-        self._last_rescan = time.monotonic()
         found = sum(w.rescan() for w in self.watchers.values())
         if found:
             logger.info("rescan found %d files the watchers had not reported", found)

@@ -45,7 +45,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path, PurePath
@@ -604,6 +604,15 @@ class InboxWatcher:
         """Stop tracking a path that was deleted or moved away (and, if ``recursive``, below it)."""
         with self._lock:
             self._tracker.forget(path, recursive=recursive)
+
+    def hand_back(self, stats: Sequence[FileStat], now: float | None = None) -> None:
+        """Files :meth:`poll_ready` handed on that could not be taken (the disk full): ready again at once."""
+        moment = self._clock() if now is None else now
+        with self._lock:
+            for stat in stats:
+                self._tracker.forget(stat.path)
+                quiet_since = moment - self._tracker.quiet_seconds
+                self._tracker.track(stat.path, size=stat.size, mtime=stat.mtime, now=quiet_since)
 
     def poll_ready(self, now: float | None = None, *, limit: int | None = None) -> list[FileStat]:
         """Drain the files that are stable, each exactly once per content change.

@@ -3,6 +3,8 @@
 - a file name that is not UTF-8 killed the daemon, at every start while it was there;
 - an inbox deleted and recreated was never watched again (and one missing at start is
   now waited for, with a warning);
+- a full disk ended the daemon from the admission's commit; now it stays up, says so in
+  /readyz and ``mpwatch_storage_ok``, retries with backoff and loses nothing;
 - a taken metrics port: one line naming the port, exit code 2 (was a 28-line traceback);
 - a second daemon on the same state folder: refused with one line (it took the first
   one's files over as "interrupted");
@@ -26,6 +28,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +183,7 @@ def test_sighup_keeps_the_command_line_and_the_daemon(
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
-    assert "unknown inbox root" not in stderr and "Traceback" not in stderr
+    assert "unknown inbox root" not in stderr and "Traceback" not in stderr, stderr[-3000:]
 
 
 def _done_files(state: Path) -> int:
@@ -274,3 +277,54 @@ def test_an_inbox_missing_at_start_is_waited_for(
     finally:
         daemon.stop.set()
         thread.join(timeout=60)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB tmpfs, as a state folder that can fill up; unmounted after."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs to fill (root needed): {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    """Fill the file system of ``folder`` to the last byte; return the filler file."""
+    filler = folder / "filler.bin"
+    with filler.open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 16))
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_is_survived_and_nothing_is_lost(
+    small_disk: Path, tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
+) -> None:
+    """The disk full used to end the daemon from the admission's commit."""
+    path = write_config(tmp_path, library_dir, state_dir=str(small_disk / "state"))
+    with Running(Daemon(load_config(path), model=model)) as d:
+        wait_until(lambda: _request(d.http.port, "/readyz") == 200, timeout=60)
+        filler = _fill(small_disk)
+        for i in range(5):
+            (tmp_path / "inbox" / f"while-full-{i}.csv").write_text(particles[10 + i])
+        wait_until(lambda: not d.readiness()["storage_ok"], timeout=30)
+        assert _request(d.http.port, "/readyz") == 503 and d.http.running
+        assert "mpwatch_storage_ok 0.0" in generate_latest(d.registry).decode()
+        filler.unlink()
+        wait_until(lambda: d.ledger.counts().get("done", 0) == 5, timeout=90)
+        assert d.readiness()["storage_ok"]
+        assert "mpwatch_storage_ok 1.0" in generate_latest(d.registry).decode()
+        assert len({r.source_path for r in d.ledger.results(limit=100)}) == 5

@@ -500,6 +500,7 @@ class TestDeploy:
             "MpwatchErrorRate",
             "MpwatchUnknownRateRising",
             "MpwatchWatcherDown",
+            "MpwatchStorageFailing",
             "MpwatchDriftDetected",
         }
         for name, rule in alerts.items():
