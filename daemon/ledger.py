@@ -164,7 +164,7 @@ _FILE_COLUMNS: Final = (
 )
 _RESULT_COLUMNS: Final = (
     "r.id, r.sha256, r.source_path, r.spectrum_index, r.created_at, r.status, r.label, "
-    "r.material, r.confidence, r.payload, r.model_version"
+    "r.material, r.confidence, r.payload, r.model_version, r.superseded_at"
 )
 _WORK_COLUMNS: Final = "id, path, sha256, size, attempts"
 _REVIEW_SELECT: Final = (
@@ -596,6 +596,8 @@ class Ledger:
                 "ON CONFLICT (result_id) DO NOTHING",
                 (now, sha256),
             ).rowcount
+            for row in pending:
+                self._supersede(conn, str(row["path"]), keep=sha256, now=now)
             duplicates: list[str] = []
             for row in pending:
                 if row["path"] == source_path:
@@ -617,6 +619,41 @@ class Ledger:
                 max(written, 0),
                 max(reviews, 0),
                 tuple(path_from_db(d) for d in duplicates),
+            )
+
+    @staticmethod
+    def _supersede(conn: sqlite3.Connection, path: str, *, keep: str, now: float) -> None:
+        """``path`` now holds content ``keep``: its results of other content are no longer current.
+
+        Such a result moves to another done file with the same bytes when there is one (a
+        duplicate of ``path``), so it still counts once; otherwise it is superseded: kept
+        as history, out of results, counts, result files and the review queue.
+        """
+        old = conn.execute(
+            "SELECT DISTINCT sha256 FROM results "
+            "WHERE source_path = ? AND sha256 <> ? AND superseded_at IS NULL",
+            (path, keep),
+        ).fetchall()
+        for (sha,) in old:
+            holder = conn.execute(
+                "SELECT path FROM files WHERE sha256 = ? AND state = 'done' AND path <> ? "
+                "ORDER BY id LIMIT 1",
+                (sha, path),
+            ).fetchone()
+            if holder is None:
+                conn.execute(
+                    "UPDATE results SET superseded_at = ? WHERE sha256 = ? AND source_path = ?",
+                    (now, sha, path),
+                )
+                continue
+            conn.execute(
+                "UPDATE results SET source_path = ? WHERE sha256 = ? AND source_path = ?",
+                (holder[0], sha, path),
+            )
+            conn.execute("UPDATE files SET duplicate_of = NULL WHERE path = ?", (holder[0],))
+            conn.execute(
+                "UPDATE files SET duplicate_of = ? WHERE sha256 = ? AND duplicate_of = ? AND path <> ?",
+                (holder[0], sha, path, holder[0]),
             )
 
     def fail(
@@ -799,6 +836,7 @@ class Ledger:
         folder: str | Path | None = None,
         limit: int = 100,
         offset: int = 0,
+        superseded: bool = False,
     ) -> list[StoredResult]:
         """Stored results in the order they were written, filtered (``mpwatch results``).
 
@@ -810,10 +848,11 @@ class Ledger:
             folder: only files directly inside this folder (a sample folder).
             limit: page size.
             offset: rows to skip.
+            superseded: also the results a rewritten file's newer content replaced (history).
         """
         if limit < 1 or offset < 0:
             raise ValueError("limit must be >= 1 and offset >= 0")
-        clauses: list[str] = []
+        clauses: list[str] = [] if superseded else ["r.superseded_at IS NULL"]
         params: list[object] = []
         if since is not None:
             clauses.append("r.created_at >= ?")
@@ -874,7 +913,8 @@ class Ledger:
             raise ValueError("limit must be >= 1 and offset >= 0")
         with self._read() as conn:
             rows = conn.execute(
-                f"{_REVIEW_SELECT} WHERE v.state = 'open' ORDER BY v.result_id LIMIT ? OFFSET ?",
+                f"{_REVIEW_SELECT} WHERE v.state = 'open' AND r.superseded_at IS NULL "
+                "ORDER BY v.result_id LIMIT ? OFFSET ?",
                 (limit, offset),
             ).fetchall()
         return [_review_item(row) for row in rows]
@@ -923,6 +963,9 @@ class Ledger:
     def review_counts(self) -> dict[ReviewState, int]:
         """Number of reviews in each state, every state present."""
         with self._read() as conn:
-            rows = conn.execute("SELECT state, COUNT(*) FROM review GROUP BY state").fetchall()
+            rows = conn.execute(
+                "SELECT v.state, COUNT(*) FROM review AS v JOIN results AS r ON r.id = v.result_id "
+                "WHERE r.superseded_at IS NULL GROUP BY v.state"
+            ).fetchall()
         found = {ReviewState(state): int(count) for state, count in rows}
         return {state: found.get(state, 0) for state in ReviewState}

@@ -239,6 +239,8 @@ class StoredResult:
     confidence: float | None
     payload: Mapping[str, Any]
     model_version: str
+    #: When a newer content of the same file replaced this result (None: it is current).
+    superseded_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,7 @@ def _stored_result(row: sqlite3.Row) -> StoredResult:
         confidence=row["confidence"],
         payload=json.loads(row["payload"]),
         model_version=row["model_version"],
+        superseded_at=row["superseded_at"],
     )
 
 

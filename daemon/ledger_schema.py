@@ -68,6 +68,11 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "CREATE INDEX review_by_state ON review (state, result_id)",
     ),
+    (
+        # A rewritten file's earlier results: kept as history, out of every current view.
+        "ALTER TABLE results ADD COLUMN superseded_at REAL",
+        "CREATE INDEX results_by_source ON results (source_path, superseded_at)",
+    ),
 )
 
 #: The schema version this code reads and writes (``PRAGMA user_version``).

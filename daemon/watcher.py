@@ -66,7 +66,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 __all__ = [
     "FileStat",
@@ -321,6 +321,19 @@ class SpectrumFileFilter:
 # --------------------------------------------------------------------------- accepting files
 
 
+def _through_a_link(path: Path, *, root: Path) -> bool:
+    """Whether ``path``'s folder is reached through a link to a folder (out of the inbox, or a loop).
+
+    Such a path names a file that lives elsewhere, or a second name of one already in the
+    inbox; links to folders are not followed. A link to a file is a file like any other.
+    """
+    try:
+        folder = path.parent.relative_to(root)
+    except ValueError:
+        return True
+    return Path(os.path.realpath(path.parent)) != Path(os.path.realpath(root)) / folder
+
+
 def stat_candidate(path: Path, *, root: Path, file_filter: SpectrumFileFilter) -> FileStat | None:
     """Filter and stat one path; None if it is not a candidate regular file. Never raises.
 
@@ -328,7 +341,7 @@ def stat_candidate(path: Path, *, root: Path, file_filter: SpectrumFileFilter) -
     or is not a regular file is logged and answered with None.
     """
     try:
-        if not file_filter.accepts(path, root=root):
+        if not file_filter.accepts(path, root=root) or _through_a_link(path, root=root):
             return None
         status = path.stat()
         if not stat.S_ISREG(status.st_mode):
@@ -505,7 +518,12 @@ class InboxWatcher:
             raise RuntimeError(f"the watcher of {self.root} is already started")
         if not self.root.is_dir():
             raise NotADirectoryError(f"inbox {self.root} is not an existing folder")
-        observer: BaseObserver = PollingObserver(timeout=self.poll_interval) if self.polling else Observer()
+        observer: BaseObserver = (
+            # lstat: links to folders are not walked into (a link back into the inbox is a loop)
+            PollingObserverVFS(os.lstat, os.scandir, polling_interval=self.poll_interval)
+            if self.polling
+            else Observer()
+        )
         handler = InboxEventHandler(self)
         observer.schedule(handler, str(self.root), recursive=True, event_filter=list(handler.EVENTS))
         observer.start()

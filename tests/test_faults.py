@@ -328,3 +328,49 @@ def test_a_full_disk_is_survived_and_nothing_is_lost(
         assert d.readiness()["storage_ok"]
         assert "mpwatch_storage_ok 1.0" in generate_latest(d.registry).decode()
         assert len({r.source_path for r in d.ledger.results(limit=100)}) == 5
+
+
+def test_a_rewritten_file_has_one_current_result(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
+) -> None:
+    """Its old results stayed beside the new ones and inflated counts and reports."""
+    config = load_config(write_config(tmp_path, library_dir))
+    target = tmp_path / "inbox" / "particle.csv"
+    with Running(Daemon(config, model=model)) as d:
+        target.write_text(particles[5])
+        wait_until(lambda: len(d.ledger.results()) == 1)
+        first = d.ledger.results()[0].sha256
+        target.write_text(particles[6])  # the instrument writes the file again
+        wait_until(lambda: [r.sha256 for r in d.ledger.results()] not in ([], [first]))
+        d.exporter.flush(now=d.clock(), force=True)
+        (current,) = d.ledger.results()
+        assert len(d.ledger.results(superseded=True)) == 2
+    lines = (tmp_path / "state" / "results" / "lab" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["sha256"] for line in lines] == [current.sha256]
+    summary = (tmp_path / "state" / "results" / "lab" / "summary.csv").read_text().splitlines()
+    assert sum(int(row.split(",")[2]) for row in summary[1:]) == 1, summary
+
+
+@pytest.mark.parametrize("polling", [False, True])
+def test_links_to_folders_are_not_followed(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str], *, polling: bool
+) -> None:
+    """A link back into the inbox recorded every file again under each of its names (polling)."""
+    inbox = [
+        {"path": str(tmp_path / "inbox"), "name": "lab", "polling": polling, "poll_interval_seconds": 0.2}
+    ]
+    config = load_config(write_config(tmp_path, library_dir, inboxes=inbox))
+    sample, outside = tmp_path / "inbox" / "sample", tmp_path / "outside"
+    sample.mkdir()
+    outside.mkdir()
+    (sample / "back").symlink_to(tmp_path / "inbox")
+    (tmp_path / "inbox" / "elsewhere").symlink_to(outside)
+    (outside / "not-ours.csv").write_text(particles[7])
+    with Running(Daemon(config, model=model)) as d:
+        (sample / "a.csv").write_text(particles[8])
+        (tmp_path / "inbox" / "top.csv").write_text(particles[9])
+        wait_until(lambda: d.ledger.counts().get("done", 0) >= 2)
+        d.rescan()
+        d.tick()
+        paths = sorted(Path(r.path).relative_to(tmp_path / "inbox").as_posix() for r in d.ledger.files())
+    assert paths == ["sample/a.csv", "top.csv"]

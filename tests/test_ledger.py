@@ -701,3 +701,41 @@ class TestConcurrentAccess:
                 first.complete(item.sha256, [record(0)], now=61.0)
             assert second.counts()[FileState.DONE] == 50
             assert len(second.results(limit=100)) == 50
+
+
+class TestRewrittenFiles:
+    """One path has one current result: a rewritten file's earlier results are history."""
+
+    def test_new_content_supersedes_the_old_results(self, ledger: Ledger) -> None:
+        assert arrive(ledger, "/in/p.csv", "first") is Admission.NEW
+        ledger.complete(sha("first"), [record(0, "unknown")], now=20.0)
+        assert len(ledger.open_reviews()) == 1
+        ledger.observe("/in/p.csv", size=120, mtime=30.0, now=31.0)  # rewritten
+        assert ledger.mark_pending("/in/p.csv", sha("second"), now=32.0) is Admission.NEW
+        ledger.complete(sha("second"), [record(0, "known")], now=40.0)
+        (current,) = ledger.results()
+        assert (current.sha256, current.status, current.superseded_at) == (sha("second"), "known", None)
+        history = ledger.results(superseded=True)
+        assert [r.sha256 for r in history] == [sha("first"), sha("second")]
+        assert history[0].superseded_at == 40.0
+        assert ledger.open_reviews() == [] and ledger.review_counts()[ReviewState.OPEN] == 0
+        assert ledger.result(history[0].id) is not None  # still there to look up
+
+    def test_a_duplicate_keeps_the_old_content_counted_once(self, ledger: Ledger) -> None:
+        arrive(ledger, "/in/a.csv", "shared")
+        ledger.complete(sha("shared"), [record(0)], now=20.0)
+        assert arrive(ledger, "/in/copy.csv", "shared", now=21.0) is Admission.DUPLICATE
+        ledger.observe("/in/a.csv", size=130, mtime=30.0, now=31.0)
+        ledger.mark_pending("/in/a.csv", sha("new"), now=32.0)
+        ledger.complete(sha("new"), [record(0, label="PP")], now=40.0)
+        sources = {r.sha256: r.source_path for r in ledger.results()}
+        assert sources == {sha("shared"): "/in/copy.csv", sha("new"): "/in/a.csv"}
+        copy = ledger.file("/in/copy.csv")
+        assert copy is not None and copy.duplicate_of is None
+
+    def test_the_same_content_again_changes_nothing(self, ledger: Ledger) -> None:
+        arrive(ledger, "/in/p.csv", "same")
+        ledger.complete(sha("same"), [record(0)], now=20.0)
+        ledger.observe("/in/p.csv", size=100, mtime=50.0, now=51.0)  # touched, same bytes
+        ledger.mark_pending("/in/p.csv", sha("same"), now=52.0)
+        assert [r.superseded_at for r in ledger.results(superseded=True)] == [None]
