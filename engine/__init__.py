@@ -5,9 +5,13 @@ this one. The modules are small and single-purpose:
 
 - :mod:`engine.spectrum`: the Spectrum type and SpectrumError
 - :mod:`engine.io`: one reader per instrument format
+- :mod:`engine.conventions`: each spectrum's technique and y unit, declared or inferred
 - :mod:`engine.preprocess`: scikit-learn transformers and the named pipelines
 - :mod:`engine.labels`: canonical polymer abbreviations
-- :mod:`engine.library`: the versioned reference library
+- :mod:`engine.library`: the versioned reference library (one technique each)
+- :mod:`engine.ranges`: routing by acquisition range and the cache of range models
+- :mod:`engine.model`: the served identification model (see docs/ARCHITECTURE.md for the rest)
+- :mod:`engine.robustness`: the robustness matrix over other labs' conventions
 """
 
 from __future__ import annotations

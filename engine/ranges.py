@@ -11,11 +11,10 @@ well. So a spectrum is routed by how much of the library's span it covers
   library's own model identifies it;
 - ``range``: less than that (an LDIR spectrum against a mid-IR library, or a Raman
   spectrum to 3500 cm-1 against references that end at 2000), but the overlap is
-  at least :data:`MIN_OVERLAP_CM`
-  wide and :data:`MIN_OVERLAP_POINTS` points on the library's grid: a model
-  of the library *cut to the overlap* identifies it: its references
-  preprocessed again on that window, its synthetic spectra regenerated, its
-  reject thresholds recalibrated (:meth:`engine.library.ReferenceLibrary.restricted`);
+  at least :data:`MIN_OVERLAP_CM` wide and :data:`MIN_OVERLAP_POINTS` points on the
+  library's grid: a model of the library *cut to the overlap* identifies it: its
+  references preprocessed again on that window, its synthetic spectra regenerated,
+  its reject thresholds recalibrated (:meth:`engine.library.ReferenceLibrary.restricted`);
 - ``narrow``: the overlap is too small to identify anything: ``low_quality``
   with the flag ``narrow_range``, the overlap reported.
 
@@ -23,11 +22,12 @@ The overlap is rounded to :data:`WINDOW_ROUNDING_CM`, inwards unless an edge is
 within two grid steps of the next multiple, so spectra of one instrument share
 one window (976.8-1799.8 cm-1 becomes 975-1800) and the query measured all but
 an edge point or two of it.
+
 A spectrum sampled much more coarsely than the library's grid (an instrument at 8
 or 16 cm-1) is compared at its own resolution: a range model on a grid of that
 step, the references averaged over it (:func:`coarse_step`).
 Range models are built on first sight and kept in a :class:`RangeModelCache`
-(least recently used out first).
+(least recently used out first; about 4-5 MB each on the bundled library).
 
 >>> route((975.0, 1800.0), span=(650.0, 4000.0), step=4.0)
 RangeRoute(kind='range', overlap=(975.0, 1800.0), window=(975.0, 1800.0), step=4.0)
