@@ -694,3 +694,20 @@ class TestFuzz:
         else:
             assert spectra and all(isinstance(s, Spectrum) for s in spectra)
         assert time.perf_counter() - start < 1.0
+
+
+def test_decimal_comma_rows_read_as_their_point_twins(tmp_path: Path) -> None:
+    """Large decimal-comma exports take the fast path (flat arrays, not lists): same numbers."""
+    x = np.linspace(400.0, 4000.0, 5000)
+    y = np.sin(x / 50.0) + 2.0
+    point = tmp_path / "point.csv"
+    comma = tmp_path / "comma.csv"
+    point.write_text(
+        "wavenumber,absorbance\n" + "".join(f"{a:.4f},{b:.6f}\n" for a, b in zip(x, y, strict=True))
+    )
+    comma.write_text(
+        "wavenumber;absorbance\n"
+        + "".join(f"{a:.4f};{b:.6f}\n".replace(".", ",") for a, b in zip(x, y, strict=True))
+    )
+    (a,), (b,) = read_spectra(point), read_spectra(comma)
+    assert np.array_equal(a.wavenumbers, b.wavenumbers) and np.array_equal(a.values, b.values)
