@@ -20,6 +20,7 @@ from rich.table import Table
 from daemon.config import Config, ConfigError, load_config
 from daemon.ledger import FileState, Ledger, ResultStatus
 from daemon.results import result_row
+from daemon.state_lock import StateLock
 
 __all__ = ["add_parsers", "parse_time"]
 
@@ -79,6 +80,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     config = load_config(path, overrides=overrides)
     logging.getLogger().setLevel(config.logging.level)
+    # refuse a second daemon on this state folder now, before minutes of loading models;
+    # Daemon.start holds the lock for good
+    probe = StateLock(config.state_dir)
+    probe.acquire()
+    probe.release()
     if args.seed_demo:
         copied = seed_demo(config)
         if copied:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,6 +294,7 @@ def _measured_absorbance(spectrum: Spectrum) -> tuple[FloatArray, FloatArray]:
 def _corrected_on_grid(x: FloatArray, y: FloatArray, *, lam: float) -> tuple[FloatArray, FloatArray]:
     """arPLS-corrected absorbance on an even grid spanning the measured axis."""
     from pybaselines import Baseline
+    from pybaselines.utils import ParameterWarning
 
     step = float(np.median(np.diff(x)))
     n = math.floor((x[-1] - x[0]) / step + 1e-9) + 1
@@ -303,7 +305,12 @@ def _corrected_on_grid(x: FloatArray, y: FloatArray, *, lam: float) -> tuple[Flo
         inside = (grid >= co2_low) & (grid <= co2_high)
         ends = np.interp([co2_low, co2_high], grid, values)
         values[inside] = np.interp(grid[inside], [co2_low, co2_high], ends)
-    baseline, _ = Baseline(x_data=grid).arpls(values, lam=lam * (2.0 / step) ** 4)
+    with warnings.catch_warnings():
+        # pybaselines warns when a spectrum sits almost wholly above its baseline (a clean,
+        # normalised absorbance); the baseline is still the one wanted, and the warning would
+        # reach the user's terminal once per particle
+        warnings.simplefilter("ignore", category=ParameterWarning)
+        baseline, _ = Baseline(x_data=grid).arpls(values, lam=lam * (2.0 / step) ** 4)
     return grid, values - np.asarray(baseline, dtype=np.float64)
 
 

@@ -230,8 +230,11 @@ class IdentificationModel:
     @property
     def version(self) -> str:
         """Library version and model revision, e.g. ``lib3.r2``; a range model adds its window
-        (``lib3.r2@975-1800``) and a coarse grid its step (``lib3.r2@975-1800/16``)."""
+        (``lib3.r2@975-1800``), a coarse grid its step (``lib3.r2@975-1800/16``) and a Raman
+        model its technique (``raman-lib1.r0``)."""
         version = f"lib{self.library.version or 0}.r{self.revision}"
+        if self.technique_ != "ir":  # a Raman model says so: its library's versions are its own
+            version = f"{self.technique_}-{version}"
         if self.window is not None:
             low, high, step = self.window
             version += f"@{low:g}-{high:g}"

@@ -113,6 +113,19 @@ class TestUnitInference:
 
 
 class TestTechnique:
+    def test_a_counts_header_declares_raman(self, tmp_path: Path) -> None:
+        x = np.arange(400.0, 3200.0, 2.0)  # starts where IR starts too: only the header tells
+        path = tmp_path / "raman.csv"
+        rows = "".join(f"{a},{1000 + 500 * np.exp(-(((a - 1000) / 5) ** 2)):.3f}\n" for a in x)
+        path.write_text("wavenumber,counts\n" + rows)
+        (spectrum,) = read_spectra(path)
+        resolved = resolve(spectrum)
+        assert (resolved.technique, resolved.y_unit, resolved.metadata["y_unit_source"]) == (
+            "raman",
+            "counts",
+            "declared",
+        )
+
     def test_raman_shift_axis_is_raman(self) -> None:
         x = np.linspace(150.0, 3400.0, 1626)
         assert infer_technique(Spectrum.create(x, np.exp(-(((x - 1000) / 5) ** 2)) + 0.1)) == "raman"

@@ -144,11 +144,11 @@ def _technique(metadata: Mapping[str, Any]) -> str | None:
 
 
 def _y_unit(metadata: Mapping[str, Any], technique: str | None) -> str:
-    """From a unit field or the column name; Open Specy's own ``intensity`` says nothing, so
-    Raman intensities are counts and anything else is arbitrary."""
+    """From a unit field or the column name (``counts`` too); Open Specy's own ``intensity``
+    says nothing, so Raman intensities are counts and anything else is arbitrary."""
     for key in ("intensity_units", "y_unit", "units", "column"):
         unit = infer_y_unit(str(metadata.get(key, ""))[:200])
-        if unit in ("absorbance", "transmittance", "reflectance"):
+        if unit != "arbitrary":
             return unit
     return "counts" if technique == "raman" else "arbitrary"
 
