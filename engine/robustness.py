@@ -486,6 +486,13 @@ def _classify(
     return results
 
 
+def _units_used(results: Sequence[Result | None]) -> dict[str, int]:
+    """How many results were identified under each y unit (and how it was known)."""
+    return dict(
+        Counter(f"{r.extra.get('y_unit')} ({r.extra.get('y_unit_source')})" for r in results if r is not None)
+    )
+
+
 def conventions_matrix(
     model: IdentificationModel,
     test_sets: Sequence[str | Path],
@@ -515,7 +522,8 @@ def conventions_matrix(
     Per set and convention: ``accuracy`` (known and the right label),
     ``closed_set_accuracy`` (the right candidate, known or not), the shares
     ``rejected`` (unknown), ``low_quality`` and ``unreadable`` (the file
-    was refused), the y units the reader gave (``read_as``), and
+    was refused), the y units the reader gave (``read_as``) and those the
+    model identified under, declared or inferred (``identified_as``), and
     ``delta_points`` / ``closed_set_delta_points``, 100 x the difference to
     native. ``within_tolerance`` says whether accuracy is no more than
     ``tolerance_points`` below native. ``progress(1)`` follows the native
@@ -539,6 +547,7 @@ def conventions_matrix(
         native = {
             **_score(native_results, truth, scored),
             "read_as": dict(Counter(s.y_unit for s in test.native)),
+            "identified_as": _units_used(native_results),
             "seconds": round(time.perf_counter() - t0, 3),
         }
         scores: dict[str, Any] = {NATIVE: native}
@@ -557,8 +566,10 @@ def conventions_matrix(
                 labels=[data.labels[row] for row in test.rows],
             )
             spectra, read_as, errors = _read_rendering(paths)
-            entry = _score(_classify(model, spectra, batch_size=batch_size), truth, scored)
+            results = _classify(model, spectra, batch_size=batch_size)
+            entry = _score(results, truth, scored)
             entry["read_as"] = dict(read_as)
+            entry["identified_as"] = _units_used(results)
             if errors:
                 entry["errors"] = dict(errors)
             entry["delta_points"] = round(100.0 * (entry["accuracy"] - native["accuracy"]), 2)

@@ -300,6 +300,13 @@ class TestConventionsMatrix:
             f"read as {entry['read_as']})"
         )
 
+    def test_the_report_shows_the_unit_inferred(self, matrix: dict[str, Any]) -> None:
+        [test] = matrix["sets"].values()
+        rendered = test["n_rendered"]
+        assert test["scores"]["pct_t"]["identified_as"] == {"transmittance (inferred)": rendered}
+        assert test["scores"]["absorbance_max100"]["identified_as"] == {"absorbance (inferred)": rendered}
+        assert test["scores"][CONTROL.name]["identified_as"] == {"transmittance (declared)": rendered}
+
     def test_report_and_plot(self, matrix: dict[str, Any], tmp_path: Path) -> None:
         [test] = matrix["sets"].values()
         assert list(test["scores"]) == [NATIVE, *(c.name for c in (*FAST, CONTROL))]
