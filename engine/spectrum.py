@@ -125,8 +125,8 @@ def normalise_y_unit(unit: str | None) -> str:
     key = (unit or "").strip().lower()
     if key in _UNIT_ALIASES:
         return _UNIT_ALIASES[key]
-    if "absorb" in key:
-        return "absorbance"
+    if "absorb" in key or "kubelka" in key or key.replace(" ", "") in ("log(1/r)", "km", "k-m"):
+        return "absorbance"  # log(1/R) and Kubelka-Munk rise with absorption, as absorbance does
     if "transm" in key:
         return "transmittance"
     if "reflect" in key:

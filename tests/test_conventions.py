@@ -90,6 +90,12 @@ class TestUnitInference:
         s = resolve(Spectrum.create(x, y, y_unit="absorbance"), profile=AcquisitionProfile(y_unit="%T"))
         assert (s.y_unit, s.metadata["y_unit_source"]) == ("transmittance", "profile")
 
+    @pytest.mark.parametrize("declared", ["log(1/R)", "Kubelka-Munk", "KM"])
+    def test_reflectance_transforms_read_as_absorbance(self, declared: str) -> None:
+        x, y, _ = next(_measured_rows("openspecy_ftir_2023"))
+        s = resolve(Spectrum.create(x, y, y_unit=declared))
+        assert (s.y_unit, s.metadata["y_unit_source"]) == ("absorbance", "declared")
+
     def test_ambiguous_shape_is_flagged_not_dropped(self) -> None:
         x = np.linspace(600.0, 4000.0, 1701)
         s = resolve(Spectrum.create(x, np.sin(x / 40.0)))  # no band points either way

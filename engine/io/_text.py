@@ -129,7 +129,7 @@ def infer_y_unit(text: str) -> str:
     ('transmittance', 'absorbance', 'arbitrary')
     """
     words = text.lower()
-    if re.search(r"absorb|\babs\b|log\s*\(\s*1\s*/\s*r\s*\)", words):
+    if re.search(r"absorb|\babs\b|log\s*\(\s*1\s*/\s*r\s*\)|kubelka", words):
         return "absorbance"
     if re.search(r"transm|%\s*t\b|\bt\s*\(?%", words):
         return "transmittance"
