@@ -32,9 +32,13 @@ from engine.conventions import TECHNIQUES, AcquisitionProfile
 from engine.model import ModelConfig
 from engine.spectrum import SpectrumError, normalise_y_unit
 
-__all__ = ["CnnConfig", "Config", "ConfigError", "InboxConfig", "load_config"]
+__all__ = ["LIBRARY_KEYS", "CnnConfig", "Config", "ConfigError", "InboxConfig", "load_config"]
 
 ENV_PREFIX = "MPWATCH__"
+
+
+#: The top-level key that names the library of each technique.
+LIBRARY_KEYS = {"ir": "library", "raman": "raman_library"}
 
 
 class ConfigError(ValueError):
@@ -185,28 +189,25 @@ class Config(_Section):
     @model_validator(mode="after")
     def _one_library_per_technique(self) -> Config:
         for technique in TECHNIQUES:
-            named = {i.library for i in self.inboxes if i.technique == technique and i.library is not None}
-            top = self.library if technique == "ir" else self.raman_library
-            if top is not None:
-                named.add(top)
+            named = set(self._libraries_named(technique))
             if len(named) > 1:
                 paths = ", ".join(sorted(map(str, named)))
-                key = "library" if technique == "ir" else "raman_library"
                 raise ValueError(
                     f"one {technique} library per daemon, but several are named ({paths}); "
-                    f"set it once, as {key} or on the {technique} inboxes"
+                    f"set it once, as {LIBRARY_KEYS[technique]} or on the {technique} inboxes"
                 )
         return self
 
+    def _libraries_named(self, technique: str) -> list[Path]:
+        """The libraries configured for ``technique``: the top-level key first, then the inboxes'."""
+        top: Path | None = getattr(self, LIBRARY_KEYS[technique])
+        inboxes = [i.library for i in self.inboxes if i.technique == technique and i.library is not None]
+        return [top, *inboxes] if top is not None else inboxes
+
     def library_for(self, technique: str) -> Path | None:
         """The configured library of ``technique`` (top level or an inbox), None for the bundled one."""
-        top = self.library if technique == "ir" else self.raman_library
-        if top is not None:
-            return top
-        for inbox in self.inboxes:
-            if inbox.technique == technique and inbox.library is not None:
-                return inbox.library
-        return None
+        named = self._libraries_named(technique)
+        return named[0] if named else None
 
     @model_validator(mode="after")
     def _token_when_exposed(self) -> Config:

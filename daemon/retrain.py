@@ -229,9 +229,8 @@ class LibraryGrowth:
         return GrowthOutcome("removed", None, version, model.version, tuple(int(i) for i in ref_ids))
 
     def _save(self, model: IdentificationModel, message: str) -> int:
-        folder = self.companion_dirs.get(model.technique, self.library_dir)
-        if model is self.models.get():
-            folder = self.library_dir
+        served = model is self.models.get()
+        folder = self.library_dir if served else self.companion_dirs[model.technique]
         version = model.library.save(folder, message=message)
         return version
 

@@ -43,7 +43,7 @@ from prometheus_client import CollectorRegistry
 
 from daemon.api import install_api
 from daemon.challenger import ChallengerScheduler
-from daemon.config import Config, ConfigError, load_config
+from daemon.config import LIBRARY_KEYS, Config, ConfigError, load_config
 from daemon.console import install_console
 from daemon.drift import DriftWatch
 from daemon.helpers import HelperPool, default_processes
@@ -132,9 +132,9 @@ def load_library(path: Path, technique: str) -> ReferenceLibrary:
     """The library at ``path``, refused with one clear line when it holds another technique."""
     library = ReferenceLibrary.load(path)
     if library.technique != technique:
-        key = "library" if technique == "ir" else "raman_library"
         raise ConfigError(
-            f"{key}: {path} is a {library.technique} library, but it is configured for {technique} spectra"
+            f"{LIBRARY_KEYS[technique]}: {path} is a {library.technique} library, "
+            f"but it is configured for {technique} spectra"
         )
     return library
 

@@ -120,19 +120,23 @@ class UnitEvidence:
         return abs(self.score) < UNCERTAIN_SCORE
 
 
+def _measured_stretch(s: Spectrum, *, min_points: int) -> slice:
+    """The points a spectrum really measured: its axis without zero-filled ends (all of it
+    when fewer than ``min_points`` are non-zero)."""
+    nonzero = np.flatnonzero(s.values != 0)
+    if nonzero.size < min_points:
+        return slice(None)
+    return slice(nonzero[0], nonzero[-1] + 1)
+
+
 def measured_range(s: Spectrum) -> tuple[float, float]:
     """The (low, high) cm-1 a spectrum really measured: its axis without zero-filled ends."""
-    nonzero = np.flatnonzero(s.values != 0)
-    if nonzero.size < 2:
-        return float(s.wavenumbers[0]), float(s.wavenumbers[-1])
-    return float(s.wavenumbers[nonzero[0]]), float(s.wavenumbers[nonzero[-1]])
+    x = s.wavenumbers[_measured_stretch(s, min_points=2)]
+    return float(x[0]), float(x[-1])
 
 
 def _measured(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    nonzero = np.flatnonzero(s.values != 0)
-    if nonzero.size < 16:
-        return s.wavenumbers, s.values
-    keep = slice(nonzero[0], nonzero[-1] + 1)
+    keep = _measured_stretch(s, min_points=16)
     return s.wavenumbers[keep], s.values[keep]
 
 

@@ -389,18 +389,25 @@ def _derivative_window(step: float) -> int:
     return 9 if step <= FINE_STEP else max(5, round(36.0 / step) | 1)
 
 
-def _default(start: float, stop: float, step: float) -> Pipeline:
+def _derivative_l2(start: float, stop: float, step: float, *, flatten_co2: bool) -> Pipeline:
+    """Absorbance, the grid, (CO2 flattened), SG first derivative, L2: the default and Raman pipelines."""
     grid: dict[str, Any] = {"start": start, "stop": stop, "step": step}
-    return Pipeline(
-        [
-            ("absorbance", ToAbsorbance()),
-            ("resample", Resample(**grid, average=step > FINE_STEP)),
-            ("flatten", FlattenRegion(**grid)),
-            ("derivative", SavitzkyGolay(window=_derivative_window(step), polyorder=2, deriv=1)),
-            ("normalise", Normalise(method="l2")),
-            ("fill", FillMissing()),
-        ]
-    )
+    steps: list[tuple[str, Any]] = [
+        ("absorbance", ToAbsorbance()),  # Raman counts pass unchanged
+        ("resample", Resample(**grid, average=step > FINE_STEP)),
+    ]
+    if flatten_co2:
+        steps.append(("flatten", FlattenRegion(**grid)))
+    steps += [
+        ("derivative", SavitzkyGolay(window=_derivative_window(step), polyorder=2, deriv=1)),
+        ("normalise", Normalise(method="l2")),
+        ("fill", FillMissing()),
+    ]
+    return Pipeline(steps)
+
+
+def _default(start: float, stop: float, step: float) -> Pipeline:
+    return _derivative_l2(start, stop, step, flatten_co2=True)
 
 
 def _openspecy(start: float, stop: float, step: float) -> Pipeline:
@@ -433,16 +440,7 @@ def _baseline(start: float, stop: float, step: float) -> Pipeline:
 
 
 def _raman(start: float, stop: float, step: float) -> Pipeline:
-    grid: dict[str, Any] = {"start": start, "stop": stop, "step": step}
-    return Pipeline(
-        [
-            ("absorbance", ToAbsorbance()),  # counts pass unchanged
-            ("resample", Resample(**grid, average=step > FINE_STEP)),
-            ("derivative", SavitzkyGolay(window=_derivative_window(step), polyorder=2, deriv=1)),
-            ("normalise", Normalise(method="l2")),
-            ("fill", FillMissing()),
-        ]
-    )
+    return _derivative_l2(start, stop, step, flatten_co2=False)  # no atmospheric CO2 in Raman
 
 
 #: Named pipelines and their default grid (start, stop, step in cm-1).
