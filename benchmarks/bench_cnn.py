@@ -1,15 +1,15 @@
-"""Training time, single-spectrum latency and accuracy of :class:`engine.cnn.PolarCNN`.
+"""Training time, single-spectrum latency and accuracy of :class:`engine.models.cnn.PolarCNN`.
 
 The KWR study's CNN on polar images took 5 minutes to train and scored below
 the subspace kNN. This measures ours on the same kind of task:
 
 - Data: the Open Specy FTIR library and FLOPP/FLOPP-e (all real spectra),
   preprocessed with the ``default`` pipeline (the model features), labels
-  through :func:`engine.labels.canonical_label`. The ``--classes`` largest
+  through :func:`engine.core.labels.canonical_label`. The ``--classes`` largest
   classes with at least three spectra are kept (two to mix, one to test).
 - Split: per class a ``--test-fraction`` of the originals (at least one) is
   held out; ``--per-class`` synthetic spectra per class are mixed from the
-  rest (:func:`engine.augment.synthesize`) and are all the CNN trains on, as
+  rest (:func:`engine.core.augment.synthesize`) and are all the CNN trains on, as
   in the study.
 - Measured: ``fit`` wall time with the default configuration on
   ``--threads`` torch threads; the median latency of ``predict_proba_one``
@@ -41,12 +41,12 @@ import numpy.typing as npt
 import torch
 from sklearn.metrics import f1_score
 
-from engine.augment import synthesize
-from engine.cnn import PolarCNN, polar_images
+from engine.core.augment import synthesize
+from engine.models.cnn import PolarCNN, polar_images
 from engine.io import read_spectra
-from engine.labels import canonical_label
-from engine.preprocess import build_pipeline, transform
-from engine.subknn import SubspaceKNN
+from engine.core.labels import canonical_label
+from engine.core.preprocess import build_pipeline, transform
+from engine.models.subknn import SubspaceKNN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = REPO_ROOT.parent / "shared" / "data"

@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from engine.evaluate import load_source
+from engine.analysis.evaluate import load_source
 from engine.io import read_spectra
-from engine.library import DEFAULT_LIBRARY, ReferenceLibrary
-from engine.model import IdentificationModel
+from engine.core.library import DEFAULT_LIBRARY, ReferenceLibrary
+from engine.models.served import IdentificationModel
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -1,6 +1,6 @@
 """Time from confirmation to serving: a new class of 10 real spectra on the bundled library.
 
-Measures :meth:`engine.model.IdentificationModel.add_references` (the
+Measures :meth:`engine.models.served.IdentificationModel.add_references` (the
 incremental path: library add, 100 synthetic spectra regenerated for that
 class, FAISS incremental add, reject
 recalibration), then the atomic library version write. The baseline in the
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.evaluate import load_source
-from engine.library import DEFAULT_LIBRARY, ReferenceLibrary
-from engine.model import IdentificationModel, ModelConfig
+from engine.analysis.evaluate import load_source
+from engine.core.library import DEFAULT_LIBRARY, ReferenceLibrary
+from engine.models.served import IdentificationModel, ModelConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

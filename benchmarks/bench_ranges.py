@@ -1,6 +1,6 @@
 """Range models: what a spectrum that covers only part of the library's span costs.
 
-On the bundled library with the default :class:`~engine.model.ModelConfig`, with
+On the bundled library with the default :class:`~engine.models.served.ModelConfig`, with
 real FLOPP spectra (``../shared/data/flopp_frond2021``) cut to windows an
 instrument produces and given without a declared unit (unit inference runs):
 
@@ -40,13 +40,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.conventions import measured_range
+from engine.core.conventions import measured_range
 from engine.io import read_spectra
-from engine.labels import scoring_label
-from engine.library import DEFAULT_LIBRARY, ReferenceLibrary
-from engine.model import IdentificationModel, ModelConfig, Result
-from engine.ranges import route
-from engine.spectrum import Spectrum
+from engine.core.labels import scoring_label
+from engine.core.library import DEFAULT_LIBRARY, ReferenceLibrary
+from engine.models.served import IdentificationModel, ModelConfig, Result
+from engine.models.ranges import route
+from engine.core.spectrum import Spectrum
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FLOPP = SHARED / "flopp_frond2021"
@@ -139,7 +139,7 @@ def unit_of(rendering: str) -> str:
 
 
 def windows_of(flopp: Flopp, model: IdentificationModel) -> list[Window]:
-    """The range-model window each cut is routed to (:func:`engine.ranges.route`, as the model routes)."""
+    """The range-model window each cut is routed to (:func:`engine.models.ranges.route`, as the model routes)."""
     grid = model.library.grid
     windows = []
     for name, cut in CUTS:

@@ -8,7 +8,7 @@ after ``WARMUP`` files that are not measured:
 
 1. **idle**: ``--files`` files, no retrain running;
 2. one result is confirmed through ``POST /api/confirm`` (``add: true``), so
-   the scheduler starts ``python -m daemon.challenger``; the benchmark waits
+   the scheduler starts ``python -m daemon.growth.challenger``; the benchmark waits
    for that child of the daemon to appear and checks it runs at nice 10;
 3. **retrain**: ``--files`` more files while the challenger trains. The
    challenger is checked alive before and after the window; its CPU time over
@@ -92,8 +92,8 @@ def children(pid: int) -> dict[int, list[bytes]]:
 
 
 def challenger_pid(daemon_pid: int) -> int | None:
-    """The running ``daemon.challenger`` child of the daemon, if any."""
-    return next((pid for pid, argv in children(daemon_pid).items() if b"daemon.challenger" in argv), None)
+    """The running ``daemon.growth.challenger`` child of the daemon, if any."""
+    return next((pid for pid, argv in children(daemon_pid).items() if b"daemon.growth.challenger" in argv), None)
 
 
 def daemon_cpu_s(daemon_pid: int, challenger: int) -> float:

@@ -1,4 +1,4 @@
-"""Speed and memory of :class:`engine.subknn.SubspaceKNN` against scikit-learn's subspace kNN.
+"""Speed and memory of :class:`engine.models.subknn.SubspaceKNN` against scikit-learn's subspace kNN.
 
 The baseline is what the KWR study's method looks like in scikit-learn:
 ``BaggingClassifier(KNeighborsClassifier(1), n_estimators=30, max_features=0.5,
@@ -58,7 +58,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
 from engine.io.labelled_set import load_labelled_set
-from engine.subknn import SubspaceKNN
+from engine.models.subknn import SubspaceKNN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MPWATCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

@@ -28,9 +28,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine.conventions import TECHNIQUES, AcquisitionProfile
-from engine.model import ModelConfig
-from engine.spectrum import SpectrumError, normalise_y_unit
+from engine.core.conventions import TECHNIQUES, AcquisitionProfile
+from engine.models.served import ModelConfig
+from engine.core.spectrum import SpectrumError, normalise_y_unit
 
 __all__ = ["LIBRARY_KEYS", "CnnConfig", "Config", "ConfigError", "InboxConfig", "load_config"]
 
@@ -93,7 +93,7 @@ class InboxConfig(_Section):
         return self
 
     def profile(self) -> AcquisitionProfile:
-        """What this inbox states about its spectra, for :func:`engine.conventions.resolve`."""
+        """What this inbox states about its spectra, for :func:`engine.core.conventions.resolve`."""
         return AcquisitionProfile(technique=self.technique, y_unit=self.y_unit, range=self.range)
 
 

@@ -2,18 +2,18 @@
 
 Threads:
 
-- watchdog's observer threads feed each :class:`~daemon.watcher.InboxWatcher`;
+- watchdog's observer threads feed each :class:`~daemon.intake.watcher.InboxWatcher`;
 - the main loop (:meth:`Daemon.run`) admits stable files into the ledger,
   claims pending work into a bounded queue, retries due failures, rescans,
   flushes result files and acts on the stop and reload flags;
 - the worker thread drains the queue in batches, reads them (in the helper
-  processes) and classifies them (:meth:`~daemon.worker.Worker.classify`);
+  processes) and classifies them (:meth:`~daemon.pipeline.worker.Worker.classify`);
 - the finisher thread takes each classified batch on: aging indices (in the
   helpers), one ledger commit, results and metrics
-  (:meth:`~daemon.worker.Worker.finish`), while the next batch is classified;
+  (:meth:`~daemon.pipeline.worker.Worker.finish`), while the next batch is classified;
 - the HTTP server answers /metrics, /healthz and /readyz.
 
-Processes: the helpers (:class:`~daemon.helpers.HelperPool`, one per core by
+Processes: the helpers (:class:`~daemon.pipeline.helpers.HelperPool`, one per core by
 default) do the model-free work of each batch.
 
 Signal handlers only set flags (``stop``, ``reload``); the main loop acts on
@@ -41,24 +41,24 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from daemon.api import install_api
-from daemon.challenger import ChallengerScheduler
+from daemon.web.api import install_api
+from daemon.growth.challenger import ChallengerScheduler
 from daemon.config import LIBRARY_KEYS, Config, ConfigError, load_config
-from daemon.console import install_console
-from daemon.drift import DriftWatch
-from daemon.helpers import HelperPool, default_processes
-from daemon.http import Heartbeat, HttpServer
-from daemon.ledger import Admission, FileState, Ledger, LedgerError, RetryPolicy, WorkItem
-from daemon.metrics import Metrics
-from daemon.results import ResultsExporter
-from daemon.retrain import LibraryGrowth
-from daemon.state_lock import StateLock
-from daemon.watcher import FileStat, InboxWatcher, SpectrumFileFilter
-from daemon.worker import Classified, ModelHolder, Worker
-from engine.conventions import TECHNIQUES, AcquisitionProfile
-from engine.library import DEFAULT_LIBRARIES, HEAD, LibraryError, ReferenceLibrary
-from engine.model import IdentificationModel, Result
-from engine.spectrum import file_sha256
+from daemon.web.console import install_console
+from daemon.growth.drift import DriftWatch
+from daemon.pipeline.helpers import HelperPool, default_processes
+from daemon.web.http import Heartbeat, HttpServer
+from daemon.store.ledger import Admission, FileState, Ledger, LedgerError, RetryPolicy, WorkItem
+from daemon.web.metrics import Metrics
+from daemon.store.export import ResultsExporter
+from daemon.growth.library import LibraryGrowth
+from daemon.store.lock import StateLock
+from daemon.intake.watcher import FileStat, InboxWatcher, SpectrumFileFilter
+from daemon.pipeline.worker import Classified, ModelHolder, Worker
+from engine.core.conventions import TECHNIQUES, AcquisitionProfile
+from engine.core.library import DEFAULT_LIBRARIES, HEAD, LibraryError, ReferenceLibrary
+from engine.models.served import IdentificationModel, Result
+from engine.core.spectrum import file_sha256
 
 __all__ = ["Daemon", "load_model", "served_library_dir", "served_library_dirs"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.io import read_spectra
-from engine.library import DEFAULT_LIBRARY, DEFAULT_RAMAN_LIBRARY, ReferenceLibrary
+from engine.core.library import DEFAULT_LIBRARY, DEFAULT_RAMAN_LIBRARY, ReferenceLibrary
 
 DEMO_DIR = DEFAULT_LIBRARY.parent / "demo"
 DEMO_CLASSES = ("PE", "PP", "PS", "PET", "PA", "PVC")

@@ -36,7 +36,7 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0, interv
 @pytest.fixture(scope="module")
 def library_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real library on disk: FLOPP pristine (185 spectra), fast to build and load."""
-    from engine.evaluate import library_from_sources
+    from engine.analysis.evaluate import library_from_sources
 
     lib = library_from_sources([f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP"])
     folder = tmp_path_factory.mktemp("library")
@@ -47,8 +47,8 @@ def library_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model(library_dir: Path) -> Any:
     """The served model on :func:`library_dir`, with a small ensemble."""
-    from engine.library import ReferenceLibrary
-    from engine.model import IdentificationModel, ModelConfig
+    from engine.core.library import ReferenceLibrary
+    from engine.models.served import IdentificationModel, ModelConfig
 
     return IdentificationModel(ReferenceLibrary.load(library_dir), ModelConfig(n_synthetic=10, n_learners=10))
 
@@ -63,6 +63,6 @@ def spectrum_csv(s: Any) -> str:
 @pytest.fixture(scope="module")
 def particles() -> list[str]:
     """CSV texts of real environmental particles (FLOPP-e)."""
-    from engine.evaluate import load_source
+    from engine.analysis.evaluate import load_source
 
     return [spectrum_csv(s) for s in load_source(f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP-e")[:120]]

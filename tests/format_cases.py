@@ -18,7 +18,7 @@ class FormatCase:
     ``path`` is relative to the formats folder (``"jcamp/isas_PE1800.DX"``);
     ``format`` is the reader name expected to handle it; ``first_values`` are
     the first values of spectrum 0 in ascending-axis order. ``error`` is the
-    :class:`~engine.spectrum.SpectrumError` reason when the file must be
+    :class:`~engine.core.spectrum.SpectrumError` reason when the file must be
     refused, in which case the other expectations may be ``None``.
     """
 

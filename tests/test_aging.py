@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.aging import (
+from engine.core.aging import (
     ENVIRONMENTAL,
     INDICES,
     PRISTINE,
@@ -21,7 +21,7 @@ from engine.aging import (
     compare_groups,
     plot_distributions,
 )
-from engine.spectrum import Spectrum
+from engine.core.spectrum import Spectrum
 
 AXIS = np.arange(600.0, 4000.5, 2.0)
 SQRT_PI = math.sqrt(math.pi)

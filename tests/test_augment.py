@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.augment import class_seed, draw_weights, synthesize, synthesize_class
+from engine.core.augment import class_seed, draw_weights, synthesize, synthesize_class
 
 
 class TestWeights:

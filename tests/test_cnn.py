@@ -1,5 +1,5 @@
-"""Tests of the polar-image CNN member (engine.cnn): encodings, training, determinism, persistence;
-the study protocol with the CNN beside the subspace kNN (engine.evaluate.study, mpwatch evaluate --study);
+"""Tests of the polar-image CNN member (engine.models.cnn): encodings, training, determinism, persistence;
+the study protocol with the CNN beside the subspace kNN (engine.analysis.evaluate.study, mpwatch evaluate --study);
 and the cross-source evaluation with the CNN member deciding (mpwatch evaluate --members subknn,cnn).
 """
 
@@ -16,16 +16,16 @@ import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 
-import engine.cnn as cnn
+import engine.models.cnn as cnn
 from daemon.cli import main as mpwatch
-from daemon.cli_engine import run_study
-from engine import evaluate
-from engine.cnn import PolarCNN, gramian_field, polar_images
-from engine.evaluate import Study, check_members, library_from_sources, study_plan
+from engine.cli.commands import run_study
+from engine.analysis import evaluate
+from engine.models.cnn import PolarCNN, gramian_field, polar_images
+from engine.analysis.evaluate import Study, check_members, library_from_sources, study_plan
 from engine.io import read_spectra
-from engine.labels import canonical_label
-from engine.model import IdentificationModel, ModelConfig
-from engine.preprocess import build_pipeline, transform
+from engine.core.labels import canonical_label
+from engine.models.served import IdentificationModel, ModelConfig
+from engine.core.preprocess import build_pipeline, transform
 
 POINTS = 180
 AXIS = np.linspace(400.0, 4000.0, POINTS)

@@ -20,8 +20,8 @@ import numpy.typing as npt
 import pytest
 from sklearn.base import clone
 
-from engine.cnn import PolarCNN
-from engine.subknn import SubspaceKNN
+from engine.models.cnn import PolarCNN
+from engine.models.subknn import SubspaceKNN
 
 Factory = Callable[[int], Any]
 

@@ -27,14 +27,14 @@ import numpy as np
 import pytest
 
 from daemon.config import load_config
-from daemon.console import CONTENT_SECURITY_POLICY
-from daemon.console_charts import Trace, spectrum_svg
-from daemon.console_summary import sample_folder, time_buckets
-from daemon.ledger import ResultStatus
+from daemon.web.console import CONTENT_SECURITY_POLICY
+from daemon.web.charts import Trace, spectrum_svg
+from daemon.web.summary import sample_folder, time_buckets
+from daemon.store.ledger import ResultStatus
 from daemon.service import Daemon
-from engine.evaluate import library_from_sources, load_source
-from engine.labels import scoring_label
-from engine.spectrum import Spectrum
+from engine.analysis.evaluate import library_from_sources, load_source
+from engine.core.labels import scoring_label
+from engine.core.spectrum import Spectrum
 from tests.conftest import REPO_ROOT, SHARED_DATA, spectrum_csv, wait_until
 from tests.test_daemon import Running, write_config
 

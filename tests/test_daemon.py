@@ -26,10 +26,10 @@ import pytest
 import yaml
 
 from daemon.config import ConfigError, load_config
-from daemon.ledger import Admission, InvalidTransitionError, WorkItem
+from daemon.store.ledger import Admission, InvalidTransitionError, WorkItem
 from daemon.service import MIN_PAUSE_SECONDS, TICK_SECONDS, Daemon
-from daemon.watcher import FileStat
-from engine.model import IdentificationModel, ModelConfig
+from daemon.intake.watcher import FileStat
+from engine.models.served import IdentificationModel, ModelConfig
 from tests.conftest import REPO_ROOT, wait_until
 from tests.prometheus import require_tool, running_prometheus
 
@@ -262,7 +262,7 @@ class TestBadInput:
         def broken(*args: object, **kwargs: object) -> None:
             raise RuntimeError("arPLS exploded")
 
-        monkeypatch.setattr("daemon.helpers.aging_indices", broken)
+        monkeypatch.setattr("daemon.pipeline.helpers.aging_indices", broken)
         with unstarted(tmp_path, library_dir, model, worker={"helper_processes": 0}) as daemon:
             stats = placed(tmp_path / "inbox", particles[:3])
             daemon.admit(stats, now=time.time())

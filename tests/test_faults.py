@@ -38,8 +38,8 @@ from prometheus_client import generate_latest
 
 from daemon.config import load_config
 from daemon.service import Daemon
-from daemon.state_lock import StateDirInUse
-from engine.model import IdentificationModel
+from daemon.store.lock import StateDirInUse
+from engine.models.served import IdentificationModel
 from tests.conftest import wait_until
 from tests.test_daemon import Running, write_config
 
@@ -187,7 +187,7 @@ def test_sighup_keeps_the_command_line_and_the_daemon(
 
 
 def _done_files(state: Path) -> int:
-    from daemon.ledger import Ledger
+    from daemon.store.ledger import Ledger
 
     with Ledger.in_state_dir(state) as ledger:
         return int(ledger.counts().get("done", 0))

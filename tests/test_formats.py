@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.io import read_spectra, readers
-from engine.spectrum import SpectrumError
+from engine.core.spectrum import SpectrumError
 from tests.conftest import FORMATS, REPO_ROOT
 from tests.format_cases import FormatCase
 from tests.format_cases_binary import BINARY_CASES

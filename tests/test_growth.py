@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from daemon.config import load_config
-from daemon.drift import DriftWatch
+from daemon.growth.drift import DriftWatch
 from daemon.service import Daemon
-from engine.evaluate import library_from_sources, load_source
-from engine.labels import scoring_label
-from engine.library import ReferenceLibrary, library_log
-from engine.spectrum import Spectrum
+from engine.analysis.evaluate import library_from_sources, load_source
+from engine.core.labels import scoring_label
+from engine.core.library import ReferenceLibrary, library_log
+from engine.core.spectrum import Spectrum
 from tests.conftest import REPO_ROOT, SHARED_DATA, spectrum_csv, wait_until
 from tests.test_daemon import Running, write_config
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.helpers import HelperPool, _chunks
-from engine.aging import aging_indices
-from engine.evaluate import load_source
+from daemon.pipeline.helpers import HelperPool, _chunks
+from engine.core.aging import aging_indices
+from engine.analysis.evaluate import load_source
 from engine.io import read_spectra
-from engine.spectrum import Spectrum, SpectrumError
+from engine.core.spectrum import Spectrum, SpectrumError
 from tests.conftest import REPO_ROOT, SHARED_DATA, wait_until
 
 
@@ -94,7 +94,7 @@ def test_a_program_whose_helper_died_still_exits(tmp_path: Path) -> None:
     """The pool stops the surviving helper of a broken pool; nothing is left to wait for at exit."""
     script = (
         "import os, signal\n"
-        "from daemon.helpers import HelperPool\n"
+        "from daemon.pipeline.helpers import HelperPool\n"
         "pool = HelperPool(2)\n"
         "pool.read(['a', 'b'])\n"
         "os.kill(next(iter(pool._executor._processes)), signal.SIGKILL)\n"
@@ -110,7 +110,7 @@ def test_a_program_whose_helper_died_still_exits(tmp_path: Path) -> None:
 def test_helpers_exit_when_the_daemon_is_killed(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
-        "from daemon.helpers import HelperPool\n"
+        "from daemon.pipeline.helpers import HelperPool\n"
         "pool = HelperPool(2)\n"
         "pool.read(['a', 'b'])\n"
         "print(*[p.pid for p in pool._executor._processes.values()], flush=True)\n"

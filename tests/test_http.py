@@ -1,4 +1,4 @@
-"""Tests of daemon.http: routing, limits, error isolation, /metrics, /healthz, /readyz, life cycle.
+"""Tests of daemon.web.http: routing, limits, error isolation, /metrics, /healthz, /readyz, life cycle.
 
 Every test starts a real server on 127.0.0.1 with port 0 and talks to it over a socket.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from daemon.http import (
+from daemon.web.http import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
     Heartbeat,
@@ -29,7 +29,7 @@ from daemon.http import (
     Router,
     all_checks_pass,
 )
-from daemon.metrics import Metrics
+from daemon.web.metrics import Metrics
 
 NOW = 1_700_000_000.0
 
@@ -233,7 +233,7 @@ class TestErrors:
             raise RuntimeError("ledger exploded")
 
         server.add_route("GET", "/broken", broken)
-        with caplog.at_level(logging.ERROR, logger="daemon.http"):
+        with caplog.at_level(logging.ERROR, logger="daemon.web.http"):
             for _ in range(3):
                 reply = call(server, "GET", "/broken")
                 assert reply.status == 500
@@ -337,7 +337,7 @@ class TestReadiness:
             raise OSError("database disk image is malformed")
 
         server = make_server(readiness=broken)
-        with caplog.at_level(logging.ERROR, logger="daemon.http"):
+        with caplog.at_level(logging.ERROR, logger="daemon.web.http"):
             reply = call(server, "GET", "/readyz")
         assert reply.status == 503
         assert reply.json()["ready"] is False
@@ -360,7 +360,7 @@ class TestLifecycle:
         server = HttpServer("127.0.0.1", 0)
         with pytest.raises(RuntimeError, match="not started"):
             _ = server.port
-        with caplog.at_level(logging.INFO, logger="daemon.http"):
+        with caplog.at_level(logging.INFO, logger="daemon.web.http"):
             server.start()
         try:
             assert server.port > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.labels import canonical_label, same_polymer, scoring_label
+from engine.core.labels import canonical_label, same_polymer, scoring_label
 from tests.conftest import SHARED_DATA
 
 

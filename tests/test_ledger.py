@@ -1,4 +1,4 @@
-"""Tests for :mod:`daemon.ledger`: one class per concern, time always injected."""
+"""Tests for :mod:`daemon.store.ledger`: one class per concern, time always injected."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.ledger import (
+from daemon.store.ledger import (
     LEDGER_FILENAME,
     SCHEMA_VERSION,
     Admission,
@@ -359,7 +359,7 @@ class TestAtomicComplete:
 _CRASHING_WORKER = textwrap.dedent(
     """
     import sys, time
-    from daemon.ledger import Ledger, ResultRecord
+    from daemon.store.ledger import Ledger, ResultRecord
 
     ledger = Ledger(sys.argv[1])
     path, sha256 = sys.argv[2], sys.argv[3]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.library import LibraryError, ReferenceLibrary, library_log, rollback
-from engine.spectrum import Spectrum
+from engine.core.library import LibraryError, ReferenceLibrary, library_log, rollback
+from engine.core.spectrum import Spectrum
 from tests.conftest import FORMATS, SHARED_DATA
 
 X = np.linspace(600.0, 4000.0, 851)

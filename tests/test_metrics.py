@@ -1,4 +1,4 @@
-"""Tests of daemon.metrics and deploy/prometheus: names, bounded labels, counters, a real Prometheus scrape.
+"""Tests of daemon.web.metrics and deploy/prometheus: names, bounded labels, counters, a real Prometheus scrape.
 
 Each test builds its own :class:`~prometheus_client.CollectorRegistry`. The tests marked
 as needing ``prometheus`` or ``promtool`` skip when the binaries are missing (install them
@@ -20,10 +20,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-import daemon.metrics
-from daemon.http import HttpServer
-from daemon.ledger import FileState, Ledger, ResultRecord, ResultStatus
-from daemon.metrics import (
+import daemon.web.metrics
+from daemon.web.http import HttpServer
+from daemon.store.ledger import FileState, Ledger, ResultRecord, ResultStatus
+from daemon.web.metrics import (
     CONFIRMATION_KINDS,
     DRIFT_STREAMS,
     FILE_OUTCOMES,
@@ -129,7 +129,7 @@ class TestNaming:
         assert problems.strip() == "", problems
 
     def test_the_docstring_lists_every_metric(self, registry: CollectorRegistry, metrics: Metrics) -> None:
-        documented = set(re.findall(r"``(mpwatch_[a-z0-9_]+)``", daemon.metrics.__doc__ or ""))
+        documented = set(re.findall(r"``(mpwatch_[a-z0-9_]+)``", daemon.web.metrics.__doc__ or ""))
         exposed = set()
         for family in registry.collect():
             suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
@@ -223,7 +223,7 @@ class TestBoundedLabels:
         self, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
     ) -> None:
         metrics = Metrics(registry, known_labels=["PE", "PP"], max_labels=3)
-        with caplog.at_level(logging.WARNING, logger="daemon.metrics"):
+        with caplog.at_level(logging.WARNING, logger="daemon.web.metrics"):
             admitted = metrics.set_known_labels(["PE", "PS", "PVC", "PET"])
         assert admitted == {"PE", "PP", "PS"}
         assert "at most 3 polymer labels" in caplog.text
@@ -424,7 +424,7 @@ class TestLedgerCollector:
         closed = Ledger(":memory:")
         closed.close()
         metrics.attach_ledger(closed)
-        with caplog.at_level(logging.WARNING, logger="daemon.metrics"):
+        with caplog.at_level(logging.WARNING, logger="daemon.web.metrics"):
             exposition = generate_latest(registry).decode()
         assert "mpwatch_files_total" in exposition
         assert "mpwatch_ledger_files{" not in exposition

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from engine.evaluate import load_source
-from engine.library import DEFAULT_LIBRARY, ReferenceLibrary
-from engine.model import HIT_SEARCH_K, IdentificationModel, ModelConfig
-from engine.spectrum import Spectrum
+from engine.analysis.evaluate import load_source
+from engine.core.library import DEFAULT_LIBRARY, ReferenceLibrary
+from engine.models.served import HIT_SEARCH_K, IdentificationModel, ModelConfig
+from engine.core.spectrum import Spectrum
 from tests.conftest import SHARED_DATA
 
 

@@ -7,7 +7,7 @@ import pytest
 from scipy.signal import savgol_filter
 
 from engine.io import read_spectra
-from engine.preprocess import (
+from engine.core.preprocess import (
     Absolute,
     BaselineCorrection,
     FillMissing,
@@ -20,7 +20,7 @@ from engine.preprocess import (
     build_pipeline,
     transform,
 )
-from engine.spectrum import Spectrum
+from engine.core.spectrum import Spectrum
 from tests.conftest import SHARED_DATA
 
 X = np.linspace(400.0, 4000.0, 1801)

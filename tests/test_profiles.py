@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from daemon.config import ConfigError, load_config
-from daemon.ledger import StoredResult
+from daemon.store.ledger import StoredResult
 from daemon.service import Daemon
-from engine.evaluate import library_from_sources, load_source
-from engine.labels import scoring_label
-from engine.model import IdentificationModel, ModelConfig
-from engine.spectrum import Spectrum
+from engine.analysis.evaluate import library_from_sources, load_source
+from engine.core.labels import scoring_label
+from engine.models.served import IdentificationModel, ModelConfig
+from engine.core.spectrum import Spectrum
 from tests.conftest import SHARED_DATA, wait_until
 from tests.test_daemon import Running
 

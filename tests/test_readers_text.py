@@ -31,7 +31,7 @@ from engine.io.openspecy import (
     spectra_from_openspecy_yaml,
     spectra_from_zip,
 )
-from engine.spectrum import Spectrum, SpectrumError
+from engine.core.spectrum import Spectrum, SpectrumError
 from tests.conftest import FORMATS
 from tests.format_cases_text import TEXT_CASES
 

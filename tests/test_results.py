@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import daemon.results as results_module
-from daemon.ledger import Ledger, ResultRecord, ResultStatus
-from daemon.results import COST_FACTOR, ResultsExporter
+import daemon.store.export as results_module
+from daemon.store.ledger import Ledger, ResultRecord, ResultStatus
+from daemon.store.export import COST_FACTOR, ResultsExporter
 
 
 def classified(ledger: Ledger, path: Path, *, label: str, now: float) -> None:

@@ -17,11 +17,11 @@ import numpy.typing as npt
 import pytest
 
 from daemon.cli import build_parser
-from engine.evaluate import library_from_sources
+from engine.analysis.evaluate import library_from_sources
 from engine.io import read_spectra
 from engine.io.labelled_set import LabelledSet, load_labelled_set
-from engine.model import IdentificationModel
-from engine.robustness import (
+from engine.models.served import IdentificationModel
+from engine.analysis.robustness import (
     CONVENTIONS,
     NATIVE,
     Convention,

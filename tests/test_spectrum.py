@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from engine.spectrum import MIN_POINTS, Spectrum, SpectrumError, normalise_y_unit
+from engine.core.spectrum import MIN_POINTS, Spectrum, SpectrumError, normalise_y_unit
 
 X = np.linspace(400.0, 4000.0, 200)
 Y = np.exp(-(((X - 2900.0) / 40.0) ** 2)) + 0.01 * np.sin(X / 50.0)

@@ -1,4 +1,4 @@
-"""Tests of the random-subspace kNN ensemble (engine.subknn)."""
+"""Tests of the random-subspace kNN ensemble (engine.models.subknn)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from scipy.signal import savgol_filter
 from sklearn.exceptions import NotFittedError
 
 from engine.io.labelled_set import load_labelled_set
-from engine.subknn import SubspaceKNN, _top_k
+from engine.models.subknn import SubspaceKNN, _top_k
 
 POINTS = 240
 AXIS = np.linspace(400.0, 4000.0, POINTS)

@@ -1,4 +1,4 @@
-"""Tests for :mod:`daemon.watcher`: pure parts with an injected clock, then real observers.
+"""Tests for :mod:`daemon.intake.watcher`: pure parts with an injected clock, then real observers.
 
 The live tests run each scenario under the native observer (inotify here) and the
 PollingObserver. Quiet periods pass by advancing a fake clock, never by sleeping; the
@@ -24,7 +24,7 @@ from watchdog.events import (
     FileMovedEvent,
 )
 
-from daemon.watcher import (
+from daemon.intake.watcher import (
     FileStat,
     InboxEventHandler,
     InboxWatcher,
@@ -269,7 +269,7 @@ class TestScanAndAccept:
             return real_scandir(path)
 
         monkeypatch.setattr(os, "scandir", scandir)
-        with caplog.at_level(logging.WARNING, logger="daemon.watcher"):
+        with caplog.at_level(logging.WARNING, logger="daemon.intake.watcher"):
             assert [e.path.name for e in scan(inbox, file_filter=SpectrumFileFilter())] == ["b.spa"]
         assert "Permission denied" in caplog.text
 
@@ -292,7 +292,7 @@ class TestScanAndAccept:
             return real_stat(self, follow_symlinks=follow_symlinks)
 
         monkeypatch.setattr(Path, "stat", stat)
-        with caplog.at_level(logging.WARNING, logger="daemon.watcher"):
+        with caplog.at_level(logging.WARNING, logger="daemon.intake.watcher"):
             assert stat_candidate(denied, root=inbox, file_filter=spectra) is None
         assert "denied.spa" in caplog.text
 
@@ -338,7 +338,7 @@ class TestScanAndAccept:
             raise RuntimeError("boom")
 
         monkeypatch.setattr(watcher, "accept", broken)
-        with caplog.at_level(logging.ERROR, logger="daemon.watcher"):
+        with caplog.at_level(logging.ERROR, logger="daemon.intake.watcher"):
             handler.dispatch(FileCreatedEvent(str(final)))  # must not raise
         assert "boom" in caplog.text
 

@@ -2,7 +2,7 @@
 
 ``read_spectra(path)`` returns every spectrum in a file (maps and multi-subfile
 files hold several); ``read_spectrum(path)`` the first. Anything wrong with a
-file is raised as :class:`engine.spectrum.SpectrumError` with a reason code.
+file is raised as :class:`engine.core.spectrum.SpectrumError` with a reason code.
 Importing this package registers every reader.
 """
 

@@ -7,7 +7,7 @@
 >>> read_binary(empty, lambda data, name: [])
 Traceback (most recent call last):
 ...
-engine.spectrum.SpectrumError: empty_file: x.spa is empty
+engine.core.spectrum.SpectrumError: empty_file: x.spa is empty
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.spectrum import Spectrum, SpectrumError
+from engine.core.spectrum import Spectrum, SpectrumError
 
 __all__ = ["read_binary"]
 

@@ -18,7 +18,7 @@ import math
 import re
 from pathlib import Path
 
-from engine.spectrum import SpectrumError
+from engine.core.spectrum import SpectrumError
 
 __all__ = [
     "MAX_SPECTRA",

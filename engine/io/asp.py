@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.io._text import decode_text, looks_binary, parse_number, read_limited, short
 from engine.io.registry import register
-from engine.spectrum import Spectrum, SpectrumError
+from engine.core.spectrum import Spectrum, SpectrumError
 
 __all__ = ["HEADER_VALUES", "looks_like_asp", "read_asp", "spectra_from_asp"]
 

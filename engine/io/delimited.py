@@ -49,7 +49,7 @@ from engine.io._text import (
 from engine.io.envi import envi_header_for, read_envi
 from engine.io.jcampdx import looks_like_jcamp, spectra_from_jcamp
 from engine.io.registry import register
-from engine.spectrum import MIN_POINTS, Spectrum, SpectrumError
+from engine.core.spectrum import MIN_POINTS, Spectrum, SpectrumError
 
 __all__ = [
     "DelimitedTable",

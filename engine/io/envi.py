@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from engine.io._text import MAX_SPECTRA, decode_text, read_limited, short
 from engine.io.registry import register
-from engine.spectrum import Spectrum, SpectrumError, normalise_y_unit
+from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
 
 __all__ = [
     "MAX_ENVI_BYTES",

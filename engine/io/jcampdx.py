@@ -51,7 +51,7 @@ import numpy.typing as npt
 
 from engine.io._text import decode_text, looks_binary, read_limited, short
 from engine.io.registry import register
-from engine.spectrum import Spectrum, SpectrumError, normalise_y_unit
+from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
 
 __all__ = [
     "JcampBlock",

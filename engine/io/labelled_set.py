@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.io.registry import register
-from engine.spectrum import Spectrum, SpectrumError, normalise_y_unit
+from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
 
 __all__ = ["LabelledSet", "is_labelled_set", "load_labelled_set"]
 

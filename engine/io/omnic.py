@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from engine.io._binary import read_binary
 from engine.io.registry import register
-from engine.spectrum import Spectrum, SpectrumError
+from engine.core.spectrum import Spectrum, SpectrumError
 
 __all__ = ["SPA_MAGIC", "read_omnic"]
 

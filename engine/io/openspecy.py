@@ -53,7 +53,7 @@ from engine.io.asp import spectra_from_asp
 from engine.io.envi import MAX_ENVI_BYTES, spectra_from_envi
 from engine.io.jcampdx import looks_like_jcamp, spectra_from_jcamp
 from engine.io.registry import register
-from engine.spectrum import Spectrum, SpectrumError
+from engine.core.spectrum import Spectrum, SpectrumError
 
 __all__ = [
     "MAX_ZIP_BYTES",

@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from engine.io._binary import read_binary
 from engine.io.registry import register
-from engine.spectrum import Spectrum, SpectrumError, normalise_y_unit
+from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
 
 __all__ = ["OPUS_MAGIC", "BlockType", "read_opus"]
 

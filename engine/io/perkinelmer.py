@@ -30,7 +30,7 @@ import numpy as np
 
 from engine.io._binary import read_binary
 from engine.io.registry import register
-from engine.spectrum import Spectrum, SpectrumError, normalise_y_unit
+from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
 
 __all__ = ["PE_MAGIC", "read_perkinelmer"]
 

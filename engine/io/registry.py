@@ -4,7 +4,7 @@ A reader is a function ``(path) -> list[Spectrum]``; most files hold one
 spectrum, maps and multi-subfile files hold several. Readers register
 themselves with :func:`register`. :func:`read_spectra` is the only way in:
 it picks the reader, attaches provenance (source, sha256, format, index) and
-guarantees that nothing but :class:`~engine.spectrum.SpectrumError` escapes.
+guarantees that nothing but :class:`~engine.core.spectrum.SpectrumError` escapes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.spectrum import Spectrum, SpectrumError, file_sha256
+from engine.core.spectrum import Spectrum, SpectrumError, file_sha256
 
 __all__ = ["Reader", "ReaderFn", "detect", "read_spectra", "read_spectrum", "readers", "register"]
 

@@ -11,7 +11,7 @@ An SPC file is a main header followed by one or more subfiles, each one trace:
   high word first. The file declares no subfile count, so subfiles are read
   until the end of the file.
 
-Every subfile becomes one :class:`~engine.spectrum.Spectrum`. Wavelength axes
+Every subfile becomes one :class:`~engine.core.spectrum.Spectrum`. Wavelength axes
 (nm, µm) are converted to wavenumbers; axes that are not spectral (time, mass,
 data points) and interferograms are refused. A Raman axis reaching far into
 the anti-Stokes side is cut at the lower edge of the plausible range.
@@ -20,7 +20,7 @@ the anti-Stokes side is cut at the lower edge of the plausible range.
 >>> parse_spc(bytes([0x00, NEW_FORMAT_LSB]) + bytes(100))  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-engine.spectrum.SpectrumError: truncated: the SPC file ends at byte 102 but the 512-byte main header...
+engine.core.spectrum.SpectrumError: truncated: the SPC file ends at byte 102 but the 512-byte main header...
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.io.registry import register
-from engine.spectrum import PLAUSIBLE_RANGE, Spectrum, SpectrumError
+from engine.core.spectrum import PLAUSIBLE_RANGE, Spectrum, SpectrumError
 
 __all__ = [
     "NEW_FORMAT_LSB",

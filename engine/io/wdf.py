@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from engine.io._binary import read_binary
 from engine.io.registry import register
-from engine.spectrum import PLAUSIBLE_RANGE, Spectrum, SpectrumError
+from engine.core.spectrum import PLAUSIBLE_RANGE, Spectrum, SpectrumError
 
 __all__ = ["WDF_MAGIC", "read_wdf"]
 

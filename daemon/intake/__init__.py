@@ -1,0 +1,6 @@
+"""Intake: from a file landing in an inbox to a pending row in the ledger.
+
+Watchers follow each inbox, a stability tracker waits for a file to be quiet,
+admission records and hashes it, and retries bring failed files back. Nothing
+here raises for one file.
+"""

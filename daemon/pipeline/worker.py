@@ -1,0 +1,292 @@
+"""One file in, one set of results out; an error stays with its file.
+
+:class:`Worker` takes a batch of claimed files from the ledger, reads them
+(in the :class:`~daemon.pipeline.helpers.HelperPool`), classifies every spectrum of
+the batch in one model call, has the helpers compute the identified
+particles' aging indices, and completes each file in the ledger: results
+and terminal state together, the whole batch in one commit. Metrics, the
+results files and listeners hear of a file only after that commit.
+What goes wrong is sorted per file:
+
+- the file is not ready (locked, permission denied, vanished): ``failed``,
+  retried later with backoff, quarantined after too many attempts;
+- the file is not a usable spectrum (:class:`~engine.core.spectrum.SpectrumError`):
+  ``quarantined`` at once with the reason, since retrying cannot help;
+- anything unexpected while classifying: ``failed`` with the error, so a bug
+  costs one file a retry, never the daemon.
+
+:class:`ModelHolder` is the hot-swap point: the worker asks it for the
+model once per batch, so a swap takes effect between batches and no file is
+classified twice or by half a model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.pipeline.helpers import HelperPool
+from daemon.store.ledger import Ledger, ResultRecord, ResultStatus, WorkItem
+from daemon.web.metrics import Metrics
+from daemon.store.export import ResultsExporter
+from engine.core.conventions import AcquisitionProfile, resolve_all
+from engine.models.served import IdentificationModel, Result, wants_aging
+from engine.core.spectrum import Spectrum, SpectrumError
+from engine.core.storage import atomic_write_text
+
+__all__ = ["Classified", "ModelHolder", "Worker", "internal_error", "result_record"]
+
+logger = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """The model being served, swapped atomically under a lock."""
+
+    def __init__(self, model: IdentificationModel) -> None:
+        self._model = model
+        #: Held while a batch is classified and while the model is changed in place
+        #: (an incremental confirmation), so a batch never sees half an update.
+        self.lock = threading.RLock()
+
+    def get(self) -> IdentificationModel:
+        with self.lock:
+            return self._model
+
+    def swap(self, model: IdentificationModel) -> IdentificationModel:
+        """Serve ``model`` from the next batch on; return the old one."""
+        with self.lock:
+            old, self._model = self._model, model
+        return old
+
+
+def internal_error(error: BaseException) -> str:
+    """The recorded reason for an unexpected error: a bug costs its file a retry, not the daemon.
+
+    >>> internal_error(ValueError("bad"))
+    'internal error: ValueError: bad'
+    """
+    return f"internal error: {type(error).__name__}: {error}"
+
+
+def result_record(index: int, result: Result) -> ResultRecord:
+    """A model result as the ledger stores it; the evidence goes into the payload."""
+    payload = result.as_dict()
+    for key in ("status", "label", "material", "confidence", "model_version"):
+        payload.pop(key, None)
+    return ResultRecord(
+        spectrum_index=index,
+        status=ResultStatus(result.status),
+        model_version=result.model_version,
+        label=result.label,
+        material=result.material,
+        confidence=result.confidence,
+        payload=payload,
+    )
+
+
+@dataclass
+class _ReadFile:
+    item: WorkItem
+    spectra: list[Spectrum]
+    started: float
+
+
+#: A file read and classified: its spectra and one result per spectrum.
+Classified = tuple[_ReadFile, list[Result]]
+
+
+class Worker:
+    """Classifies batches of claimed files and records every outcome.
+
+    A batch goes through two stages, :meth:`classify` and :meth:`finish`, which the
+    daemon runs in two threads so that consecutive batches overlap.
+    """
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        metrics: Metrics,
+        exporter: ResultsExporter,
+        models: ModelHolder,
+        quarantine_dir: Path,
+        helpers: HelperPool | None = None,
+        processed_dir: Path | None = None,
+        move_quarantined: bool = False,
+        clock: Callable[[], float] = time.time,
+        on_result: Callable[[WorkItem, Sequence[Result]], None] | None = None,
+        profile_for: Callable[[str], AcquisitionProfile | None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.metrics = metrics
+        self.exporter = exporter
+        self.models = models
+        self.quarantine_dir = quarantine_dir
+        self.helpers = helpers if helpers is not None else HelperPool(0)
+        self.processed_dir = processed_dir
+        self.move_quarantined = move_quarantined
+        self.clock = clock
+        self.on_result = on_result
+        #: The inbox profile of a file (what its instrument is known to write), by path.
+        self.profile_for = profile_for or (lambda path: None)
+
+    def give_up(self, items: Sequence[WorkItem], error: BaseException) -> None:
+        """A stage failed for a whole batch: each file fails with the error, to be retried with backoff.
+
+        A file the ledger cannot record either (its database failing) stays claimed,
+        and the next start recovers it.
+        """
+        reason = internal_error(error)
+        for item in items:
+            try:
+                record = self.ledger.file(item.path)
+                if record is not None and record.claimed_at is not None:  # not settled before the failure
+                    self._fail(item, reason)
+            except Exception:
+                logger.exception("could not record the failure of %s; the next start recovers it", item.path)
+
+    def process(self, items: Sequence[WorkItem]) -> None:
+        """Process a batch from start to end; never raises for a problem with one file."""
+        self.finish(self.classify(items))
+
+    def classify(self, items: Sequence[WorkItem]) -> list[Classified]:
+        """Stage one: read the files (helpers), classify them (here, under the model lock)."""
+        readable = self._read(items, time.perf_counter())
+        return self._classify(readable) if readable else []
+
+    def finish(self, classified: Sequence[Classified]) -> None:
+        """Stage two: aging indices (helpers), the whole batch recorded with one commit, then announced."""
+        if not classified:
+            return
+        self._add_aging(classified)
+        with self.ledger.batch():
+            recorded = [(one, results) for one, results in classified if self._record(one, results)]
+        for one, results in recorded:
+            try:
+                self._announce(one, results)
+            except Exception:  # recorded already: a metric or a listener failing must not stop the others
+                logger.exception("announcing the results of %s failed", one.item.path)
+
+    def _read(self, items: Sequence[WorkItem], started: float) -> list[_ReadFile]:
+        readable = []
+        for item, outcome in zip(items, self.helpers.read([item.path for item in items]), strict=True):
+            if isinstance(outcome, SpectrumError) and outcome.reason == "not_accessible":
+                self._fail(item, f"not ready: {outcome.message}")
+            elif isinstance(outcome, SpectrumError):
+                self._quarantine(item, str(outcome))
+            elif isinstance(outcome, OSError):
+                self._fail(item, f"not ready: {outcome.strerror or outcome}")
+            elif isinstance(outcome, Exception):
+                logger.error("reading %s failed: %r", item.path, outcome)
+                self._fail(item, internal_error(outcome))
+            elif outcome[0].metadata.get("sha256") not in (None, item.sha256):
+                # The file changed after it was queued; the watcher sees the change and queues it again.
+                logger.info("%s changed while queued; it will be read again", item.path)
+                self.ledger.release(item.path, now=self.clock())
+            else:
+                spectra = resolve_all(outcome, profile=self.profile_for(item.path))
+                readable.append(_ReadFile(item, spectra, started))
+        return readable
+
+    def _classify(self, readable: Sequence[_ReadFile]) -> list[Classified]:
+        """Each file with its results, classified in one model call (one by one if that fails)."""
+        with self.models.lock:
+            model = self.models.get()
+            try:
+                results = model.classify([s for r in readable for s in r.spectra], aging=False)
+            except Exception:
+                logger.exception(
+                    "batch classification failed; classifying its %d files one by one", len(readable)
+                )
+                return [pair for one in readable if (pair := self._classify_alone(model, one))]
+        classified, start = [], 0
+        for one in readable:
+            classified.append((one, results[start : start + len(one.spectra)]))
+            start += len(one.spectra)
+        return classified
+
+    def _classify_alone(self, model: IdentificationModel, one: _ReadFile) -> Classified | None:
+        try:
+            return one, model.classify(one.spectra, aging=False)
+        except Exception as exc:
+            logger.exception("classifying %s failed", one.item.path)
+            self._fail(one.item, internal_error(exc))
+            return None
+
+    def _add_aging(self, classified: Sequence[Classified]) -> None:
+        """Aging indices for every identified particle of the batch, computed by the helpers."""
+        wanted = [
+            (spectrum, result)
+            for one, results in classified
+            for spectrum, result in zip(one.spectra, results, strict=True)
+            if wants_aging(result)
+        ]
+        outcomes = self.helpers.aging([(spectrum, str(result.label)) for spectrum, result in wanted])
+        for (_, result), outcome in zip(wanted, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                logger.error("aging indices failed for a %s particle: %r", result.label, outcome)
+                outcome = {"error": internal_error(outcome)}
+            result.extra["aging"] = outcome
+
+    def _record(self, one: _ReadFile, results: Sequence[Result]) -> bool:
+        """Results and the terminal state in the ledger (inside the batch's transaction)."""
+        records = [result_record(i, r) for i, r in enumerate(results)]
+        try:
+            self.ledger.complete(one.item.sha256, records, now=self.clock())
+        except Exception as exc:
+            logger.exception("recording results of %s failed", one.item.path)
+            self._fail(one.item, internal_error(exc))
+            return False
+        return True
+
+    def _announce(self, one: _ReadFile, results: Sequence[Result]) -> None:
+        """After the commit: metrics, the results files, listeners and the optional move."""
+        now = self.clock()
+        for r in results:
+            self.metrics.observe_result(r.status, r.label)
+            carbonyl = r.extra.get("aging", {}).get("carbonyl")
+            if r.label is not None and carbonyl is not None:
+                self.metrics.observe_carbonyl_index(r.label, carbonyl)
+        self.metrics.file_finished("done", now=now, seconds=time.perf_counter() - one.started)
+        self.exporter.mark(one.item.path)
+        if self.on_result:
+            self.on_result(one.item, results)
+        if self.processed_dir is not None:
+            self._move(Path(one.item.path), self.processed_dir)
+
+    def _fail(self, item: WorkItem, reason: str) -> None:
+        record = self.ledger.fail(item.path, reason, now=self.clock())
+        outcome = "quarantined" if str(record.state) == "quarantined" else "failed"
+        if outcome == "quarantined":
+            self._note_quarantine(item, reason)
+        self.metrics.file_finished(outcome, now=self.clock())
+
+    def _quarantine(self, item: WorkItem, reason: str) -> None:
+        self.ledger.quarantine(item.path, reason, now=self.clock())
+        self._note_quarantine(item, reason)
+        self.metrics.file_finished("quarantined", now=self.clock())
+        logger.warning("quarantined %s: %s", item.path, reason)
+
+    def _note_quarantine(self, item: WorkItem, reason: str) -> None:
+        """A note beside the quarantine: what, why, when; the file itself moves only if configured."""
+        path = Path(item.path)
+        note = json.dumps({"path": str(path), "sha256": item.sha256, "reason": reason, "at": self.clock()})
+        try:
+            atomic_write_text(self.quarantine_dir / f"{item.sha256[:16]}-{path.name}.reason.json", note)
+            if self.move_quarantined:
+                self._move(path, self.quarantine_dir)
+        except OSError:
+            logger.exception("could not write the quarantine note for %s", path)
+
+    def _move(self, path: Path, folder: Path) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), folder / path.name)
+        except OSError:
+            logger.exception("could not move %s to %s", path, folder)

@@ -1,0 +1,175 @@
+"""Result files: JSON lines and a CSV summary per sample folder, regenerated atomically from the ledger.
+
+The ledger is the record; these files are views of it for people and for
+other programs. For every sample folder (the folder a spectrum file sits in)
+the exporter writes, under ``<state_dir>/results/<inbox>/<relative folder>/``:
+
+- ``results.jsonl``: one JSON object per classified spectrum;
+- ``summary.csv``: particles per polymer and status for that sample.
+
+Both are replaced atomically, so a reader never sees half a file. Folders
+are marked dirty as results arrive and rewritten at most every
+``min_interval`` seconds, and once more at shutdown. A sample folder of
+many thousand particles takes a while to rewrite, so the interval also grows
+to :data:`COST_FACTOR` times the last rewrite's duration: exporting never
+takes more than about 5 % of the daemon's time, however large a sample grows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from daemon.store.ledger import Ledger, StoredResult
+from engine.core.storage import atomic_write_text
+
+__all__ = ["SUMMARY_FIELDS", "ResultsExporter", "result_row", "summary_rows"]
+
+logger = logging.getLogger(__name__)
+
+PAGE = 1000
+
+#: The pause between rewrites is at least this many times the last rewrite's duration.
+COST_FACTOR = 20.0
+
+
+def result_row(r: StoredResult) -> dict[str, Any]:
+    """One stored result as the JSON object ``mpwatch results`` and results.jsonl print."""
+    return {
+        "result_id": r.id,
+        "source": r.source_path,
+        "index": r.spectrum_index,
+        "sha256": r.sha256,
+        "created_at": r.created_at,
+        "status": str(r.status),
+        "label": r.label,
+        "material": r.material,
+        "confidence": r.confidence,
+        "model_version": r.model_version,
+        **{k: v for k, v in r.payload.items() if k not in ("status", "label", "material", "confidence")},
+    }
+
+
+#: Columns of summary.csv.
+SUMMARY_FIELDS = (
+    "status",
+    "label",
+    "particles",
+    "share",
+    "carbonyl_n",
+    "carbonyl_median",
+    "carbonyl_q1",
+    "carbonyl_q3",
+)
+
+
+def _carbonyl(r: StoredResult) -> float | None:
+    value = (r.payload.get("aging") or {}).get("carbonyl")
+    return float(value) if value is not None else None
+
+
+def summary_rows(results: Iterable[StoredResult]) -> list[dict[str, Any]]:
+    """Particles per (status, label), their share of the sample, and the carbonyl index distribution."""
+    groups: dict[tuple[str, str], list[StoredResult]] = {}
+    for r in results:
+        groups.setdefault((str(r.status), r.label or ""), []).append(r)
+    total = sum(len(g) for g in groups.values())
+    rows = []
+    for (status, label), members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        carbonyl = [c for c in map(_carbonyl, members) if c is not None]
+        quartiles = np.percentile(carbonyl, [50, 25, 75]).round(4).tolist() if carbonyl else ["", "", ""]
+        rows.append(
+            {
+                "status": status,
+                "label": label,
+                "particles": len(members),
+                "share": round(len(members) / total, 4),
+                "carbonyl_n": len(carbonyl),
+                "carbonyl_median": quartiles[0],
+                "carbonyl_q1": quartiles[1],
+                "carbonyl_q3": quartiles[2],
+            }
+        )
+    return rows
+
+
+def _all(ledger: Ledger, folder: Path) -> list[StoredResult]:
+    out: list[StoredResult] = []
+    while True:
+        page = ledger.results(folder=folder, limit=PAGE, offset=len(out))
+        out.extend(page)
+        if len(page) < PAGE:
+            return out
+
+
+class ResultsExporter:
+    """Rewrites the result files of folders that received results."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        results_dir: Path,
+        inboxes: Sequence[tuple[str, Path]],
+        *,
+        min_interval: float = 2.0,
+    ) -> None:
+        self.ledger = ledger
+        self.results_dir = results_dir
+        self.inboxes = list(inboxes)
+        self.min_interval = min_interval
+        self._dirty: set[Path] = set()
+        self._lock = threading.Lock()
+        self._last_flush = float("-inf")
+        self._last_cost = 0.0
+
+    def mark(self, source: str | Path) -> None:
+        """A result for ``source`` was written: its folder needs rewriting."""
+        with self._lock:
+            self._dirty.add(Path(source).parent)
+
+    def target(self, folder: Path) -> Path:
+        """Where a sample folder's result files go."""
+        for name, root in self.inboxes:
+            if folder == root or root in folder.parents:
+                return self.results_dir / name / folder.relative_to(root)
+        return self.results_dir / "_other" / folder.name
+
+    def flush(self, *, now: float, force: bool = False) -> int:
+        """Rewrite dirty folders if the interval has passed (or ``force``); return how many."""
+        if not force and now - self._last_flush < max(self.min_interval, COST_FACTOR * self._last_cost):
+            return 0
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        self._last_flush = now
+        started = time.perf_counter()
+        for folder in sorted(dirty):
+            try:
+                self.write_folder(folder)
+            except OSError:
+                logger.exception("could not write results for %s", folder)
+                with self._lock:
+                    self._dirty.add(folder)
+        if dirty:
+            self._last_cost = time.perf_counter() - started
+        return len(dirty)
+
+    def write_folder(self, folder: Path) -> Path:
+        results = _all(self.ledger, folder)
+        target = self.target(folder)
+        lines = "".join(json.dumps(result_row(r), sort_keys=True) + "\n" for r in results)
+        atomic_write_text(target / "results.jsonl", lines)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(summary_rows(results))
+        atomic_write_text(target / "summary.csv", buffer.getvalue())
+        return target

@@ -1,0 +1,114 @@
+"""The ledger's SQLite schema: the migration steps, the schema version and :func:`migrate`."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Final
+
+from daemon.store.records import SchemaVersionError
+
+__all__ = ["SCHEMA_VERSION", "migrate"]
+
+logger = logging.getLogger(__name__)
+
+#: Each entry migrates the schema from version ``i`` to ``i + 1``.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """
+        CREATE TABLE files (
+            id              INTEGER PRIMARY KEY,
+            path            TEXT NOT NULL UNIQUE,
+            sha256          TEXT,
+            size            INTEGER NOT NULL,
+            mtime           REAL NOT NULL,
+            state           TEXT NOT NULL
+                            CHECK (state IN ('seen', 'pending', 'done', 'failed', 'quarantined')),
+            attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            next_attempt_at REAL,
+            reason          TEXT,
+            first_seen      REAL NOT NULL,
+            updated_at      REAL NOT NULL,
+            duplicate_of    TEXT,
+            claimed_at      REAL,
+            CHECK (state NOT IN ('pending', 'done') OR sha256 IS NOT NULL),
+            CHECK (claimed_at IS NULL OR state = 'pending')
+        )
+        """,
+        "CREATE INDEX files_by_state ON files (state, id)",
+        "CREATE INDEX files_by_sha256 ON files (sha256, state)",
+        """
+        CREATE TABLE results (
+            id             INTEGER PRIMARY KEY,
+            sha256         TEXT NOT NULL,
+            source_path    TEXT NOT NULL,
+            spectrum_index INTEGER NOT NULL CHECK (spectrum_index >= 0),
+            created_at     REAL NOT NULL,
+            status         TEXT NOT NULL CHECK (status IN ('known', 'unknown', 'low_quality')),
+            label          TEXT,
+            material       TEXT,
+            confidence     REAL,
+            payload        TEXT NOT NULL DEFAULT '{}',
+            model_version  TEXT NOT NULL,
+            UNIQUE (sha256, spectrum_index)
+        )
+        """,
+        "CREATE INDEX results_by_created_at ON results (created_at)",
+        "CREATE INDEX results_by_status ON results (status, created_at)",
+        "CREATE INDEX results_by_label ON results (label, created_at)",
+        """
+        CREATE TABLE review (
+            result_id  INTEGER PRIMARY KEY REFERENCES results (id) ON DELETE CASCADE,
+            state      TEXT NOT NULL CHECK (state IN ('open', 'confirmed', 'rejected')),
+            label      TEXT,
+            decided_by TEXT,
+            decided_at REAL,
+            opened_at  REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX review_by_state ON review (state, result_id)",
+    ),
+    (
+        # A rewritten file's earlier results: kept as history, out of every current view.
+        "ALTER TABLE results ADD COLUMN superseded_at REAL",
+        "CREATE INDEX results_by_source ON results (source_path, superseded_at)",
+    ),
+)
+
+#: The schema version this code reads and writes (``PRAGMA user_version``).
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema of ``conn`` up to :data:`SCHEMA_VERSION`; return the version found.
+
+    Each step runs in its own ``BEGIN IMMEDIATE`` transaction together with the new
+    ``user_version``, so a crash mid-migration leaves the previous version intact and two
+    processes starting at once cannot both apply a step. ``conn`` must be in autocommit
+    mode (``isolation_level=None``).
+
+    Raises:
+        SchemaVersionError: the database is newer than this code.
+    """
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the ledger has schema version {found} but this mpwatch understands up to "
+            f"{SCHEMA_VERSION}; upgrade mpwatch or point it at another state directory"
+        )
+    for target in range(found + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if current < target:
+                for statement in _MIGRATIONS[target - 1]:
+                    conn.execute(statement)
+                # PRAGMA takes no parameters; target is an int we computed.
+                conn.execute(f"PRAGMA user_version = {int(target)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        logger.info("ledger schema migrated to version %d", target)
+    return found

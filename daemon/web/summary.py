@@ -1,0 +1,166 @@
+"""The numbers behind the review console: results per status, polymer, sample folder and time.
+
+Plain data, no HTML: :func:`all_results` reads the stored results from the ledger,
+:func:`summarise` counts them into an :class:`Overview`, :func:`time_buckets` bins
+result times by hour or by day, and :func:`sample_folder` names the folder a
+spectrum file came from. The pages of :mod:`daemon.web.console` render these numbers.
+
+>>> time_buckets([0.0, 10.0, 3700.0], now=7300.0).bucket_seconds
+3600
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from daemon.store.ledger import Ledger, ResultStatus, StoredResult
+
+__all__ = [
+    "MAX_OVERVIEW_RESULTS",
+    "Overview",
+    "Timeline",
+    "all_results",
+    "sample_folder",
+    "summarise",
+    "time_buckets",
+]
+
+#: Results the overview reads at most (the newest are what matter once this is exceeded).
+MAX_OVERVIEW_RESULTS: Final = 200_000
+_PAGE: Final = 5000
+
+
+def sample_folder(source: str, inboxes: Sequence[tuple[str, Path]]) -> str:
+    """The sample folder of a spectrum file, named ``<inbox>/<folder inside it>``.
+
+    >>> sample_folder("/data/ftir/2024-05/filter-3/p1.csv", [("ftir", Path("/data/ftir"))])
+    'ftir/2024-05/filter-3'
+    >>> sample_folder("/data/ftir/p1.csv", [("ftir", Path("/data/ftir"))])
+    'ftir'
+    >>> sample_folder("/elsewhere/p1.csv", [("ftir", Path("/data/ftir"))])
+    '/elsewhere'
+    """
+    parent = Path(source).parent
+    for name, root in inboxes:
+        if parent == root or root in parent.parents:
+            inside = parent.relative_to(root).as_posix()
+            return name if inside == "." else f"{name}/{inside}"
+    return str(parent)
+
+
+def _category(result: StoredResult) -> str:
+    """What a result counts as: its polymer label when known, else its status."""
+    if result.status is ResultStatus.KNOWN and result.label:
+        return result.label
+    return str(result.status)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Results per time bucket (an hour or a day), oldest first, by status."""
+
+    bucket_seconds: int
+    starts: list[float]
+    counts: list[Counter[str]]
+
+
+def time_buckets(
+    created: Iterable[float],
+    *,
+    now: float,
+    statuses: Iterable[str] = (),
+    max_buckets: int = 48,
+    pad: bool = False,
+) -> Timeline:
+    """Bucket result times by hour (data spanning up to two days) or by day, up to ``now``.
+
+    ``statuses`` runs parallel to ``created``; without it every result counts as ``known``.
+    ``pad`` shows at least the last 24 hours or 14 days, so a young daemon's chart still
+    reads as a timeline.
+
+    >>> timeline = time_buckets([0.0, 100.0, 7300.0], now=7300.0, statuses=["known", "unknown", "known"])
+    >>> [dict(c) for c in timeline.counts]
+    [{'known': 1, 'unknown': 1}, {}, {'known': 1}]
+    """
+    times = list(created)
+    kinds = list(statuses) or ["known"] * len(times)
+    if not times:
+        return Timeline(3600, [], [])
+    first = min(times)
+    size = 3600 if now - first <= 2 * 86400 else 86400
+    last_bucket = math.floor(max(now, max(times)) / size)
+    first_bucket = max(math.floor(first / size), last_bucket - max_buckets + 1)
+    if pad:
+        first_bucket = min(first_bucket, last_bucket - (24 if size == 3600 else 14) + 1)
+    counts = [Counter[str]() for _ in range(last_bucket - first_bucket + 1)]
+    for t, kind in zip(times, kinds, strict=True):
+        index = math.floor(t / size) - first_bucket
+        if index >= 0:
+            counts[index][kind] += 1
+    return Timeline(size, [float((first_bucket + i) * size) for i in range(len(counts))], counts)
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What the overview page shows, computed from stored results."""
+
+    total: int
+    by_status: Counter[str]
+    by_category: Counter[str]
+    by_folder: dict[str, Counter[str]]
+    timeline: Timeline
+    truncated: bool = False
+    first_at: float | None = None
+    last_at: float | None = None
+    recent: Counter[str] = field(default_factory=Counter)
+
+
+def summarise(
+    results: Sequence[StoredResult],
+    *,
+    inboxes: Sequence[tuple[str, Path]],
+    now: float,
+    truncated: bool = False,
+) -> Overview:
+    """Counts per status, per polymer, per sample folder and over time, plus the last 24 h by status."""
+    by_status: Counter[str] = Counter()
+    by_category: Counter[str] = Counter()
+    by_folder: dict[str, Counter[str]] = {}
+    recent: Counter[str] = Counter()
+    for r in results:
+        status = str(r.status)
+        by_status[status] += 1
+        category = _category(r)
+        by_category[category] += 1
+        by_folder.setdefault(sample_folder(r.source_path, inboxes), Counter())[category] += 1
+        if r.created_at >= now - 86400:
+            recent[status] += 1
+    timeline = time_buckets(
+        [r.created_at for r in results], now=now, statuses=[str(r.status) for r in results], pad=True
+    )
+    return Overview(
+        total=len(results),
+        by_status=by_status,
+        by_category=by_category,
+        by_folder=dict(sorted(by_folder.items())),
+        timeline=timeline,
+        truncated=truncated,
+        first_at=min((r.created_at for r in results), default=None),
+        last_at=max((r.created_at for r in results), default=None),
+        recent=recent,
+    )
+
+
+def all_results(ledger: Ledger) -> tuple[list[StoredResult], bool]:
+    out: list[StoredResult] = []
+    while len(out) < MAX_OVERVIEW_RESULTS:
+        page = ledger.results(limit=_PAGE, offset=len(out))
+        out.extend(page)
+        if len(page) < _PAGE:
+            return out, False
+    return out, True

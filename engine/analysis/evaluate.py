@@ -1,0 +1,555 @@
+"""Honest evaluation: cross-source scoring, leave-one-class-out rejection and the KWR study protocol.
+
+Sources are named as ``DIR`` or ``DIR@key=value``; the selector keeps the
+rows of a labelled set whose meta.csv ``key`` equals ``value``, so one folder
+can give a library (``flopp_frond2021@library=FLOPP``) and a test set
+(``flopp_frond2021@library=FLOPP-e``). Labels are compared through
+:func:`engine.core.labels.scoring_label` (HDPE and LDPE are PE, PES is PET).
+
+- :func:`cross_source`: train on one lab's references, test on another lab's
+  particles. Closed-set accuracy and macro scores are over test spectra whose
+  class the library holds; the reject option is reported separately. The
+  served model is scored with the subspace kNN deciding or with the CNN
+  member deciding, trained as the daemon would serve it.
+- :func:`leave_one_class_out`: each class in turn removed from the library;
+  how many of its test spectra come out ``unknown``, and how many spectra of
+  the classes still known are wrongly rejected.
+- :func:`study`: train on N synthetic spectra per class, test on the originals,
+  for the subspace kNN and the CNN member side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.model_selection import StratifiedKFold
+
+from engine.core.augment import synthesize
+from engine.io import read_spectra
+from engine.core.labels import scoring_label
+from engine.core.library import ReferenceLibrary
+from engine.models.served import IdentificationModel, ModelConfig, Result, subspace_knn
+from engine.core.spectrum import Spectrum
+
+__all__ = [
+    "CrossSourceReport",
+    "Study",
+    "StudyPoint",
+    "check_members",
+    "cross_source",
+    "leave_one_class_out",
+    "library_from_sources",
+    "load_source",
+    "plot_confusion",
+    "plot_study",
+    "study",
+    "study_plan",
+]
+
+logger = logging.getLogger(__name__)
+
+STUDY_NS = (10, 20, 30, 40, 50, 75, 100)
+#: Fewer Ns for the CNN: on FLOPP each of its trainings takes 7 to 40 s on a CPU thread, the kNN's < 0.1 s.
+CNN_STUDY_NS = (10, 20, 40, 100)
+STUDY_NS_BY_MEMBER: dict[str, tuple[int, ...]] = {"subknn": STUDY_NS, "cnn": CNN_STUDY_NS}
+#: The models evaluated: the subspace kNN and the CNN member.
+MEMBERS = ("subknn", "cnn")
+#: The CNN as the daemon's challenger trains it: on the CPU, on one torch thread, PolarCNN's
+#: defaults otherwise (the defaults of the configuration's ``cnn`` section).
+SERVED_CNN: dict[str, Any] = {"device": "cpu", "n_threads": 1}
+
+Progress = Callable[[int], None] | None
+
+
+def load_source(source: str | Path) -> list[Spectrum]:
+    """Every spectrum of ``DIR``, ``DIR@key=value`` (rows whose meta ``key`` equals ``value``) or
+    ``DIR@key!=value`` (the other rows)."""
+    text = str(source)
+    path, _, selector = text.partition("@")
+    spectra = read_spectra(path)
+    if not selector:
+        return spectra
+    negate = "!=" in selector
+    key, sep, value = selector.partition("!=" if negate else "=")
+    if not sep:
+        raise ValueError(f"selector {selector!r} must be key=value or key!=value")
+    chosen = [s for s in spectra if (str(s.metadata.get(key, "")) == value) != negate]
+    if not chosen:
+        raise ValueError(f"{text}: no spectrum has {key}{sep}{value}")
+    return chosen
+
+
+def _truth(s: Spectrum) -> str:
+    return scoring_label(str(s.metadata["label"]))
+
+
+def library_from_sources(sources: Sequence[str | Path], *, pipeline: str | None = None) -> ReferenceLibrary:
+    """An in-memory library from labelled sources."""
+    lib = ReferenceLibrary.empty(pipeline)
+    for source in sources:
+        spectra = load_source(source)
+        lib.add(
+            spectra,
+            [str(s.metadata["label"]) for s in spectra],
+            organisations=[
+                str(s.metadata.get("organization") or s.metadata.get("library") or "") for s in spectra
+            ],
+        )
+    return lib
+
+
+@dataclass
+class CrossSourceReport:
+    """Scores of one library on one test set."""
+
+    n_test: int
+    n_in_library: int
+    accuracy: float
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    per_class_recall: dict[str, float]
+    false_reject_rate: float
+    accepted_accuracy: float
+    out_of_library: int
+    out_of_library_unknown_rate: float
+    low_quality: int
+    classes: list[str]
+    confusion: list[list[int]]
+    seconds_build: float
+    seconds_classify: float
+    results: list[Result] = field(default_factory=list, repr=False)
+    #: The member that decided (see :func:`cross_source`) and, for the CNN, its parameters.
+    member: str = "subknn"
+    cnn_params: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("results")
+        return out
+
+
+def check_members(members: Sequence[str]) -> tuple[str, ...]:
+    """``members`` without repeats, in order; ValueError unless they are among :data:`MEMBERS`."""
+    unknown = [m for m in members if m not in MEMBERS]
+    if unknown or not members:
+        raise ValueError(f"members must be among {', '.join(MEMBERS)}, got {list(members)}")
+    return tuple(dict.fromkeys(members))
+
+
+def cross_source(
+    library: ReferenceLibrary,
+    test: Sequence[Spectrum],
+    *,
+    config: ModelConfig | None = None,
+    member: str = "subknn",
+    cnn_params: Mapping[str, Any] | None = None,
+) -> CrossSourceReport:
+    """Build the served model on ``library`` with ``member`` deciding, classify ``test`` and score it.
+
+    ``"subknn"`` is the model ``config`` describes. ``"cnn"`` is that model
+    serving a CNN member with ``fusion="cnn"``: a
+    :class:`~engine.models.cnn.PolarCNN` trained on the kNN's own rows (the
+    references and ``config.n_synthetic`` synthetic spectra per class, see
+    :meth:`IdentificationModel.training_set`), configured as the daemon's
+    challenger (:data:`SERVED_CNN`, ``cnn_params`` overriding). Unlike the
+    challenger, which holds a fifth of the references out to judge itself,
+    it trains on all of them, as the kNN does. Its closed-set prediction is
+    the CNN's best class; its reject option is the served one (the kNN's
+    calibrated r thresholds, the CNN's probability as the vote).
+    ``seconds_build`` includes the CNN's training.
+    """
+    cfg = config or ModelConfig()
+    check_members([member])
+    started = time.perf_counter()
+    model = _served_model(library, cfg, member, cnn_params)
+    built = time.perf_counter()
+    results = model.classify(test)
+    classified = time.perf_counter()
+    report = score(library, test, results, seconds_build=built - started, seconds_classify=classified - built)
+    report.member = member
+    report.cnn_params = model.cnn_.get_params() if model.cnn_ is not None else {}
+    return report
+
+
+def _served_model(
+    library: ReferenceLibrary, cfg: ModelConfig, member: str, cnn_params: Mapping[str, Any] | None
+) -> IdentificationModel:
+    """The model on ``library`` with ``member`` deciding (see :func:`cross_source`)."""
+    if member == "subknn":
+        return IdentificationModel(library, cfg)
+    model = IdentificationModel(library, dataclasses.replace(cfg, fusion="cnn"))
+    X, y = model.training_set()
+    model.set_cnn(_member_factory(member, cfg, cnn_params)().fit(X, y))
+    return model
+
+
+def score(
+    library: ReferenceLibrary,
+    test: Sequence[Spectrum],
+    results: Sequence[Result],
+    *,
+    seconds_build: float = 0.0,
+    seconds_classify: float = 0.0,
+) -> CrossSourceReport:
+    """Score results against the test labels (see the module docstring for the definitions)."""
+    known = {scoring_label(label) for label in library.labels}
+    truth = [_truth(s) for s in test]
+    inside = [i for i, t in enumerate(truth) if t in known]
+    outside = [i for i, t in enumerate(truth) if t not in known]
+    y_true = [truth[i] for i in inside]
+    y_pred = [scoring_label(results[i].candidate or "none") for i in inside]
+    classes = sorted(set(y_true))
+    p, r, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, average="macro", zero_division=0
+    )
+    per_class = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, average=None, zero_division=0
+    )[1]
+    accepted = [i for i in inside if results[i].status == "known"]
+    return CrossSourceReport(
+        n_test=len(test),
+        n_in_library=len(inside),
+        accuracy=float(np.mean([a == b for a, b in zip(y_true, y_pred, strict=True)]))
+        if inside
+        else float("nan"),
+        macro_precision=float(p),
+        macro_recall=float(r),
+        macro_f1=float(f1),
+        per_class_recall={c: round(float(v), 4) for c, v in zip(classes, per_class, strict=True)},
+        false_reject_rate=1.0 - len(accepted) / len(inside) if inside else float("nan"),
+        accepted_accuracy=float(
+            np.mean([scoring_label(results[i].label or "") == truth[i] for i in accepted])
+        )
+        if accepted
+        else float("nan"),
+        out_of_library=len(outside),
+        out_of_library_unknown_rate=float(np.mean([results[i].status != "known" for i in outside]))
+        if outside
+        else float("nan"),
+        low_quality=sum(r.status == "low_quality" for r in results),
+        classes=classes,
+        confusion=confusion_matrix(y_true, y_pred, labels=classes).tolist() if inside else [],
+        seconds_build=seconds_build,
+        seconds_classify=seconds_classify,
+        results=list(results),
+    )
+
+
+@dataclass
+class LeaveOneClassOut:
+    """Per held-out class: how often its spectra were called unknown; and the known-class reject rate."""
+
+    unknown_rate: dict[str, float]
+    n_held_out: dict[str, int]
+    known_reject_rate: dict[str, float]
+
+    @property
+    def mean_unknown_rate(self) -> float:
+        """Pooled over all held-out spectra."""
+        total = sum(self.n_held_out.values())
+        return (
+            sum(self.unknown_rate[c] * self.n_held_out[c] for c in self.unknown_rate) / total
+            if total
+            else 0.0
+        )
+
+    @property
+    def mean_known_reject_rate(self) -> float:
+        return float(np.mean(list(self.known_reject_rate.values()))) if self.known_reject_rate else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(self),
+            "mean_unknown_rate": self.mean_unknown_rate,
+            "mean_known_reject_rate": self.mean_known_reject_rate,
+        }
+
+
+def leave_one_class_out(
+    library: ReferenceLibrary,
+    test: Sequence[Spectrum],
+    *,
+    config: ModelConfig | None = None,
+    min_test: int = 5,
+    progress: Progress = None,
+) -> LeaveOneClassOut:
+    """Remove each class with ``min_test`` or more test spectra from the library in turn; score the reject."""
+    truth = [_truth(s) for s in test]
+    known = {scoring_label(label) for label in library.labels}
+    counts = {c: truth.count(c) for c in sorted(set(truth) & known)}
+    held = [c for c, n in counts.items() if n >= min_test]
+    unknown_rate, known_reject, n_held = {}, {}, {}
+    for c in held:
+        reduced = library.subset(partial(_not_of_class, held_out=c))
+        model = IdentificationModel(reduced, config)
+        remaining = {scoring_label(label) for label in reduced.labels}
+        results = model.classify(test)
+        mine = [r for r, t in zip(results, truth, strict=True) if t == c]
+        others = [r for r, t in zip(results, truth, strict=True) if t != c and t in remaining]
+        unknown_rate[c] = float(np.mean([r.status != "known" for r in mine]))
+        known_reject[c] = float(np.mean([r.status != "known" for r in others])) if others else 0.0
+        n_held[c] = len(mine)
+        if progress:
+            progress(1)
+    return LeaveOneClassOut(unknown_rate=unknown_rate, n_held_out=n_held, known_reject_rate=known_reject)
+
+
+def _not_of_class(entry: dict[str, Any], *, held_out: str) -> bool:
+    return scoring_label(entry["label"]) != held_out
+
+
+@dataclass(frozen=True)
+class StudyPoint:
+    """One point of the study's curves: one member trained once (or, ``n`` = 0, cross-validated)."""
+
+    member: str
+    n: int
+    accuracy: float
+    macro_precision: float
+    macro_recall: float
+    seconds_train: float
+    n_train: int
+
+
+@dataclass
+class Study:
+    """The study's curves and reference points, per member (see :func:`study`)."""
+
+    points: list[StudyPoint]
+    references: list[StudyPoint]
+    cv_folds: int
+    n_originals: int
+    n_classes: int
+    cnn_params: dict[str, Any] = field(default_factory=dict)
+
+    def curve(self, member: str) -> list[StudyPoint]:
+        """The points of ``member``, in order of N."""
+        return sorted((p for p in self.points if p.member == member), key=lambda p: p.n)
+
+    def reference(self, member: str) -> StudyPoint:
+        """The cross-validated reference of ``member``."""
+        return next(p for p in self.references if p.member == member)
+
+    @property
+    def members(self) -> list[str]:
+        """The members studied, in the order they were trained."""
+        return list(dict.fromkeys(p.member for p in self.references))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def study_plan(
+    members: Sequence[str] = MEMBERS, ns: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """The Ns each member is trained at; :func:`study` reports one step per N plus one per reference."""
+    chosen = {**STUDY_NS_BY_MEMBER, **(ns or {})}
+    return {m: tuple(int(n) for n in chosen[m]) for m in check_members(members)}
+
+
+def _member_factory(member: str, cfg: ModelConfig, cnn_params: Mapping[str, Any] | None) -> Callable[[], Any]:
+    """A factory of unfitted classifiers of ``member``: the subspace kNN as ``cfg`` says, or a PolarCNN."""
+    if member == "subknn":
+        return partial(subspace_knn, cfg)
+    from engine.models.cnn import PolarCNN  # torch is imported only when the CNN is trained
+
+    return partial(PolarCNN, **{"seed": cfg.seed, **SERVED_CNN, **(cnn_params or {})})
+
+
+def _fit_predict(
+    make: Callable[[], Any], X: npt.ArrayLike, y: list[str], test: npt.ArrayLike
+) -> tuple[npt.NDArray[Any], float]:
+    """Predictions of a fresh model trained on (X, y), and the seconds its fit took."""
+    model = make()
+    started = time.perf_counter()
+    model.fit(X, y)
+    seconds = time.perf_counter() - started
+    return np.asarray(model.predict(test)).astype(str), seconds
+
+
+def _study_point(
+    member: str, n: int, truth: npt.NDArray[Any], pred: npt.NDArray[Any], seconds: float, n_train: int
+) -> StudyPoint:
+    p, r, _, _ = precision_recall_fscore_support(truth, pred, average="macro", zero_division=0)
+    return StudyPoint(member, n, float(np.mean(pred == truth)), float(p), float(r), seconds, n_train)
+
+
+def study(
+    source: str | Path,
+    *,
+    members: Sequence[str] = MEMBERS,
+    ns: Mapping[str, Sequence[int]] | None = None,
+    config: ModelConfig | None = None,
+    cnn_params: Mapping[str, Any] | None = None,
+    min_class_size: int = 2,
+    progress: Progress = None,
+) -> Study:
+    """The KWR protocol for each member: N synthetic spectra per class for training, the originals as test.
+
+    ``members`` are ``"subknn"`` (the ensemble ``config`` describes) and
+    ``"cnn"`` (:class:`engine.models.cnn.PolarCNN` on the CPU, one torch thread,
+    ``cnn_params`` overriding its defaults). Each is trained at the Ns of
+    :func:`study_plan` (``ns`` maps a member to its own list) on the same
+    synthetic spectra. Each member's reference (``n`` = 0) is the same model
+    k-fold cross-validated on the originals alone, k = min(5, smallest
+    class). Classes with fewer than ``min_class_size`` originals are left
+    out, as a pair is needed to mix. ``progress(1)`` follows each N and each
+    reference.
+    """
+    cfg = config or ModelConfig()
+    plan = study_plan(members, ns)
+    lib = library_from_sources([source])
+    counts = lib.class_counts()
+    keep = [i for i, label in enumerate(lib.labels) if counts[label] >= min_class_size]
+    X = lib.preprocessed[keep]
+    y = [lib.labels[i] for i in keep]
+    truth = np.asarray(y)
+    folds = StratifiedKFold(
+        n_splits=min(5, min(counts[label] for label in y)), shuffle=True, random_state=cfg.seed
+    )
+    result = Study([], [], folds.get_n_splits(), len(y), len(set(y)))
+    for member, member_ns in plan.items():
+        make = _member_factory(member, cfg, cnn_params)
+        if member == "cnn":
+            result.cnn_params = make().get_params()
+        for n in member_ns:
+            Xs, ys = synthesize(X, y, n_per_class=n, seed=cfg.seed)
+            pred, seconds = _fit_predict(make, Xs, ys, X)
+            result.points.append(_study_point(member, n, truth, pred, seconds, len(ys)))
+            if progress:
+                progress(1)
+        pred_cv = np.empty(len(y), dtype=object)
+        seconds = 0.0
+        for train, held in folds.split(X, truth):
+            pred_cv[held], fold_seconds = _fit_predict(make, X[train], truth[train].tolist(), X[held])
+            seconds += fold_seconds
+        result.references.append(_study_point(member, 0, truth, pred_cv.astype(str), seconds, len(y)))
+        if progress:
+            progress(1)
+    return result
+
+
+# -- plots ----------------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(report: CrossSourceReport, path: str | Path, *, title: str) -> Path:
+    """A confusion matrix of the closed-set predictions, rows normalised, counts annotated."""
+    plt = _pyplot()
+    cm = np.asarray(report.confusion, dtype=float)
+    n = len(report.classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * n, 0.8 + 0.45 * n), dpi=120)
+    shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    int(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if shares[i, j] > 0.5 else "black",
+                )
+    ax.set_xticks(range(n), report.classes, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), report.classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}\naccuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+#: How each member is drawn in the study's figures: its name and line style.
+_MEMBER_STYLE: dict[str, tuple[str, dict[str, Any]]] = {
+    "subknn": ("subspace kNN", {"color": "C0", "ls": "-", "marker": "o"}),
+    "cnn": ("polar CNN", {"color": "C3", "ls": "--", "marker": "s"}),
+}
+
+
+def plot_study(
+    study: Study, scores_path: str | Path, time_path: str | Path, *, title: str
+) -> tuple[Path, Path]:
+    """The study's two figures, every member side by side: scores against N, training time against size.
+
+    The first has one panel per score (accuracy, macro precision, macro
+    recall), a line per member and, dotted in the member's colour, its
+    cross-validated reference; the second the training time against the
+    number of training spectra, on a log axis (the members differ by orders
+    of magnitude).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), dpi=120, sharey=True)
+    for ax, attr in zip(axes, ("accuracy", "macro_precision", "macro_recall"), strict=True):
+        for member in study.members:
+            name, line = _MEMBER_STYLE[member]
+            curve = study.curve(member)
+            ax.plot([p.n for p in curve], [getattr(p, attr) for p in curve], **line, label=name)
+            ax.axhline(
+                getattr(study.reference(member), attr),
+                color=line["color"],
+                ls=":",
+                label=f"{name}, {study.cv_folds}-fold CV on originals",
+            )
+        ax.set_title(attr.replace("_", " "))
+        ax.set_xlabel("synthetic spectra per class (N)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("score on the original spectra")
+    axes[-1].legend(loc="lower right", fontsize=7)
+    fig.suptitle(f"{title} ({study.n_originals} originals, {study.n_classes} classes)")
+    fig.tight_layout()
+    scores = _save(plt, fig, scores_path)
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for member in study.members:
+        name, line = _MEMBER_STYLE[member]
+        curve = study.curve(member)
+        ax.plot([p.n_train for p in curve], [p.seconds_train for p in curve], **line, label=name)
+        for p in curve:
+            ax.annotate(
+                f"N={p.n}",
+                (p.n_train, p.seconds_train),
+                xytext=(3, 4),
+                textcoords="offset points",
+                fontsize=6,
+                color=line["color"],
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("training spectra (N x classes)")
+    ax.set_ylabel("training time (s, log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{title}, training time", fontsize=10)
+    fig.tight_layout()
+    return scores, _save(plt, fig, time_path)
+
+
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

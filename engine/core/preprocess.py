@@ -1,0 +1,488 @@
+"""Preprocessing as scikit-learn transformers, and the named pipelines built from them.
+
+The first two steps take a list of :class:`~engine.core.spectrum.Spectrum`
+(each on its own axis, in its own unit); :class:`Resample` turns that list
+into a matrix on one common wavenumber grid. From there every step works on
+a float32 matrix in which NaN means "not measured", so a gap is never
+mistaken for signal. :class:`FillMissing` ends every pipeline, making the
+matrix finite for the models.
+
+>>> import numpy as np
+>>> from engine.core.spectrum import Spectrum
+>>> x = np.linspace(600.0, 3800.0, 801)
+>>> s = Spectrum.create(x, 50 + 40 * np.cos(x / 300.0), y_unit="%T")
+>>> X = build_pipeline("default").fit_transform([s])
+>>> X.shape, bool(np.isfinite(X).all())
+((1, 901), True)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.ndimage import convolve1d
+from scipy.signal import savgol_coeffs
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.pipeline import Pipeline
+
+from engine.core.spectrum import CO2_REGION, Spectrum, to_absorbance
+
+__all__ = [
+    "CO2_REGION",
+    "FINE_STEP",
+    "PIPELINES",
+    "Absolute",
+    "BaselineCorrection",
+    "FillMissing",
+    "FlattenRegion",
+    "Grid",
+    "Normalise",
+    "Resample",
+    "SavitzkyGolay",
+    "ToAbsorbance",
+    "build_pipeline",
+    "pipeline_grid",
+    "savgol_coefficients",
+    "transform",
+]
+
+FloatMatrix = npt.NDArray[np.float32]
+
+#: A run of at least this many exact zeros inside a spectrum marks a gap, not signal.
+ZERO_RUN_MIN = 5
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An evenly spaced wavenumber grid, ``start`` to ``stop`` inclusive.
+
+    >>> Grid(400.0, 4000.0, 4.0).wavenumbers.size
+    901
+    """
+
+    start: float
+    stop: float
+    step: float
+
+    @property
+    def wavenumbers(self) -> npt.NDArray[np.float64]:
+        """The grid's points (cm-1)."""
+        n = round((self.stop - self.start) / self.step) + 1
+        return self.start + self.step * np.arange(n, dtype=np.float64)
+
+
+def _as_matrix(X: Any) -> FloatMatrix:
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"expected a 2-D matrix of spectra, got shape {X.shape}")
+    return X
+
+
+def _fill_gaps(X: FloatMatrix) -> tuple[FloatMatrix, npt.NDArray[np.bool_]]:
+    """Linear interpolation inside each row and nearest-value extension at its ends.
+
+    Returns the filled copy and the NaN mask, so a step can work on the full
+    matrix at once and then restore the missing points.
+    """
+    mask = np.isnan(X)
+    if not mask.any():
+        return X.copy(), mask
+    out = X.copy()
+    idx = np.arange(X.shape[1])
+    for row in np.flatnonzero(mask.any(axis=1)):
+        good = ~mask[row]
+        if good.any():
+            out[row] = np.interp(idx, idx[good], X[row, good])
+        else:
+            out[row] = 0.0
+    return out, mask
+
+
+class _Stateless(TransformerMixin, BaseEstimator):
+    """A transformer that learns nothing: ``fit`` only checks parameters."""
+
+    def fit(self, X: Any, y: Any = None) -> _Stateless:
+        self._check_params()
+        return self
+
+    def _check_params(self) -> None:
+        """Raise ValueError for a parameter no data could make valid."""
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+
+class ToAbsorbance(_Stateless):
+    """%T, transmittance and reflectance spectra as absorbance (:func:`engine.core.spectrum.to_absorbance`)."""
+
+    def __init__(self, *, floor: float = 1e-4) -> None:
+        self.floor = floor
+
+    def transform(self, X: Sequence[Spectrum]) -> list[Spectrum]:
+        return [to_absorbance(s, floor=self.floor) for s in X]
+
+
+class Resample(_Stateless):
+    """Linear interpolation of each spectrum onto one grid; unmeasured points become NaN.
+
+    A point is missing when it lies outside the spectrum's axis, inside a gap
+    wider than ``max_gap`` cm-1 between two measured points, or inside a run
+    of exact zeros (instruments zero-fill what they did not measure). With
+    ``average`` each spectrum is first averaged over ``step`` cm-1, so a finely
+    sampled reference looks as a coarse instrument would have measured it.
+    """
+
+    def __init__(
+        self,
+        *,
+        start: float = 400.0,
+        stop: float = 4000.0,
+        step: float = 4.0,
+        max_gap: float = 24.0,
+        average: bool = False,
+    ) -> None:
+        self.start = start
+        self.stop = stop
+        self.step = step
+        self.max_gap = max_gap
+        self.average = average
+
+    def _check_params(self) -> None:
+        if self.step <= 0 or self.stop <= self.start:
+            raise ValueError(f"bad grid {self.start}..{self.stop} step {self.step}")
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.start, self.stop, self.step)
+
+    def transform(self, X: Sequence[Spectrum]) -> FloatMatrix:
+        target = self.grid.wavenumbers
+        out = np.full((len(X), target.size), np.nan, dtype=np.float32)
+        for row, s in enumerate(X):
+            x, y = _measured_points(s)
+            if x.size < 2:
+                continue
+            if self.average:
+                y = _box_average(x, y, self.step)
+            values = np.interp(target, x, y, left=np.nan, right=np.nan)
+            gaps = np.flatnonzero(np.diff(x) > self.max_gap)
+            for g in gaps:
+                values[(target > x[g]) & (target < x[g + 1])] = np.nan
+            out[row] = values
+        return out
+
+
+def _box_average(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], width: float
+) -> npt.NDArray[np.float64]:
+    """``y`` averaged over ``width`` cm-1 around each point: a spectrum seen at a coarser resolution."""
+    spacing = float(np.median(np.diff(x)))
+    n = round(width / spacing) if spacing > 0 else 1
+    if n < 2:
+        return y
+    kernel = np.ones(n) / n
+    counts = np.convolve(np.ones_like(y), kernel, mode="same")
+    return np.asarray(np.convolve(y, kernel, mode="same") / counts, dtype=np.float64)
+
+
+def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The spectrum's points without runs of exact zeros (zero-filled, unmeasured)."""
+    zero = s.values == 0
+    if not zero.any():
+        return s.wavenumbers, s.values
+    keep = np.ones(s.n_points, dtype=bool)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], zero.astype(np.int8), [0]))))
+    for begin, end in zip(edges[::2], edges[1::2], strict=True):
+        if end - begin >= ZERO_RUN_MIN:
+            keep[begin:end] = False
+    return s.wavenumbers[keep], s.values[keep]
+
+
+class _GridStep(_Stateless):
+    """A matrix step that knows the grid the matrix lies on."""
+
+    start: float
+    stop: float
+    step: float
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.start, self.stop, self.step)
+
+
+class FlattenRegion(_GridStep):
+    """Replace bands that carry no sample information (default: CO2) by a straight line."""
+
+    def __init__(
+        self,
+        *,
+        regions: Sequence[tuple[float, float]] = (CO2_REGION,),
+        start: float = 400.0,
+        stop: float = 4000.0,
+        step: float = 4.0,
+    ) -> None:
+        self.regions = regions
+        self.start = start
+        self.stop = stop
+        self.step = step
+
+    def transform(self, X: Any) -> FloatMatrix:
+        X = _as_matrix(X).copy()
+        wn = self.grid.wavenumbers
+        if X.shape[1] != wn.size:
+            raise ValueError(f"matrix has {X.shape[1]} columns, grid has {wn.size}")
+        for lo, hi in self.regions:
+            inside = np.flatnonzero((wn >= lo) & (wn <= hi))
+            if inside.size == 0 or inside[0] == 0 or inside[-1] == wn.size - 1:
+                continue
+            left, right = inside[0] - 1, inside[-1] + 1
+            t = (wn[inside] - wn[left]) / (wn[right] - wn[left])
+            X[:, inside] = X[:, [left]] + (X[:, [right]] - X[:, [left]]) * t[None, :].astype(np.float32)
+        return X
+
+
+class BaselineCorrection(_GridStep):
+    """Subtract a baseline estimated by pybaselines (default: asymmetrically reweighted PLS).
+
+    ``method`` names a pybaselines ``Baseline`` method (``arpls``, ``asls``,
+    ``imodpoly``, ``snip``...); ``method_params`` are passed to it. Each
+    row's measured stretch is corrected on its own; missing points stay NaN.
+    """
+
+    DEFAULT_PARAMS: Mapping[str, Mapping[str, Any]] = {"arpls": {"lam": 1e5}, "asls": {"lam": 1e5}}
+
+    def __init__(
+        self,
+        *,
+        method: str = "arpls",
+        method_params: Mapping[str, Any] | None = None,
+        start: float = 400.0,
+        stop: float = 4000.0,
+        step: float = 4.0,
+    ) -> None:
+        self.method = method
+        self.method_params = method_params
+        self.start = start
+        self.stop = stop
+        self.step = step
+
+    def transform(self, X: Any) -> FloatMatrix:
+        from pybaselines import Baseline
+
+        X = _as_matrix(X)
+        out = np.full_like(X, np.nan)
+        wn = self.grid.wavenumbers
+        params = dict(self.method_params or self.DEFAULT_PARAMS.get(self.method, {}))
+        for row in range(X.shape[0]):
+            good = np.flatnonzero(~np.isnan(X[row]))
+            if good.size < 8:
+                continue
+            lo, hi = good[0], good[-1] + 1
+            segment = X[row, lo:hi].astype(np.float64)
+            holes = np.isnan(segment)
+            if holes.any():
+                idx = np.arange(segment.size)
+                segment[holes] = np.interp(idx[holes], idx[~holes], segment[~holes])
+            fitter = Baseline(x_data=wn[lo:hi])
+            baseline, _ = getattr(fitter, self.method)(segment, **params)
+            corrected = (segment - baseline).astype(np.float32)
+            corrected[holes] = np.nan
+            out[row, lo:hi] = corrected
+        return out
+
+
+@lru_cache(maxsize=16)
+def savgol_coefficients(window: int, polyorder: int, deriv: int = 0) -> npt.NDArray[np.float64]:
+    """Savitzky-Golay filter coefficients, computed once per shape (a least-squares fit each time)."""
+    coefficients = savgol_coeffs(window, polyorder, deriv=deriv)
+    coefficients.setflags(write=False)  # shared by every caller
+    return coefficients
+
+
+class SavitzkyGolay(_Stateless):
+    """Savitzky-Golay smoothing (``deriv=0``) or derivative, NaN-aware.
+
+    Gaps are bridged for the filter and restored afterwards, so a missing
+    stretch stays missing; the ends are extended with their edge values.
+    Derivatives are per grid point, not per cm-1.
+    """
+
+    def __init__(self, *, window: int = 11, polyorder: int = 3, deriv: int = 0) -> None:
+        self.window = window
+        self.polyorder = polyorder
+        self.deriv = deriv
+
+    def _check_params(self) -> None:
+        if self.window % 2 == 0 or self.window <= self.polyorder:
+            raise ValueError(f"window {self.window} must be odd and larger than polyorder {self.polyorder}")
+
+    def transform(self, X: Any) -> FloatMatrix:
+        X = _as_matrix(X)
+        if X.shape[0] == 0:
+            return X
+        filled, mask = _fill_gaps(X)
+        coeffs = savgol_coefficients(self.window, self.polyorder, self.deriv).astype(np.float32)
+        out = convolve1d(filled, coeffs, axis=1, mode="nearest")
+        out[mask] = np.nan
+        return out
+
+
+class Absolute(_Stateless):
+    """Absolute values, as Open Specy takes of the first derivative."""
+
+    def transform(self, X: Any) -> FloatMatrix:
+        return np.abs(_as_matrix(X))
+
+
+class Normalise(_Stateless):
+    """Row normalisation ignoring missing points: ``snv``, ``minmax`` or ``l2``."""
+
+    METHODS = ("snv", "minmax", "l2")
+
+    def __init__(self, *, method: str = "l2") -> None:
+        self.method = method
+
+    def _check_params(self) -> None:
+        if self.method not in self.METHODS:
+            raise ValueError(f"normalisation {self.method!r} is not one of {self.METHODS}")
+
+    def transform(self, X: Any) -> FloatMatrix:
+        X = _as_matrix(X)
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rows with no measured point
+            if self.method == "snv":
+                centre = np.nanmean(X, axis=1, keepdims=True)
+                scale = np.nanstd(X, axis=1, keepdims=True)
+                out = (X - centre) / scale
+            elif self.method == "minmax":
+                low = np.nanmin(X, axis=1, keepdims=True)
+                out = (X - low) / (np.nanmax(X, axis=1, keepdims=True) - low)
+            else:
+                out = X / np.sqrt(np.nansum(X * X, axis=1, keepdims=True))
+        out[~np.isfinite(out) & ~np.isnan(X)] = 0.0
+        return out.astype(np.float32)
+
+
+class FillMissing(_Stateless):
+    """Replace missing (NaN) points with ``value``, so models see finite features."""
+
+    def __init__(self, *, value: float = 0.0) -> None:
+        self.value = value
+
+    def transform(self, X: Any) -> FloatMatrix:
+        return np.nan_to_num(_as_matrix(X), nan=self.value, posinf=self.value, neginf=self.value)
+
+
+#: The grid step (cm-1) the default and Raman pipelines are made for; a coarser grid (a range
+#: model for a coarse instrument) averages each spectrum over a step and narrows the derivative.
+FINE_STEP = 4.0
+
+
+def _derivative_window(step: float) -> int:
+    """Savitzky-Golay window points: 9 on the 4 cm-1 grid, about 36 cm-1 wide on coarser ones, at least 5."""
+    return 9 if step <= FINE_STEP else max(5, round(36.0 / step) | 1)
+
+
+def _derivative_l2(start: float, stop: float, step: float, *, flatten_co2: bool) -> Pipeline:
+    """Absorbance, the grid, (CO2 flattened), SG first derivative, L2: the default and Raman pipelines."""
+    grid: dict[str, Any] = {"start": start, "stop": stop, "step": step}
+    steps: list[tuple[str, Any]] = [
+        ("absorbance", ToAbsorbance()),  # Raman counts pass unchanged
+        ("resample", Resample(**grid, average=step > FINE_STEP)),
+    ]
+    if flatten_co2:
+        steps.append(("flatten", FlattenRegion(**grid)))
+    steps += [
+        ("derivative", SavitzkyGolay(window=_derivative_window(step), polyorder=2, deriv=1)),
+        ("normalise", Normalise(method="l2")),
+        ("fill", FillMissing()),
+    ]
+    return Pipeline(steps)
+
+
+def _default(start: float, stop: float, step: float) -> Pipeline:
+    return _derivative_l2(start, stop, step, flatten_co2=True)
+
+
+def _openspecy(start: float, stop: float, step: float) -> Pipeline:
+    grid: dict[str, Any] = {"start": start, "stop": stop, "step": step}
+    return Pipeline(
+        [
+            ("absorbance", ToAbsorbance()),
+            ("resample", Resample(**grid)),
+            ("derivative", SavitzkyGolay(window=11, polyorder=3, deriv=1)),
+            ("absolute", Absolute()),
+            ("normalise", Normalise(method="minmax")),
+            ("fill", FillMissing()),
+        ]
+    )
+
+
+def _baseline(start: float, stop: float, step: float) -> Pipeline:
+    grid: dict[str, Any] = {"start": start, "stop": stop, "step": step}
+    return Pipeline(
+        [
+            ("absorbance", ToAbsorbance()),
+            ("resample", Resample(**grid)),
+            ("flatten", FlattenRegion(**grid)),
+            ("baseline", BaselineCorrection(**grid)),
+            ("smooth", SavitzkyGolay(window=9, polyorder=2, deriv=0)),
+            ("normalise", Normalise(method="snv")),
+            ("fill", FillMissing()),
+        ]
+    )
+
+
+def _raman(start: float, stop: float, step: float) -> Pipeline:
+    return _derivative_l2(start, stop, step, flatten_co2=False)  # no atmospheric CO2 in Raman
+
+
+#: Named pipelines and their default grid (start, stop, step in cm-1).
+PIPELINES: dict[str, tuple[Any, tuple[float, float, float]]] = {
+    "default": (_default, (400.0, 4000.0, 4.0)),
+    "raman": (_raman, (100.0, 3500.0, 4.0)),
+    "openspecy": (_openspecy, (400.0, 4000.0, 5.0)),
+    "baseline": (_baseline, (400.0, 4000.0, 4.0)),
+}
+
+
+def build_pipeline(name: str = "default", *, grid: tuple[float, float, float] | None = None) -> Pipeline:
+    """A fresh, unfitted pipeline by name, optionally on another grid.
+
+    ``default``: absorbance, 4 cm-1 grid, CO2 flattened, SG first derivative, L2.
+    ``openspecy``: Open Specy's recipe: 5 cm-1 grid, SG order 3 window 11 first
+    derivative, absolute value, min-max. ``baseline``: arPLS baseline, smoothing, SNV.
+    ``raman``: Raman shift 100-3500 cm-1 on a 4 cm-1 grid, SG first derivative (which
+    takes off a slow fluorescence background), L2.
+    """
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
+    factory, default_grid = PIPELINES[name]
+    start, stop, step = grid or default_grid
+    pipeline: Pipeline = factory(start, stop, step)
+    for _, step in pipeline.steps:
+        step.fit(None)
+    return pipeline
+
+
+def pipeline_grid(pipeline: Pipeline) -> Grid:
+    """The grid a pipeline resamples onto."""
+    return pipeline.named_steps["resample"].grid
+
+
+def transform(pipeline: Pipeline, spectra: Sequence[Spectrum]) -> FloatMatrix:
+    """Run a built pipeline's steps on ``spectra``, skipping scikit-learn's per-call overhead.
+
+    This is the hot path of classification (about 1 ms per spectrum less than
+    ``Pipeline.transform`` on one spectrum); the result is identical.
+    """
+    X: Any = list(spectra)
+    for _, step in pipeline.steps:
+        X = step.transform(X)
+    return _as_matrix(X)

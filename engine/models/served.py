@@ -1,0 +1,645 @@
+"""The served classifier: preprocessing, the subspace-kNN member, evidence and the three outcomes.
+
+An :class:`IdentificationModel` is built from a
+:class:`~engine.core.library.ReferenceLibrary`: the library's preprocessed
+spectra plus ``n_synthetic`` synthetic spectra per class (the study's
+generator, :mod:`engine.core.augment`) train a :class:`~engine.models.subknn.SubspaceKNN`.
+Evidence for every result comes from an exact search over the *real*
+references only, so every hit an analyst sees is a spectrum someone measured.
+
+:meth:`IdentificationModel.add_references` is the incremental path used when
+an analyst confirms spectra: the library grows, that class's synthetic
+spectra are regenerated, the indexes get an incremental add and that class's
+reject threshold is recalibrated; nothing else is rebuilt.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from engine.core.aging import aging_indices
+from engine.core.augment import class_seed, synthesize_class
+from engine.core.conventions import AcquisitionProfile, measured_range, resolve_all
+from engine.core.library import ReferenceLibrary
+from engine.models.openset import QualityGate, RejectCalibrator, pearson_rows
+from engine.core.preprocess import FINE_STEP
+from engine.models.ranges import RangeModelCache, route
+from engine.core.spectrum import Spectrum
+from engine.core.storage import atomic_write_bytes
+from engine.models.subknn import SubspaceKNN
+
+if TYPE_CHECKING:
+    from engine.models.cnn import PolarCNN
+
+__all__ = [
+    "SYNTHETIC_ID_BASE",
+    "Hit",
+    "IdentificationModel",
+    "ModelConfig",
+    "Result",
+    "conventions_of",
+    "serving",
+    "subspace_knn",
+    "wants_aging",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Synthetic spectra get ids from here up, so they never collide with library ref_ids.
+SYNTHETIC_ID_BASE = 1 << 40
+
+#: Hits searched per query; the voted class's best r is looked up among these.
+HIT_SEARCH_K = 25
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that shapes a model besides its library. Defaults chosen by ``mpwatch evaluate``."""
+
+    n_synthetic: int = 40
+    n_learners: int = 30
+    subspace_fraction: float = 0.5
+    n_neighbors: int = 1
+    search: str = "shortlist"
+    seed: int = 0
+    n_hits: int = 5
+    reject_quantile: float = 0.1
+    reject_margin: float = 0.15
+    min_vote: float = 0.5
+    r_floor: float = 0.5
+    #: How the optional CNN member is combined with the subspace kNN: ``subknn`` (the CNN is
+    #: reported but does not vote), ``cnn`` (the CNN alone decides) or ``weighted``
+    #: (``(1 - cnn_weight) * subknn + cnn_weight * cnn``). Without a CNN only the kNN counts.
+    fusion: str = "subknn"
+    cnn_weight: float = 0.0
+    #: Range models (the library cut to a partial acquisition range) kept at once.
+    range_models: int = 8
+
+
+FUSIONS = ("subknn", "cnn", "weighted")
+
+
+def subspace_knn(cfg: ModelConfig) -> SubspaceKNN:
+    """An unfitted ensemble as ``cfg`` describes it."""
+    return SubspaceKNN(
+        n_learners=cfg.n_learners,
+        subspace_fraction=cfg.subspace_fraction,
+        n_neighbors=cfg.n_neighbors,
+        search=cfg.search,
+        seed=cfg.seed,
+    )
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One library reference matching a query, with its Pearson r."""
+
+    label: str
+    material: str
+    r: float
+    ref_id: int
+    source: str
+
+
+@dataclass
+class Result:
+    """One spectrum's identification: a status, a label with evidence, and how it was decided."""
+
+    status: str  # known | unknown | low_quality
+    label: str | None
+    material: str | None
+    confidence: float
+    hits: list[Hit]
+    members: list[dict[str, Any]]
+    quality: dict[str, Any]
+    threshold: float | None
+    model_version: str
+    candidate: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict, hits as dicts, ``extra``'s keys at the top level.
+
+        Nested dicts and lists are shared with the result, not copied (this runs for
+        every particle, and a deep copy cost more than the rest of recording it).
+        """
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["hits"] = [{f.name: getattr(h, f.name) for f in fields(h)} for h in self.hits]
+        out.update(out.pop("extra"))
+        return out
+
+
+def serving(libraries: Sequence[ReferenceLibrary], config: ModelConfig | None = None) -> IdentificationModel:
+    """One model for spectra of every technique: the first library's, the others' models attached.
+
+    A library holds one technique, so ``libraries`` holds at most one per technique.
+    """
+    if not libraries:
+        raise ValueError("no library given")
+    models = [IdentificationModel(library, config) for library in libraries]
+    techniques = [m.technique for m in models]
+    if len(set(techniques)) != len(techniques):
+        raise ValueError(f"one library per technique, got the techniques {techniques}")
+    for companion in models[1:]:
+        models[0].attach(companion)
+    return models[0]
+
+
+def conventions_of(s: Spectrum) -> dict[str, Any]:
+    """What a result records of its spectrum's conventions: unit, where it came from, technique, flags."""
+    meta = s.metadata
+    out: dict[str, Any] = {
+        "technique": s.technique,
+        "y_unit": s.y_unit,
+        "y_unit_source": meta.get("y_unit_source"),
+        "y_unit_confidence": meta.get("y_unit_confidence"),
+    }
+    flags = [flag for flag in ("unit_uncertain",) if meta.get(flag)]
+    if flags:
+        out["flags"] = flags
+    if meta.get("warnings"):
+        out["warnings"] = [str(w) for w in meta["warnings"]]
+    return out
+
+
+def wants_aging(result: Result) -> bool:
+    """Whether a result gets aging indices: an identified particle (which polymer decides the bands)."""
+    return result.status == "known" and result.label is not None
+
+
+class IdentificationModel:
+    """Library + subspace-kNN ensemble + quality gate + reject calibration."""
+
+    def __init__(
+        self,
+        library: ReferenceLibrary,
+        config: ModelConfig | None = None,
+        *,
+        window: tuple[float, float, float] | None = None,
+    ) -> None:
+        self.library = library
+        self.config = config or ModelConfig()
+        self.pipeline = library.pipeline
+        self.gate = QualityGate()
+        self.revision = 0
+        #: The acquisition range (low, high, grid step) this model was cut to (None: the library's own).
+        self.window = window
+        self.cnn_: PolarCNN | None = None
+        #: Models of other techniques' libraries, which get the spectra of their technique.
+        self.companions: dict[str, IdentificationModel] = {}
+        if self.config.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.config.fusion!r}")
+        if not 0.0 <= self.config.cnn_weight <= 1.0:
+            raise ValueError(f"cnn_weight must be in [0, 1], got {self.config.cnn_weight!r}")
+        self._build()
+
+    def set_cnn(self, cnn: PolarCNN | None) -> None:
+        """Serve ``cnn`` as the second member (``None`` removes it); ``config.fusion`` says how it votes."""
+        self.cnn_ = cnn
+
+    @property
+    def technique(self) -> str:
+        """The technique of this model's library: ``ir`` or ``raman``."""
+        return self.technique_
+
+    def attach(self, companion: IdentificationModel) -> None:
+        """Send spectra of ``companion``'s technique to it (e.g. a Raman model beside an IR one)."""
+        if companion.technique == self.technique:
+            raise ValueError(f"a companion must be of another technique than {self.technique}")
+        self.companions[companion.technique] = companion
+
+    def model_for(self, technique: str | None) -> IdentificationModel | None:
+        """The model that identifies spectra of ``technique``: this one or a companion."""
+        if technique is None or technique == self.technique:
+            return self
+        return self.companions.get(technique)
+
+    # -- building -----------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """Library version and model revision, e.g. ``lib3.r2``; a range model adds its window
+        (``lib3.r2@975-1800``), a coarse grid its step (``lib3.r2@975-1800/16``) and a Raman
+        model its technique (``raman-lib1.r0``)."""
+        version = f"lib{self.library.version or 0}.r{self.revision}"
+        if self.technique_ != "ir":  # a Raman model says so: its library's versions are its own
+            version = f"{self.technique_}-{version}"
+        if self.window is not None:
+            low, high, step = self.window
+            version += f"@{low:g}-{high:g}"
+            if step > FINE_STEP:
+                version += f"/{step:g}"
+        return version
+
+    def _range_model(self, window: tuple[float, float, float]) -> IdentificationModel:
+        """This model's library cut to ``window`` (low, high, step), with its own synthetic spectra
+        and thresholds."""
+        config = replace(self.config, fusion="subknn")
+        low, high, step = window
+        model = IdentificationModel(self.library.restricted(low, high, step=step), config, window=window)
+        model.revision = self.revision
+        return model
+
+    def _build(self) -> None:
+        cfg = self.config
+        started = time.perf_counter()
+        X = self.library.preprocessed
+        labels = self.library.labels
+        ids = self.library.ref_ids
+        Xs, ys, sids = self._synthetic_all()
+        self.knn_ = subspace_knn(cfg)
+        self.knn_.fit(np.vstack([X, Xs]), [*labels, *ys], ids=np.concatenate([ids, sids]))
+        self.synthetic_ids_: dict[str, npt.NDArray[np.int64]] = {}
+        for label in dict.fromkeys(ys):
+            self.synthetic_ids_[label] = sids[np.asarray(ys) == label]
+        self.hits_ = faiss.IndexIDMap2(faiss.IndexFlatIP(X.shape[1]))
+        if len(X):
+            self.hits_.add_with_ids(pearson_rows(X), ids)
+        self.calibrator_ = RejectCalibrator(
+            quantile=cfg.reject_quantile, margin=cfg.reject_margin, min_vote=cfg.min_vote, r_floor=cfg.r_floor
+        ).fit(X, labels)
+        self._next_synthetic = SYNTHETIC_ID_BASE + len(sids)
+        self._reset_ranges()
+        logger.info(
+            "model %s built in %.2f s: %d references, %d synthetic",
+            self.version,
+            time.perf_counter() - started,
+            len(X),
+            len(sids),
+        )
+
+    def _reset_ranges(self) -> None:
+        """Forget the range models and measure the library's span again (after any library change)."""
+        self.technique_ = str(self.library.technique)
+        grid = self.library.grid
+        self.grid_ = (float(grid.start), float(grid.stop), float(grid.step))
+        self.span_ = self.library.span()
+        self.ranges_: RangeModelCache[IdentificationModel] = RangeModelCache(
+            self._range_model, capacity=self.config.range_models
+        )
+
+    def training_set(self) -> tuple[npt.NDArray[np.float32], list[str]]:
+        """The rows the subspace kNN is built on: the library's references, then the synthetic spectra.
+
+        Synthetic spectra are drawn again from the same seeds, so these are
+        the kNN's rows; a CNN member trained on them learns from what the kNN
+        learns from (see :func:`engine.analysis.evaluate.cross_source`).
+        """
+        Xs, ys, _ = self._synthetic_all()
+        return np.vstack([self.library.preprocessed, Xs]), [*self.library.labels, *ys]
+
+    def _synthetic_for(
+        self, label: str, start_id: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        rows = self.library.preprocessed[np.asarray(self.library.labels) == label]
+        n = self.config.n_synthetic
+        if n == 0 or rows.shape[0] < 2:  # mixing needs two different spectra of the class
+            return np.zeros((0, self.library.preprocessed.shape[1]), np.float32), np.zeros(0, np.int64)
+        Xs = synthesize_class(rows, n, seed=class_seed(self.config.seed, label))
+        return Xs, np.arange(start_id, start_id + n, dtype=np.int64)
+
+    def _synthetic_all(self) -> tuple[npt.NDArray[np.float32], list[str], npt.NDArray[np.int64]]:
+        blocks, labels, ids = [], [], []
+        next_id = SYNTHETIC_ID_BASE
+        for label in self.library.class_counts():
+            Xs, sids = self._synthetic_for(label, next_id)
+            next_id += len(sids)
+            blocks.append(Xs)
+            labels.extend([label] * len(sids))
+            ids.append(sids)
+        if not blocks:
+            d = self.library.preprocessed.shape[1]
+            return np.zeros((0, d), np.float32), [], np.zeros(0, np.int64)
+        return np.vstack(blocks), labels, np.concatenate(ids)
+
+    # -- incremental growth -------------------------------------------------------------------
+
+    def add_references(
+        self, spectra: Sequence[Spectrum], label: str, *, confirmed_by: str, material: str | None = None
+    ) -> npt.NDArray[np.int64]:
+        """Add confirmed spectra of one class and update everything incrementally; return their ref_ids."""
+        ids = self.library.add(
+            spectra,
+            [label] * len(spectra),
+            materials=[material or label] * len(spectra),
+            confirmed_by=confirmed_by,
+        )
+        canonical = self.library.entry(int(ids[0]))["label"]
+        X_new = self.library.preprocessed[-len(ids) :]
+        old = self.synthetic_ids_.pop(canonical, np.zeros(0, np.int64))
+        if old.size:
+            self.knn_.remove(old)
+        Xs, sids = self._synthetic_for(canonical, self._next_synthetic)
+        self._next_synthetic += len(sids)
+        self.synthetic_ids_[canonical] = sids
+        self.knn_.add(
+            np.vstack([X_new, Xs]), [canonical] * (len(ids) + len(sids)), ids=np.concatenate([ids, sids])
+        )
+        self.hits_.add_with_ids(pearson_rows(X_new), ids)
+        self.calibrator_.update_class(
+            self.library.preprocessed[np.asarray(self.library.labels) == canonical], canonical
+        )
+        self.revision += 1
+        self._reset_ranges()
+        return ids
+
+    def remove_references(self, ref_ids: Sequence[int]) -> int:
+        """Remove references by id (a wrong confirmation), regenerating the affected classes."""
+        affected = {self.library.entry(int(i))["label"] for i in ref_ids}
+        removed = self.library.remove(ref_ids)
+        selector = faiss.IDSelectorBatch(np.asarray(ref_ids, dtype=np.int64))
+        self.hits_.remove_ids(selector)
+        self.knn_.remove(np.asarray(ref_ids, dtype=np.int64))
+        for label in affected:
+            old = self.synthetic_ids_.pop(label, np.zeros(0, np.int64))
+            if old.size:
+                self.knn_.remove(old)
+            if label in self.library.class_counts():
+                Xs, sids = self._synthetic_for(label, self._next_synthetic)
+                self._next_synthetic += len(sids)
+                self.synthetic_ids_[label] = sids
+                self.knn_.add(Xs, [label] * len(sids), ids=sids)
+                rows = self.library.preprocessed[np.asarray(self.library.labels) == label]
+                self.calibrator_.update_class(rows, label)
+            else:
+                self.calibrator_.drop_class(label)
+        self.revision += 1
+        self._reset_ranges()
+        return removed
+
+    # -- classification -----------------------------------------------------------------------
+
+    def features(
+        self, spectra: Sequence[Spectrum]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """(absorbance on the grid with NaN gaps, model features) for a batch of spectra."""
+        steps = self.pipeline.steps
+        X: Any = list(spectra)
+        for name, step in steps:
+            X = step.transform(X)
+            if name == "resample":
+                grid_rows = np.asarray(X, dtype=np.float32)
+        return grid_rows, np.asarray(X, dtype=np.float32)
+
+    def classify(
+        self,
+        spectra: Sequence[Spectrum],
+        *,
+        aging: bool = True,
+        profile: AcquisitionProfile | None = None,
+    ) -> list[Result]:
+        """Identify a batch of spectra; one :class:`Result` per spectrum, in order.
+
+        Each spectrum's technique and y unit are settled first (:mod:`engine.core.conventions`;
+        ``profile`` states what an inbox knows), then it goes to the model for its
+        technique and acquisition range (:mod:`engine.models.ranges`). With ``aging`` (the
+        default) every result that :func:`wants_aging` gets ``extra["aging"]``; the
+        daemon passes False and computes them in its helpers.
+        """
+        if not spectra:
+            return []
+        resolved = resolve_all(spectra, profile=profile)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, s in enumerate(resolved):
+            groups.setdefault(self._route(s), []).append(i)
+        results: list[Result | None] = [None] * len(resolved)
+        for key, rows in groups.items():
+            batch = [resolved[i] for i in rows]
+            for i, routed in zip(rows, self._classify_routed(key, batch, aging=aging), strict=True):
+                routed.extra.update(conventions_of(resolved[i]))
+                results[i] = routed
+        return [r for r in results if r is not None]
+
+    def _route(self, s: Spectrum) -> tuple[Any, ...]:
+        if s.technique != self.technique:
+            return ("technique", s.technique)
+        start, stop, step = self.grid_
+        x = s.wavenumbers
+        to = route(
+            measured_range(s),
+            span=self.span_,
+            step=step,
+            grid=(start, stop),
+            spacing=float(x[-1] - x[0]) / max(x.size - 1, 1),  # the mean step: the median costs more
+        )
+        if to.kind == "range" and self.window is None and to.window is not None:
+            return ("range", (*to.window, to.step))
+        if to.kind == "narrow":
+            return ("narrow", to.overlap)
+        return ("full",)
+
+    def _classify_routed(self, key: tuple[Any, ...], batch: list[Spectrum], *, aging: bool) -> list[Result]:
+        kind = key[0]
+        if kind == "full":
+            return self._classify_here(batch, aging=aging)
+        if kind == "range":
+            results = self.ranges_.get(key[1])._classify_here(batch, aging=aging)
+            for result in results:
+                result.extra["range"] = list(key[1][:2])
+                result.extra["grid_step"] = key[1][2]
+            return results
+        if kind == "narrow":
+            return [self._narrow(key[1]) for _ in batch]
+        companion = self.model_for(key[1])
+        if companion is None:
+            return [self._no_library(str(key[1])) for _ in batch]
+        return companion.classify(batch, aging=aging)
+
+    def _narrow(self, overlap: tuple[float, float]) -> Result:
+        quality = {"flags": ["narrow_range"], "snr": 0.0, "coverage": 0.0, "n_spikes": 0}
+        quality["overlap"] = list(overlap)
+        return Result("low_quality", None, None, 0.0, [], [], quality, None, self.version)
+
+    def _no_library(self, technique: str) -> Result:
+        quality = {"flags": [], "snr": 0.0, "coverage": 0.0, "n_spikes": 0}
+        result = Result("unknown", None, None, 0.0, [], [], quality, None, self.version)
+        result.extra["reason"] = (
+            f"no {technique} library is loaded; the {self.technique} library cannot judge it"
+        )
+        return result
+
+    def _classify_here(self, spectra: Sequence[Spectrum], *, aging: bool) -> list[Result]:
+        """Identify spectra with this model alone (technique, unit and range already settled)."""
+        grid_rows, X = self.features(spectra)
+        proba = self.knn_.predict_proba(X)
+        classes = [str(c) for c in self.knn_.classes_]
+        cnn = self.cnn_
+        fused: tuple[npt.NDArray[np.float64], list[list[dict[str, Any]]]] | None = None
+        if cnn is not None and classes:
+            fused = self._fuse(proba, classes, cnn, X)
+        k = min(max(HIT_SEARCH_K, self.config.n_hits), self.hits_.ntotal)
+        r_all, id_all = (
+            self.hits_.search(pearson_rows(X), k) if k else (np.zeros((len(X), 0)), np.zeros((len(X), 0)))
+        )
+        qualities = self.gate.assess_many(grid_rows, natives=[s.values for s in spectra])
+        results = []
+        for i, (spectrum, quality) in enumerate(zip(spectra, qualities, strict=True)):
+            if fused is None:
+                result = self._decide(
+                    proba[i], classes, r_all[i], id_all[i], quality.as_dict(), ok=quality.ok
+                )
+            else:
+                result = self._decide(
+                    fused[0][i],
+                    classes,
+                    r_all[i],
+                    id_all[i],
+                    quality.as_dict(),
+                    ok=quality.ok,
+                    members=fused[1][i],
+                )
+                labels = [m["label"] for m in fused[1][i]]
+                if len(set(labels)) > 1:
+                    result.extra["disagreement"] = True
+            if aging and wants_aging(result):
+                result.extra["aging"] = aging_indices(spectrum, str(result.label)).as_dict()
+            results.append(result)
+        return results
+
+    def _fuse(
+        self,
+        proba: npt.NDArray[np.float64],
+        classes: list[str],
+        cnn: PolarCNN,
+        X: npt.NDArray[np.float32],
+    ) -> tuple[npt.NDArray[np.float64], list[list[dict[str, Any]]]]:
+        """The fused distribution over the kNN's classes, and each row's members (label, probability).
+
+        The CNN's columns are aligned to the kNN's classes; a class the CNN does not know gets 0,
+        a class only the CNN knows is dropped from the fused distribution (but still reported as
+        the CNN's own top label).
+        """
+        cnn_raw = np.asarray(cnn.predict_proba(X), dtype=np.float64)
+        cnn_classes = [str(c) for c in cnn.classes_]
+        position = {c: j for j, c in enumerate(cnn_classes)}
+        aligned = np.zeros_like(proba, dtype=np.float64)
+        for j, label in enumerate(classes):
+            if label in position:
+                aligned[:, j] = cnn_raw[:, position[label]]
+        fusion = self.config.fusion
+        if fusion == "cnn":
+            fused = aligned
+        elif fusion == "weighted":
+            w = float(self.config.cnn_weight)
+            fused = (1.0 - w) * proba + w * aligned
+        else:
+            fused = np.asarray(proba, dtype=np.float64)
+        members = []
+        for i in range(len(proba)):
+            k = int(np.argmax(proba[i]))
+            c = int(np.argmax(cnn_raw[i]))
+            members.append(
+                [
+                    {"name": "subknn", "label": classes[k], "probability": round(float(proba[i][k]), 4)},
+                    {"name": "cnn", "label": cnn_classes[c], "probability": round(float(cnn_raw[i][c]), 4)},
+                ]
+            )
+        return fused, members
+
+    def _decide(
+        self,
+        proba: npt.NDArray[np.float64],
+        classes: list[str],
+        r: npt.NDArray[np.float32],
+        ids: npt.NDArray[np.int64],
+        quality: dict[str, Any],
+        *,
+        ok: bool,
+        members: list[dict[str, Any]] | None = None,
+    ) -> Result:
+        best = int(np.argmax(proba)) if len(proba) else -1
+        candidate = classes[best] if best >= 0 else None
+        vote_share = float(proba[best]) if best >= 0 else 0.0
+        if members is None:
+            members = [{"name": "subknn", "label": candidate, "probability": round(vote_share, 4)}]
+        hits, class_hit = self._hits(r, ids, candidate)
+        r_class = class_hit.r if class_hit is not None else -1.0
+        threshold = self.calibrator_.threshold(candidate) if candidate else None
+        if not ok:
+            status = "low_quality"
+        elif candidate is not None and self.calibrator_.accept(candidate, r=r_class, vote_share=vote_share):
+            status = "known"
+        else:
+            status = "unknown"
+        known = status == "known"
+        return Result(
+            status=status,
+            label=candidate if known else None,
+            material=class_hit.material if known and class_hit is not None else None,
+            confidence=round(vote_share, 4) if known else 0.0,
+            hits=hits,
+            members=members,
+            quality=quality,
+            threshold=round(threshold, 4) if threshold is not None else None,
+            model_version=self.version,
+            candidate=candidate,
+            extra={"candidate_r": round(r_class, 4), "vote_share": round(vote_share, 4)},
+        )
+
+    def _hits(
+        self, r: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], candidate: str | None
+    ) -> tuple[list[Hit], Hit | None]:
+        """The best ``n_hits`` hits, and the best hit of ``candidate``'s class (None if not among them).
+
+        Hits are made only as far down the ranking as these two need.
+        """
+        n_hits = self.config.n_hits
+        hits: list[Hit] = []
+        class_hit = None
+        for score, ref_id in zip(r, ids, strict=True):
+            if len(hits) == n_hits and class_hit is not None:
+                break
+            if ref_id < 0:
+                continue
+            entry = self.library.entry(int(ref_id))
+            if len(hits) == n_hits and entry["label"] != candidate:
+                continue
+            hit = Hit(entry["label"], entry["material"], round(float(score), 4), int(ref_id), entry["source"])
+            if len(hits) < n_hits:
+                hits.append(hit)
+            if class_hit is None and hit.label == candidate:
+                class_hit = hit
+        return hits, class_hit
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the whole model to ``path`` atomically."""
+        buffer = io.BytesIO()
+        pickle.dump(self, buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @staticmethod
+    def load(path: str | Path) -> IdentificationModel:
+        with Path(path).open("rb") as handle:
+            model = pickle.load(handle)
+        if not isinstance(model, IdentificationModel):
+            raise TypeError(f"{path} does not hold an IdentificationModel")
+        return model
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["hits_"] = faiss.serialize_index(self.hits_)
+        state.pop("pipeline", None)
+        state.pop("ranges_", None)  # rebuilt on first sight after loading
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["hits_"] = faiss.deserialize_index(state["hits_"])
+        state.setdefault("cnn_", None)  # models pickled before the CNN member existed
+        state.setdefault("companions", {})
+        state.setdefault("window", None)
+        self.__dict__.update(state)
+        self.pipeline = self.library.pipeline
+        self._reset_ranges()
