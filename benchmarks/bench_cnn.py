@@ -42,10 +42,10 @@ import torch
 from sklearn.metrics import f1_score
 
 from engine.core.augment import synthesize
-from engine.models.cnn import PolarCNN, polar_images
-from engine.io import read_spectra
 from engine.core.labels import canonical_label
 from engine.core.preprocess import build_pipeline, transform
+from engine.io import read_spectra
+from engine.models.cnn import PolarCNN, polar_images
 from engine.models.subknn import SubspaceKNN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -41,8 +41,8 @@ import numpy as np
 import yaml
 
 from engine.analysis.evaluate import load_source
-from engine.io import read_spectra
 from engine.core.library import DEFAULT_LIBRARY, ReferenceLibrary
+from engine.io import read_spectra
 from engine.models.served import IdentificationModel
 
 REPO = Path(__file__).resolve().parents[1]

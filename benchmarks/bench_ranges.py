@@ -41,12 +41,12 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.core.conventions import measured_range
-from engine.io import read_spectra
 from engine.core.labels import scoring_label
 from engine.core.library import DEFAULT_LIBRARY, ReferenceLibrary
-from engine.models.served import IdentificationModel, ModelConfig, Result
-from engine.models.ranges import route
 from engine.core.spectrum import Spectrum
+from engine.io import read_spectra
+from engine.models.ranges import route
+from engine.models.served import IdentificationModel, ModelConfig, Result
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FLOPP = SHARED / "flopp_frond2021"
@@ -139,7 +139,7 @@ def unit_of(rendering: str) -> str:
 
 
 def windows_of(flopp: Flopp, model: IdentificationModel) -> list[Window]:
-    """The range-model window each cut is routed to (:func:`engine.models.ranges.route`, as the model routes)."""
+    """The range-model window each cut is routed to (as :func:`engine.models.ranges.route` does)."""
     grid = model.library.grid
     windows = []
     for name, cut in CUTS:

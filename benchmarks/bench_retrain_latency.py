@@ -93,7 +93,8 @@ def children(pid: int) -> dict[int, list[bytes]]:
 
 def challenger_pid(daemon_pid: int) -> int | None:
     """The running ``daemon.growth.challenger`` child of the daemon, if any."""
-    return next((pid for pid, argv in children(daemon_pid).items() if b"daemon.growth.challenger" in argv), None)
+    found = (pid for pid, argv in children(daemon_pid).items() if b"daemon.growth.challenger" in argv)
+    return next(found, None)
 
 
 def daemon_cpu_s(daemon_pid: int, challenger: int) -> float:

@@ -29,8 +29,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.core.conventions import TECHNIQUES, AcquisitionProfile
-from engine.models.served import ModelConfig
 from engine.core.spectrum import SpectrumError, normalise_y_unit
+from engine.models.served import ModelConfig
 
 __all__ = ["LIBRARY_KEYS", "CnnConfig", "Config", "ConfigError", "InboxConfig", "load_config"]
 
@@ -110,6 +110,14 @@ class WorkerConfig(_Section):
     max_attempts: int = Field(5, ge=1, le=1000)
     #: Processes that read files and compute aging indices beside the model; None: one per core.
     helper_processes: int | None = Field(None, ge=0, le=256)
+
+    def retry_settings(self) -> dict[str, Any]:
+        """The ledger's retry policy, as keyword arguments of :class:`daemon.store.records.RetryPolicy`."""
+        return {
+            "base_seconds": self.retry_base_seconds,
+            "cap_seconds": self.retry_cap_seconds,
+            "max_attempts": self.max_attempts,
+        }
 
 
 class InstrumentFilesConfig(_Section):

@@ -10,17 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.core.aging import (
-    ENVIRONMENTAL,
-    INDICES,
-    PRISTINE,
-    REFERENCE_BANDS,
-    AgingIndices,
-    aging_indices,
-    aging_report,
-    compare_groups,
-    plot_distributions,
-)
+from engine.analysis.aging_report import ENVIRONMENTAL, PRISTINE, aging_report, compare_groups
+from engine.analysis.plots import plot_distributions
+from engine.core.aging import INDICES, REFERENCE_BANDS, AgingIndices, aging_indices
 from engine.core.spectrum import Spectrum
 
 AXIS = np.arange(600.0, 4000.5, 2.0)

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from daemon.growth.challenger import ChallengerScheduler, heldout_split, train_challenger
 from daemon.config import load_config
-from daemon.web.metrics import Metrics
+from daemon.growth.challenger import ChallengerScheduler, heldout_split, train_challenger
 from daemon.service import Daemon
-from engine.models.cnn import PolarCNN
+from daemon.web.metrics import Metrics
 from engine.analysis.evaluate import library_from_sources, load_source
 from engine.core.library import ReferenceLibrary
-from engine.models.served import IdentificationModel, ModelConfig
 from engine.core.spectrum import Spectrum
+from engine.models.cnn import PolarCNN
+from engine.models.served import IdentificationModel, ModelConfig
 from tests.conftest import SHARED_DATA, spectrum_csv, wait_until
 from tests.test_daemon import Running, write_config
 

@@ -1,5 +1,5 @@
 """Tests of the polar-image CNN member (engine.models.cnn): encodings, training, determinism, persistence;
-the study protocol with the CNN beside the subspace kNN (engine.analysis.evaluate.study, mpwatch evaluate --study);
+the study protocol with the CNN beside the subspace kNN (engine.analysis.evaluate.study, evaluate --study);
 and the cross-source evaluation with the CNN member deciding (mpwatch evaluate --members subknn,cnn).
 """
 
@@ -16,16 +16,17 @@ import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 
-import engine.models.cnn as cnn
 from daemon.cli import main as mpwatch
-from engine.cli.commands import run_study
 from engine.analysis import evaluate
-from engine.models.cnn import PolarCNN, gramian_field, polar_images
 from engine.analysis.evaluate import Study, check_members, library_from_sources, study_plan
-from engine.io import read_spectra
+from engine.cli.commands import run_study
 from engine.core.labels import canonical_label
-from engine.models.served import IdentificationModel, ModelConfig
 from engine.core.preprocess import build_pipeline, transform
+from engine.io import read_spectra
+from engine.models.cnn import PolarCNN, gramian_field, polar_images
+from engine.models.cnn import encoding as cnn_encoding
+from engine.models.cnn import estimator as cnn_estimator
+from engine.models.served import IdentificationModel, ModelConfig
 
 POINTS = 180
 AXIS = np.linspace(400.0, 4000.0, POINTS)
@@ -99,7 +100,7 @@ class TestPolarImages:
 
     def test_chunking_does_not_change_the_images(self, monkeypatch: pytest.MonkeyPatch) -> None:
         whole = polar_images(X_TRAIN, size=32)
-        monkeypatch.setattr(cnn, "RASTER_CHUNK_SAMPLES", 10)  # one row per chunk
+        monkeypatch.setattr(cnn_encoding, "RASTER_CHUNK_SAMPLES", 10)  # one row per chunk
         np.testing.assert_allclose(polar_images(X_TRAIN, size=32), whole, rtol=0, atol=1e-6)
 
     def test_different_spectra_give_different_images(self) -> None:
@@ -222,7 +223,7 @@ class TestTraining:
         assert model.n_epochs_ - model.best_epoch_ == 2
         losses = [record["valid_loss"] for record in model.history_]
         best = losses[model.best_epoch_ - 1]
-        assert all(loss >= best * (1 - cnn.MIN_IMPROVEMENT) for loss in losses)
+        assert all(loss >= best * (1 - cnn_estimator.MIN_IMPROVEMENT) for loss in losses)
 
     def test_without_validation_rows_runs_every_epoch(self) -> None:
         model = tiny(max_epochs=3, validation_fraction=0.0).fit(X_TRAIN, Y_TRAIN)

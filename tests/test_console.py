@@ -11,15 +11,18 @@ selenium with the Debian ``chromium`` and ``chromium-driver`` packages
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import json
 import os
 import re
 import shutil
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +30,13 @@ import numpy as np
 import pytest
 
 from daemon.config import load_config
-from daemon.web.console import CONTENT_SECURITY_POLICY
-from daemon.web.charts import Trace, spectrum_svg
-from daemon.web.summary import sample_folder, time_buckets
-from daemon.store.ledger import ResultStatus
 from daemon.service import Daemon
+from daemon.store.ledger import ResultStatus
+from daemon.web import assets
+from daemon.web.charts import Trace, spectrum_svg
+from daemon.web.console import CONTENT_SECURITY_POLICY
+from daemon.web.messages import Request
+from daemon.web.summary import sample_folder, time_buckets
 from engine.analysis.evaluate import library_from_sources, load_source
 from engine.core.labels import scoring_label
 from engine.core.spectrum import Spectrum
@@ -143,6 +148,29 @@ class TestRendering:
         assert not any(raw in svg for raw in RAW_EVIL)
 
 
+class TestStaticFiles:
+    def test_the_installed_package_finds_its_static_files(self) -> None:
+        static = resources.files("daemon.web").joinpath("static")
+        names = sorted(entry.name for entry in static.iterdir() if entry.is_file())
+        assert names == ["console.css", "console.js"]
+        assert static.joinpath("console.js").read_text("utf-8") == assets.SCRIPT
+        assert "\n" + static.joinpath("console.css").read_text("utf-8") == assets.STYLE
+
+    def test_the_static_files_are_package_data(self) -> None:
+        setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]
+        patterns = setuptools["package-data"]["daemon.web"]
+        static = resources.files("daemon.web").joinpath("static")
+        for entry in static.iterdir():
+            assert any(fnmatch.fnmatch(f"static/{entry.name}", pattern) for pattern in patterns), entry.name
+
+    def test_the_script_is_served_as_read_and_the_stylesheet_hash_is_in_the_policy(self) -> None:
+        response = assets.serve_script(Request("GET", "/console.js"))
+        assert response.body == assets.SCRIPT.encode("utf-8")
+        assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+        digest = base64.b64encode(hashlib.sha256(assets.STYLE.encode()).digest()).decode()
+        assert f"style-src 'sha256-{digest}'" in CONTENT_SECURITY_POLICY
+
+
 # --------------------------------------------------------------------------- a running daemon
 
 
@@ -206,6 +234,7 @@ class TestPages:
             assert headers["x-content-type-options"] == "nosniff"
             assert headers["x-frame-options"] == "DENY"
             if path == "/console.js":
+                assert text == resources.files("daemon.web").joinpath("static/console.js").read_text("utf-8")
                 continue
             # no inline script or event handler attribute; the one stylesheet is the hashed one
             assert re.findall(r"<script[^>]*>", text) == ['<script src="/console.js">']

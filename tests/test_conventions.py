@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.core.conventions import AcquisitionProfile, infer_technique, infer_y_unit, resolve
 from engine.analysis.evaluate import library_from_sources, load_source
+from engine.core.conventions import AcquisitionProfile, infer_technique, infer_y_unit, resolve
+from engine.core.library import DEFAULT_LIBRARY, DEFAULT_RAMAN_LIBRARY, LibraryError, ReferenceLibrary
+from engine.core.spectrum import Spectrum
 from engine.io import read_spectra
 from engine.io.labelled_set import load_labelled_set
-from engine.core.library import DEFAULT_LIBRARY, DEFAULT_RAMAN_LIBRARY, LibraryError, ReferenceLibrary
-from engine.models.served import IdentificationModel, ModelConfig, serving
 from engine.models.openset import MAX_SNR, QualityGate
 from engine.models.ranges import RangeModelCache, route
-from engine.core.spectrum import Spectrum
+from engine.models.served import IdentificationModel, ModelConfig, serving
 from tests.conftest import SHARED_DATA
 
 FAST = ModelConfig(n_synthetic=10, n_learners=10)

@@ -26,9 +26,9 @@ import pytest
 import yaml
 
 from daemon.config import ConfigError, load_config
-from daemon.store.ledger import Admission, InvalidTransitionError, WorkItem
+from daemon.intake.stability import FileStat
 from daemon.service import MIN_PAUSE_SECONDS, TICK_SECONDS, Daemon
-from daemon.intake.watcher import FileStat
+from daemon.store.ledger import Admission, InvalidTransitionError, WorkItem
 from engine.models.served import IdentificationModel, ModelConfig
 from tests.conftest import REPO_ROOT, wait_until
 from tests.prometheus import require_tool, running_prometheus
@@ -70,7 +70,7 @@ class Running:
     def __enter__(self) -> Daemon:
         self.thread.start()
         wait_until(
-            lambda: self.daemon.http.running and all(w.is_alive for w in self.daemon.watchers.values()),
+            lambda: self.daemon.http.running and all(self.daemon.intake.watchers_up().values()),
             timeout=20,
         )
         return self.daemon
@@ -217,7 +217,7 @@ class TestWatching:
             (tmp_path / "inbox" / "unseen.csv").write_text(particles[5])
             time.sleep(0.5)
             assert done_count(d) == 0
-            assert d.rescan() == 1
+            assert d.intake.rescan() == 1
             wait_until(lambda: done_count(d) == 1)
 
 
@@ -242,7 +242,7 @@ class TestBadInput:
     ) -> None:
         with unstarted(tmp_path, library_dir, model) as daemon:
             (stat,) = placed(tmp_path / "inbox", particles[:1])
-            daemon.admit([stat], now=time.time())
+            daemon.intake.admit([stat], now=time.time())
             item = daemon.ledger.claim_next(now=time.time())
             assert item is not None
             stat.path.unlink()  # an instrument or a user took it back
@@ -265,7 +265,7 @@ class TestBadInput:
         monkeypatch.setattr("daemon.pipeline.helpers.aging_indices", broken)
         with unstarted(tmp_path, library_dir, model, worker={"helper_processes": 0}) as daemon:
             stats = placed(tmp_path / "inbox", particles[:3])
-            daemon.admit(stats, now=time.time())
+            daemon.intake.admit(stats, now=time.time())
             daemon.worker.process(daemon.ledger.claim(len(stats), now=time.time()))
             assert done_count(daemon) == 3
             known = [r for r in daemon.ledger.results() if str(r.status) == "known"]
@@ -290,7 +290,7 @@ class TestBadInput:
 
             monkeypatch.setattr(daemon.ledger, "mark_pending", refusing)
             stats = placed(tmp_path / "inbox", particles[:3])
-            admitted = daemon.admit(stats, now=time.time())
+            admitted = daemon.intake.admit(stats, now=time.time())
             assert [admitted[stat.path] for stat in stats] == [Admission.NEW, None, Admission.NEW]
             assert sorted(Path(i.path).name for i in daemon.ledger.pending_items()) == ["p0.csv", "p2.csv"]
 
@@ -309,17 +309,13 @@ class TestBadInput:
 
         with unstarted(tmp_path, library_dir, model, worker={"helper_processes": 0}) as daemon:
             monkeypatch.setattr(daemon.worker, stage, broken)
-            daemon.admit(placed(tmp_path / "inbox", particles[:3]), now=time.time())
-            daemon._fill_queue(time.time())
-            threads = [threading.Thread(target=daemon._work), threading.Thread(target=daemon._finish)]
-            for thread in threads:
-                thread.start()
+            daemon.intake.admit(placed(tmp_path / "inbox", particles[:3]), now=time.time())
+            daemon.stages.fill(time.time())
+            daemon.stages.start()
             try:
                 wait_until(lambda: len(daemon.ledger.files(state="failed")) == 3)
             finally:
-                daemon.stop.set()
-                for thread in threads:
-                    thread.join(timeout=30)
+                daemon.stages.stop(now=time.time(), timeout=30)
             for record in daemon.ledger.files(state="failed"):
                 assert record.claimed_at is None and record.next_attempt_at is not None
                 assert record.reason == f"internal error: RuntimeError: {stage} exploded"
@@ -336,7 +332,7 @@ class TestBadInput:
 
         with unstarted(tmp_path, library_dir, model, worker={"helper_processes": 0}) as daemon:
             daemon.worker.on_result = listener
-            daemon.admit(placed(tmp_path / "inbox", particles[:3]), now=time.time())
+            daemon.intake.admit(placed(tmp_path / "inbox", particles[:3]), now=time.time())
             daemon.worker.process(daemon.ledger.claim(10, now=time.time()))
             assert sorted(heard) == ["p0.csv", "p1.csv", "p2.csv"]
             assert done_count(daemon) == 3
@@ -349,7 +345,7 @@ class TestBadInput:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         with unstarted(tmp_path, library_dir, model) as daemon:
-            (watcher,) = daemon.watchers.values()
+            (watcher,) = daemon.intake.watchers.values()
             cases = [(None, TICK_SECONDS), (1.0, TICK_SECONDS), (0.02, 0.02), (0.0, MIN_PAUSE_SECONDS)]
             for due, pause in cases:
                 monkeypatch.setattr(watcher, "seconds_to_next_ready", lambda due=due: due)
@@ -380,7 +376,8 @@ class TestRestart:
         particles: list[str],
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        monkeypatch.setattr("daemon.service.ADMIT_PER_TURN", 16)  # the 100 are admitted over several turns
+        # the 100 are admitted over several turns
+        monkeypatch.setattr("daemon.intake.admission.ADMIT_PER_TURN", 16)
         inbox = tmp_path / "inbox"
         with make_daemon() as d:
             for i in range(10):

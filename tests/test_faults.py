@@ -370,7 +370,7 @@ def test_links_to_folders_are_not_followed(
         (sample / "a.csv").write_text(particles[8])
         (tmp_path / "inbox" / "top.csv").write_text(particles[9])
         wait_until(lambda: d.ledger.counts().get("done", 0) >= 2)
-        d.rescan()
+        d.intake.rescan()
         d.tick()
         paths = sorted(Path(r.path).relative_to(tmp_path / "inbox").as_posix() for r in d.ledger.files())
     assert paths == ["sample/a.csv", "top.csv"]

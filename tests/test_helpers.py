@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from daemon.pipeline.helpers import HelperPool, _chunks
-from engine.core.aging import aging_indices
 from engine.analysis.evaluate import load_source
-from engine.io import read_spectra
+from engine.core.aging import aging_indices
 from engine.core.spectrum import Spectrum, SpectrumError
+from engine.io import read_spectra
 from tests.conftest import REPO_ROOT, SHARED_DATA, wait_until
 
 

@@ -1,4 +1,4 @@
-"""Tests of daemon.web.metrics and deploy/prometheus: names, bounded labels, counters, a real Prometheus scrape.
+"""Tests of daemon.web.metrics and deploy/prometheus: names, bounded labels, counters, a Prometheus scrape.
 
 Each test builds its own :class:`~prometheus_client.CollectorRegistry`. The tests marked
 as needing ``prometheus`` or ``promtool`` skip when the binaries are missing (install them
@@ -21,8 +21,8 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 import daemon.web.metrics
-from daemon.web.http import HttpServer
 from daemon.store.ledger import FileState, Ledger, ResultRecord, ResultStatus
+from daemon.web.http import HttpServer
 from daemon.web.metrics import (
     CONFIRMATION_KINDS,
     DRIFT_STREAMS,
@@ -424,7 +424,7 @@ class TestLedgerCollector:
         closed = Ledger(":memory:")
         closed.close()
         metrics.attach_ledger(closed)
-        with caplog.at_level(logging.WARNING, logger="daemon.web.metrics"):
+        with caplog.at_level(logging.WARNING, logger="daemon.web.collectors"):
             exposition = generate_latest(registry).decode()
         assert "mpwatch_files_total" in exposition
         assert "mpwatch_ledger_files{" not in exposition

@@ -8,8 +8,8 @@ import pytest
 
 from engine.analysis.evaluate import load_source
 from engine.core.library import DEFAULT_LIBRARY, ReferenceLibrary
-from engine.models.served import HIT_SEARCH_K, IdentificationModel, ModelConfig
 from engine.core.spectrum import Spectrum
+from engine.models.served import HIT_SEARCH_K, IdentificationModel, ModelConfig
 from tests.conftest import SHARED_DATA
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy.signal import savgol_filter
 
-from engine.io import read_spectra
 from engine.core.preprocess import (
     Absolute,
     BaselineCorrection,
@@ -21,6 +20,7 @@ from engine.core.preprocess import (
     transform,
 )
 from engine.core.spectrum import Spectrum
+from engine.io import read_spectra
 from tests.conftest import SHARED_DATA
 
 X = np.linspace(400.0, 4000.0, 1801)

@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from daemon.config import ConfigError, load_config
-from daemon.store.ledger import StoredResult
 from daemon.service import Daemon
+from daemon.store.ledger import StoredResult
 from engine.analysis.evaluate import library_from_sources, load_source
 from engine.core.labels import scoring_label
-from engine.models.served import IdentificationModel, ModelConfig
 from engine.core.spectrum import Spectrum
+from engine.models.served import IdentificationModel, ModelConfig
 from tests.conftest import SHARED_DATA, wait_until
 from tests.test_daemon import Running
 

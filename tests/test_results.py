@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import daemon.store.export as results_module
-from daemon.store.ledger import Ledger, ResultRecord, ResultStatus
 from daemon.store.export import COST_FACTOR, ResultsExporter
+from daemon.store.ledger import Ledger, ResultRecord, ResultStatus
 
 
 def classified(ledger: Ledger, path: Path, *, label: str, now: float) -> None:

@@ -18,22 +18,20 @@ import pytest
 
 from daemon.cli import build_parser
 from engine.analysis.evaluate import library_from_sources
-from engine.io import read_spectra
-from engine.io.labelled_set import LabelledSet, load_labelled_set
-from engine.models.served import IdentificationModel
-from engine.analysis.robustness import (
+from engine.analysis.plots import plot_conventions
+from engine.analysis.renderings import (
     CONVENTIONS,
     NATIVE,
     Convention,
     by_name,
-    conventions_matrix,
     measured_mask,
-    plot_conventions,
     render_set,
     render_values,
-    shortfalls,
-    stratified_rows,
 )
+from engine.analysis.robustness import conventions_matrix, shortfalls, stratified_rows
+from engine.io import read_spectra
+from engine.io.labelled_set import LabelledSet, load_labelled_set
+from engine.models.served import IdentificationModel
 from tests.conftest import SHARED_DATA
 
 FLOPP = SHARED_DATA / "flopp_frond2021"

@@ -24,7 +24,7 @@ from watchdog.events import (
     FileMovedEvent,
 )
 
-from daemon.intake.watcher import (
+from daemon.intake import (
     FileStat,
     InboxEventHandler,
     InboxWatcher,

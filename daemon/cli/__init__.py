@@ -19,8 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from engine.io import read_spectra
 from engine.core.spectrum import SpectrumError
+from engine.io import read_spectra
 
 # The rest (scikit-learn, FAISS, the daemon) is imported where it is used: this module is the
 # program's __main__, which every helper process imports again, and the helpers must stay small.

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from daemon.config import Config, ConfigError, load_config
-from daemon.store.ledger import FileState, Ledger, ResultStatus
 from daemon.store.export import result_row
+from daemon.store.ledger import FileState, Ledger, ResultStatus
 from daemon.store.lock import StateLock
 
 __all__ = ["add_parsers", "parse_time"]

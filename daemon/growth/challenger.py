@@ -43,8 +43,8 @@ import numpy.typing as npt
 
 from engine.core.augment import class_seed, synthesize_class
 from engine.core.library import ReferenceLibrary
-from engine.models.served import ModelConfig, subspace_knn
 from engine.core.storage import atomic_write_bytes
+from engine.models.served import ModelConfig, subspace_knn
 
 __all__ = ["CHALLENGER", "CHAMPION", "ChallengerScheduler", "heldout_split", "train_challenger"]
 
@@ -261,6 +261,23 @@ class ChallengerScheduler:
         self.attach(self.get_model())
         logger.info("CNN champion %s loaded", self.champion_path)
 
+    @classmethod
+    def for_daemon(cls, daemon: Any) -> ChallengerScheduler:
+        """The scheduler of a running daemon: its CNN settings, library growth, model, metrics and drift."""
+        growth, models = daemon.growth, daemon.models
+        return cls(
+            settings=daemon.config.cnn,
+            work_dir=daemon.config.state_dir / "cnn",
+            library_dir=lambda: growth.library_dir,
+            model_config=growth.model_config,
+            get_model=models.get,
+            lock=models.lock,
+            metrics=daemon.metrics,
+            confirmations=lambda: growth.confirmations,
+            retrain_requested=daemon.drift.retrain_requested,
+            clock=daemon.clock,
+        )
+
     def attach(self, model: Any) -> None:
         """Serve the champion (if any) on ``model``, e.g. after a rebuilt model was swapped in."""
         if self.champion_cnn is not None and model is not None and getattr(model, "cnn_", None) is None:
@@ -386,7 +403,9 @@ def _repo_root() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m daemon.growth.challenger", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m daemon.growth.challenger", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--library", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--report", required=True, type=Path)

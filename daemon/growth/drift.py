@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from river import drift, metrics, utils
+
+from engine.models.served import Result
 
 __all__ = ["STREAMS", "DriftWatch"]
 
@@ -51,6 +53,11 @@ class DriftWatch:
         self.per_class_: dict[str, Any] = {}
         self.detectors_ = {stream: drift.ADWIN(delta=delta) for stream in STREAMS}
         self.retrain_requested = threading.Event()
+
+    def observe_results(self, item: object, results: Sequence[Result]) -> None:
+        """A file's results, as the worker announces them after its commit."""
+        for r in results:
+            self.observe(status=r.status, top1_r=r.hits[0].r if r.hits else None)
 
     def observe(self, *, status: str, top1_r: float | None) -> list[str]:
         """Feed one result to the drift detectors; return the streams that drifted now."""

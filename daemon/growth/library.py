@@ -29,15 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from daemon.growth.drift import DriftWatch
+from daemon.pipeline.serving import ModelHolder
 from daemon.store.ledger import Ledger, ReviewState, StoredResult
 from daemon.web.metrics import Metrics
-from daemon.pipeline.worker import ModelHolder
 from engine.core.conventions import AcquisitionProfile, resolve, resolve_all
-from engine.io import read_spectra
 from engine.core.labels import canonical_label
 from engine.core.library import HEAD, ReferenceLibrary, read_head
-from engine.models.served import IdentificationModel, ModelConfig
 from engine.core.spectrum import Spectrum, SpectrumError
+from engine.io import read_spectra
+from engine.models.served import IdentificationModel, ModelConfig
 
 __all__ = ["ConfirmError", "GrowthOutcome", "LibraryGrowth"]
 
@@ -80,21 +80,21 @@ class LibraryGrowth:
         *,
         models: ModelHolder,
         ledger: Ledger,
-        library_dir: Path,
+        library_dirs: Mapping[str, Path],
         metrics: Metrics,
         drift: DriftWatch,
         model_config: ModelConfig,
         clock: Callable[[], float] = time.time,
         on_model_change: Callable[[], None] | None = None,
-        companion_dirs: Mapping[str, Path] | None = None,
         profile_for: Callable[[str], AcquisitionProfile | None] | None = None,
     ) -> None:
         self.models = models
         self.ledger = ledger
+        served = models.get().technique
         #: The served model's own library (IR in the daemon), which rollbacks and removals change.
-        self.library_dir = library_dir
+        self.library_dir = library_dirs[served]
         #: The libraries of the companion models (other techniques), which confirmations also grow.
-        self.companion_dirs = dict(companion_dirs or {})
+        self.companion_dirs = {t: path for t, path in library_dirs.items() if t != served}
         self.profile_for = profile_for or (lambda path: None)
         self.metrics = metrics
         self.drift = drift
@@ -293,43 +293,3 @@ class LibraryGrowth:
         if resolved:
             logger.info("%d open reviews are now known to model %s", resolved, model.version)
         return resolved
-
-    # -- drop folder --------------------------------------------------------------------------
-
-    def accept_dropped(self, paths: Sequence[Path], *, root: Path) -> list[GrowthOutcome]:
-        """Files placed in ``root/<LABEL>/``: add each label's readable spectra as one change.
-
-        Added files move to ``root/.added/<LABEL>/``; unreadable ones to
-        ``root/.refused/`` with a note, so they are not offered again.
-        """
-        by_label: dict[str, list[tuple[Path, list[Spectrum]]]] = {}
-        for path in paths:
-            try:
-                label = path.relative_to(root).parts[0]
-            except (ValueError, IndexError):
-                continue
-            if path.parent == root:
-                logger.warning("%s is not in a label folder (confirmed/<LABEL>/); ignored", path)
-                continue
-            try:
-                by_label.setdefault(label, []).append((path, read_spectra(path)))
-            except SpectrumError as exc:
-                self._move(path, root / ".refused", note=str(exc))
-        outcomes = []
-        for label, items in by_label.items():
-            spectra = [s for _, got in items for s in got]
-            outcomes.append(self.add_spectra(spectra, label, confirmed_by=f"drop folder {root.name}/{label}"))
-            for path, _ in items:
-                self._move(path, root / ".added" / label)
-        return outcomes
-
-    @staticmethod
-    def _move(path: Path, folder: Path, *, note: str | None = None) -> None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / path.name
-            path.replace(target)
-            if note:
-                target.with_name(target.name + ".reason.txt").write_text(note + "\n", encoding="utf-8")
-        except OSError:
-            logger.exception("could not move %s to %s", path, folder)

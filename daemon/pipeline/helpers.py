@@ -46,8 +46,8 @@ from typing import Any, TypeVar
 from threadpoolctl import threadpool_limits
 
 from engine.core.aging import aging_indices
-from engine.io import read_spectra
 from engine.core.spectrum import Spectrum
+from engine.io import read_spectra
 
 __all__ = ["HelperPool", "ReadOutcome", "default_processes"]
 

@@ -15,7 +15,7 @@ What goes wrong is sorted per file:
 - anything unexpected while classifying: ``failed`` with the error, so a bug
   costs one file a retry, never the daemon.
 
-:class:`ModelHolder` is the hot-swap point: the worker asks it for the
+The worker asks the :class:`~daemon.pipeline.serving.ModelHolder` for the
 model once per batch, so a swap takes effect between batches and no file is
 classified twice or by half a model.
 """
@@ -25,44 +25,24 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.pipeline.helpers import HelperPool
+from daemon.pipeline.serving import ModelHolder
+from daemon.store.export import ResultsExporter
 from daemon.store.ledger import Ledger, ResultRecord, ResultStatus, WorkItem
 from daemon.web.metrics import Metrics
-from daemon.store.export import ResultsExporter
 from engine.core.conventions import AcquisitionProfile, resolve_all
-from engine.models.served import IdentificationModel, Result, wants_aging
 from engine.core.spectrum import Spectrum, SpectrumError
 from engine.core.storage import atomic_write_text
+from engine.models.served import IdentificationModel, Result, wants_aging
 
-__all__ = ["Classified", "ModelHolder", "Worker", "internal_error", "result_record"]
+__all__ = ["Classified", "Worker", "internal_error", "result_record"]
 
 logger = logging.getLogger(__name__)
-
-
-class ModelHolder:
-    """The model being served, swapped atomically under a lock."""
-
-    def __init__(self, model: IdentificationModel) -> None:
-        self._model = model
-        #: Held while a batch is classified and while the model is changed in place
-        #: (an incremental confirmation), so a batch never sees half an update.
-        self.lock = threading.RLock()
-
-    def get(self) -> IdentificationModel:
-        with self.lock:
-            return self._model
-
-    def swap(self, model: IdentificationModel) -> IdentificationModel:
-        """Serve ``model`` from the next batch on; return the old one."""
-        with self.lock:
-            old, self._model = self._model, model
-        return old
 
 
 def internal_error(error: BaseException) -> str:
@@ -250,6 +230,8 @@ class Worker:
         now = self.clock()
         for r in results:
             self.metrics.observe_result(r.status, r.label)
+            if r.extra.get("disagreement"):
+                self.metrics.member_disagreement()
             carbonyl = r.extra.get("aging", {}).get("carbonyl")
             if r.label is not None and carbonyl is not None:
                 self.metrics.observe_carbonyl_index(r.label, carbonyl)

@@ -60,6 +60,11 @@ class StateLock:
         handle.flush()
         self._handle = handle
 
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lock now."""
+        return self._handle is not None
+
     def release(self) -> None:
         if self._handle is not None:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from daemon.web.http import HttpError, HttpServer, Request, Response
-from daemon.store.ledger import Ledger, ResultStatus
-from daemon.store.export import result_row
 from daemon.growth.library import ConfirmError, LibraryGrowth
+from daemon.store.export import result_row
+from daemon.store.ledger import Ledger, ResultStatus
+from daemon.web.http import HttpError, HttpServer, Request, Response
 from engine.core.library import LibraryError, ReferenceLibrary, library_log, rollback
 
 __all__ = ["install_api", "require_write_access"]

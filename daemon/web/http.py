@@ -23,6 +23,8 @@ Behaviour every route shares:
   ``Allow``; errors are JSON ``{"error": ..., "status": ...}``.
 - A handler may raise :class:`HttpError` for a deliberate error status. Any other
   exception is logged with its traceback and answered ``500``; the server goes on.
+  (:class:`Request`, :class:`Response` and :class:`HttpError` live in
+  :mod:`daemon.web.messages` and are importable from here too.)
 - ``HEAD`` is answered by the ``GET`` handler without the body.
 - :meth:`HttpServer.shutdown` stops accepting, lets requests in flight finish (up to a
   timeout), closes the socket and joins the thread.
@@ -41,7 +43,6 @@ b'hi PE'
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import socket
 import socketserver
@@ -49,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, Self
@@ -57,6 +58,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from daemon.web.messages import Handler, HttpError, Request, Response
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -82,90 +85,6 @@ DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 DEFAULT_MAX_HEARTBEAT_AGE: Final = 60.0
 
 _METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_JSON: Final = "application/json"
-_TEXT: Final = "text/plain; charset=utf-8"
-
-
-class HttpError(Exception):
-    """Raised by a handler to answer with an error status and a JSON message."""
-
-    def __init__(self, status: int, message: str, *, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = int(status)
-        self.message = message
-        self.headers = dict(headers or {})
-
-
-@dataclass(frozen=True)
-class Request:
-    """One HTTP request as a handler sees it.
-
-    ``headers`` has lower-case names; ``query`` maps each parameter to all its values;
-    ``path_params`` holds the segments matched by ``{name}`` in the route.
-    """
-
-    method: str
-    path: str
-    query: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    path_params: Mapping[str, str] = field(default_factory=dict)
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        """A header's value by case-insensitive name."""
-        return self.headers.get(name.lower(), default)
-
-    def query_value(self, name: str, default: str | None = None) -> str | None:
-        """The first value of a query parameter."""
-        values = self.query.get(name)
-        return values[0] if values else default
-
-    def json(self) -> Any:
-        """The body parsed as JSON.
-
-        Raises:
-            HttpError: 400 when the body is empty or not valid JSON.
-        """
-        if not self.body:
-            raise HttpError(HTTPStatus.BAD_REQUEST, "a JSON body is required")
-        try:
-            return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {error}") from None
-
-
-@dataclass(frozen=True)
-class Response:
-    """What a handler returns; ``Content-Length`` is added when it is sent."""
-
-    status: int = HTTPStatus.OK
-    body: bytes = b""
-    content_type: str = _TEXT
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def text(
-        cls, text: str, *, status: int = HTTPStatus.OK, headers: Mapping[str, str] | None = None
-    ) -> Self:
-        """A UTF-8 plain-text response."""
-        return cls(int(status), text.encode("utf-8"), _TEXT, dict(headers or {}))
-
-    @classmethod
-    def json(
-        cls, data: Any, *, status: int = HTTPStatus.OK, headers: Mapping[str, str] | None = None
-    ) -> Self:
-        """A JSON response (NaN and infinity are refused: they are not JSON)."""
-        body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        return cls(int(status), body, _JSON, dict(headers or {}))
-
-    @classmethod
-    def error(cls, status: int, message: str, *, headers: Mapping[str, str] | None = None) -> Self:
-        """The JSON error every route answers with: ``{"error": message, "status": status}``."""
-        return cls.json({"error": message, "status": int(status)}, status=status, headers=headers)
-
-
-#: A route's handler.
-Handler = Callable[[Request], Response]
 
 
 @dataclass(frozen=True)

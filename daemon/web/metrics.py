@@ -50,7 +50,8 @@ name                                          type       labels (values)
 
 ``mpwatch_ledger_files`` and ``mpwatch_review_queue_open`` are read from the ledger
 (:meth:`~daemon.store.ledger.Ledger.counts`, :meth:`~daemon.store.ledger.Ledger.review_counts`) at
-each scrape by a custom collector, so they are never stale.
+each scrape by a custom collector (:class:`daemon.web.collectors.LedgerCollector`), so they are
+never stale.
 
 >>> from prometheus_client import CollectorRegistry
 >>> registry = CollectorRegistry()
@@ -70,14 +71,14 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
-from typing import Final, Protocol
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily, Metric
 
-from daemon.store.ledger import FileState, ResultStatus, ReviewState
+from daemon.store.ledger import ResultStatus
+from daemon.web.collectors import LedgerCollector, LedgerCounts
 
 __all__ = [
     "CARBONYL_INDEX_BUCKETS",
@@ -141,69 +142,6 @@ CARBONYL_INDEX_BUCKETS: Final = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5,
 
 _PREFIX: Final = "mpwatch"
 _NO_MODEL: Final = "none"
-
-
-class LedgerCounts(Protocol):
-    """What the ledger collector reads: :class:`daemon.store.ledger.Ledger` satisfies it."""
-
-    def counts(self) -> Mapping[FileState, int]:
-        """Number of files in each state."""
-        ...
-
-    def review_counts(self) -> Mapping[ReviewState, int]:
-        """Number of reviews in each state."""
-        ...
-
-
-class _LedgerCollector:
-    """Reads the ledger's counts at each scrape.
-
-    Before a ledger is attached every state reads 0. If the ledger cannot be read (it
-    was closed, the disk failed) the scrape still succeeds: these two metrics are left
-    out of it, which ``absent()`` can alert on, and the error is logged.
-    """
-
-    def __init__(self) -> None:
-        self._ledger: LedgerCounts | None = None
-        self._lock = threading.Lock()
-
-    def attach(self, ledger: LedgerCounts | None) -> None:
-        with self._lock:
-            self._ledger = ledger
-
-    @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
-        files = GaugeMetricFamily(
-            f"{_PREFIX}_ledger_files", "Files recorded in the ledger, by state.", labels=["state"]
-        )
-        reviews = GaugeMetricFamily(
-            f"{_PREFIX}_review_queue_open", "Results waiting for an analyst's review."
-        )
-        return files, reviews
-
-    def describe(self) -> Iterator[Metric]:
-        """The families this collector yields, without reading the ledger."""
-        yield from self._families()
-
-    def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            ledger = self._ledger
-        if ledger is None:
-            counts: Mapping[FileState, int] = dict.fromkeys(FileState, 0)
-            open_reviews = 0
-        else:
-            try:
-                counts = ledger.counts()
-                open_reviews = ledger.review_counts().get(ReviewState.OPEN, 0)
-            except Exception as error:
-                logger.warning("ledger counts unavailable for this scrape: %s", error)
-                return
-        files, reviews = self._families()
-        for state in FileState:
-            files.add_metric([str(state)], float(counts.get(state, 0)))
-        reviews.add_metric([], float(open_reviews))
-        yield files
-        yield reviews
 
 
 def _build_version() -> str:
@@ -356,7 +294,7 @@ class Metrics:
             "member_disagreements", "Spectra on which the ensemble's members disagreed on the top label."
         )
         # -- read from the ledger at scrape time
-        self._ledger_collector = _LedgerCollector()
+        self._ledger_collector = LedgerCollector()
         registry.register(self._ledger_collector)
 
         self._initialise(version=version or _build_version())

@@ -35,11 +35,11 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
 from engine.core.augment import synthesize
-from engine.io import read_spectra
 from engine.core.labels import scoring_label
 from engine.core.library import ReferenceLibrary
-from engine.models.served import IdentificationModel, ModelConfig, Result, subspace_knn
 from engine.core.spectrum import Spectrum
+from engine.io import read_spectra
+from engine.models.served import IdentificationModel, ModelConfig, Result, subspace_knn
 
 __all__ = [
     "CrossSourceReport",
@@ -50,8 +50,6 @@ __all__ = [
     "leave_one_class_out",
     "library_from_sources",
     "load_source",
-    "plot_confusion",
-    "plot_study",
     "study",
     "study_plan",
 ]
@@ -438,118 +436,3 @@ def study(
         if progress:
             progress(1)
     return result
-
-
-# -- plots ----------------------------------------------------------------------------------------
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_confusion(report: CrossSourceReport, path: str | Path, *, title: str) -> Path:
-    """A confusion matrix of the closed-set predictions, rows normalised, counts annotated."""
-    plt = _pyplot()
-    cm = np.asarray(report.confusion, dtype=float)
-    n = len(report.classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * n, 0.8 + 0.45 * n), dpi=120)
-    shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            if cm[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    int(cm[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if shares[i, j] > 0.5 else "black",
-                )
-    ax.set_xticks(range(n), report.classes, rotation=90, fontsize=8)
-    ax.set_yticks(range(n), report.classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{title}\naccuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-#: How each member is drawn in the study's figures: its name and line style.
-_MEMBER_STYLE: dict[str, tuple[str, dict[str, Any]]] = {
-    "subknn": ("subspace kNN", {"color": "C0", "ls": "-", "marker": "o"}),
-    "cnn": ("polar CNN", {"color": "C3", "ls": "--", "marker": "s"}),
-}
-
-
-def plot_study(
-    study: Study, scores_path: str | Path, time_path: str | Path, *, title: str
-) -> tuple[Path, Path]:
-    """The study's two figures, every member side by side: scores against N, training time against size.
-
-    The first has one panel per score (accuracy, macro precision, macro
-    recall), a line per member and, dotted in the member's colour, its
-    cross-validated reference; the second the training time against the
-    number of training spectra, on a log axis (the members differ by orders
-    of magnitude).
-    """
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), dpi=120, sharey=True)
-    for ax, attr in zip(axes, ("accuracy", "macro_precision", "macro_recall"), strict=True):
-        for member in study.members:
-            name, line = _MEMBER_STYLE[member]
-            curve = study.curve(member)
-            ax.plot([p.n for p in curve], [getattr(p, attr) for p in curve], **line, label=name)
-            ax.axhline(
-                getattr(study.reference(member), attr),
-                color=line["color"],
-                ls=":",
-                label=f"{name}, {study.cv_folds}-fold CV on originals",
-            )
-        ax.set_title(attr.replace("_", " "))
-        ax.set_xlabel("synthetic spectra per class (N)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("score on the original spectra")
-    axes[-1].legend(loc="lower right", fontsize=7)
-    fig.suptitle(f"{title} ({study.n_originals} originals, {study.n_classes} classes)")
-    fig.tight_layout()
-    scores = _save(plt, fig, scores_path)
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for member in study.members:
-        name, line = _MEMBER_STYLE[member]
-        curve = study.curve(member)
-        ax.plot([p.n_train for p in curve], [p.seconds_train for p in curve], **line, label=name)
-        for p in curve:
-            ax.annotate(
-                f"N={p.n}",
-                (p.n_train, p.seconds_train),
-                xytext=(3, 4),
-                textcoords="offset points",
-                fontsize=6,
-                color=line["color"],
-            )
-    ax.set_yscale("log")
-    ax.set_xlabel("training spectra (N x classes)")
-    ax.set_ylabel("training time (s, log scale)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    ax.set_title(f"{title}, training time", fontsize=10)
-    fig.tight_layout()
-    return scores, _save(plt, fig, time_path)
-
-
-def _save(plt: Any, fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine.io import read_spectra
 from engine.core.library import DEFAULT_LIBRARIES, DEFAULT_LIBRARY, LibraryError, ReferenceLibrary
-from engine.models.served import IdentificationModel, ModelConfig, Result, serving
 from engine.core.spectrum import Spectrum, SpectrumError
+from engine.io import read_spectra
+from engine.models.served import IdentificationModel, ModelConfig, Result, serving
 
 if TYPE_CHECKING:
     from engine.analysis.evaluate import Study
@@ -102,6 +102,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.analysis import evaluate as ev
+    from engine.analysis import plots
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             reports[member] = report = ev.cross_source(library, test, config=config, member=member)
             console.print(f"cross-source, {member}: {time.perf_counter() - started:.1f} s")
             name = "confusion.png" if member == "subknn" else f"confusion_{member}.png"
-            pngs.append(ev.plot_confusion(report, out / name, title=f"{member}: {pair}"))
+            pngs.append(plots.plot_confusion(report, out / name, title=f"{member}: {pair}"))
         summary: dict[str, Any] = {
             "library": args.library,
             "test": args.test,
@@ -167,7 +168,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for png in pngs:
             console.print(str(png))
     if args.aging:
-        from engine.core.aging import aging_report
+        from engine.analysis.aging_report import aging_report
 
         for folder in args.aging:
             aging = aging_report(folder, out / "aging")
@@ -198,12 +199,13 @@ def run_study(
     figures (scores against N, training time against data size).
     """
     from engine.analysis import evaluate as ev
+    from engine.analysis import plots
 
     name = _study_name(source)
     study = ev.study(source, members=members, ns=ns, config=config, cnn_params=cnn_params, progress=progress)
     json_path = out / f"study_{name}.json"
     _write_json(json_path, {"source": source, **study.as_dict()})
-    scores, times = ev.plot_study(
+    scores, times = plots.plot_study(
         study, out / f"study_{name}.png", out / f"study_{name}_time.png", title=f"study protocol: {name}"
     )
     return study, [json_path, scores, times]
@@ -221,12 +223,12 @@ def run_conventions(
 
     The model is the served one on ``library_sources`` (labelled sets as
     ``DIR[@key=value]``) or, without them, on the bundled library. Each test
-    set is rendered in every convention of :data:`engine.analysis.robustness.CONVENTIONS`
+    set is rendered in every convention of :data:`engine.analysis.renderings.CONVENTIONS`
     in a temporary folder, and each rendering identified from its files (see
     :func:`engine.analysis.robustness.conventions_matrix`).
     """
     from engine.analysis import evaluate as ev
-    from engine.analysis import robustness
+    from engine.analysis import plots, renderings, robustness
 
     if library_sources:
         library = ev.library_from_sources(library_sources, pipeline=pipeline)
@@ -236,22 +238,21 @@ def run_conventions(
         library_name = "bundled default library"
     model = IdentificationModel(library, config)
     with progress_bar() as bar, tempfile.TemporaryDirectory(prefix="mpwatch-conventions-") as workdir:
-        task = bar.add_task("robustness matrix", total=len(tests) * (len(robustness.CONVENTIONS) + 1))
+        task = bar.add_task("robustness matrix", total=len(tests) * (len(renderings.CONVENTIONS) + 1))
         report = robustness.conventions_matrix(
             model, tests, workdir=workdir, progress=partial(bar.advance, task)
         )
     report = {"library": library_name, "test": list(tests), **report}
     json_path = out / "conventions.json"
     _write_json(json_path, report)
-    png = robustness.plot_conventions(
-        report, out / "conventions.png", title=f"robustness matrix: {library_name}"
-    )
+    png = plots.plot_conventions(report, out / "conventions.png", title=f"robustness matrix: {library_name}")
     return report, [json_path, png]
 
 
 def _print_conventions(report: dict[str, Any]) -> None:
     """Rows: native, then each convention; per test set: accuracy, points vs native, closed-set, outcomes."""
-    from engine.analysis.robustness import NATIVE, shortfalls
+    from engine.analysis.renderings import NATIVE
+    from engine.analysis.robustness import shortfalls
 
     sets: dict[str, Any] = report["sets"]
     columns = ["convention"]

@@ -50,12 +50,10 @@ True
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,27 +64,18 @@ from engine.core.spectrum import CO2_REGION, Spectrum, to_absorbance
 
 __all__ = [
     "BASELINE_LAM",
-    "ENVIRONMENTAL",
     "INDICES",
-    "PRISTINE",
     "REFERENCE_BANDS",
     "AgingIndices",
     "BandWindow",
     "ReferenceBands",
     "aging_indices",
-    "aging_report",
-    "compare_groups",
-    "plot_distributions",
 ]
 
 FloatArray = npt.NDArray[np.float64]
 
 #: The indices computed, in report order.
 INDICES = ("carbonyl", "hydroxyl", "vinyl")
-
-#: Group names used by :func:`aging_report` and :func:`plot_distributions`.
-PRISTINE = "pristine"
-ENVIRONMENTAL = "environmental"
 
 #: arPLS smoothness for a 2 cm-1 point spacing; rescaled by ``(2 / spacing) ** 4``.
 BASELINE_LAM = 1e8
@@ -152,21 +141,8 @@ _CARBONYL_WINDOW = BandWindow(1650.0, 1850.0, "C=O stretch: ketones, aldehydes, 
 _HYDROXYL_WINDOW = BandWindow(3100.0, 3700.0, "O-H stretch: hydroperoxides, alcohols, carboxylic acids")
 
 
-def _intrinsic(polymer: str, *, carbonyl: str, hydroxyl: str | None = None) -> ReferenceBands:
-    """A row for a polymer whose own structure occupies the oxidation windows."""
-    none_defined = f"no reference band is defined for {polymer} in this table (SAUB covers PE and PP only)"
-    return ReferenceBands(
-        reference=None,
-        carbonyl=None,
-        hydroxyl=None,
-        vinyl=None,
-        not_applicable={
-            "carbonyl": carbonyl,
-            "hydroxyl": hydroxyl or none_defined,
-            "vinyl": none_defined,
-        },
-        source=_ALMOND + "; the index is undefined where the polymer's repeat unit absorbs in the window",
-    )
+def _no_reference(polymer: str) -> str:
+    return f"no reference band is defined for {polymer} in this table (SAUB covers PE and PP only)"
 
 
 def _own_carbonyl(polymer: str, group: str) -> str:
@@ -175,6 +151,42 @@ def _own_carbonyl(polymer: str, group: str) -> str:
         "not oxidation"
     )
 
+
+def _in_hydroxyl_window(absorber: str) -> str:
+    return f"{absorber} lies inside the 3700-3100 cm-1 hydroxyl window"
+
+
+def _intrinsic(polymer: str, *, carbonyl: str, hydroxyl: str | None = None) -> ReferenceBands:
+    """A row for a polymer whose own structure occupies the oxidation windows."""
+    return ReferenceBands(
+        reference=None,
+        carbonyl=None,
+        hydroxyl=None,
+        vinyl=None,
+        not_applicable={
+            "carbonyl": carbonyl,
+            "hydroxyl": hydroxyl or _no_reference(polymer),
+            "vinyl": _no_reference(polymer),
+        },
+        source=_ALMOND + "; the index is undefined where the polymer's repeat unit absorbs in the window",
+    )
+
+
+#: Polymers with C=O in their repeat unit: the group that holds it, and what of the polymer's own
+#: absorbs in the hydroxyl window as well (``None``: nothing).
+_OWN_CARBONYL: dict[str, tuple[str, str | None]] = {
+    "PET": ("ester", None),
+    "PES": ("ester", None),
+    "PA": ("amide I", "the amide N-H stretch (~3300 cm-1) of PA"),
+    "PMMA": ("ester", None),
+    "EVA": ("acetate ester", None),
+    "PVAc": ("acetate ester", None),
+    "EAA": ("carboxylic acid", "the acid O-H stretch of EAA"),
+    "PU": ("urethane", "the urethane N-H stretch (~3300 cm-1) of PU"),
+    "CA": ("acetate ester", "residual cellulose O-H of CA"),
+    "PC": ("carbonate", None),
+    "PLA": ("ester", None),
+}
 
 #: Per-polymer windows, keyed by canonical label (:func:`engine.core.labels.canonical_label`).
 REFERENCE_BANDS: dict[str, ReferenceBands] = {
@@ -205,41 +217,22 @@ REFERENCE_BANDS: dict[str, ReferenceBands] = {
         not_applicable={
             "carbonyl": "PS aromatic overtone and combination bands (2000-1650 cm-1) lie inside the SAUB "
             "carbonyl window, and SAUB is defined for PE and PP only",
-            "hydroxyl": "no reference band is defined for PS in this table (SAUB covers PE and PP only)",
-            "vinyl": "no reference band is defined for PS in this table (SAUB covers PE and PP only)",
+            "hydroxyl": _no_reference("PS"),
+            "vinyl": _no_reference("PS"),
         },
         source=_ALMOND,
     ),
-    "PET": _intrinsic("PET", carbonyl=_own_carbonyl("PET", "ester")),
-    "PES": _intrinsic("PES", carbonyl=_own_carbonyl("PES", "ester")),
-    "PA": _intrinsic(
-        "PA",
-        carbonyl=_own_carbonyl("PA", "amide I"),
-        hydroxyl="the amide N-H stretch (~3300 cm-1) of PA lies inside the 3700-3100 cm-1 hydroxyl window",
-    ),
-    "PMMA": _intrinsic("PMMA", carbonyl=_own_carbonyl("PMMA", "ester")),
-    "EVA": _intrinsic("EVA", carbonyl=_own_carbonyl("EVA", "acetate ester")),
-    "PVAc": _intrinsic("PVAc", carbonyl=_own_carbonyl("PVAc", "acetate ester")),
-    "EAA": _intrinsic(
-        "EAA",
-        carbonyl=_own_carbonyl("EAA", "carboxylic acid"),
-        hydroxyl="the acid O-H stretch of EAA lies inside the 3700-3100 cm-1 hydroxyl window",
-    ),
-    "PU": _intrinsic(
-        "PU",
-        carbonyl=_own_carbonyl("PU", "urethane"),
-        hydroxyl="the urethane N-H stretch (~3300 cm-1) of PU lies inside the 3700-3100 cm-1 hydroxyl window",
-    ),
-    "CA": _intrinsic(
-        "CA",
-        carbonyl=_own_carbonyl("CA", "acetate ester"),
-        hydroxyl="residual cellulose O-H of CA lies inside the 3700-3100 cm-1 hydroxyl window",
-    ),
-    "PC": _intrinsic("PC", carbonyl=_own_carbonyl("PC", "carbonate")),
-    "PLA": _intrinsic("PLA", carbonyl=_own_carbonyl("PLA", "ester")),
+    **{
+        polymer: _intrinsic(
+            polymer,
+            carbonyl=_own_carbonyl(polymer, group),
+            hydroxyl=None if absorber is None else _in_hydroxyl_window(absorber),
+        )
+        for polymer, (group, absorber) in _OWN_CARBONYL.items()
+    },
     "cellulose": _intrinsic(
         "cellulose",
-        carbonyl="no reference band is defined for cellulose in this table (SAUB covers PE and PP only)",
+        carbonyl=_no_reference("cellulose"),
         hydroxyl="cellulose O-H groups fill the 3700-3100 cm-1 hydroxyl window",
     ),
 }
@@ -404,226 +397,3 @@ def aging_indices(
             continue
         values[index] = _area(grid, corrected, window) / reference_area
     return AgingIndices(label, values["carbonyl"], values["hydroxyl"], values["vinyl"], reasons)
-
-
-def _finite(values: Iterable[float | None]) -> tuple[FloatArray, int]:
-    """The finite values as an array, and how many were None or not finite."""
-    kept: list[float] = []
-    dropped = 0
-    for value in values:
-        if value is None or not math.isfinite(value):
-            dropped += 1
-        else:
-            kept.append(float(value))
-    return np.asarray(kept, dtype=np.float64), dropped
-
-
-def _describe(values: FloatArray, excluded: int) -> dict[str, Any]:
-    if values.size == 0:
-        return {"n": 0, "n_excluded": excluded, "median": None, "q1": None, "q3": None, "iqr": None}
-    q1, median, q3 = (float(q) for q in np.percentile(values, [25.0, 50.0, 75.0]))
-    return {
-        "n": int(values.size),
-        "n_excluded": excluded,
-        "median": median,
-        "q1": q1,
-        "q3": q3,
-        "iqr": q3 - q1,
-    }
-
-
-def compare_groups(values_a: Iterable[float | None], values_b: Iterable[float | None]) -> dict[str, Any]:
-    """Mann-Whitney U test of group b against group a (a: pristine, b: environmental).
-
-    ``None`` and non-finite values (not applicable) are left out and counted.
-    ``u`` is the U statistic of b; ``p_greater`` tests "b is stochastically
-    greater than a", ``p_two_sided`` tests any difference; ``prob_b_greater``
-    is U / (n_a n_b), the probability that a random b exceeds a random a
-    (ties counting half). With an empty group the test fields are ``None``.
-
-    >>> result = compare_groups([0.1, 0.2, 0.3, None], [0.4, 0.5, 0.6])
-    >>> result["a"]["n"], result["a"]["n_excluded"], result["u"], result["prob_b_greater"]
-    (3, 1, 9.0, 1.0)
-    >>> round(result["p_greater"], 3), round(result["p_two_sided"], 3)
-    (0.05, 0.1)
-    """
-    from scipy.stats import mannwhitneyu
-
-    a, excluded_a = _finite(values_a)
-    b, excluded_b = _finite(values_b)
-    result: dict[str, Any] = {
-        "a": _describe(a, excluded_a),
-        "b": _describe(b, excluded_b),
-        "alternative": "b > a",
-        "u": None,
-        "p_greater": None,
-        "p_two_sided": None,
-        "prob_b_greater": None,
-    }
-    if a.size == 0 or b.size == 0:
-        result["reason"] = "a group has no applicable values"
-        return result
-    greater = mannwhitneyu(b, a, alternative="greater")
-    two_sided = mannwhitneyu(b, a, alternative="two-sided")
-    u = float(greater.statistic)
-    result.update(
-        u=u,
-        p_greater=float(greater.pvalue),
-        p_two_sided=float(two_sided.pvalue),
-        prob_b_greater=u / (a.size * b.size),
-    )
-    return result
-
-
-def _format_p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
-
-
-def plot_distributions(
-    records: Sequence[Mapping[str, Any]], path: str | Path, *, index: str = "carbonyl"
-) -> Path:
-    """A PNG of ``index`` per polymer, pristine beside environmental (box and strip plot).
-
-    ``records`` are dicts with ``polymer``, ``group`` (:data:`PRISTINE` or
-    :data:`ENVIRONMENTAL`) and the index value (``None`` when not applicable,
-    left out). Each panel is one polymer with at least one value; it shows n per
-    group and the Mann-Whitney p (one-sided environmental > pristine, and
-    two-sided). Returns the path written.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    if index not in INDICES:
-        raise ValueError(f"unknown index {index!r}; choose one of {', '.join(INDICES)}")
-    groups = (PRISTINE, ENVIRONMENTAL)
-    colours = {PRISTINE: "#1f77b4", ENVIRONMENTAL: "#d95f02"}
-    by_polymer: dict[str, dict[str, list[float | None]]] = {}
-    for record in records:
-        value = record.get(index)
-        if value is None:
-            continue
-        per_group = by_polymer.setdefault(str(record["polymer"]), {g: [] for g in groups})
-        per_group[str(record["group"])].append(value)
-    polymers = sorted(by_polymer)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    n_panels = max(1, len(polymers))
-    fig, axes = plt.subplots(1, n_panels, figsize=(4.6 * n_panels, 5.2), squeeze=False)
-    rng = np.random.default_rng(0)
-    for ax, polymer in zip(axes[0], polymers, strict=False):
-        data = [np.asarray([v for v in by_polymer[polymer][g] if v is not None], dtype=float) for g in groups]
-        stats = compare_groups(by_polymer[polymer][PRISTINE], by_polymer[polymer][ENVIRONMENTAL])
-        non_empty = [i for i, d in enumerate(data) if d.size]
-        boxes = ax.boxplot(
-            [data[i] for i in non_empty],
-            positions=non_empty,
-            widths=0.5,
-            showfliers=False,
-            patch_artist=True,
-            medianprops={"color": "black"},
-        )
-        for patch, i in zip(boxes["boxes"], non_empty, strict=True):
-            patch.set_facecolor(colours[groups[i]])
-            patch.set_alpha(0.35)
-        for i, d in enumerate(data):
-            jitter = rng.uniform(-0.15, 0.15, d.size)
-            ax.scatter(i + jitter, d, s=14, color=colours[groups[i]], alpha=0.8, zorder=3)
-        ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{g}\nn = {d.size}" for g, d in zip(groups, data, strict=True)])
-        ax.axhline(0.0, color="grey", linewidth=0.6, linestyle=":")
-        u_text = "n/a" if stats["u"] is None else f"{stats['u']:.0f}"
-        ax.set_title(
-            f"{polymer}\nMann-Whitney U = {u_text}, p(env > pristine) = {_format_p(stats['p_greater'])}\n"
-            f"two-sided p = {_format_p(stats['p_two_sided'])}",
-            fontsize=10,
-        )
-        ax.set_ylabel(f"{index} index (band area / reference band area)")
-        ax.grid(axis="y", alpha=0.3)
-    if not polymers:
-        axes[0][0].text(0.5, 0.5, f"no particle has an applicable {index} index", ha="center", va="center")
-        axes[0][0].set_axis_off()
-    handles = [Patch(facecolor=colours[g], alpha=0.6, label=g) for g in groups]
-    axes[0][0].legend(handles=handles, loc="upper left", fontsize=9)
-    fig.suptitle(f"{index.capitalize()} index per polymer, pristine vs environmental particles (SAUB, FTIR)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def aging_report(
-    labelled_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    group_column: str = "library",
-    environmental: Sequence[str] = ("FLOPP-e",),
-) -> dict[str, Any]:
-    """Indices of every particle of a labelled set, compared pristine vs environmental.
-
-    A particle is environmental when its meta.csv ``group_column`` value is in
-    ``environmental``, pristine otherwise. Writes ``aging.json`` (method,
-    per-polymer comparisons of every index, one record per particle) and
-    ``aging.png`` (carbonyl index distributions) into ``out_dir`` and returns
-    the JSON content.
-    """
-    from engine.io import read_spectra
-
-    spectra = read_spectra(Path(labelled_dir))
-    if spectra and group_column not in spectra[0].metadata:
-        raise ValueError(f"{labelled_dir}: meta.csv has no {group_column!r} column to split the groups by")
-    records: list[dict[str, Any]] = []
-    for position, spectrum in enumerate(spectra):
-        meta = spectrum.metadata
-        group = ENVIRONMENTAL if str(meta.get(group_column, "")) in environmental else PRISTINE
-        indices = aging_indices(spectrum, str(meta.get("label", "")) or "unknown")
-        records.append(
-            {
-                "row": position,
-                "sample_id": meta.get("sample_id"),
-                "label": meta.get("label"),
-                "group": group,
-                **indices.as_dict(),
-            }
-        )
-    comparisons: dict[str, dict[str, Any]] = {}
-    for polymer in sorted({r["polymer"] for r in records}):
-        mine = [r for r in records if r["polymer"] == polymer]
-        for index in INDICES:
-            if all(r[index] is None for r in mine):
-                continue
-            stats = compare_groups(
-                [r[index] for r in mine if r["group"] == PRISTINE],
-                [r[index] for r in mine if r["group"] == ENVIRONMENTAL],
-            )
-            comparisons.setdefault(polymer, {})[index] = {"a": PRISTINE, "b": ENVIRONMENTAL, **stats}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    png = plot_distributions(records, out / "aging.png", index="carbonyl")
-    report: dict[str, Any] = {
-        "labelled_set": str(labelled_dir),
-        "groups": {
-            "column": group_column,
-            ENVIRONMENTAL: list(environmental),
-            PRISTINE: "every other value",
-        },
-        "method": {
-            "baseline": f"arPLS (pybaselines), lam {BASELINE_LAM:g} at 2 cm-1 spacing, CO2 region bridged",
-            "windows": {
-                polymer: {
-                    name: str(window) for name in ("reference", *INDICES) if (window := getattr(row, name))
-                }
-                for polymer, row in REFERENCE_BANDS.items()
-                if row.reference is not None
-            },
-        },
-        "comparisons": comparisons,
-        "records": records,
-        "outputs": {"png": str(png), "json": str(out / "aging.json")},
-    }
-    (out / "aging.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    return report

@@ -51,12 +51,12 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.core.conventions import TECHNIQUES, measured_range, resolve_all
-from engine.io import read_spectra
-from engine.io.labelled_set import is_labelled_set
 from engine.core.labels import canonical_label
 from engine.core.preprocess import build_pipeline, pipeline_grid, transform
 from engine.core.spectrum import Spectrum, SpectrumError
 from engine.core.storage import atomic_write_bytes, atomic_write_text
+from engine.io import read_spectra
+from engine.io.labelled_set import is_labelled_set
 
 __all__ = [
     "DEFAULT_LIBRARIES",

@@ -119,7 +119,7 @@ class _Stateless(TransformerMixin, BaseEstimator):
 
 
 class ToAbsorbance(_Stateless):
-    """%T, transmittance and reflectance spectra as absorbance (:func:`engine.core.spectrum.to_absorbance`)."""
+    """%T, transmittance and reflectance as absorbance (:func:`engine.core.spectrum.to_absorbance`)."""
 
     def __init__(self, *, floor: float = 1e-4) -> None:
         self.floor = floor
@@ -128,7 +128,19 @@ class ToAbsorbance(_Stateless):
         return [to_absorbance(s, floor=self.floor) for s in X]
 
 
-class Resample(_Stateless):
+class _GridStep(_Stateless):
+    """A step that knows the grid its matrix lies on: :class:`Resample` makes it, later steps work on it."""
+
+    start: float
+    stop: float
+    step: float
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.start, self.stop, self.step)
+
+
+class Resample(_GridStep):
     """Linear interpolation of each spectrum onto one grid; unmeasured points become NaN.
 
     A point is missing when it lies outside the spectrum's axis, inside a gap
@@ -156,10 +168,6 @@ class Resample(_Stateless):
     def _check_params(self) -> None:
         if self.step <= 0 or self.stop <= self.start:
             raise ValueError(f"bad grid {self.start}..{self.stop} step {self.step}")
-
-    @property
-    def grid(self) -> Grid:
-        return Grid(self.start, self.stop, self.step)
 
     def transform(self, X: Sequence[Spectrum]) -> FloatMatrix:
         target = self.grid.wavenumbers
@@ -202,18 +210,6 @@ def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[
         if end - begin >= ZERO_RUN_MIN:
             keep[begin:end] = False
     return s.wavenumbers[keep], s.values[keep]
-
-
-class _GridStep(_Stateless):
-    """A matrix step that knows the grid the matrix lies on."""
-
-    start: float
-    stop: float
-    step: float
-
-    @property
-    def grid(self) -> Grid:
-        return Grid(self.start, self.stop, self.step)
 
 
 class FlattenRegion(_GridStep):

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.base import BaseEstimator, clone
 
-__all__ = ["SpectrumClassifier", "finite_matrix"]
+__all__ = ["SpectrumClassifier", "check_integer", "finite_matrix"]
 
 FloatMatrix = npt.NDArray[np.float32]
 
@@ -30,6 +30,33 @@ def finite_matrix(X: npt.ArrayLike, name: str = "X") -> FloatMatrix:
     if not np.isfinite(matrix).all():
         raise ValueError(f"{name} contains NaN or infinity (or values too large for float32)")
     return matrix
+
+
+def check_integer(name: str, value: object, *, at_least: int | None = None, positive: bool = False) -> None:
+    """ValueError unless ``value`` is an integer (Python's or NumPy's; a ``bool`` is not one) in bounds.
+
+    ``positive`` asks for at least 1 and says so; ``at_least`` asks for at
+    least that; with neither, any integer will do.
+
+    >>> check_integer("size", 2, at_least=2)
+    >>> check_integer("size", True, positive=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: size must be a positive integer, got True
+    """
+    if positive:
+        minimum: int | None = 1
+        wanted = "a positive integer"
+    elif at_least is not None:
+        minimum, wanted = at_least, f"an integer of at least {at_least}"
+    else:
+        minimum, wanted = None, "an integer"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or (minimum is not None and value < minimum)
+    ):
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
 
 
 class SpectrumClassifier(BaseEstimator):

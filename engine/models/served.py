@@ -32,11 +32,11 @@ from engine.core.aging import aging_indices
 from engine.core.augment import class_seed, synthesize_class
 from engine.core.conventions import AcquisitionProfile, measured_range, resolve_all
 from engine.core.library import ReferenceLibrary
-from engine.models.openset import QualityGate, RejectCalibrator, pearson_rows
 from engine.core.preprocess import FINE_STEP
-from engine.models.ranges import RangeModelCache, route
 from engine.core.spectrum import Spectrum
 from engine.core.storage import atomic_write_bytes
+from engine.models.openset import QualityGate, RejectCalibrator, pearson_rows
+from engine.models.ranges import RangeModelCache, route
 from engine.models.subknn import SubspaceKNN
 
 if TYPE_CHECKING:

@@ -1,29 +1,11 @@
-"""A CNN member on polar-coordinate images of spectra (the KWR study's challenger).
+"""The CNN member as a classifier: :class:`PolarCNN`, with scikit-learn's and river's API.
 
-Each spectrum (a feature row on the common wavenumber grid) is drawn as a
-curve on polar axes: the angle is the position on the wavenumber axis (0 to
-2π over the grid, low wavenumbers first), the radius the intensity min-max
-normalised to [``inner_radius``, 1]. :func:`polar_images` rasterises that
-curve into an ``N x N`` image: every segment between two neighbouring points
-is sampled every half pixel, the samples are splatted bilinearly into the grid
-(one :func:`numpy.bincount` for a whole batch), so a pixel holds the length
-of curve that passes through it, and ``1 - exp(-length)`` turns that into
-ink: one pass of the curve gives about 0.6, crossings saturate towards 1. The
-image depends only on its own row, never on the rest of the batch.
-
-:func:`gramian_field` is the second encoding on offer: the Gramian angular
-summation field (GASF) of the row averaged down to ``size`` points.
-
-:class:`PolarCNN` is the classifier: a compact 2-D CNN (conv-BN-ReLU blocks
-that halve the image by striding, global average pooling, a linear head; see
-:class:`SpectrumImageNet`) trained with AdamW on class-balanced batches, with
-early stopping on a stratified validation split, on ``n_threads`` CPU
-threads (or a GPU with ``device="auto"``). Two constant channels with each
-pixel's x and y go in beside the image ("CoordConv"): global average pooling
-discards *where* a pattern is, and on a polar image where means which
-wavenumber. (With four blocks the receptive field already spans the image and
-on the benchmark they made no measurable difference; they cost next to
-nothing and keep position available to shallower networks.)
+:class:`PolarCNN` draws each spectrum as images (:mod:`engine.models.cnn.encoding`)
+and trains a :class:`~engine.models.cnn.net.SpectrumImageNet` on them with
+AdamW on class-balanced batches, with early stopping on a stratified
+validation split, on ``n_threads`` CPU threads (or a GPU with
+``device="auto"``). It saves and loads checkpoints that hold only tensors and
+plain values.
 
 Defaults (64 px, 4 blocks of 16-128 channels, about 100k weights, AdamW at
 3e-3, batches of 64, at most 30 epochs, patience 4) train on 2000 spectra of
@@ -37,8 +19,7 @@ from __future__ import annotations
 import copy
 import io
 import math
-from collections.abc import Hashable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +30,16 @@ from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from engine.core.augment import synthesize
-from engine.models.base import SpectrumClassifier, finite_matrix
 from engine.core.storage import atomic_write_bytes
+from engine.models.base import SpectrumClassifier, check_integer
+from engine.models.cnn.encoding import ENCODINGS, encode_images
+from engine.models.cnn.net import SpectrumImageNet, torch_session
 
-__all__ = ["PolarCNN", "SpectrumImageNet", "gramian_field", "polar_images"]
+__all__ = ["PolarCNN"]
 
 FloatMatrix = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
-#: Curve samples per pixel of length when a segment is rasterised.
-SAMPLES_PER_PIXEL = 2.0
-#: Samples rasterised per chunk of rows (bounds the temporary arrays to some tens of MB).
-RASTER_CHUNK_SAMPLES = 1 << 21
 #: A validation loss must fall by this share of the best so far to count as an improvement.
 MIN_IMPROVEMENT = 1e-3
 #: Optimiser steps per epoch at least, however few rows there are (small libraries still train).
@@ -73,212 +52,7 @@ PREDICT_BATCH = 256
 CHECKPOINT_FORMAT = "mpwatch.cnn.PolarCNN"
 CHECKPOINT_VERSION = 1
 
-_ENCODINGS = ("polar", "gasf", "polar+gasf")
 _DEVICES = ("cpu", "cuda", "auto")
-
-
-# ---------------------------------------------------------------------------------------------- encodings
-
-
-def _min_max(matrix: FloatMatrix) -> npt.NDArray[np.float64]:
-    """Each row scaled to [0, 1]; a constant row becomes zeros."""
-    values = matrix.astype(np.float64)
-    low = values.min(axis=1, keepdims=True)
-    span = values.max(axis=1, keepdims=True) - low
-    return np.divide(values - low, span, out=np.zeros_like(values), where=span > 0)
-
-
-def polar_images(X: npt.ArrayLike, *, size: int = 64, inner_radius: float = 0.15) -> FloatMatrix:
-    """Polar-coordinate images of the rows of ``X``: ``(n, d) -> (n, size, size)`` float32 in [0, 1).
-
-    Point ``i`` of ``d`` is drawn at angle ``2π i / d`` and radius
-    ``inner_radius + (1 - inner_radius) * (x_i - min) / (max - min)``, the
-    row's min-max normalised intensity (a constant row is the circle at
-    ``inner_radius``). The inner radius keeps the row's minima apart instead
-    of piling them up on the centre. See the module docstring for the ink.
-
-    >>> import numpy as np
-    >>> images = polar_images(np.array([[0.0, 1.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]]), size=8)
-    >>> images.shape, images.dtype, bool(images.min() >= 0.0 and images.max() < 1.0)
-    ((2, 8, 8), dtype('float32'), True)
-    """
-    matrix = finite_matrix(X)
-    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 2:
-        raise ValueError(f"size must be an integer of at least 2, got {size!r}")
-    if not 0.0 <= inner_radius < 1.0:
-        raise ValueError(f"inner_radius must be in [0, 1), got {inner_radius!r}")
-    n, d = matrix.shape
-    size = int(size)
-    images = np.zeros((n, size * size), dtype=np.float64)
-    if n == 0 or d == 0:
-        return images.reshape(n, size, size).astype(np.float32)
-    radius = inner_radius + (1.0 - inner_radius) * _min_max(matrix)
-    angle = 2.0 * np.pi * np.arange(d) / d
-    half = (size - 1) / 2.0
-    cols = half * (1.0 + radius * np.cos(angle))  # pixel coordinates, (n, d)
-    rows = half * (1.0 - radius * np.sin(angle))  # row 0 at the top: 90 degrees points up
-    if d == 1:
-        _splat(images, np.zeros(n, dtype=np.int64), rows[:, 0], cols[:, 0], np.ones(n), size)
-        return (1.0 - np.exp(-images)).reshape(n, size, size).astype(np.float32)
-    d_rows, d_cols = np.diff(rows, axis=1), np.diff(cols, axis=1)
-    lengths = np.hypot(d_rows, d_cols)  # (n, d - 1), in pixels
-    counts = np.maximum(1, np.ceil(lengths * SAMPLES_PER_PIXEL)).astype(np.int64)
-    per_row = counts.sum(axis=1)
-    start = 0
-    while start < n:
-        # As many rows as fit in one chunk of samples (always at least one).
-        stop = start + max(1, int(np.searchsorted(np.cumsum(per_row[start:]), RASTER_CHUNK_SAMPLES, "right")))
-        segment_counts = counts[start:stop].ravel()
-        segment = np.repeat(np.arange(segment_counts.size), segment_counts)
-        first = np.cumsum(segment_counts) - segment_counts
-        t = (np.arange(segment.size) - first[segment]) / segment_counts[segment]
-        owner = segment // (d - 1)  # row of each sample, within the chunk
-        r0 = rows[start:stop, :-1].ravel()[segment]
-        c0 = cols[start:stop, :-1].ravel()[segment]
-        sample_rows = r0 + t * d_rows[start:stop].ravel()[segment]
-        sample_cols = c0 + t * d_cols[start:stop].ravel()[segment]
-        # Each sample stands for 1 / count of its segment's length: a pixel sums the curve length in it.
-        weights = (lengths[start:stop].ravel() / segment_counts)[segment]
-        _splat(images[start:stop], owner, sample_rows, sample_cols, weights, size)
-        start = stop
-    return (1.0 - np.exp(-images)).reshape(n, size, size).astype(np.float32)
-
-
-def _splat(
-    images: npt.NDArray[np.float64],
-    owner: IntArray,
-    rows: npt.NDArray[np.float64],
-    cols: npt.NDArray[np.float64],
-    weights: npt.NDArray[np.float64],
-    size: int,
-) -> None:
-    """Add ``weights`` at fractional pixel positions into flat ``images`` (n, size * size), bilinearly."""
-    r0 = np.minimum(np.floor(rows).astype(np.int64), size - 2)
-    c0 = np.minimum(np.floor(cols).astype(np.int64), size - 2)
-    fr, fc = rows - r0, cols - c0
-    base = owner * (size * size) + r0 * size + c0
-    cells = np.concatenate([base, base + 1, base + size, base + size + 1])
-    shares = np.concatenate(
-        [(1 - fr) * (1 - fc) * weights, (1 - fr) * fc * weights, fr * (1 - fc) * weights, fr * fc * weights]
-    )
-    images += np.bincount(cells, weights=shares, minlength=images.size).reshape(images.shape)
-
-
-def _paa_matrix(d: int, size: int) -> npt.NDArray[np.float64]:
-    """``(size, d)`` averaging weights: output j is the row's mean over ``[j d / size, (j+1) d / size)``.
-
-    Fractional overlaps are weighted, so any ``d`` and ``size`` work (``size > d`` repeats points).
-    """
-    edges = np.linspace(0.0, float(d), size + 1)
-    left, right = edges[:-1, np.newaxis], edges[1:, np.newaxis]
-    points = np.arange(d, dtype=np.float64)[np.newaxis, :]
-    overlap = np.clip(np.minimum(right, points + 1) - np.maximum(left, points), 0.0, None)
-    return overlap / overlap.sum(axis=1, keepdims=True)
-
-
-def gramian_field(X: npt.ArrayLike, size: int = 64) -> FloatMatrix:
-    """Gramian angular summation fields: ``(n, d) -> (n, size, size)`` float32 in [-1, 1].
-
-    Each row is averaged down to ``size`` points (piecewise aggregate
-    approximation), min-max scaled to ``x`` in [-1, 1] and read as angles
-    ``φ = arccos(x)``; the field is ``cos(φ_i + φ_j) = x_i x_j - sqrt(1 - x_i²) sqrt(1 - x_j²)``.
-
-    >>> import numpy as np
-    >>> field = gramian_field(np.array([[0.0, 1.0, 2.0, 3.0]]), size=4)
-    >>> field.shape, float(field[0, 0, 0]), float(field[0, 3, 3])  # cos(2π), cos(0)
-    ((1, 4, 4), 1.0, 1.0)
-    """
-    matrix = finite_matrix(X)
-    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
-    n, d = matrix.shape
-    if d == 0:
-        return np.zeros((n, int(size), int(size)), dtype=np.float32)
-    reduced = matrix.astype(np.float64) @ _paa_matrix(d, int(size)).T
-    x = np.clip(2.0 * _min_max(reduced.astype(np.float32)) - 1.0, -1.0, 1.0)
-    s = np.sqrt(1.0 - x * x)
-    field = x[:, :, np.newaxis] * x[:, np.newaxis, :] - s[:, :, np.newaxis] * s[:, np.newaxis, :]
-    return field.astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------- network
-
-
-class SpectrumImageNet(nn.Module):
-    """A compact CNN: ``depth`` conv-BN-ReLU blocks, global average pooling, dropout, a linear head.
-
-    With ``coordinates`` two channels holding each pixel's x and y in [-1, 1]
-    are appended to the ``in_channels`` of the input ("CoordConv").
-
-    Each block is a 3x3 convolution with stride 2 (a learned pooling: it
-    halves the image), batch normalisation and ReLU; block ``b`` has
-    ``width * 2**b`` channels. Striding instead of conv + max-pool costs a
-    quarter of the convolution and none of the pooling: on a CPU that made
-    training 3 to 5 times faster at the same or better accuracy on real
-    spectra (see ``benchmarks/bench_cnn.py``).
-    """
-
-    def __init__(
-        self,
-        *,
-        in_channels: int,
-        n_classes: int,
-        width: int,
-        depth: int,
-        dropout: float,
-        coordinates: bool = True,
-    ) -> None:
-        super().__init__()
-        self.coordinates = coordinates
-        layers: list[nn.Module] = []
-        channels = in_channels + (2 if coordinates else 0)
-        for block in range(depth):
-            out = width * 2**block
-            layers += [
-                nn.Conv2d(channels, out, kernel_size=3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(out),
-                nn.ReLU(inplace=True),
-            ]
-            channels = out
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, n_classes)
-        )
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.coordinates:
-            n, _, rows, cols = images.shape
-            y = torch.linspace(1.0, -1.0, rows, device=images.device, dtype=images.dtype)  # up is positive
-            x = torch.linspace(-1.0, 1.0, cols, device=images.device, dtype=images.dtype)
-            grid = torch.stack([x.expand(rows, cols), y[:, None].expand(rows, cols)])
-            images = torch.cat([images, grid.expand(n, 2, rows, cols)], dim=1)
-        logits: torch.Tensor = self.head(self.features(images))
-        return logits
-
-
-@contextmanager
-def _torch_session(threads: int | None, *, device: torch.device) -> Iterator[None]:
-    """Torch on ``threads`` intra-op threads, with deterministic algorithms; both restored after."""
-    threads_before = torch.get_num_threads()
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
-    if threads is not None and threads != threads_before:
-        torch.set_num_threads(threads)
-    # CUDA has ops without a deterministic kernel: warn there instead of failing.
-    fill_before = torch.utils.deterministic.fill_uninitialized_memory  # type: ignore[attr-defined]
-    torch.use_deterministic_algorithms(mode=True, warn_only=device.type != "cpu")
-    # Filling every new tensor with NaN (a debugging aid of deterministic mode) costs a sixth of the time.
-    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        torch.utils.deterministic.fill_uninitialized_memory = fill_before  # type: ignore[attr-defined]
-        torch.use_deterministic_algorithms(mode=deterministic_before, warn_only=warn_only_before)
-        if torch.get_num_threads() != threads_before:
-            torch.set_num_threads(threads_before)
-
-
-# ---------------------------------------------------------------------------------------------- classifier
 
 
 class PolarCNN(SpectrumClassifier):
@@ -287,8 +61,9 @@ class PolarCNN(SpectrumClassifier):
     Parameters
     ----------
     encoding
-        ``"polar"`` (:func:`polar_images`), ``"gasf"`` (:func:`gramian_field`)
-        or ``"polar+gasf"`` (both, as two channels).
+        ``"polar"`` (:func:`~engine.models.cnn.encoding.polar_images`), ``"gasf"``
+        (:func:`~engine.models.cnn.encoding.gramian_field`) or ``"polar+gasf"``
+        (both, as two channels).
     image_size
         Side of the images, in pixels.
     inner_radius
@@ -433,10 +208,6 @@ class PolarCNN(SpectrumClassifier):
     # ------------------------------------------------------------------ parameters
 
     def _validate_params(self) -> None:
-        def integer(name: str, value: object, minimum: int) -> None:
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-                raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
-
         def fraction(name: str, value: object, low: float, high: float, *, closed_high: bool) -> None:
             ok = isinstance(value, float | int) and not isinstance(value, bool)
             if ok:
@@ -446,21 +217,20 @@ class PolarCNN(SpectrumClassifier):
                 bracket = "]" if closed_high else ")"
                 raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value!r}")
 
-        if self.encoding not in _ENCODINGS:
-            raise ValueError(f"encoding must be one of {_ENCODINGS}, got {self.encoding!r}")
-        integer("image_size", self.image_size, 4)
-        integer("width", self.width, 1)
-        integer("depth", self.depth, 1)
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+        check_integer("image_size", self.image_size, at_least=4)
+        check_integer("width", self.width, at_least=1)
+        check_integer("depth", self.depth, at_least=1)
         if int(self.image_size) < 2 ** int(self.depth):
             raise ValueError(f"image_size {self.image_size} is too small for {self.depth} pooling blocks")
-        integer("n_synthetic", self.n_synthetic, 0)
-        integer("max_epochs", self.max_epochs, 1)
-        integer("patience", self.patience, 1)
-        integer("batch_size", self.batch_size, 2)
+        check_integer("n_synthetic", self.n_synthetic, at_least=0)
+        check_integer("max_epochs", self.max_epochs, at_least=1)
+        check_integer("patience", self.patience, at_least=1)
+        check_integer("batch_size", self.batch_size, at_least=2)
         if self.n_threads is not None:
-            integer("n_threads", self.n_threads, 1)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+            check_integer("n_threads", self.n_threads, at_least=1)
+        check_integer("seed", self.seed)
         fraction("inner_radius", self.inner_radius, 0.0, 1.0, closed_high=False)
         fraction("dropout", self.dropout, 0.0, 1.0, closed_high=False)
         fraction("validation_fraction", self.validation_fraction, 0.0, 1.0, closed_high=False)
@@ -521,12 +291,7 @@ class PolarCNN(SpectrumClassifier):
         size = int(self.architecture_.get("image_size", self.image_size))
         encoding = str(self.architecture_.get("encoding", self.encoding))
         inner = float(self.architecture_.get("inner_radius", self.inner_radius))
-        channels = []
-        if encoding in ("polar", "polar+gasf"):
-            channels.append(polar_images(matrix, size=size, inner_radius=inner))
-        if encoding in ("gasf", "polar+gasf"):
-            channels.append(gramian_field(matrix, size))
-        return np.stack(channels, axis=1)
+        return encode_images(matrix, encoding=encoding, size=size, inner_radius=inner)
 
     # ------------------------------------------------------------------ learning
 
@@ -563,13 +328,16 @@ class PolarCNN(SpectrumClassifier):
         """Retrain now on every row learned, if any arrived since the last training."""
         if self._is_fitted() and self.stale_:
             if self.pending_spectra_:
-                self.training_spectra_ = np.concatenate([self.training_spectra_, *self.pending_spectra_])
-                self.training_codes_ = np.concatenate(
-                    [self.training_codes_, np.asarray(self.pending_codes_, dtype=np.int64)]
-                )
+                self.training_spectra_, self.training_codes_ = self._learned_rows()
                 self.pending_spectra_, self.pending_codes_ = [], []
             self._train()
         return self
+
+    def _learned_rows(self) -> tuple[FloatMatrix, IntArray]:
+        """Every row learned and its class position: the training rows, then those still pending."""
+        spectra = np.concatenate([self.training_spectra_, *self.pending_spectra_])
+        codes = np.concatenate([self.training_codes_, np.asarray(self.pending_codes_, dtype=np.int64)])
+        return spectra, codes
 
     def _training_set(self) -> tuple[FloatMatrix, IntArray]:
         """The learned rows, plus ``n_synthetic`` mixtures per class when asked for."""
@@ -615,7 +383,7 @@ class PolarCNN(SpectrumClassifier):
         row_weights = torch.from_numpy(1.0 / counts[codes[train_rows]])
         history: list[dict[str, float]] = []
         forked = [] if device.type != "cuda" else [device.index or torch.cuda.current_device()]
-        with _torch_session(self.n_threads, device=device), torch.random.fork_rng(devices=forked):
+        with torch_session(self.n_threads, device=device), torch.random.fork_rng(devices=forked):
             torch.manual_seed(seed)
             generator = torch.Generator().manual_seed(seed)
             network = self._build_network().to(device)
@@ -677,6 +445,13 @@ class PolarCNN(SpectrumClassifier):
             coordinates=bool(arch["coordinates"]),
         )
 
+    def _network_from(self, weights: Mapping[str, torch.Tensor]) -> SpectrumImageNet:
+        """A network of ``architecture_`` holding ``weights``, in eval mode."""
+        network = self._build_network()
+        network.load_state_dict(weights)
+        network.eval()
+        return network
+
     @staticmethod
     def _evaluate(network: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of ``network`` on a validation set (eval mode)."""
@@ -705,7 +480,7 @@ class PolarCNN(SpectrumClassifier):
         threads = self.n_threads
         if threads is not None and matrix.shape[0] <= SINGLE_THREAD_ROWS:
             threads = 1
-        with _torch_session(threads, device=device), torch.inference_mode():
+        with torch_session(threads, device=device), torch.inference_mode():
             if next(network.parameters()).device != device:
                 network.to(device)
             network.eval()
@@ -726,17 +501,14 @@ class PolarCNN(SpectrumClassifier):
         state = self.__dict__.copy()
         network = state.get("network_")
         if network is not None:
-            state["network_"] = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+            state["network_"] = _cpu_weights(network)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         weights = state.get("network_")
         self.__dict__.update(state)
         if weights is not None:
-            network = self._build_network()
-            network.load_state_dict(weights)
-            network.eval()
-            self.network_ = network
+            self.network_ = self._network_from(weights)
 
     def save(self, path: str | Path) -> None:
         """Write a checkpoint (parameters, classes, training rows, weights) to ``path`` atomically.
@@ -752,8 +524,7 @@ class PolarCNN(SpectrumClassifier):
         if self._is_fitted():
             for label in [*self.classes_, *(self.feature_names_in_ or ())]:
                 _check_plain(label)
-            spectra = np.concatenate([self.training_spectra_, *self.pending_spectra_])
-            codes = np.concatenate([self.training_codes_, np.asarray(self.pending_codes_, dtype=np.int64)])
+            spectra, codes = self._learned_rows()
             learned = {
                 "n_features_in_": self.n_features_in_,
                 "feature_names_in_": self.feature_names_in_,
@@ -765,9 +536,7 @@ class PolarCNN(SpectrumClassifier):
                 "history_": [dict(record) for record in self.history_],
                 "best_epoch_": self.best_epoch_,
                 "n_epochs_": self.n_epochs_,
-                "network_": None
-                if self.network_ is None
-                else {k: v.detach().cpu().clone() for k, v in self.network_.state_dict().items()},
+                "network_": None if self.network_ is None else _cpu_weights(self.network_),
             }
         buffer = io.BytesIO()
         torch.save(
@@ -803,11 +572,13 @@ class PolarCNN(SpectrumClassifier):
             model.n_epochs_ = int(learned["n_epochs_"])
             model.stale_ = bool(learned["stale_"])
             if learned["network_"] is not None:
-                network = model._build_network()
-                network.load_state_dict(learned["network_"])
-                network.eval()
-                model.network_ = network
+                model.network_ = model._network_from(learned["network_"])
         return model
+
+
+def _cpu_weights(network: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``network``'s weights and buffers on the CPU, detached: what is pickled or saved."""
+    return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
 
 
 def _check_plain(label: object) -> None:

@@ -1,0 +1,198 @@
+"""Admission: each inbox's stable files into the ledger, retries brought back, lost inboxes re-armed.
+
+:class:`Intake` owns one :class:`~daemon.intake.watcher.InboxWatcher` per inbox.
+Each turn of the main loop it admits the files that became stable (recorded,
+hashed, queued unless their content was seen already), brings due retries back,
+and re-arms the watcher of an inbox that vanished and came back. One file never
+makes it raise: a file that cannot be read is recorded as failed and retried.
+What cannot be admitted because the ledger cannot be written (the disk full)
+goes back to its watcher, and the main loop's guard retries the whole step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from daemon.config import Config, InboxConfig
+from daemon.intake.scan import SpectrumFileFilter
+from daemon.intake.stability import FileStat
+from daemon.intake.watcher import InboxWatcher
+from daemon.store.ledger import Admission, FileState, Ledger, LedgerError
+from daemon.web.metrics import Metrics
+from engine.core.conventions import AcquisitionProfile
+from engine.core.spectrum import file_sha256
+
+__all__ = ["ADMIT_PER_TURN", "Intake"]
+
+logger = logging.getLogger(__name__)
+
+#: Stable files admitted per inbox per turn. A burst (or the catch-up after a long stop)
+#: is hashed and queued a slice at a time, so the worker starts at once and the loop's
+#: heartbeat, retries and result files keep going.
+ADMIT_PER_TURN = 256
+
+
+class Intake:
+    """The inboxes' watchers and the way from a stable file to a pending ledger row."""
+
+    def __init__(
+        self, inboxes: Sequence[InboxConfig], config: Config, *, ledger: Ledger, metrics: Metrics
+    ) -> None:
+        self.ledger = ledger
+        self.metrics = metrics
+        self.inboxes = list(inboxes)
+        self.watchers = self._watchers(config)
+        #: Inboxes whose folder is gone, said once each (see :meth:`rearm`).
+        self._lost: set[str] = set()
+
+    def _watchers(self, config: Config) -> dict[str, InboxWatcher]:
+        return {
+            inbox.name: InboxWatcher(
+                inbox.path,
+                file_filter=SpectrumFileFilter(include=inbox.include, exclude=inbox.exclude),
+                quiet_seconds=config.watch.quiet_seconds,
+                polling=inbox.polling,
+                poll_interval=inbox.poll_interval_seconds,
+            )
+            for inbox in self.inboxes
+        }
+
+    def profile_for(self, path: str | Path) -> AcquisitionProfile | None:
+        """The profile of the inbox holding ``path`` (None outside every inbox)."""
+        target = Path(path)
+        for inbox in self.inboxes:
+            if target.is_relative_to(inbox.path):
+                return inbox.profile()
+        return None
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name, watcher in self.watchers.items():
+            self._start_watcher(name, watcher)
+
+    def stop(self) -> None:
+        for watcher in self.watchers.values():
+            watcher.stop()
+
+    def reconfigure(self, config: Config) -> None:
+        """Watch the inboxes of ``config`` instead: watchers stopped, replaced and started."""
+        self.stop()
+        self.inboxes = list(config.inboxes)
+        self.metrics.set_inbox_roots(inbox.name for inbox in self.inboxes)
+        self.watchers = self._watchers(config)
+        self._lost.clear()
+        self.start()
+
+    def _start_watcher(self, name: str, watcher: InboxWatcher) -> None:
+        try:
+            found = watcher.start()
+            logger.info("watching %s (%s): %d files found at start", watcher.root, name, found)
+        except OSError as exc:
+            logger.warning("cannot watch inbox %s at %s: %s; waiting for it", name, watcher.root, exc)
+        self.metrics.set_watcher_up(name, up=watcher.is_alive)
+
+    def watchers_up(self) -> dict[str, bool]:
+        return {name: watcher.is_alive for name, watcher in self.watchers.items()}
+
+    def seconds_to_next_ready(self) -> float:
+        """How long until some inbox has a stable file (infinity: nothing is waiting)."""
+        due = [s for w in self.watchers.values() if (s := w.seconds_to_next_ready()) is not None]
+        return min(due, default=math.inf)
+
+    def rearm(self) -> None:
+        """A watcher whose inbox vanished is said to be lost once, and started again when it returns.
+
+        An inbox missing at start is waited for the same way (with a warning), not refused:
+        a network share may mount after the daemon starts.
+        """
+        for name, watcher in self.watchers.items():
+            if watcher.is_alive:
+                continue
+            if not watcher.root.is_dir():
+                if name not in self._lost:
+                    self._lost.add(name)
+                    logger.warning("inbox %s (%s) is gone; waiting for it to come back", name, watcher.root)
+                continue
+            watcher.stop()
+            self._start_watcher(name, watcher)
+            if watcher.is_alive:
+                logger.info("inbox %s (%s) is back; watching it again", name, watcher.root)
+                self._lost.discard(name)
+
+    def rescan(self) -> int:
+        """The safety net: look at every inbox for files no event announced."""
+        found = sum(w.rescan() for w in self.watchers.values())
+        if found:
+            logger.info("rescan found %d files the watchers had not reported", found)
+            self.metrics.rescan_recovered(found)
+        return found
+
+    # -- admission ------------------------------------------------------------------------------
+
+    def admit_ready(self, now: float) -> None:
+        """Admit each inbox's stable files; what cannot be admitted goes back to its watcher."""
+        for watcher in self.watchers.values():
+            stats = watcher.poll_ready(limit=ADMIT_PER_TURN)
+            try:
+                self.admit(stats, now=now)
+            except BaseException:
+                watcher.hand_back(stats)
+                raise
+
+    def admit(self, stats: Sequence[FileStat], *, now: float) -> dict[Path, Admission | None]:
+        """Stable files: record them, hash them and queue each unless its content was seen already.
+
+        Two ledger batches (one fsync each), with the hashing between them. Returns each
+        path's admission: None for a file already known or one that could not be read.
+        """
+        admitted: dict[Path, Admission | None] = {stat.path: None for stat in stats}
+        if not stats:
+            return admitted
+        with self.ledger.batch():
+            seen = [
+                stat.path
+                for stat in stats
+                if self.ledger.observe(stat.path, size=stat.size, mtime=stat.mtime, now=now).state
+                is FileState.SEEN
+            ]
+        hashed = [(path, sha) for path in seen if (sha := self._hash(path, now=now)) is not None]
+        with self.ledger.batch():
+            for path, sha in hashed:
+                try:
+                    admitted[path] = self.ledger.mark_pending(path, sha, now=now)
+                except LedgerError as exc:  # changed under us; its next event admits it again
+                    logger.warning("%s not admitted: %s", path, exc)
+        for admission in admitted.values():
+            if admission in (Admission.DUPLICATE, Admission.QUARANTINED):
+                self.metrics.file_finished(str(admission), now=now)
+        return admitted
+
+    def _hash(self, path: Path, *, now: float) -> str | None:
+        """The file's sha256, or None when it cannot be read now (recorded as failed, retried)."""
+        try:
+            return file_sha256(path)
+        except OSError as exc:
+            self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
+            self.metrics.file_finished("failed", now=now)
+            return None
+
+    def retry_due(self, now: float) -> None:
+        """Failed files whose backoff has passed: looked at again and queued."""
+        for record in self.ledger.due_retries(now=now):
+            path = Path(record.path)
+            try:
+                stat = path.stat()
+            except OSError as exc:
+                self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
+                continue
+            self.ledger.observe(path, size=stat.st_size, mtime=stat.st_mtime, now=now)
+            try:
+                sha = file_sha256(path)
+            except OSError as exc:
+                self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
+                continue
+            self.ledger.mark_pending(path, sha, now=now)

@@ -1,0 +1,104 @@
+"""The review queue: the results an analyst should look at, and the analyst's decisions.
+
+Unknown results are queued when they are written; any result can be queued by
+hand. A decision (``confirmed`` with a label, or ``rejected``) replaces an earlier
+one. Reviews of superseded results leave the queue with them.
+"""
+
+from __future__ import annotations
+
+from daemon.store.connection import REVIEW_SELECT, LedgerConnection
+from daemon.store.records import (
+    ReviewItem,
+    ReviewState,
+    UnknownReviewError,
+    _review_item,
+)
+
+__all__ = ["ReviewQueue"]
+
+
+class ReviewQueue(LedgerConnection):
+    """The ``review`` table: queued results and decisions."""
+
+
+    def enqueue_review(self, result_id: int, *, now: float) -> bool:
+        """Ask an analyst to look at any result (unknowns are queued automatically).
+
+        Returns False if the result already has a review.
+
+        Raises:
+            LookupError: no such result.
+        """
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM results WHERE id = ?", (result_id,)).fetchone() is None:
+                raise UnknownReviewError(f"no result {result_id}")
+            cursor = conn.execute(
+                "INSERT INTO review (result_id, state, opened_at) VALUES (?, 'open', ?) "
+                "ON CONFLICT (result_id) DO NOTHING",
+                (result_id, now),
+            )
+            return cursor.rowcount > 0
+
+    def open_reviews(self, *, limit: int = 100, offset: int = 0) -> list[ReviewItem]:
+        """Open reviews, the oldest result first."""
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be >= 1 and offset >= 0")
+        with self._read() as conn:
+            rows = conn.execute(
+                f"{REVIEW_SELECT} WHERE v.state = 'open' AND r.superseded_at IS NULL "
+                "ORDER BY v.result_id LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [_review_item(row) for row in rows]
+
+    def review(self, result_id: int) -> ReviewItem | None:
+        """The review of one result, or None."""
+        with self._read() as conn:
+            row = conn.execute(f"{REVIEW_SELECT} WHERE v.result_id = ?", (result_id,)).fetchone()
+        return None if row is None else _review_item(row)
+
+    def decide_review(
+        self,
+        result_id: int,
+        *,
+        state: ReviewState,
+        label: str | None,
+        decided_by: str,
+        now: float,
+    ) -> ReviewItem:
+        """Record an analyst's decision; a later decision replaces an earlier one.
+
+        ``confirmed`` needs the polymer ``label`` the analyst assigns; ``rejected`` (not
+        a polymer, or not worth adding) may leave it None.
+
+        Raises:
+            UnknownReviewError: the result has no review.
+            ValueError: ``state`` is ``open``, or ``confirmed`` without a label.
+        """
+        decision = ReviewState(state)
+        if decision is ReviewState.OPEN:
+            raise ValueError("a decision is 'confirmed' or 'rejected', not 'open'")
+        if decision is ReviewState.CONFIRMED and not label:
+            raise ValueError("confirming a result needs the label the analyst assigns")
+        if not decided_by:
+            raise ValueError("decided_by must name who decided")
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE review SET state = ?, label = ?, decided_by = ?, decided_at = ? WHERE result_id = ?",
+                (str(decision), label, decided_by, now, result_id),
+            )
+            if cursor.rowcount == 0:
+                raise UnknownReviewError(f"result {result_id} has no review")
+            row = conn.execute(f"{REVIEW_SELECT} WHERE v.result_id = ?", (result_id,)).fetchone()
+        return _review_item(row)
+
+    def review_counts(self) -> dict[ReviewState, int]:
+        """Number of reviews in each state, every state present."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT v.state, COUNT(*) FROM review AS v JOIN results AS r ON r.id = v.result_id "
+                "WHERE r.superseded_at IS NULL GROUP BY v.state"
+            ).fetchall()
+        found = {ReviewState(state): int(count) for state, count in rows}
+        return {state: found.get(state, 0) for state in ReviewState}
