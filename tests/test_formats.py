@@ -10,6 +10,7 @@ every reader: nothing but SpectrumError may escape.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import subprocess
@@ -21,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.io import read_spectra, readers
 from engine.core.spectrum import SpectrumError
+from engine.io import detect, read_spectra, readers, registry
 from tests.conftest import FORMATS, REPO_ROOT
 from tests.format_cases import FormatCase
 from tests.format_cases_binary import BINARY_CASES
@@ -78,6 +79,49 @@ class TestFormatsTable:
         if case.y_unit:
             assert first.y_unit == case.y_unit
         assert first.metadata["sha256"] and first.metadata["source"] == str(path)
+
+
+#: Modules of engine/io that a reader module may import: the registry and shared helpers. The zip
+#: reader also takes the ENVI pair parser, since an ENVI map in a zip is two members.
+READER_HELPERS = {"registry", "_text", "_binary", "_jcamp_data"}
+ALLOWED_READER_IMPORTS = {"archive": {"envi"}}
+
+
+class TestRegistry:
+    """The registry alone chooses readers, for files and for zip members, by declared rules."""
+
+    def test_no_reader_picks_another_reader(self) -> None:
+        package = REPO_ROOT / "engine" / "io"
+        for module in sorted(package.glob("*.py")):
+            if module.stem in READER_HELPERS or module.stem == "__init__":
+                continue
+            imported = {
+                (node.module or "").removeprefix("engine.io.")
+                for node in ast.walk(ast.parse(module.read_text(encoding="utf-8")))
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("engine.io.")
+            }
+            others = imported - READER_HELPERS - ALLOWED_READER_IMPORTS.get(module.stem, set())
+            assert not others, f"{module.name} imports reader module(s) {sorted(others)}"
+
+    def test_the_generic_reader_is_declared_not_ordered(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert [r.name for r in readers() if r.fallback] == ["delimited"]
+        files = sample_files()
+        chosen = {p: detect(p).name for p in files}
+        generic_first = sorted(registry.readers(), key=lambda r: not r.fallback)
+        monkeypatch.setattr(registry, "_READERS", generic_first)
+        assert {p: detect(p).name for p in files} == chosen
+
+    def test_members_are_chosen_by_the_rules_for_files(self) -> None:
+        for path in sample_files():
+            reader = detect(path)
+            member = registry.detect_data(f"folder/{path.name}", path.read_bytes())
+            # Binary formats, ENVI pairs and nested zips are read from files only: such members are skipped.
+            assert member is (reader if reader.parse is not None else None), path
+
+    def test_bytes_nobody_reads_are_not_claimed(self) -> None:
+        assert registry.parse_data("readme.md", b"# notes\n") is None
+        assert registry.parse_data("scan.spa", b"Spectral Data File" + bytes(600)) is None
+        assert registry.detect_data("notes.txt", b"1\t2\n").name == "delimited"
 
 
 class TestInspectCommand:

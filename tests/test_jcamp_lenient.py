@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.core.spectrum import SpectrumError
 from engine.io import read_spectra
 from engine.io.jcampdx import decode_xydata, parse_jcamp, spectra_from_jcamp
-from engine.core.spectrum import SpectrumError
 
 N = 1801
 FIRST_X, LAST_X, STEP = 400, 4000, 2

@@ -20,13 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.core.spectrum import Spectrum, SpectrumError
 from engine.io import detect, read_spectra
 from engine.io.omnic import SPA_MAGIC, read_omnic
 from engine.io.opus import OPUS_MAGIC, read_opus
 from engine.io.perkinelmer import PE_MAGIC, read_perkinelmer
 from engine.io.spc import OLD_FORMAT, parse_spc, read_spc
 from engine.io.wdf import WDF_MAGIC, read_wdf
-from engine.core.spectrum import Spectrum, SpectrumError
 from tests.conftest import FORMATS
 from tests.format_cases import FormatCase
 from tests.format_cases_binary import BINARY_CASES

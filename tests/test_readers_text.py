@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import itertools
 import json
@@ -20,7 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.core.spectrum import Spectrum, SpectrumError
 from engine.io import detect, read_spectra
+from engine.io.archive import spectra_from_zip
 from engine.io.asp import spectra_from_asp
 from engine.io.delimited import parse_delimited, spectra_from_delimited, spectra_from_labspec
 from engine.io.envi import spectra_from_envi
@@ -29,9 +32,7 @@ from engine.io.openspecy import (
     spectra_from_openspecy_csv,
     spectra_from_openspecy_json,
     spectra_from_openspecy_yaml,
-    spectra_from_zip,
 )
-from engine.core.spectrum import Spectrum, SpectrumError
 from tests.conftest import FORMATS
 from tests.format_cases_text import TEXT_CASES
 
@@ -338,7 +339,10 @@ class TestJcampDx:
 
     def test_jcamp_after_a_comment_in_a_txt_file(self, tmp_path: Path) -> None:
         text = "$$ exported\n\n" + _jcamp_text(_encode_lines(_Y, "PAC"), len(_Y))
-        assert read_spectra(_write(tmp_path, "late.txt", text))[0].n_points == len(_Y)
+        path = _write(tmp_path, "late.txt", text)
+        assert detect(path).name == "jcamp-dx"  # the JCAMP sniff, before the generic text reader
+        spectrum = read_spectra(path)[0]
+        assert spectrum.n_points == len(_Y) and spectrum.metadata["format"] == "jcamp-dx"
 
     def test_metadata_carries_header_fields(self) -> None:
         spectrum = read_spectra(FORMATS / "jcamp/isas_PE1800.DX")[0]
@@ -461,7 +465,17 @@ class TestDelimited:
         header, data = _envi(samples=2, lines=1, bands=20, interleave="bsq")
         _write(tmp_path, "map.hdr", header)
         path = _write(tmp_path, "map.dat", data)
-        assert len(read_spectra(path)) == 2
+        assert detect(path).name == "envi"  # claimed by the ENVI reader, not the delimited one
+        spectra = read_spectra(path)
+        assert len(spectra) == 2
+        assert {s.metadata["format"] for s in spectra} == {"envi"}
+        assert spectra[0].metadata["source"] == str(path)
+        assert spectra[0].metadata["sha256"] == hashlib.sha256(data).hexdigest()
+
+    def test_a_dat_without_an_envi_header_stays_delimited_text(self, tmp_path: Path) -> None:
+        _write(tmp_path, "map.hdr", "not an ENVI header\n")
+        path = _write(tmp_path, "map.dat", "".join(f"{1000 + i}\t{i % 7}\n" for i in range(20)))
+        assert detect(path).name == "delimited"
 
 
 class TestLabSpec:
@@ -625,6 +639,27 @@ class TestEnviAndZip:
         data[central + 24 : central + 28] = (10).to_bytes(4, "little")
         with pytest.raises(SpectrumError):
             spectra_from_zip(bytes(data), name="liar.zip")
+
+    def test_zip_members_are_chosen_as_files_are(self) -> None:
+        jcamp = "$$ exported\n\n" + _jcamp_text(_encode_lines(_Y, "SQZ"), len(_Y))
+        asp = "16\n4000\n1000\n1\n2\n4\n" + "\n".join(str(i % 5) for i in range(16))
+        labspec = (FORMATS / "horiba_labspec_txt/spectrochempy_SMC1-Initial_RT.txt").read_bytes()
+        rows = "wavenumber,intensity\n" + "".join(f"{400 + i},{i % 3}\n" for i in range(16))
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("a/late.txt", jcamp)
+            archive.writestr("b.asp", asp)
+            archive.writestr("c.txt", labspec)
+            archive.writestr("d.csv", rows)
+            archive.writestr("e.spa", (FORMATS / "omnic_spa/spectrochempy_spectre.SPA").read_bytes())
+            archive.writestr("readme.md", "# notes\n")
+        spectra = spectra_from_zip(buffer.getvalue(), name="mixed.zip")
+        by_member = {s.metadata["member"]: s for s in spectra}
+        assert sorted(by_member) == ["a/late.txt", "b.asp", "c.txt", "d.csv"]  # binary members are skipped
+        assert by_member["a/late.txt"].metadata["jcamp_compression"] == "SQZ"
+        assert by_member["b.asp"].metadata["asp_header"] == [1.0, 2.0, 4.0]
+        assert by_member["c.txt"].metadata["labspec"] and by_member["c.txt"].y_unit == "counts"
+        assert by_member["d.csv"].metadata["column"] == "intensity"
 
     def test_zip_without_spectra(self) -> None:
         buffer = io.BytesIO()

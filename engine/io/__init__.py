@@ -1,9 +1,16 @@
-"""Spectrum file readers, one module per format, chosen by magic bytes and suffix.
+"""Spectrum file readers, one module per format; the registry alone decides which one reads a file.
 
 ``read_spectra(path)`` returns every spectrum in a file (maps and multi-subfile
 files hold several); ``read_spectrum(path)`` the first. Anything wrong with a
 file is raised as :class:`engine.core.spectrum.SpectrumError` with a reason code.
-Importing this package registers every reader.
+
+Each reader module registers its reader with :mod:`engine.io.registry`, saying
+how its format is recognised (magic bytes, a claim on the path, suffixes and a
+sniff of the first bytes, or a sniff trusted under any name); the generic
+delimited-text reader registers as the fallback of its suffixes. The registry
+picks the reader for a file (:func:`detect`) and for bytes under a name
+(:func:`engine.io.registry.detect_data`, for the members of a zip). No reader
+calls another one. Importing this package registers every reader.
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ import importlib
 
 from engine.io.registry import Reader, detect, read_spectra, read_spectrum, readers, register
 
-#: Reader modules, imported for their registrations. Binary formats with magic
-#: bytes come first; text formats that are recognised by sniffing come last.
+#: Reader modules, imported for their registrations: binary formats with magic
+#: bytes, then text formats. The registry's rules (magic, claim, suffix and
+#: sniff, content sniff, fallback) decide between readers; the order below only
+#: breaks ties between two readers that both match at the same step.
 READER_MODULES = (
     "opus",
     "omnic",
@@ -26,6 +35,7 @@ READER_MODULES = (
     "envi",
     "openspecy",
     "delimited",
+    "archive",
 )
 
 for _name in READER_MODULES:

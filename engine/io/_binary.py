@@ -1,4 +1,4 @@
-"""What every binary reader does around its parser: read the bytes, refuse an empty file, name the file.
+"""What binary readers share: reading the bytes around a parser, and decoding fixed-size header strings.
 
 >>> from pathlib import Path
 >>> import tempfile
@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.core.spectrum import Spectrum, SpectrumError
 
-__all__ = ["read_binary"]
+__all__ = ["c_string", "read_binary"]
 
 Parser = Callable[[bytes, str], list[Spectrum]]
 
@@ -39,3 +39,16 @@ def read_binary(path: Path, parse: Parser) -> list[Spectrum]:
         if exc.message.startswith(path.name):
             raise
         raise SpectrumError(exc.reason, f"{path.name}: {exc.message}") from exc
+
+
+def c_string(raw: bytes) -> str:
+    """A NUL-terminated header string, stripped: UTF-8 when it decodes as such, else Latin-1.
+
+    >>> c_string(b"PE pellet\\0junk"), c_string(b"\\xb5m\\0")
+    ('PE pellet', 'µm')
+    """
+    text = raw.split(b"\0", 1)[0]
+    try:
+        return text.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return text.decode("latin-1").strip()

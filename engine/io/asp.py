@@ -13,15 +13,13 @@ the y unit, so it is ``arbitrary``; the instruments are FTIR.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from engine.io._text import decode_text, looks_binary, parse_number, read_limited, short
-from engine.io.registry import register
 from engine.core.spectrum import Spectrum, SpectrumError
+from engine.io._text import decode_text, looks_binary, parse_number, short
+from engine.io.registry import register_parser
 
-__all__ = ["HEADER_VALUES", "looks_like_asp", "read_asp", "spectra_from_asp"]
+__all__ = ["HEADER_VALUES", "looks_like_asp", "spectra_from_asp"]
 
 #: Numbers before the intensities: count, first wavenumber, last wavenumber, three instrument values.
 HEADER_VALUES = 6
@@ -56,6 +54,7 @@ def _numbers(fields: list[str], *, start: int, name: str) -> list[float]:
     return numbers
 
 
+@register_parser("agilent-asp", suffixes=(".asp",), sniff=looks_like_asp)
 def spectra_from_asp(data: bytes, *, name: str) -> list[Spectrum]:
     """The spectrum in Agilent ``.asp`` bytes."""
     if looks_binary(data):
@@ -84,9 +83,3 @@ def spectra_from_asp(data: bytes, *, name: str) -> list[Spectrum]:
     wavenumbers = np.linspace(first, last, n)
     metadata = {"asp_header": header[3:]}
     return [Spectrum.create(wavenumbers, values, y_unit="arbitrary", technique="ir", metadata=metadata)]
-
-
-@register("agilent-asp", suffixes=(".asp",), sniff=looks_like_asp)
-def read_asp(path: Path) -> list[Spectrum]:
-    """An Agilent ``.asp`` spectrum file."""
-    return spectra_from_asp(read_limited(path), name=path.name)

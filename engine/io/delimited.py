@@ -31,12 +31,12 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.core.spectrum import MIN_POINTS, Spectrum, SpectrumError
 from engine.io._text import (
     MAX_SPECTRA,
     decode_text,
@@ -44,12 +44,8 @@ from engine.io._text import (
     infer_y_unit,
     looks_binary,
     parse_number,
-    read_limited,
 )
-from engine.io.envi import envi_header_for, read_envi
-from engine.io.jcampdx import looks_like_jcamp, spectra_from_jcamp
-from engine.io.registry import register
-from engine.core.spectrum import MIN_POINTS, Spectrum, SpectrumError
+from engine.io.registry import register_parser
 
 __all__ = [
     "DelimitedTable",
@@ -57,8 +53,6 @@ __all__ = [
     "infer_y_unit",
     "looks_like_labspec",
     "parse_delimited",
-    "read_delimited",
-    "read_labspec",
     "spectra_from_delimited",
     "spectra_from_labspec",
 ]
@@ -487,8 +481,9 @@ def _keep(spectra: list[Spectrum], errors: list[SpectrumError], *, name: str, wh
     return spectra
 
 
+@register_parser("delimited", suffixes=(".csv", ".txt", ".dat", ".tsv"), fallback=True)
 def spectra_from_delimited(data: bytes, *, name: str) -> list[Spectrum]:
-    """Every spectrum in delimited text bytes."""
+    """Every spectrum in delimited text bytes (the generic reader of its suffixes, chosen last)."""
     if looks_binary(data):
         raise SpectrumError("unreadable", f"{name} is binary, not delimited text")
     return spectra_from_table(parse_delimited(decode_text(data), name=name), name=name)
@@ -503,6 +498,7 @@ def looks_like_labspec(head: bytes) -> bool:
     return sum(any(key.startswith(known) for known in _LABSPEC_KEYS) for key in keys) >= 2
 
 
+@register_parser("horiba-labspec", suffixes=(".txt", ".csv", ".tsv", ".dat"), sniff=looks_like_labspec)
 def spectra_from_labspec(data: bytes, *, name: str) -> list[Spectrum]:
     """Every spectrum in a Horiba LabSpec text export (Raman, counts)."""
     if looks_binary(data):
@@ -521,27 +517,3 @@ def spectra_from_labspec(data: bytes, *, name: str) -> list[Spectrum]:
     meta["labspec"] = fields
     table = parse_delimited(text, name=name)
     return spectra_from_table(table, name=name, y_unit="counts", technique="raman", metadata=meta)
-
-
-@register("horiba-labspec", suffixes=(".txt",), sniff=looks_like_labspec)
-def read_labspec(path: Path) -> list[Spectrum]:
-    """A Horiba LabSpec ``.txt`` export: ``#key=value`` header lines, then Raman shift and counts."""
-    return spectra_from_labspec(read_limited(path), name=path.name)
-
-
-@register("delimited", suffixes=(".csv", ".txt", ".dat", ".tsv"))
-def read_delimited(path: Path) -> list[Spectrum]:
-    """A delimited text of wavenumbers and one or more value columns.
-
-    A ``.dat`` beside an ENVI ``.hdr`` is the binary half of an ENVI image and
-    is read as one; JCAMP-DX text that the magic bytes missed (a blank line or
-    a ``$$`` comment before ``##TITLE=``) is read as JCAMP-DX.
-    """
-    if path.suffix.lower() == ".dat":
-        header = envi_header_for(path)
-        if header is not None:
-            return read_envi(header)
-    data = read_limited(path)
-    if looks_like_jcamp(data[:4096]):
-        return spectra_from_jcamp(data, name=path.name)
-    return spectra_from_delimited(data, name=path.name)

@@ -7,6 +7,10 @@ interleave (``bsq``, ``bil`` or ``bip``), the byte order and, in its
 spectrum whose metadata holds its ``x`` (sample) and ``y`` (line) position.
 Sizes are checked against the header before anything is allocated.
 
+The reader is registered for the ``.hdr`` (and its ``ENVI`` magic); it also
+claims, through the registry, a ``.dat`` that has a header beside it. In a zip
+the pair is found by :func:`data_member`.
+
 >>> header = parse_envi_header('''ENVI
 ... samples = 2
 ... lines = 1
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +34,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
 from engine.io._text import MAX_SPECTRA, decode_text, read_limited, short
 from engine.io.registry import register
-from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
 
 __all__ = [
+    "ENVI_MAGIC",
     "MAX_ENVI_BYTES",
     "EnviHeader",
+    "data_member",
     "envi_header_for",
     "parse_envi_header",
     "read_envi",
@@ -43,6 +50,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The first bytes of every ENVI header.
+ENVI_MAGIC = b"ENVI"
 
 #: The binary half of an ENVI image may be at most this large.
 MAX_ENVI_BYTES = 256 * 1024 * 1024
@@ -273,7 +283,7 @@ def envi_header_for(data_path: Path) -> Path | None:
         try:
             if candidate.is_file():
                 with candidate.open("rb") as handle:
-                    if handle.read(4) == b"ENVI":
+                    if handle.read(len(ENVI_MAGIC)) == ENVI_MAGIC:
                         return candidate
         except OSError:
             continue
@@ -289,9 +299,33 @@ def _data_file(header_path: Path) -> Path:
     raise SpectrumError("no_spectrum", f"{header_path.name}: no ENVI data file beside it (tried {tried})")
 
 
-@register("envi", suffixes=(".hdr",), magic=(b"ENVI",))
+def data_member(header: str, names: Iterable[str]) -> str | None:
+    """Among ``names`` (a zip's members), the data of the ENVI header ``header``: same stem, a data suffix.
+
+    Names are compared in any case, as zips come from any file system.
+
+    >>> data_member("map/CA.hdr", ["map/CA.hdr", "map/ca.DAT", "readme.txt"])
+    'map/ca.DAT'
+    """
+    lower = {name.lower(): name for name in names if name != header}
+    stem = header[: -len(".hdr")].lower()
+    for suffix in DATA_SUFFIXES:
+        if stem + suffix.lower() in lower:
+            return lower[stem + suffix.lower()]
+    return None
+
+
+def _claim_data_file(path: Path) -> Path | None:
+    """The header to read for a ``.dat`` that is the binary half of an ENVI image."""
+    return envi_header_for(path) if path.suffix.lower() == ".dat" else None
+
+
+@register("envi", suffixes=(".hdr",), magic=(ENVI_MAGIC,), claim=_claim_data_file)
 def read_envi(path: Path) -> list[Spectrum]:
-    """An ENVI image from its ``.hdr`` and the data file beside it, one spectrum per pixel."""
+    """An ENVI image from its ``.hdr`` and the data file beside it, one spectrum per pixel.
+
+    A ``.dat`` beside a header is claimed for this reader, which then reads the header.
+    """
     header_text = decode_text(read_limited(path, limit=MAX_HEADER_BYTES))
     data = read_limited(_data_file(path), limit=MAX_ENVI_BYTES)
     return spectra_from_envi(header_text, data, name=path.name)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from engine.io.registry import register
 from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
+from engine.io.registry import register
 
 __all__ = ["LabelledSet", "is_labelled_set", "load_labelled_set"]
 

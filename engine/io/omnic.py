@@ -31,9 +31,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from engine.io._binary import read_binary
-from engine.io.registry import register
 from engine.core.spectrum import Spectrum, SpectrumError
+from engine.io._binary import c_string, read_binary
+from engine.io.registry import register
 
 __all__ = ["SPA_MAGIC", "read_omnic"]
 
@@ -80,14 +80,6 @@ class _Entry(NamedTuple):
 def _y_unit(code: int) -> str:
     """The Spectrum y unit for an OMNIC y unit code; unknown codes are ``arbitrary``."""
     return _Y_UNITS.get(code, ("", "arbitrary"))[1]
-
-
-def _text(raw: bytes) -> str:
-    text = raw.split(b"\0", 1)[0]
-    try:
-        return text.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return text.decode("latin-1").strip()
 
 
 def _directory(data: bytes) -> list[_Entry]:
@@ -183,10 +175,10 @@ def _read(data: bytes, name: str) -> list[Spectrum]:
         raise SpectrumError(
             "unreadable", f"{name} has {len(headers)} data headers but {len(intensities)} intensity blocks"
         )
-    base: dict[str, Any] = {"title": _text(data[_TITLE_OFFSET : _TITLE_OFFSET + _TITLE_SIZE])}
+    base: dict[str, Any] = {"title": c_string(data[_TITLE_OFFSET : _TITLE_OFFSET + _TITLE_SIZE])}
     history = [e for e in entries if e.key == _KEY_HISTORY]
     if history:
-        base["history"] = _text(_block(data, history[0], "history")).replace("\r\n", "\n")
+        base["history"] = c_string(_block(data, history[0], "history")).replace("\r\n", "\n")
     acquired = _acquired(data)
     if acquired:
         base["date"] = acquired
@@ -202,7 +194,7 @@ def _read(data: bytes, name: str) -> list[Spectrum]:
     for index, (header, data_entry) in enumerate(zip(parsed, intensities, strict=True)):
         meta = dict(base)
         if group:
-            title = _text(_block(data, titles[index], "title")) if index < len(titles) else ""
+            title = c_string(_block(data, titles[index], "title")) if index < len(titles) else ""
             meta.update(title=title or base["title"], group_index=index)
         try:
             out.append(_spectrum(data, header, data_entry, name, meta))

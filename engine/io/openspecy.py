@@ -1,4 +1,4 @@
-"""Open Specy files: CSV (long and wide), JSON and YAML objects, and zips of spectra or ENVI maps.
+"""Open Specy files: CSV (long and wide), JSON and YAML objects.
 
 An Open Specy object is a shared ``wavenumber`` axis, ``spectra`` (one column
 per spectrum) and ``metadata`` (one entry per spectrum: ``x``, ``y``,
@@ -9,9 +9,8 @@ per spectrum) and ``metadata`` (one entry per spectrum: ``x``, ``y``,
   per spectrum (its intensities, then its metadata values);
 * JSON or YAML with the three keys above.
 
-A zip (Open Specy's upload format) holds any of these, other spectrum text
-files, or an ENVI ``.hdr``/``.dat`` map, which gives one spectrum per pixel.
-Declared sizes are checked before a member is read, so zip bombs are refused.
+Zips of these (Open Specy's upload format) are read by :mod:`engine.io.archive`,
+which asks the registry for each member's reader.
 
 >>> spectra = spectra_from_openspecy_csv(
 ...     ("wavenumber,intensity\\n" + "".join(f"{400 + i},{i % 3}\\n" for i in range(16))).encode(),
@@ -29,15 +28,14 @@ import json
 import logging
 import math
 import re
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import yaml
 
+from engine.core.spectrum import Spectrum, SpectrumError
 from engine.io._text import (
     MAX_SPECTRA,
     NUMBER_CHARS,
@@ -46,43 +44,25 @@ from engine.io._text import (
     infer_y_unit,
     looks_binary,
     parse_number,
-    read_limited,
     short,
 )
-from engine.io.asp import spectra_from_asp
-from engine.io.envi import MAX_ENVI_BYTES, spectra_from_envi
-from engine.io.jcampdx import looks_like_jcamp, spectra_from_jcamp
-from engine.io.registry import register
-from engine.core.spectrum import Spectrum, SpectrumError
+from engine.io.registry import register_parser
 
 __all__ = [
-    "MAX_ZIP_BYTES",
     "looks_like_openspecy_csv",
-    "read_openspecy_csv",
-    "read_openspecy_json",
-    "read_openspecy_yaml",
-    "read_zip",
     "spectra_from_openspecy_csv",
+    "spectra_from_openspecy_json",
     "spectra_from_openspecy_object",
-    "spectra_from_zip",
+    "spectra_from_openspecy_yaml",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The members of one zip may expand to at most this many bytes in all.
-MAX_ZIP_BYTES = MAX_ENVI_BYTES
-
-#: A member expanding more than this many times its compressed size is treated as a zip bomb.
-MAX_COMPRESSION_RATIO = 200
 
 #: YAML parses slowly; an Open Specy YAML file larger than this is refused.
 MAX_YAML_BYTES = 16 * 1024 * 1024
 
 #: YAML nested deeper than this is refused (Open Specy's YAML has three levels).
 MAX_YAML_DEPTH = 64
-
-#: At most this many members are looked at.
-MAX_ZIP_MEMBERS = 10_000
 
 #: Wide CSVs and the long CSV's first row need at least this many wavenumbers.
 MIN_WIDE_AXIS = 16
@@ -103,8 +83,6 @@ OPENSPECY_METADATA_NAMES = frozenset(
         "material_class",
     }
 )
-
-_ENVI_DATA_SUFFIXES = (".dat", ".img", ".raw", ".bsq", ".bil", ".bip", "")
 
 
 def _first_line(head: bytes) -> str:
@@ -131,6 +109,14 @@ def looks_like_openspecy_csv(head: bytes) -> bool:
         return False
     steps = np.diff(np.array(numbers[:-1]))  # the last field may be cut by the head's end
     return bool(np.all(steps > 0) or np.all(steps < 0))
+
+
+def _looks_like_json(head: bytes) -> bool:
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"["))
+
+
+def _looks_like_yaml(head: bytes) -> bool:
+    return b"wavenumber" in head[:4096] and not _looks_like_json(head)
 
 
 def _technique(metadata: Mapping[str, Any]) -> str | None:
@@ -196,6 +182,7 @@ def _keep(spectra: list[Spectrum], errors: list[SpectrumError], *, name: str) ->
 # --- CSV ---------------------------------------------------------------------------------------
 
 
+@register_parser("openspecy-csv", suffixes=(".csv",), sniff=looks_like_openspecy_csv)
 def spectra_from_openspecy_csv(data: bytes, *, name: str) -> list[Spectrum]:
     """Every spectrum in an Open Specy CSV, long or wide."""
     if looks_binary(data):
@@ -448,6 +435,7 @@ def spectra_from_openspecy_object(obj: Any, *, name: str) -> list[Spectrum]:
     return _keep(spectra, errors, name=name)
 
 
+@register_parser("openspecy-json", suffixes=(".json",), sniff=_looks_like_json)
 def spectra_from_openspecy_json(data: bytes, *, name: str) -> list[Spectrum]:
     """Every spectrum of an Open Specy JSON file."""
     try:
@@ -533,6 +521,7 @@ def _compose_yaml(text: str, *, name: str) -> Any:
     return root[0] if root else None
 
 
+@register_parser("openspecy-yaml", suffixes=(".yml", ".yaml"), sniff=_looks_like_yaml)
 def spectra_from_openspecy_yaml(data: bytes, *, name: str) -> list[Spectrum]:
     """Every spectrum of an Open Specy YAML file (parsed safely: no tags, aliases or deep nesting)."""
     if len(data) > MAX_YAML_BYTES:
@@ -544,174 +533,3 @@ def spectra_from_openspecy_yaml(data: bytes, *, name: str) -> list[Spectrum]:
     except yaml.YAMLError as exc:
         raise SpectrumError("unreadable", f"{name} is not valid YAML ({short(str(exc), 100)})") from exc
     return spectra_from_openspecy_object(obj, name=name)
-
-
-def _looks_like_json(head: bytes) -> bool:
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"["))
-
-
-def _looks_like_yaml(head: bytes) -> bool:
-    return b"wavenumber" in head[:4096] and not _looks_like_json(head)
-
-
-@register("openspecy-csv", suffixes=(".csv",), sniff=looks_like_openspecy_csv)
-def read_openspecy_csv(path: Path) -> list[Spectrum]:
-    """An Open Specy CSV (``wavenumber`` column, or a wide header of wavenumbers)."""
-    return spectra_from_openspecy_csv(read_limited(path), name=path.name)
-
-
-@register("openspecy-json", suffixes=(".json",), sniff=_looks_like_json)
-def read_openspecy_json(path: Path) -> list[Spectrum]:
-    """An Open Specy JSON object."""
-    return spectra_from_openspecy_json(read_limited(path), name=path.name)
-
-
-@register("openspecy-yaml", suffixes=(".yml", ".yaml"), sniff=_looks_like_yaml)
-def read_openspecy_yaml(path: Path) -> list[Spectrum]:
-    """An Open Specy YAML object."""
-    return spectra_from_openspecy_yaml(read_limited(path), name=path.name)
-
-
-# --- zip ---------------------------------------------------------------------------------------
-
-
-def _member_reader(member: str, head: bytes) -> Callable[[bytes], list[Spectrum]] | None:
-    """The spectrum reader for a zip member by its suffix and head, ``None`` to skip it."""
-    # Imported here: the generic delimited reader must register after every specific text reader.
-    from engine.io.delimited import looks_like_labspec, spectra_from_delimited, spectra_from_labspec
-
-    suffix = PurePosixPath(member).suffix.lower()
-    if suffix in (".jdx", ".dx", ".jcm", ".jcamp") or looks_like_jcamp(head):
-        return lambda data: spectra_from_jcamp(data, name=member)
-    if suffix == ".json":
-        return lambda data: spectra_from_openspecy_json(data, name=member)
-    if suffix in (".yml", ".yaml"):
-        return lambda data: spectra_from_openspecy_yaml(data, name=member)
-    if suffix == ".asp":
-        return lambda data: spectra_from_asp(data, name=member)
-    if suffix in (".csv", ".txt", ".tsv", ".dat"):
-        if suffix == ".csv" and looks_like_openspecy_csv(head):
-            return lambda data: spectra_from_openspecy_csv(data, name=member)
-        if looks_like_labspec(head):
-            return lambda data: spectra_from_labspec(data, name=member)
-        return lambda data: spectra_from_delimited(data, name=member)
-    return None
-
-
-def _check_sizes(infos: list[zipfile.ZipInfo], *, name: str) -> None:
-    """Refuse zip bombs from the declared sizes, before anything is decompressed."""
-    if len(infos) > MAX_ZIP_MEMBERS:
-        raise SpectrumError("unreadable", f"{name} has {len(infos)} members, more than {MAX_ZIP_MEMBERS}")
-    total = 0
-    for info in infos:
-        total += info.file_size
-        if info.file_size > MAX_ZIP_BYTES or total > MAX_ZIP_BYTES:
-            raise SpectrumError(
-                "unreadable",
-                f"{name}: members expand to over {MAX_ZIP_BYTES // (1024 * 1024)} MiB (zip bomb?)",
-            )
-        ratio = info.file_size // max(info.compress_size, 1)
-        if info.file_size > 1024 * 1024 and ratio > MAX_COMPRESSION_RATIO:
-            raise SpectrumError(
-                "unreadable", f"{name}: member {short(info.filename)!r} expands {ratio} times (zip bomb?)"
-            )
-
-
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, *, name: str) -> bytes:
-    if info.flag_bits & 0x1:
-        raise SpectrumError("unreadable", f"{name}: member {short(info.filename)!r} is encrypted")
-    with archive.open(info) as handle:
-        data = handle.read(info.file_size + 1)
-    if len(data) != info.file_size:
-        raise SpectrumError(
-            "unreadable", f"{name}: member {short(info.filename)!r} does not match its declared size"
-        )
-    return data
-
-
-def _skip(member: str) -> bool:
-    path = PurePosixPath(member)
-    return member.endswith("/") or path.name.startswith(".") or "__MACOSX" in path.parts
-
-
-def _envi_data_member(header: str, members: Mapping[str, zipfile.ZipInfo]) -> str | None:
-    """The member holding the image of an ENVI header: same stem, a data suffix (any case)."""
-    lower = {member.lower(): member for member in members if member != header}
-    stem = header[: -len(".hdr")].lower()
-    for suffix in _ENVI_DATA_SUFFIXES:
-        if stem + suffix in lower:
-            return lower[stem + suffix]
-    return None
-
-
-def _zip_spectra(archive: zipfile.ZipFile, *, name: str) -> list[Spectrum]:
-    infos = [info for info in archive.infolist() if not _skip(info.filename)]
-    _check_sizes(infos, name=name)
-    by_name = {info.filename: info for info in infos}
-    used: set[str] = set()
-    spectra: list[Spectrum] = []
-    for info in infos:
-        member = info.filename
-        if member in used or PurePosixPath(member).suffix.lower() != ".hdr":
-            continue
-        header = _read_member(archive, info, name=name)
-        if not header.startswith(b"ENVI"):
-            continue
-        data_name = _envi_data_member(member, by_name)
-        if data_name is None:
-            raise SpectrumError(
-                "no_spectrum", f"{name}: ENVI header {short(member)!r} has no data file beside it"
-            )
-        used.update({member, data_name})
-        pixels = spectra_from_envi(
-            decode_text(header), _read_member(archive, by_name[data_name], name=name), name=member
-        )
-        spectra.extend(_tag(pixels, member=member))
-    for info in infos:
-        member = info.filename
-        if member in used:
-            continue
-        data = _read_member(archive, info, name=name)
-        reader = _member_reader(member, data[:4096])
-        if reader is None:
-            logger.debug("%s: member %s is not a spectrum file, skipped", name, member)
-            continue
-        spectra.extend(_tag(reader(data), member=member))
-        if len(spectra) > MAX_SPECTRA:
-            raise SpectrumError("unreadable", f"{name} holds more than {MAX_SPECTRA} spectra")
-    if not spectra:
-        members = ", ".join(short(i.filename, 30) for i in infos[:10]) or "none"
-        raise SpectrumError("no_spectrum", f"{name} holds no spectrum file (members: {members})")
-    return spectra
-
-
-def _tag(spectra: list[Spectrum], *, member: str) -> list[Spectrum]:
-    return [
-        Spectrum(
-            wavenumbers=s.wavenumbers,
-            values=s.values,
-            y_unit=s.y_unit,
-            technique=s.technique,
-            metadata={**s.metadata, "member": member},
-        )
-        for s in spectra
-    ]
-
-
-def spectra_from_zip(data: bytes, *, name: str) -> list[Spectrum]:
-    """Every spectrum in a zip held in memory: ENVI maps, Open Specy files and other text spectra."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            return _zip_spectra(archive, name=name)
-    except SpectrumError:
-        raise
-    except Exception as exc:  # zipfile and its decompressors raise many types on corrupt input
-        raise SpectrumError(
-            "unreadable", f"{name} is not a readable zip ({type(exc).__name__}: {short(str(exc), 100)})"
-        ) from exc
-
-
-@register("zip", suffixes=(".zip",), magic=(b"PK\x03\x04",))
-def read_zip(path: Path) -> list[Spectrum]:
-    """A zip of spectrum files or an ENVI map (Open Specy's upload format)."""
-    return spectra_from_zip(read_limited(path, limit=MAX_ZIP_BYTES), name=path.name)

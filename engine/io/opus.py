@@ -35,9 +35,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
 from engine.io._binary import read_binary
 from engine.io.registry import register
-from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
 
 __all__ = ["OPUS_MAGIC", "BlockType", "read_opus"]
 

@@ -28,9 +28,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
 from engine.io._binary import read_binary
 from engine.io.registry import register
-from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
 
 __all__ = ["PE_MAGIC", "read_perkinelmer"]
 

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.io.registry import register
 from engine.core.spectrum import PLAUSIBLE_RANGE, Spectrum, SpectrumError
+from engine.io.registry import register
 
 __all__ = [
     "NEW_FORMAT_LSB",

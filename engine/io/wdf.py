@@ -32,9 +32,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from engine.io._binary import read_binary
-from engine.io.registry import register
 from engine.core.spectrum import PLAUSIBLE_RANGE, Spectrum, SpectrumError
+from engine.io._binary import c_string, read_binary
+from engine.io.registry import register
 
 __all__ = ["WDF_MAGIC", "read_wdf"]
 
@@ -89,14 +89,6 @@ class _Block(NamedTuple):
     size: int  # content size
 
 
-def _text(raw: bytes) -> str:
-    raw = raw.split(b"\0", 1)[0]
-    try:
-        return raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return raw.decode("latin-1").strip()
-
-
 def _header(data: bytes) -> _Header:
     if len(data) < _HEADER_SIZE:
         raise SpectrumError("truncated", f"the header needs {_HEADER_SIZE} bytes, the file has {len(data)}")
@@ -116,14 +108,14 @@ def _header(data: bytes) -> _Header:
         n_spectra=n_spectra,
         n_collected=n_collected,
         x_count=x_count,
-        app_name=_text(data[96:120]),
+        app_name=c_string(data[96:120]),
         app_version=".".join(map(str, version)),
         measurement=measurement,
         time_start=time_start,
         data_unit=data_unit,
         laser_wavenumber=float(laser),
-        user=_text(data[208:240]),
-        title=_text(data[240:400]),
+        user=c_string(data[208:240]),
+        title=c_string(data[240:400]),
     )
 
 
@@ -199,7 +191,7 @@ def _origins(data: bytes, block: _Block | None, n_spectra: int) -> dict[str, lis
         datatype &= ~_PRIMARY
         if datatype in _SKIPPED_ORIGINS:
             continue
-        label = _text(data[pos + 8 : pos + _ORIGIN_HEADER]) or f"origin {datatype}"
+        label = c_string(data[pos + 8 : pos + _ORIGIN_HEADER]) or f"origin {datatype}"
         start = pos + _ORIGIN_HEADER
         if unit == _FILETIME_UNIT:
             times = np.frombuffer(data, dtype="<u8", count=n_spectra, offset=start)
