@@ -136,15 +136,21 @@ class HttpConfig(_Section):
         return self.host not in ("127.0.0.1", "localhost", "::1")
 
 
+#: The engine's model defaults: the one home of every ``model`` and ``cnn`` fusion default.
+_MODEL = ModelConfig()
+
+
 class ModelSection(_Section):
-    n_synthetic: int = Field(40, ge=0, le=10_000)
-    n_learners: int = Field(30, ge=1, le=1000)
-    subspace_fraction: float = Field(0.5, gt=0, le=1)
-    n_neighbors: int = Field(1, ge=1, le=100)
-    search: Literal["exact", "shortlist"] = "shortlist"
-    seed: int = 0
-    n_hits: int = Field(5, ge=1, le=100)
-    min_vote: float = Field(0.5, ge=0, le=1)
+    """The ``model`` section: the subspace-kNN ensemble. Defaults come from :class:`ModelConfig`."""
+
+    n_synthetic: int = Field(_MODEL.n_synthetic, ge=0, le=10_000)
+    n_learners: int = Field(_MODEL.n_learners, ge=1, le=1000)
+    subspace_fraction: float = Field(_MODEL.subspace_fraction, gt=0, le=1)
+    n_neighbors: int = Field(_MODEL.n_neighbors, ge=1, le=100)
+    search: Literal["exact", "shortlist"] = _MODEL.search
+    seed: int = _MODEL.seed
+    n_hits: int = Field(_MODEL.n_hits, ge=1, le=100)
+    min_vote: float = Field(_MODEL.min_vote, ge=0, le=1)
 
     def to_model_config(self) -> ModelConfig:
         return ModelConfig(**self.model_dump())
@@ -154,17 +160,27 @@ class CnnConfig(_Section):
     """The CNN member: a challenger retrained in a background process, promoted only when no worse.
 
     Off by default: on the cross-source evaluation the CNN is worse than the subspace kNN.
+    The network's shape (``max_epochs``, ``image_size``, ``width``, ``depth``) is the
+    estimator's own (:class:`engine.models.cnn.PolarCNN`) unless set here.
     """
 
     enabled: bool = False
     retrain_hours: float = Field(24.0, gt=0, le=24 * 365)
     retrain_after_confirmations: int = Field(20, ge=1, le=1_000_000)
-    max_epochs: int = Field(30, ge=1, le=1000)
-    fusion: Literal["subknn", "cnn", "weighted"] = "subknn"
-    weight: float = Field(0.0, ge=0, le=1)
-    image_size: int = Field(64, ge=8, le=512)
-    width: int = Field(16, ge=1, le=256)
-    depth: int = Field(4, ge=1, le=8)
+    fusion: Literal["subknn", "cnn", "weighted"] = _MODEL.fusion
+    weight: float = Field(_MODEL.cnn_weight, ge=0, le=1)
+    max_epochs: int | None = Field(None, ge=1, le=1000)
+    image_size: int | None = Field(None, ge=8, le=512)
+    width: int | None = Field(None, ge=1, le=256)
+    depth: int | None = Field(None, ge=1, le=8)
+
+    def estimator_params(self) -> dict[str, int]:
+        """The network settings set here, for :class:`engine.models.cnn.PolarCNN`; the rest keep its own."""
+        return {key: value for key in CNN_PARAMS if (value := getattr(self, key)) is not None}
+
+
+#: The CNN settings passed on to the estimator when they are set.
+CNN_PARAMS = ("max_epochs", "image_size", "width", "depth")
 
 
 class LoggingConfig(_Section):
@@ -295,8 +311,12 @@ def load_config(
     *,
     overrides: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    base: Path | None = None,
 ) -> Config:
-    """Read, override, validate and resolve a configuration; raise :class:`ConfigError` on any problem."""
+    """Read, override, validate and resolve a configuration; raise :class:`ConfigError` on any problem.
+
+    Relative paths are resolved against ``base``, by default the file's folder.
+    """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -309,7 +329,7 @@ def load_config(
     data = _merge(raw, _env_overrides(os.environ if env is None else env))
     data = _merge(data, overrides or {})
     try:
-        return Config.model_validate(data).resolved(path.parent.resolve())
+        return Config.model_validate(data).resolved((path.parent if base is None else base).resolve())
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from exc
     except ValueError as exc:

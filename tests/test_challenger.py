@@ -147,7 +147,9 @@ def test_train_challenger_writes_checkpoint_and_report(library_dir: Path, tmp_pa
 class _Settings:
     retrain_hours = 1.0
     retrain_after_confirmations = 3
-    max_epochs, image_size, width, depth = 2, 16, 4, 2
+
+    def estimator_params(self) -> dict[str, int]:
+        return dict(TINY)
 
 
 def _fake_command(checkpoint: Path, report: dict[str, object], *, rc: int = 0):

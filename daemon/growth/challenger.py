@@ -92,14 +92,15 @@ def train_challenger(
     *,
     config: ModelConfig | None = None,
     seed: int = 0,
-    max_epochs: int = 30,
-    image_size: int = 64,
-    width: int = 16,
-    depth: int = 4,
     n_threads: int = 1,
     report_path: str | Path | None = None,
+    **cnn_params: Any,
 ) -> dict[str, Any]:
-    """Train a CNN challenger on the library, write its checkpoint (and report); return the report."""
+    """Train a CNN challenger on the library, write its checkpoint (and report); return the report.
+
+    ``cnn_params`` set the network (``max_epochs``, ``image_size``, ``width``, ``depth``);
+    the others keep :class:`~engine.models.cnn.PolarCNN`'s defaults.
+    """
     from engine.models.cnn import PolarCNN  # torch is imported only where a CNN is trained
 
     started = time.perf_counter()
@@ -118,15 +119,8 @@ def train_challenger(
             synthetic_labels.extend([label] * cfg.n_synthetic)
     X_fit = np.vstack([X_train, *blocks]) if blocks else X_train
     y_fit = [*y_train, *synthetic_labels]
-    cnn = PolarCNN(
-        image_size=image_size,
-        width=width,
-        depth=depth,
-        max_epochs=max_epochs,
-        n_synthetic=0,
-        n_threads=n_threads,
-        seed=seed,
-    ).fit(X_fit, y_fit)
+    cnn = PolarCNN(**cnn_params, n_synthetic=0, n_threads=n_threads, seed=seed).fit(X_fit, y_fit)
+    params = cnn.get_params()
     y_held = [y[i] for i in heldout]
     report: dict[str, Any] = {
         "accuracy": float("nan"),
@@ -139,7 +133,7 @@ def train_challenger(
         "library_version": library.version,
         "epochs": int(cnn.n_epochs_),
         "seed": seed,
-        "config": {"max_epochs": max_epochs, "image_size": image_size, "width": width, "depth": depth},
+        "config": {key: params[key] for key in ("max_epochs", "image_size", "width", "depth")},
     }
     if heldout.size:
         report["accuracy"], report["macro_f1"] = _scores(y_held, [str(v) for v in cnn.predict(X[heldout])])
@@ -162,14 +156,7 @@ class _Settings(Protocol):
     def retrain_hours(self) -> float: ...
     @property
     def retrain_after_confirmations(self) -> int: ...
-    @property
-    def max_epochs(self) -> int: ...
-    @property
-    def image_size(self) -> int: ...
-    @property
-    def width(self) -> int: ...
-    @property
-    def depth(self) -> int: ...
+    def estimator_params(self) -> dict[str, int]: ...
 
 
 class ChallengerScheduler:
@@ -240,8 +227,7 @@ class ChallengerScheduler:
         return [
             sys.executable, "-m", "daemon.growth.challenger",
             "--library", str(library), "--out", str(out), "--report", str(report),
-            "--max-epochs", str(s.max_epochs), "--image-size", str(s.image_size),
-            "--width", str(s.width), "--depth", str(s.depth),
+            "--cnn-params", json.dumps(s.estimator_params()),
             "--model-config", json.dumps(asdict(self.model_config)),
         ]  # fmt: skip
 
@@ -410,10 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--report", required=True, type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-epochs", type=int, default=30)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--cnn-params", default="{}", help="PolarCNN settings as JSON, e.g. max_epochs")
     parser.add_argument("--model-config", default="{}", help="ModelConfig fields as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -428,11 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out,
         config=config,
         seed=args.seed if args.seed else config.seed,
-        max_epochs=args.max_epochs,
-        image_size=args.image_size,
-        width=args.width,
-        depth=args.depth,
         report_path=args.report,
+        **json.loads(args.cnn_params),
     )
     logger.info("challenger: %s", json.dumps(report))
     return 0

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import faiss
 import numpy as np
@@ -71,7 +71,7 @@ class ModelConfig:
     n_learners: int = 30
     subspace_fraction: float = 0.5
     n_neighbors: int = 1
-    search: str = "shortlist"
+    search: Literal["exact", "shortlist"] = "shortlist"
     seed: int = 0
     n_hits: int = 5
     reject_quantile: float = 0.1
@@ -81,7 +81,7 @@ class ModelConfig:
     #: How the optional CNN member is combined with the subspace kNN: ``subknn`` (the CNN is
     #: reported but does not vote), ``cnn`` (the CNN alone decides) or ``weighted``
     #: (``(1 - cnn_weight) * subknn + cnn_weight * cnn``). Without a CNN only the kNN counts.
-    fusion: str = "subknn"
+    fusion: Literal["subknn", "cnn", "weighted"] = "subknn"
     cnn_weight: float = 0.0
     #: Range models (the library cut to a partial acquisition range) kept at once.
     range_models: int = 8
