@@ -202,25 +202,11 @@ class ChallengerScheduler:
         self.last_outcome: str | None = None
         self.last_report: dict[str, Any] | None = None
         self.champion_cnn: Any = None
+        #: The served CNN and the one in training, each with its report.
+        self.champion_path, self.challenger_path = self.work_dir / CHAMPION, self.work_dir / CHALLENGER
+        self.champion_report_path = self.work_dir / "champion.json"
+        self.challenger_report_path = self.work_dir / "challenger.json"
         self._load_champion()
-
-    # -- paths ----------------------------------------------------------------------------
-
-    @property
-    def champion_path(self) -> Path:
-        return self.work_dir / CHAMPION
-
-    @property
-    def champion_report_path(self) -> Path:
-        return self.work_dir / "champion.json"
-
-    @property
-    def challenger_path(self) -> Path:
-        return self.work_dir / CHALLENGER
-
-    @property
-    def challenger_report_path(self) -> Path:
-        return self.work_dir / "challenger.json"
 
     def _default_command(self, library: Path, out: Path, report: Path) -> list[str]:
         s = self.settings

@@ -30,10 +30,9 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Literal, Self
 
 from daemon.store.records import (
@@ -213,6 +212,15 @@ class LedgerConnection:
                 if self._conn.in_transaction:
                     self._conn.execute("COMMIT")
 
+    def _page(
+        self, query: str, params: Sequence[object] = (), *, limit: int, offset: int = 0
+    ) -> list[sqlite3.Row]:
+        """One page of a read query (``LIMIT ? OFFSET ?`` appended), in one read transaction."""
+        if limit < 1 or offset < 0:
+            raise ValueError(f"limit must be >= 1 and offset >= 0, got {limit} and {offset}")
+        with self._read() as conn:
+            return list(conn.execute(f"{query} LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall())
+
     def close(self) -> None:
         """Close the connection; the ledger cannot be used afterwards."""
         with self._lock:
@@ -221,12 +229,7 @@ class LedgerConnection:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     @property

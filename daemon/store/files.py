@@ -88,6 +88,19 @@ class FileStates(LedgerConnection):
         return row
 
     @staticmethod
+    def _set_quarantined(
+        conn: sqlite3.Connection, file_id: int, path: str, reason: str, *, now: float, **columns: object
+    ) -> None:
+        """Set one file aside as poison with its reason (and the other ``columns`` given), and say so."""
+        sets = "".join(f"{name} = ?, " for name in columns)
+        conn.execute(
+            f"UPDATE files SET state = 'quarantined', {sets}reason = ?, next_attempt_at = NULL, "
+            "claimed_at = NULL, updated_at = ? WHERE id = ?",
+            (*columns.values(), text_to_db(reason), now, file_id),
+        )
+        logger.warning("%s quarantined: %s", path, reason)
+
+    @staticmethod
     def _reload(conn: sqlite3.Connection, file_id: int) -> FileRecord:
         row = conn.execute(f"SELECT {FILE_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone()
         return _file_record(row)
@@ -185,12 +198,7 @@ class FileStates(LedgerConnection):
             ).fetchone()
             if poisoned is not None:
                 reason = f"same content as quarantined {path_from_db(poisoned['path'])}: {poisoned['reason']}"
-                conn.execute(
-                    "UPDATE files SET state = 'quarantined', sha256 = ?, reason = ?, "
-                    "next_attempt_at = NULL, claimed_at = NULL, updated_at = ? WHERE id = ?",
-                    (sha256, text_to_db(reason), now, row["id"]),
-                )
-                logger.warning("%s quarantined: %s", key, reason)
+                self._set_quarantined(conn, row["id"], key, reason, now=now, sha256=sha256)
                 return Admission.QUARANTINED
             conn.execute(
                 "UPDATE files SET state = 'pending', sha256 = ?, reason = NULL, next_attempt_at = NULL, "
@@ -235,14 +243,10 @@ class FileStates(LedgerConnection):
 
     def pending_items(self, *, limit: int = 100) -> list[WorkItem]:
         """Unclaimed pending files, oldest first, without claiming them."""
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {WORK_COLUMNS} FROM files WHERE state = 'pending' AND claimed_at IS NULL "
-                "ORDER BY id LIMIT ?",
-                (limit,),
-            ).fetchall()
+        rows = self._page(
+            f"SELECT {WORK_COLUMNS} FROM files WHERE state = 'pending' AND claimed_at IS NULL ORDER BY id",
+            limit=limit,
+        )
         return [_work_item(row) for row in rows]
 
     def release(self, path: str | Path, *, now: float) -> bool:
@@ -405,12 +409,7 @@ class FileStates(LedgerConnection):
             attempts = int(row["attempts"]) + 1
             if attempts >= self.retry_policy.max_attempts:
                 final_reason = f"{reason} (gave up after {attempts} attempts)"
-                conn.execute(
-                    "UPDATE files SET state = 'quarantined', attempts = ?, reason = ?, "
-                    "next_attempt_at = NULL, claimed_at = NULL, updated_at = ? WHERE id = ?",
-                    (attempts, text_to_db(final_reason), now, row["id"]),
-                )
-                logger.warning("%s quarantined: %s", key, final_reason)
+                self._set_quarantined(conn, row["id"], key, final_reason, now=now, attempts=attempts)
             else:
                 delay = retry_after if retry_after is not None else self.retry_policy.delay(attempts)
                 conn.execute(
@@ -428,12 +427,7 @@ class FileStates(LedgerConnection):
             row = self._file_row(conn, key)
             if row["state"] == FileState.DONE:
                 raise InvalidTransitionError(f"{key} is done and cannot be quarantined")
-            conn.execute(
-                "UPDATE files SET state = 'quarantined', reason = ?, next_attempt_at = NULL, "
-                "claimed_at = NULL, updated_at = ? WHERE id = ?",
-                (text_to_db(reason), now, row["id"]),
-            )
-            logger.warning("%s quarantined: %s", key, reason)
+            self._set_quarantined(conn, row["id"], key, reason, now=now)
             return self._reload(conn, row["id"])
 
     def due_retries(self, *, now: float, limit: int = 100) -> list[FileRecord]:
@@ -442,14 +436,12 @@ class FileStates(LedgerConnection):
         The daemon re-hashes each (the file may have changed) and calls
         :meth:`mark_pending` again, or :meth:`fail` if it still cannot read it.
         """
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {FILE_COLUMNS} FROM files WHERE state = 'failed' AND next_attempt_at <= ? "
-                "ORDER BY next_attempt_at, id LIMIT ?",
-                (now, limit),
-            ).fetchall()
+        rows = self._page(
+            f"SELECT {FILE_COLUMNS} FROM files WHERE state = 'failed' AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, id",
+            (now,),
+            limit=limit,
+        )
         return [_file_record(row) for row in rows]
 
     def recover_interrupted(self, *, now: float) -> int:
@@ -474,12 +466,7 @@ class FileStates(LedgerConnection):
                 attempts = int(row["attempts"]) + 1
                 if attempts >= self.retry_policy.max_attempts:
                     reason = f"interrupted while being classified {attempts} times"
-                    conn.execute(
-                        "UPDATE files SET state = 'quarantined', attempts = ?, reason = ?, "
-                        "claimed_at = NULL, updated_at = ? WHERE id = ?",
-                        (attempts, reason, now, row["id"]),
-                    )
-                    logger.warning("%s quarantined: %s", row["path"], reason)
+                    self._set_quarantined(conn, row["id"], row["path"], reason, now=now, attempts=attempts)
                 else:
                     conn.execute(
                         "UPDATE files SET attempts = ?, reason = 'interrupted while being classified', "
@@ -521,18 +508,9 @@ class FileStates(LedgerConnection):
 
     def files(self, *, state: FileState | None = None, limit: int = 100, offset: int = 0) -> list[FileRecord]:
         """File rows in arrival order, optionally in one state."""
-        if limit < 1 or offset < 0:
-            raise ValueError("limit must be >= 1 and offset >= 0")
-        with self._read() as conn:
-            if state is None:
-                rows = conn.execute(
-                    f"SELECT {FILE_COLUMNS} FROM files ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    f"SELECT {FILE_COLUMNS} FROM files WHERE state = ? ORDER BY id LIMIT ? OFFSET ?",
-                    (str(FileState(state)), limit, offset),
-                ).fetchall()
+        where, params = ("", ()) if state is None else ("WHERE state = ?", (str(FileState(state)),))
+        query = f"SELECT {FILE_COLUMNS} FROM files {where} ORDER BY id"
+        rows = self._page(query, params, limit=limit, offset=offset)
         return [_file_record(row) for row in rows]
 
     def counts(self) -> dict[FileState, int]:

@@ -35,51 +35,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
+from daemon.store import records
 from daemon.store.files import FileStates
-from daemon.store.records import (
-    Admission,
-    Completion,
-    FileRecord,
-    FileState,
-    InvalidTransitionError,
-    LedgerError,
-    ResultRecord,
-    ResultStatus,
-    RetryPolicy,
-    ReviewItem,
-    ReviewState,
-    SchemaVersionError,
-    StoredResult,
-    UnknownPathError,
-    UnknownReviewError,
-    WorkItem,
-)
+from daemon.store.records import *  # noqa: F403 (the records are part of the ledger's interface)
 from daemon.store.results import ResultQueries
 from daemon.store.reviews import ReviewQueue
 from daemon.store.schema import SCHEMA_VERSION, migrate
 
-__all__ = [
-    "LEDGER_FILENAME",
-    "SCHEMA_VERSION",
-    "Admission",
-    "Completion",
-    "FileRecord",
-    "FileState",
-    "InvalidTransitionError",
-    "Ledger",
-    "LedgerError",
-    "ResultRecord",
-    "ResultStatus",
-    "RetryPolicy",
-    "ReviewItem",
-    "ReviewState",
-    "SchemaVersionError",
-    "StoredResult",
-    "UnknownPathError",
-    "UnknownReviewError",
-    "WorkItem",
-    "migrate",
-]
+__all__ = ["LEDGER_FILENAME", "SCHEMA_VERSION", "Ledger", "migrate", *records.__all__]
 
 #: The ledger's file name inside the daemon's state directory.
 LEDGER_FILENAME: Final = "ledger.sqlite3"

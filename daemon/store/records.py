@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "PATH_ESCAPE",
@@ -298,49 +298,39 @@ class ReviewItem:
     opened_at: float
 
 
+_R = TypeVar("_R")
+
+#: How a stored column becomes a record's field; the other columns are taken as they are.
+_FROM_COLUMN: dict[str, Callable[[Any], Any]] = {
+    "path": path_from_db,
+    "source_path": path_from_db,
+    "duplicate_of": lambda stored: stored and path_from_db(stored),
+    "state": FileState,
+    "status": ResultStatus,
+    "payload": json.loads,
+}
+
+
+def _from_row(record: type[_R], row: sqlite3.Row, **columns: str) -> _R:
+    """A record from a row: each field from the column of its name (or the one ``columns`` names)."""
+    values = {}
+    for f in fields(record):  # type: ignore[arg-type]
+        stored = row[columns.get(f.name, f.name)]
+        convert = _FROM_COLUMN.get(f.name)
+        values[f.name] = stored if convert is None else convert(stored)
+    return record(**values)
+
+
 def _file_record(row: sqlite3.Row) -> FileRecord:
-    return FileRecord(
-        id=row["id"],
-        path=path_from_db(row["path"]),
-        sha256=row["sha256"],
-        size=row["size"],
-        mtime=row["mtime"],
-        state=FileState(row["state"]),
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        reason=row["reason"],
-        first_seen=row["first_seen"],
-        updated_at=row["updated_at"],
-        duplicate_of=row["duplicate_of"] and path_from_db(row["duplicate_of"]),
-        claimed_at=row["claimed_at"],
-    )
+    return _from_row(FileRecord, row)
 
 
 def _stored_result(row: sqlite3.Row) -> StoredResult:
-    return StoredResult(
-        id=row["id"],
-        sha256=row["sha256"],
-        source_path=path_from_db(row["source_path"]),
-        spectrum_index=row["spectrum_index"],
-        created_at=row["created_at"],
-        status=ResultStatus(row["status"]),
-        label=row["label"],
-        material=row["material"],
-        confidence=row["confidence"],
-        payload=json.loads(row["payload"]),
-        model_version=row["model_version"],
-        superseded_at=row["superseded_at"],
-    )
+    return _from_row(StoredResult, row)
 
 
 def _work_item(row: sqlite3.Row) -> WorkItem:
-    return WorkItem(
-        file_id=row["id"],
-        path=path_from_db(row["path"]),
-        sha256=row["sha256"],
-        size=row["size"],
-        attempts=row["attempts"],
-    )
+    return _from_row(WorkItem, row, file_id="id")
 
 
 def _review_item(row: sqlite3.Row) -> ReviewItem:

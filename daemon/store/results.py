@@ -47,8 +47,6 @@ class ResultQueries(LedgerConnection):
             offset: rows to skip.
             superseded: also the results a rewritten file's newer content replaced (history).
         """
-        if limit < 1 or offset < 0:
-            raise ValueError("limit must be >= 1 and offset >= 0")
         clauses: list[str] = [] if superseded else ["r.superseded_at IS NULL"]
         params: list[object] = []
         if since is not None:
@@ -69,11 +67,8 @@ class ResultQueries(LedgerConnection):
             clauses.append("r.source_path LIKE ? ESCAPE '\\' AND instr(substr(r.source_path, ?), '/') = 0")
             params.extend([escaped + "%", len(prefix) + 1])
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {RESULT_COLUMNS} FROM results AS r {where} ORDER BY r.id LIMIT ? OFFSET ?",
-                (*params, limit, offset),
-            ).fetchall()
+        query = f"SELECT {RESULT_COLUMNS} FROM results AS r {where} ORDER BY r.id"
+        rows = self._page(query, params, limit=limit, offset=offset)
         return [_stored_result(row) for row in rows]
 
     def result(self, result_id: int) -> StoredResult | None:

@@ -42,14 +42,11 @@ class ReviewQueue(LedgerConnection):
 
     def open_reviews(self, *, limit: int = 100, offset: int = 0) -> list[ReviewItem]:
         """Open reviews, the oldest result first."""
-        if limit < 1 or offset < 0:
-            raise ValueError("limit must be >= 1 and offset >= 0")
-        with self._read() as conn:
-            rows = conn.execute(
-                f"{REVIEW_SELECT} WHERE v.state = 'open' AND r.superseded_at IS NULL "
-                "ORDER BY v.result_id LIMIT ? OFFSET ?",
-                (limit, offset),
-            ).fetchall()
+        rows = self._page(
+            f"{REVIEW_SELECT} WHERE v.state = 'open' AND r.superseded_at IS NULL ORDER BY v.result_id",
+            limit=limit,
+            offset=offset,
+        )
         return [_review_item(row) for row in rows]
 
     def review(self, result_id: int) -> ReviewItem | None:
