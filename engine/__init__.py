@@ -1,17 +1,13 @@
 """mpwatch's science, as a library: spectra in, preprocessing, reference library, models.
 
 No threads, no file watching and no HTTP live here; the daemon package wraps
-this one. The modules are small and single-purpose:
+this one, and this one imports nothing from it.
 
-- :mod:`engine.core.spectrum`: the Spectrum type and SpectrumError
-- :mod:`engine.io`: one reader per instrument format
-- :mod:`engine.core.conventions`: each spectrum's technique and y unit, declared or inferred
-- :mod:`engine.core.preprocess`: scikit-learn transformers and the named pipelines
-- :mod:`engine.core.labels`: canonical polymer abbreviations
-- :mod:`engine.core.library`: the versioned reference library (one technique each)
-- :mod:`engine.models.ranges`: routing by acquisition range and the cache of range models
-- :mod:`engine.models.served`: the served identification model (see docs/ARCHITECTURE.md for the rest)
-- :mod:`engine.analysis.robustness`: the robustness matrix over other labs' conventions
+- :mod:`engine.core`: the Spectrum type, conventions (unit, technique), preprocessing, the library;
+- :mod:`engine.io`: one reader per instrument format, chosen by one registry;
+- :mod:`engine.models`: the subspace kNN, the CNN, the open-set decision and the served model;
+- :mod:`engine.analysis`: evaluation, the conventions matrix, the aging report and plots (off the hot path);
+- :mod:`engine.cli`: the commands that need only the engine.
 """
 
 from __future__ import annotations
