@@ -19,7 +19,7 @@ from sklearn.exceptions import NotFittedError
 from daemon.cli import main as mpwatch
 from engine.analysis import evaluate
 from engine.analysis.evaluate import Study, check_members, library_from_sources, study_plan
-from engine.cli.commands import run_study
+from engine.cli.evaluate import run_study
 from engine.core.labels import canonical_label
 from engine.core.preprocess import build_pipeline, transform
 from engine.io import read_spectra

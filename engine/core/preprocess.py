@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -105,7 +105,12 @@ def _fill_gaps(X: FloatMatrix) -> tuple[FloatMatrix, npt.NDArray[np.bool_]]:
 
 
 class _Stateless(TransformerMixin, BaseEstimator):
-    """A transformer that learns nothing: ``fit`` only checks parameters."""
+    """A transformer that learns nothing: ``fit`` only checks parameters.
+
+    A step's parameters are the fields of a keyword-only dataclass (``eq=False, repr=False``
+    keep scikit-learn's identity and repr): ``get_params`` reads them off the ``__init__``
+    that the dataclass writes, and a step inherits the parameters of its base.
+    """
 
     def fit(self, X: Any, y: Any = None) -> _Stateless:
         self._check_params()
@@ -118,28 +123,30 @@ class _Stateless(TransformerMixin, BaseEstimator):
         return True
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class ToAbsorbance(_Stateless):
     """%T, transmittance and reflectance as absorbance (:func:`engine.core.spectrum.to_absorbance`)."""
 
-    def __init__(self, *, floor: float = 1e-4) -> None:
-        self.floor = floor
+    floor: float = 1e-4
 
     def transform(self, X: Sequence[Spectrum]) -> list[Spectrum]:
         return [to_absorbance(s, floor=self.floor) for s in X]
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class _GridStep(_Stateless):
     """A step that knows the grid its matrix lies on: :class:`Resample` makes it, later steps work on it."""
 
-    start: float
-    stop: float
-    step: float
+    start: float = 400.0
+    stop: float = 4000.0
+    step: float = 4.0
 
     @property
     def grid(self) -> Grid:
         return Grid(self.start, self.stop, self.step)
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class Resample(_GridStep):
     """Linear interpolation of each spectrum onto one grid; unmeasured points become NaN.
 
@@ -150,20 +157,8 @@ class Resample(_GridStep):
     sampled reference looks as a coarse instrument would have measured it.
     """
 
-    def __init__(
-        self,
-        *,
-        start: float = 400.0,
-        stop: float = 4000.0,
-        step: float = 4.0,
-        max_gap: float = 24.0,
-        average: bool = False,
-    ) -> None:
-        self.start = start
-        self.stop = stop
-        self.step = step
-        self.max_gap = max_gap
-        self.average = average
+    max_gap: float = 24.0
+    average: bool = False
 
     def _check_params(self) -> None:
         if self.step <= 0 or self.stop <= self.start:
@@ -212,21 +207,11 @@ def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[
     return s.wavenumbers[keep], s.values[keep]
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class FlattenRegion(_GridStep):
     """Replace bands that carry no sample information (default: CO2) by a straight line."""
 
-    def __init__(
-        self,
-        *,
-        regions: Sequence[tuple[float, float]] = (CO2_REGION,),
-        start: float = 400.0,
-        stop: float = 4000.0,
-        step: float = 4.0,
-    ) -> None:
-        self.regions = regions
-        self.start = start
-        self.stop = stop
-        self.step = step
+    regions: Sequence[tuple[float, float]] = (CO2_REGION,)
 
     def transform(self, X: Any) -> FloatMatrix:
         X = _as_matrix(X).copy()
@@ -243,6 +228,7 @@ class FlattenRegion(_GridStep):
         return X
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class BaselineCorrection(_GridStep):
     """Subtract a baseline estimated by pybaselines (default: asymmetrically reweighted PLS).
 
@@ -251,22 +237,10 @@ class BaselineCorrection(_GridStep):
     row's measured stretch is corrected on its own; missing points stay NaN.
     """
 
-    DEFAULT_PARAMS: Mapping[str, Mapping[str, Any]] = {"arpls": {"lam": 1e5}, "asls": {"lam": 1e5}}
+    DEFAULT_PARAMS: ClassVar[Mapping[str, Mapping[str, Any]]] = {"arpls": {"lam": 1e5}, "asls": {"lam": 1e5}}
 
-    def __init__(
-        self,
-        *,
-        method: str = "arpls",
-        method_params: Mapping[str, Any] | None = None,
-        start: float = 400.0,
-        stop: float = 4000.0,
-        step: float = 4.0,
-    ) -> None:
-        self.method = method
-        self.method_params = method_params
-        self.start = start
-        self.stop = stop
-        self.step = step
+    method: str = "arpls"
+    method_params: Mapping[str, Any] | None = None
 
     def transform(self, X: Any) -> FloatMatrix:
         from pybaselines import Baseline
@@ -301,6 +275,7 @@ def savgol_coefficients(window: int, polyorder: int, deriv: int = 0) -> npt.NDAr
     return coefficients
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class SavitzkyGolay(_Stateless):
     """Savitzky-Golay smoothing (``deriv=0``) or derivative, NaN-aware.
 
@@ -309,10 +284,9 @@ class SavitzkyGolay(_Stateless):
     Derivatives are per grid point, not per cm-1.
     """
 
-    def __init__(self, *, window: int = 11, polyorder: int = 3, deriv: int = 0) -> None:
-        self.window = window
-        self.polyorder = polyorder
-        self.deriv = deriv
+    window: int = 11
+    polyorder: int = 3
+    deriv: int = 0
 
     def _check_params(self) -> None:
         if self.window % 2 == 0 or self.window <= self.polyorder:
@@ -336,13 +310,13 @@ class Absolute(_Stateless):
         return np.abs(_as_matrix(X))
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class Normalise(_Stateless):
     """Row normalisation ignoring missing points: ``snv``, ``minmax`` or ``l2``."""
 
-    METHODS = ("snv", "minmax", "l2")
+    METHODS: ClassVar[tuple[str, ...]] = ("snv", "minmax", "l2")
 
-    def __init__(self, *, method: str = "l2") -> None:
-        self.method = method
+    method: str = "l2"
 
     def _check_params(self) -> None:
         if self.method not in self.METHODS:
@@ -365,11 +339,11 @@ class Normalise(_Stateless):
         return out.astype(np.float32)
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class FillMissing(_Stateless):
     """Replace missing (NaN) points with ``value``, so models see finite features."""
 
-    def __init__(self, *, value: float = 0.0) -> None:
-        self.value = value
+    value: float = 0.0
 
     def transform(self, X: Any) -> FloatMatrix:
         return np.nan_to_num(_as_matrix(X), nan=self.value, posinf=self.value, neginf=self.value)

@@ -48,14 +48,15 @@ _EPOCH = datetime(1899, 12, 31, tzinfo=UTC)
 
 _KEY_HEADER, _KEY_INTENSITIES, _KEY_HISTORY, _KEY_TITLE = 2, 3, 27, 107
 
-#: x unit codes: code -> (name, conversion to cm-1 or None when not spectral).
+#: x unit codes: code -> (name, factor): with a factor, x is a wavelength and factor / x
+#: its wavenumber (cm-1); without (None), x needs no conversion.
 _X_WAVENUMBERS, _X_POINTS, _X_NANOMETERS, _X_MICROMETERS, _X_RAMAN_SHIFT = 1, 2, 3, 4, 32
-_X_UNITS = {
-    _X_WAVENUMBERS: "wavenumbers (cm-1)",
-    _X_POINTS: "data points",
-    _X_NANOMETERS: "nanometers",
-    _X_MICROMETERS: "micrometers",
-    _X_RAMAN_SHIFT: "Raman shift (cm-1)",
+_X_UNITS: dict[int, tuple[str, float | None]] = {
+    _X_WAVENUMBERS: ("wavenumbers (cm-1)", None),
+    _X_POINTS: ("data points", None),
+    _X_NANOMETERS: ("nanometers", 1e7),
+    _X_MICROMETERS: ("micrometers", 1e4),
+    _X_RAMAN_SHIFT: ("Raman shift (cm-1)", None),
 }
 #: y unit codes: code -> (name, Spectrum y unit).
 _Y_UNITS = {
@@ -149,12 +150,11 @@ def _wavenumbers(header: _Header, name: str) -> npt.NDArray[np.float64]:
     if not (np.isfinite(header.first_x) and np.isfinite(header.last_x)):
         raise SpectrumError("unreadable", f"{name}: the first/last x values are not finite")
     x = np.linspace(header.first_x, header.last_x, header.n_points)
+    factor = _X_UNITS[header.x_code][1]
+    if factor is None:
+        return x
     with np.errstate(divide="ignore", invalid="ignore"):
-        if header.x_code == _X_NANOMETERS:
-            return np.asarray(1e7 / x, dtype=np.float64)
-        if header.x_code == _X_MICROMETERS:
-            return np.asarray(1e4 / x, dtype=np.float64)
-    return x
+        return np.asarray(factor / x, dtype=np.float64)
 
 
 def _acquired(data: bytes) -> str | None:
@@ -212,7 +212,7 @@ def _spectrum(data: bytes, header: _Header, entry: _Entry, name: str, meta: dict
     """One spectrum from its data header and intensity block."""
     wavenumbers = _wavenumbers(header, name)
     values = _intensities(data, entry, header.n_points)
-    meta["x_unit"] = _X_UNITS[header.x_code]
+    meta["x_unit"] = _X_UNITS[header.x_code][0]
     meta["y_label"] = _Y_UNITS.get(header.y_code, (f"unknown (code {header.y_code})", ""))[0]
     if header.scans:
         meta["sample_scans"] = header.scans

@@ -74,10 +74,10 @@ class ModelConfig:
     search: Literal["exact", "shortlist"] = "shortlist"
     seed: int = 0
     n_hits: int = 5
-    reject_quantile: float = 0.1
-    reject_margin: float = 0.15
-    min_vote: float = 0.5
-    r_floor: float = 0.5
+    reject_quantile: float = RejectCalibrator.quantile
+    reject_margin: float = RejectCalibrator.margin
+    min_vote: float = RejectCalibrator.min_vote
+    r_floor: float = RejectCalibrator.r_floor
     #: How the optional CNN member is combined with the subspace kNN: ``subknn`` (the CNN is
     #: reported but does not vote), ``cnn`` (the CNN alone decides) or ``weighted``
     #: (``(1 - cnn_weight) * subknn + cnn_weight * cnn``). Without a CNN only the kNN counts.
