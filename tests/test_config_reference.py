@@ -88,7 +88,7 @@ def test_the_model_section_takes_its_defaults_from_the_engine() -> None:
     config = load_config(REPO_ROOT / "config.yaml")
     engine = ModelConfig()
     served = config.engine_model_config()
-    for field in ("n_synthetic", "n_learners", "subspace_fraction", "n_neighbors", "search", "seed", "n_hits"):
+    for field in type(config.model).model_fields:
         assert getattr(served, field) == getattr(engine, field)
     assert served == engine  # the CNN off, nothing set: exactly the engine's defaults
 

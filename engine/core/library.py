@@ -463,26 +463,36 @@ class ReferenceLibrary:
                 next_ref_id = int(data["next_ref_id"])
         except (OSError, ValueError, KeyError) as exc:
             raise LibraryError(f"{path} is damaged: {exc}") from exc
-        measured = [
-            Spectrum(
-                wavenumbers[a:b],
-                values[a:b],
-                e["y_unit"],
-                e["technique"],
-                {"source": e["source"], "sha256": e["sha256"], "ref_id": e["ref_id"]},
-            )
-            for a, b, e in zip(offsets[:-1], offsets[1:], entries, strict=True)
-        ]
         attribution_path = libdir / "ATTRIBUTION.md"
         return cls(
             pipeline_spec=spec,
             entries=entries,
-            measured=measured,
+            measured=_stored_spectra(wavenumbers, values, offsets, entries),
             preprocessed=preprocessed,
             version=number,
             next_ref_id=next_ref_id,
             attribution=attribution_path.read_text(encoding="utf-8") if attribution_path.is_file() else None,
         )
+
+
+def _stored_spectra(
+    wavenumbers: npt.NDArray[np.float64],
+    values: npt.NDArray[np.float64],
+    offsets: npt.NDArray[np.int64],
+    entries: list[dict[str, Any]],
+) -> list[Spectrum]:
+    """The measured spectra back from how :meth:`ReferenceLibrary.save` stores them: every axis
+    and every value array concatenated, spectrum i at ``offsets[i]:offsets[i + 1]``."""
+    return [
+        Spectrum(
+            wavenumbers[a:b],
+            values[a:b],
+            e["y_unit"],
+            e["technique"],
+            {"source": e["source"], "sha256": e["sha256"], "ref_id": e["ref_id"]},
+        )
+        for a, b, e in zip(offsets[:-1], offsets[1:], entries, strict=True)
+    ]
 
 
 def _material(s: Spectrum) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,46 +140,49 @@ def parse_envi_header(text: str, *, name: str = "ENVI header") -> EnviHeader:
     if not text.lstrip("\ufeff").startswith("ENVI"):
         raise SpectrumError("unreadable", f"{name} is not an ENVI header (no 'ENVI' first line)")
     fields = _fields(text)
-    samples = _int_field(fields, "samples", name=name)
-    lines = _int_field(fields, "lines", name=name)
-    bands = _int_field(fields, "bands", name=name)
-    data_type = _int_field(fields, "data type", name=name)
-    offset = _int_field(fields, "header offset", name=name, default=0)
-    byte_order = _int_field(fields, "byte order", name=name, default=0)
-    interleave = fields.get("interleave", "bsq").strip().lower()
-    if min(samples, lines, bands) < 1:
-        raise SpectrumError("no_spectrum", f"{name}: the ENVI image is empty ({samples}x{lines}x{bands})")
-    if data_type not in _DTYPES:
-        raise SpectrumError("unreadable", f"{name}: ENVI data type {data_type} is not supported")
-    if interleave not in ("bsq", "bil", "bip"):
-        raise SpectrumError(
-            "unreadable", f"{name}: ENVI interleave {short(interleave)!r} is not bsq, bil or bip"
-        )
-    if byte_order not in (0, 1):
-        raise SpectrumError("unreadable", f"{name}: ENVI byte order {byte_order} is not 0 or 1")
-    if samples * lines > MAX_SPECTRA or samples * lines * bands * 8 > MAX_ENVI_BYTES:
-        raise SpectrumError("unreadable", f"{name}: the ENVI image ({samples}x{lines}x{bands}) is too large")
-    wavelength = None
-    if "wavelength" in fields:
-        try:
-            wavelength = np.array(
-                [float(v) for v in _list_field(fields["wavelength"]) if v], dtype=np.float64
-            )
-        except ValueError as exc:
-            raise SpectrumError("unreadable", f"{name}: the ENVI wavelength list holds a non-number") from exc
-        if wavelength.size != bands:
-            raise SpectrumError("length_mismatch", f"{name}: {wavelength.size} wavelengths for {bands} bands")
-    return EnviHeader(
-        samples=samples,
-        lines=lines,
-        bands=bands,
-        data_type=data_type,
-        interleave=interleave,
-        header_offset=offset,
-        byte_order=byte_order,
-        wavelength=wavelength,
+    header = EnviHeader(
+        samples=_int_field(fields, "samples", name=name),
+        lines=_int_field(fields, "lines", name=name),
+        bands=_int_field(fields, "bands", name=name),
+        data_type=_int_field(fields, "data type", name=name),
+        interleave=fields.get("interleave", "bsq").strip().lower(),
+        header_offset=_int_field(fields, "header offset", name=name, default=0),
+        byte_order=_int_field(fields, "byte order", name=name, default=0),
+        wavelength=None,
         fields=fields,
     )
+    _check_image(header, name=name)
+    if "wavelength" not in fields:
+        return header
+    return replace(header, wavelength=_wavelength(fields["wavelength"], header.bands, name=name))
+
+
+def _check_image(header: EnviHeader, *, name: str) -> None:
+    """SpectrumError unless the header describes an image this reader can read."""
+    samples, lines, bands = header.samples, header.lines, header.bands
+    if min(samples, lines, bands) < 1:
+        raise SpectrumError("no_spectrum", f"{name}: the ENVI image is empty ({samples}x{lines}x{bands})")
+    if header.data_type not in _DTYPES:
+        raise SpectrumError("unreadable", f"{name}: ENVI data type {header.data_type} is not supported")
+    if header.interleave not in ("bsq", "bil", "bip"):
+        raise SpectrumError(
+            "unreadable", f"{name}: ENVI interleave {short(header.interleave)!r} is not bsq, bil or bip"
+        )
+    if header.byte_order not in (0, 1):
+        raise SpectrumError("unreadable", f"{name}: ENVI byte order {header.byte_order} is not 0 or 1")
+    if samples * lines > MAX_SPECTRA or samples * lines * bands * 8 > MAX_ENVI_BYTES:
+        raise SpectrumError("unreadable", f"{name}: the ENVI image ({samples}x{lines}x{bands}) is too large")
+
+
+def _wavelength(value: str, bands: int, *, name: str) -> npt.NDArray[np.float64]:
+    """The ``wavelength`` record's list: one number per band."""
+    try:
+        wavelength = np.array([float(v) for v in _list_field(value) if v], dtype=np.float64)
+    except ValueError as exc:
+        raise SpectrumError("unreadable", f"{name}: the ENVI wavelength list holds a non-number") from exc
+    if wavelength.size != bands:
+        raise SpectrumError("length_mismatch", f"{name}: {wavelength.size} wavelengths for {bands} bands")
+    return wavelength
 
 
 def _wavenumbers(header: EnviHeader, *, name: str) -> npt.NDArray[np.float64]:

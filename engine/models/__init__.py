@@ -5,5 +5,6 @@
 - :mod:`engine.models.cnn`: the CNN on polar images (encoding, net, estimator);
 - :mod:`engine.models.openset`: the quality gate and the open-set decision (known, unknown, low quality);
 - :mod:`engine.models.ranges`: routing by acquisition range, and the cache of range models;
-- :mod:`engine.models.served`: the served identification model, one result per spectrum.
+- :mod:`engine.models.served`: the served identification model, one result per spectrum;
+- :mod:`engine.models.result`: that result and its evidence hits.
 """

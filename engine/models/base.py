@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.base import BaseEstimator, clone
 
-__all__ = ["SpectrumClassifier", "check_integer", "finite_matrix"]
+__all__ = ["SpectrumClassifier", "check_integer", "check_option", "finite_matrix"]
 
 FloatMatrix = npt.NDArray[np.float32]
 
@@ -57,6 +57,19 @@ def check_integer(name: str, value: object, *, at_least: int | None = None, posi
         or (minimum is not None and value < minimum)
     ):
         raise ValueError(f"{name} must be {wanted}, got {value!r}")
+
+
+def check_option(name: str, value: object, options: tuple[str, ...]) -> None:
+    """ValueError unless ``value`` is one of ``options``.
+
+    >>> check_option("search", "exact", ("exact", "shortlist"))
+    >>> check_option("search", "fast", ("exact", "shortlist"))
+    Traceback (most recent call last):
+    ...
+    ValueError: search must be one of ('exact', 'shortlist'), got 'fast'
+    """
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
 
 
 class SpectrumClassifier(BaseEstimator):

@@ -61,7 +61,7 @@ import numpy.typing as npt
 from sklearn.exceptions import NotFittedError
 from threadpoolctl import ThreadpoolController
 
-from engine.models.base import SpectrumClassifier
+from engine.models.base import SpectrumClassifier, check_integer, check_option
 
 __all__ = ["SubspaceKNN"]
 
@@ -392,24 +392,17 @@ class SubspaceKNN(SpectrumClassifier):
     # ------------------------------------------------------------------ parameters
 
     def _validate_params(self) -> None:
-        def positive_int(name: str, value: object) -> None:
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-        positive_int("n_learners", self.n_learners)
-        positive_int("n_neighbors", self.n_neighbors)
-        positive_int("shortlist_size", self.shortlist_size)
-        positive_int("shortlist_dims", self.shortlist_dims)
+        check_integer("n_learners", self.n_learners, positive=True)
+        check_integer("n_neighbors", self.n_neighbors, positive=True)
+        check_integer("shortlist_size", self.shortlist_size, positive=True)
+        check_integer("shortlist_dims", self.shortlist_dims, positive=True)
         if self.n_threads is not None:
-            positive_int("n_threads", self.n_threads)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+            check_integer("n_threads", self.n_threads, positive=True)
+        check_integer("seed", self.seed)
         if not (isinstance(self.subspace_fraction, float | int) and 0.0 < self.subspace_fraction <= 1.0):
             raise ValueError(f"subspace_fraction must be in (0, 1], got {self.subspace_fraction!r}")
-        if self.weights not in _WEIGHTS:
-            raise ValueError(f"weights must be one of {_WEIGHTS}, got {self.weights!r}")
-        if self.search not in _SEARCHES:
-            raise ValueError(f"search must be one of {_SEARCHES}, got {self.search!r}")
+        check_option("weights", self.weights, _WEIGHTS)
+        check_option("search", self.search, _SEARCHES)
 
     def _workers(self) -> int:
         return int(self.n_threads) if self.n_threads is not None else max(1, faiss.omp_get_max_threads())

@@ -31,7 +31,7 @@ from torch import nn
 
 from engine.core.augment import synthesize
 from engine.core.storage import atomic_write_bytes
-from engine.models.base import SpectrumClassifier, check_integer
+from engine.models.base import SpectrumClassifier, check_integer, check_option
 from engine.models.cnn.encoding import ENCODINGS, encode_images
 from engine.models.cnn.net import SpectrumImageNet, torch_session
 
@@ -217,8 +217,7 @@ class PolarCNN(SpectrumClassifier):
                 bracket = "]" if closed_high else ")"
                 raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value!r}")
 
-        if self.encoding not in ENCODINGS:
-            raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+        check_option("encoding", self.encoding, ENCODINGS)
         check_integer("image_size", self.image_size, at_least=4)
         check_integer("width", self.width, at_least=1)
         check_integer("depth", self.depth, at_least=1)
@@ -238,8 +237,7 @@ class PolarCNN(SpectrumClassifier):
         fraction("weight_decay", self.weight_decay, 0.0, math.inf, closed_high=False)
         if not float(self.learning_rate) > 0.0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        if self.device not in _DEVICES:
-            raise ValueError(f"device must be one of {_DEVICES}, got {self.device!r}")
+        check_option("device", self.device, _DEVICES)
 
     def _torch_device(self) -> torch.device:
         if self.device == "auto":
