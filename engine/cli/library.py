@@ -1,0 +1,122 @@
+"""``mpwatch library build|info|log|rollback``: build reference libraries and look after their versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from engine.cli.common import EXIT_OK, UsageError, progress_bar, stdout_console
+
+__all__ = ["add_parsers"]
+
+
+def _count_inputs(folder: Path) -> int:
+    from engine.io.labelled_set import is_labelled_set, load_labelled_set
+
+    if is_labelled_set(folder):
+        return len(load_labelled_set(folder))
+    return sum(1 for p in folder.rglob("*") if p.is_file())
+
+
+def cmd_library_build(args: argparse.Namespace) -> int:
+    from engine.core.library import ReferenceLibrary
+
+    folders = [Path(f) for f in args.sources]
+    for folder in folders:
+        if not folder.is_dir():
+            raise UsageError(f"--from {folder}: no such folder")
+    out = Path(args.out)
+    lib = (
+        ReferenceLibrary.load(out) if (out / "HEAD.json").exists() else ReferenceLibrary.empty(args.pipeline)
+    )
+    with progress_bar() as progress:
+        for folder in folders:
+            task = progress.add_task(f"importing {folder.name}", total=_count_inputs(folder))
+            lib.import_folder(folder, progress=lambda n, t=task: progress.advance(t, n))
+    if len(lib) == 0:
+        raise UsageError("no readable spectra found in " + ", ".join(map(str, folders)))
+    names = ", ".join(f.name for f in folders)
+    version = lib.save(out, message=f"build from {names}")
+    sys.stderr.write(
+        f"library {out}: version {version}, {lib.technique} ({lib.pipeline_spec['name']} pipeline), "
+        f"{len(lib)} spectra, {len(lib.class_counts())} classes\n"
+    )
+    return EXIT_OK
+
+
+def cmd_library_info(args: argparse.Namespace) -> int:
+    from engine.core.library import ReferenceLibrary
+
+    info = ReferenceLibrary.load(args.libdir).info()
+    if args.json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return EXIT_OK
+    console = stdout_console()
+    console.print(
+        f"[bold]{args.libdir}[/]  version {info['version']}  ·  {info['n_spectra']} spectra  ·  "
+        f"{info['n_classes']} classes  ·  pipeline {info['pipeline']['name']}"
+    )
+    table = Table("class", "spectra", title="classes")
+    for label, count in info["classes"].items():
+        table.add_row(label, str(count))
+    console.print(table)
+    for key in ("organisations", "confirmed_by", "techniques"):
+        console.print(f"[bold]{key}[/]: " + ", ".join(f"{k} ({v})" for k, v in info[key].items()))
+    return EXIT_OK
+
+
+def cmd_library_log(args: argparse.Namespace) -> int:
+    from engine.core.library import library_log
+
+    table = Table("version", "parent", "created", "spectra", "classes", "message")
+    for v in library_log(args.libdir):
+        table.add_row(
+            str(v.version), str(v.parent or ""), v.created_at, str(v.n_spectra), str(v.n_classes), v.message
+        )
+    stdout_console().print(table)
+    return EXIT_OK
+
+
+def cmd_library_rollback(args: argparse.Namespace) -> int:
+    from engine.core.library import rollback
+
+    new = rollback(args.libdir, args.version)
+    sys.stderr.write(f"library {args.libdir}: version {args.version} restored as version {new}\n")
+    return EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    lib = sub.add_parser("library", help="build and look after reference libraries")
+    lsub = lib.add_subparsers(dest="library_command", required=True, metavar="ACTION")
+    p = lsub.add_parser("build", help="build (or extend) a library from labelled folders")
+    p.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="a labelled-set folder, or a folder with one subfolder per label (repeatable)",
+    )
+    p.add_argument("--out", required=True, metavar="LIBDIR", help="library folder to create or extend")
+    p.add_argument(
+        "--pipeline",
+        default=None,
+        help="preprocessing pipeline for a new library (unset: default for IR, raman for Raman spectra)",
+    )
+    p.set_defaults(func=cmd_library_build)
+    p = lsub.add_parser("info", help="classes, counts, version and provenance")
+    p.add_argument("libdir", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_library_info)
+    p = lsub.add_parser("log", help="every version of a library")
+    p.add_argument("libdir", type=Path)
+    p.set_defaults(func=cmd_library_log)
+    p = lsub.add_parser("rollback", help="make an earlier version current again (as a new version)")
+    p.add_argument("libdir", type=Path)
+    p.add_argument("version", type=int)
+    p.set_defaults(func=cmd_library_rollback)
