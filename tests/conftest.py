@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,15 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0, interv
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def ledger_count(db: Path, query: str) -> int:
+    """A ``SELECT count(*)`` on a running daemon's ledger, read-only; 0 before the ledger exists."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet, or the schema is being written
+        return 0
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tomllib
@@ -23,7 +22,7 @@ import pytest
 
 from daemon.cli import build_parser
 from daemon.cli.run import CONFIG_SEARCH, PACKAGED_CONFIG, _daemon_url, _load
-from tests.conftest import REPO_ROOT, wait_until
+from tests.conftest import REPO_ROOT, ledger_count, wait_until
 
 MPWATCH = [sys.executable, "-m", "daemon.cli"]
 
@@ -94,11 +93,7 @@ def test_run_without_a_configuration_classifies_into_the_packaged_defaults(
     db = work / "mpwatch-state" / "ledger.sqlite3"
 
     def n_results() -> int:
-        try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-                return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])
-        except sqlite3.OperationalError:  # not created yet, or the schema is being written
-            return 0
+        return ledger_count(db, "SELECT count(*) FROM results")
 
     with log.open("w", encoding="utf-8") as stderr:
         proc = subprocess.Popen(

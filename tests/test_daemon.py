@@ -30,7 +30,7 @@ from daemon.intake.stability import FileStat
 from daemon.service import MIN_PAUSE_SECONDS, TICK_SECONDS, Daemon
 from daemon.store.ledger import Admission, InvalidTransitionError, WorkItem
 from engine.models.served import IdentificationModel, ModelConfig
-from tests.conftest import REPO_ROOT, wait_until
+from tests.conftest import REPO_ROOT, ledger_count, wait_until
 from tests.prometheus import require_tool, running_prometheus
 
 FAST = ModelConfig(n_synthetic=10, n_learners=10)
@@ -413,11 +413,7 @@ class TestRestart:
         db = tmp_path / "state" / "ledger.sqlite3"
 
         def done() -> int:
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-                    return int(conn.execute("SELECT count(*) FROM files WHERE state = 'done'").fetchone()[0])
-            except sqlite3.OperationalError:  # not created yet, or the schema is being written
-                return 0
+            return ledger_count(db, "SELECT count(*) FROM files WHERE state = 'done'")
 
         proc = start()
         wait_until(lambda: done() >= 5, timeout=90)
