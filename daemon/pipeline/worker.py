@@ -252,8 +252,7 @@ class Worker:
     def _quarantine(self, item: WorkItem, reason: str) -> None:
         self.ledger.quarantine(item.path, reason, now=self.clock())
         self._note_quarantine(item, reason)
-        self.metrics.file_finished("quarantined", now=self.clock())
-        logger.warning("quarantined %s: %s", item.path, reason)
+        self.metrics.file_finished("quarantined", now=self.clock())  # the ledger logs it, once
 
     def _note_quarantine(self, item: WorkItem, reason: str) -> None:
         """A note beside the quarantine: what, why, when; the file itself moves only if configured."""
