@@ -16,6 +16,7 @@ from pathlib import Path
 
 from daemon.growth.library import GrowthOutcome, LibraryGrowth
 from daemon.intake.watcher import InboxWatcher
+from daemon.pipeline.worker import move_into
 from engine.core.spectrum import Spectrum, SpectrumError
 from engine.io import read_spectra
 
@@ -70,7 +71,7 @@ class DropFolder:
             try:
                 by_label.setdefault(label, []).append((path, read_spectra(path)))
             except SpectrumError as exc:
-                _move(path, root / ".refused", note=str(exc))
+                move_into(path, root / ".refused", note=str(exc))
         outcomes = []
         for label, items in by_label.items():
             spectra = [s for _, got in items for s in got]
@@ -78,16 +79,5 @@ class DropFolder:
                 self.growth.add_spectra(spectra, label, confirmed_by=f"drop folder {root.name}/{label}")
             )
             for path, _ in items:
-                _move(path, root / ".added" / label)
+                move_into(path, root / ".added" / label)
         return outcomes
-
-
-def _move(path: Path, folder: Path, *, note: str | None = None) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / path.name
-        path.replace(target)
-        if note:
-            target.with_name(target.name + ".reason.txt").write_text(note + "\n", encoding="utf-8")
-    except OSError:
-        logger.exception("could not move %s to %s", path, folder)

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon.config import Config, InboxConfig
+from daemon.config import Config
 from daemon.intake.scan import SpectrumFileFilter
 from daemon.intake.stability import FileStat
 from daemon.intake.watcher import InboxWatcher
@@ -38,12 +38,10 @@ ADMIT_PER_TURN = 256
 class Intake:
     """The inboxes' watchers and the way from a stable file to a pending ledger row."""
 
-    def __init__(
-        self, inboxes: Sequence[InboxConfig], config: Config, *, ledger: Ledger, metrics: Metrics
-    ) -> None:
+    def __init__(self, config: Config, *, ledger: Ledger, metrics: Metrics) -> None:
         self.ledger = ledger
         self.metrics = metrics
-        self.inboxes = list(inboxes)
+        self.inboxes = list(config.inboxes)
         self.watchers = self._watchers(config)
         #: Inboxes whose folder is gone, said once each (see :meth:`rearm`).
         self._lost: set[str] = set()
@@ -176,9 +174,13 @@ class Intake:
         try:
             return file_sha256(path)
         except OSError as exc:
-            self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
+            self._not_ready(path, exc, now=now)
             self.metrics.file_finished("failed", now=now)
             return None
+
+    def _not_ready(self, path: Path, exc: OSError, *, now: float) -> None:
+        """A file that cannot be read now (locked, vanished): failed, retried with backoff."""
+        self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
 
     def retry_due(self, now: float) -> None:
         """Failed files whose backoff has passed: looked at again and queued."""
@@ -186,13 +188,9 @@ class Intake:
             path = Path(record.path)
             try:
                 stat = path.stat()
-            except OSError as exc:
-                self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
-                continue
-            self.ledger.observe(path, size=stat.st_size, mtime=stat.st_mtime, now=now)
-            try:
+                self.ledger.observe(path, size=stat.st_size, mtime=stat.st_mtime, now=now)
                 sha = file_sha256(path)
             except OSError as exc:
-                self.ledger.fail(path, f"not ready: {exc.strerror or exc}", now=now)
+                self._not_ready(path, exc, now=now)
                 continue
             self.ledger.mark_pending(path, sha, now=now)

@@ -40,7 +40,7 @@ from engine.core.spectrum import Spectrum, SpectrumError
 from engine.core.storage import atomic_write_text
 from engine.models.served import IdentificationModel, Result, wants_aging
 
-__all__ = ["Classified", "Worker", "internal_error", "result_record"]
+__all__ = ["Classified", "Worker", "internal_error", "move_into", "result_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class Worker:
         if self.on_result:
             self.on_result(one.item, results)
         if self.processed_dir is not None:
-            self._move(Path(one.item.path), self.processed_dir)
+            move_into(Path(one.item.path), self.processed_dir)
 
     def _fail(self, item: WorkItem, reason: str) -> None:
         record = self.ledger.fail(item.path, reason, now=self.clock())
@@ -261,13 +261,17 @@ class Worker:
         try:
             atomic_write_text(self.quarantine_dir / f"{item.sha256[:16]}-{path.name}.reason.json", note)
             if self.move_quarantined:
-                self._move(path, self.quarantine_dir)
+                move_into(path, self.quarantine_dir)
         except OSError:
             logger.exception("could not write the quarantine note for %s", path)
 
-    def _move(self, path: Path, folder: Path) -> None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(path), folder / path.name)
-        except OSError:
-            logger.exception("could not move %s to %s", path, folder)
+
+def move_into(path: Path, folder: Path, *, note: str | None = None) -> None:
+    """Move a file into ``folder`` (made if missing), with ``note`` beside it; a failure is only logged."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        target = Path(shutil.move(str(path), folder / path.name))
+        if note:
+            target.with_name(target.name + ".reason.txt").write_text(note + "\n", encoding="utf-8")
+    except OSError:
+        logger.exception("could not move %s to %s", path, folder)
