@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.core.conventions import TECHNIQUES, AcquisitionProfile
 from engine.core.spectrum import SpectrumError, normalise_y_unit
+from engine.io.candidates import NonSpectrumFilter
 from engine.models.served import ModelConfig
 
 __all__ = ["LIBRARY_KEYS", "CnnConfig", "Config", "ConfigError", "InboxConfig", "load_config"]
@@ -55,7 +56,10 @@ class InboxConfig(_Section):
     ``technique``, ``y_unit`` and ``range`` are stated facts: they win over what a
     file says and what the data suggest. ``library`` names the library for this
     inbox's technique (it needs ``technique``), the same as the top-level
-    ``library`` or ``raman_library`` key.
+    ``library`` or ``raman_library`` key. With ``ignore_non_spectra``, files that
+    are plainly not spectra (by name: :class:`engine.io.candidates.NonSpectrumFilter`,
+    extended by ``non_spectra``; by content: a note no reader recognises) are
+    recorded as ignored and left alone instead of being quarantined.
     """
 
     path: Path
@@ -64,10 +68,23 @@ class InboxConfig(_Section):
     poll_interval_seconds: float = Field(5.0, gt=0, le=3600)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    ignore_non_spectra: bool = True
+    non_spectra: tuple[str, ...] = ()
     technique: Literal["ir", "raman"] | None = None
     y_unit: str | None = None
     range: tuple[float, float] | None = None
     library: Path | None = None
+
+    @field_validator("include", "exclude", "non_spectra")
+    @classmethod
+    def _patterns(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not pattern.strip() for pattern in patterns):
+            raise ValueError(f"glob patterns must not be empty, got {list(patterns)}")
+        return patterns
+
+    def non_spectrum_filter(self) -> NonSpectrumFilter | None:
+        """The rule telling this inbox's non-spectra by name; None when they are not ignored."""
+        return NonSpectrumFilter(extra=self.non_spectra) if self.ignore_non_spectra else None
 
     @field_validator("y_unit")
     @classmethod

@@ -39,7 +39,7 @@ from daemon.store.ledger import Ledger, RetryPolicy
 from daemon.store.lock import StateLock
 from daemon.web.http import Heartbeat
 from daemon.web.metrics import Metrics
-from daemon.web.site import listen, site
+from daemon.web.site import hang_up, listen, site
 from engine.core.conventions import AcquisitionProfile
 from engine.core.library import LibraryError
 from engine.models.served import IdentificationModel
@@ -89,6 +89,7 @@ class Daemon:
         self.metrics.attach_ledger(self.ledger)
         self.guard = Guard(self.metrics)
         self.intake = Intake(config, ledger=self.ledger, metrics=self.metrics)
+        self.exporter = ResultsExporter(self.ledger, state / "results", inboxes)
         self.drift = DriftWatch(on_drift=self.metrics.drift_detected, on_accuracy=self._rolling_accuracy)
         self.growth = LibraryGrowth(
             models=self.models,
@@ -100,11 +101,11 @@ class Daemon:
             model_config=config.engine_model_config(),
             clock=clock,
             on_model_change=self._publish_model,
+            on_decision=self.exporter.mark,
         )
         self.challenger = ChallengerScheduler.for_daemon(self) if config.cnn.enabled else None
         self._publish_model()
         self.drop_folder = DropFolder(config.confirmed_dir, self.growth, config.watch.quiet_seconds)
-        self.exporter = ResultsExporter(self.ledger, state / "results", inboxes)
         self.stages = stages_for(
             config,
             ledger=self.ledger,
@@ -113,7 +114,7 @@ class Daemon:
             models=self.models,
             clock=clock,
             on_result=self.drift.observe_results,
-            profile_for=self.profile_for,
+            inbox_for=self.intake.inbox_for,
         )
         self.worker, self.helpers = self.stages.worker, self.stages.worker.helpers
         self.http = site(self, registry=self.registry, heartbeat_age=self.heartbeat.age)
@@ -160,12 +161,10 @@ class Daemon:
             ConfigError: another daemon holds the state folder, or the HTTP port cannot be bound.
         """
         self.state_lock.acquire()
-        recovered = self.ledger.recover_interrupted(now=self.clock())
-        if recovered:
+        if recovered := self.ledger.recover_interrupted(now=self.clock()):
             logger.info("recovered %d files interrupted by the last stop", recovered)
-        listen(self.http, self.config)
+        listen(self.http, self.config, now=self.clock())
         self.helpers.start()
-        logger.info("metrics and health on http://%s:%d", self.config.http.host, self.http.port)
         self.intake.start()
         self.drop_folder.start()
         self.stages.start()
@@ -244,7 +243,7 @@ class Daemon:
         self.helpers.close()
         if self.state_lock.held:  # a daemon that could not start writes nothing in another's state folder
             self.exporter.flush(now=now, force=True)
-        self.http.shutdown()
+        hang_up(self.http, self.config)
         self.ledger.close()
         self.state_lock.release()
         logger.info("stopped")

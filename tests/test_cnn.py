@@ -488,8 +488,11 @@ class TestCrossSourceMembers:
             assert report["member"] == name
             assert report["n_test"] == 195 and report["n_in_library"] == 189
             assert all(0.0 <= report[key] <= 1.0 for key in SCORES)
-            correct = round(report["accuracy"] * report["n_in_library"])
-            assert int(np.trace(report["confusion"])) == correct  # the closed-set predictions
+            confusion = np.asarray(report["confusion"])
+            n = len(report["classes"])
+            accepted = round((1.0 - report["false_reject_rate"]) * report["n_in_library"])
+            assert int(np.trace(confusion[:n, :n])) == round(report["accepted_accuracy"] * accepted)
+            assert int(confusion.sum()) == report["n_test"]  # every spectrum counted once
         # The first member's report stays at the top level, as before --members existed.
         assert data["member"] == "subknn" and data["accuracy"] == members["subknn"]["accuracy"]
         assert members["subknn"]["cnn_params"] == {}

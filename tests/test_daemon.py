@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -366,6 +367,133 @@ class TestBadInput:
         assert done.returncode == 2
         assert len(done.stderr.strip().splitlines()) == 1
         assert "http.port" in done.stderr
+
+
+#: An analyst's note beside the spectra of a sample: prose, no table of numbers.
+NOTES = (
+    "Sample 07, river Rhine at Lobith, taken 3 May.\n"
+    "Filtered 250 L through a 20 um mesh, dried overnight at 40 C.\n"
+    "Particle 1 looked like a blue fibre; see photo.png.\n"
+)
+#: The first bytes of a PNG image and of an xlsx workbook (a zip), with data after them.
+PHOTO = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8
+WORKBOOK = b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)) * 8
+
+
+def ignored_lines(caplog: pytest.LogCaptureFixture) -> dict[str, int]:
+    """How many times the ledger said each file was ignored, by file name."""
+    said: dict[str, int] = {}
+    for r in caplog.records:
+        if r.name == "daemon.store.files" and " ignored: " in r.getMessage():
+            name = Path(r.getMessage().split(" ignored: ")[0]).name
+            said[name] = said.get(name, 0) + 1
+    return said
+
+
+class TestNonSpectra:
+    def test_notes_photos_and_spreadsheets_are_ignored_once_and_the_spectrum_classified(
+        self,
+        tmp_path: Path,
+        library_dir: Path,
+        model: IdentificationModel,
+        particles: list[str],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        config = load_config(write_config(tmp_path, library_dir))
+        sample = tmp_path / "inbox" / "sample-07"
+        with caplog.at_level(logging.INFO, logger="daemon.store.files"):
+            with Running(Daemon(config, model=model)) as d:
+                sample.mkdir()
+                (sample / "notes.txt").write_text(NOTES)
+                (sample / "photo.png").write_bytes(PHOTO)
+                (sample / "results.xlsx").write_bytes(WORKBOOK)
+                (sample / "particle.csv").write_text(particles[0])
+                wait_until(lambda: state_counts(d)["ignored"] == 3 and done_count(d) == 1)
+                reasons = {Path(r.path).name: r.reason or "" for r in d.ledger.files(state="ignored")}
+                (result,) = d.ledger.results()
+            with Running(Daemon(config, model=model)) as d:  # a restart scans them all again
+                (sample / "particle-2.csv").write_text(particles[1])  # ready after the others
+                wait_until(lambda: done_count(d) == 2)
+                counts = state_counts(d)
+        assert Path(result.source_path).name == "particle.csv"
+        assert reasons["photo.png"] == "not a spectrum: an image (*.png)"
+        assert reasons["results.xlsx"] == "not a spectrum: a spreadsheet (*.xlsx)"
+        assert (
+            reasons["notes.txt"] == "not a spectrum: notes.txt is text without a table of numbers (a note?)"
+        )
+        assert ignored_lines(caplog) == {"notes.txt": 1, "photo.png": 1, "results.xlsx": 1}
+        assert (counts["ignored"], counts["quarantined"], counts["failed"]) == (3, 0, 0)
+        assert list((tmp_path / "state" / "quarantine").iterdir()) == []
+        assert all((sample / name).is_file() for name in ("notes.txt", "photo.png", "results.xlsx"))
+
+    def test_by_name_it_is_ignored_at_admission_never_hashed_nor_read(
+        self,
+        tmp_path: Path,
+        library_dir: Path,
+        model: IdentificationModel,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        inbox = {"path": str(tmp_path / "inbox"), "name": "lab", "non_spectra": ["*.log"]}
+        with unstarted(tmp_path, library_dir, model, inboxes=[inbox]) as daemon:
+            (tmp_path / "inbox" / "run.log").write_text("1000,0.1\n" * 40)  # a table: only the name tells
+            (tmp_path / "inbox" / "photo.png").write_bytes(PHOTO)
+            stats = [
+                FileStat(p, p.stat().st_size, p.stat().st_mtime)
+                for p in sorted((tmp_path / "inbox").iterdir())
+            ]
+            hashed: list[Path] = []
+            monkeypatch.setattr(
+                "daemon.intake.admission.file_sha256", lambda path: hashed.append(path) or "0" * 64
+            )
+            assert daemon.intake.admit(stats, now=time.time()) == {stat.path: None for stat in stats}
+            assert hashed == [] and daemon.ledger.claim_next(now=time.time()) is None
+            records = {Path(r.path).name: r for r in daemon.ledger.files(state="ignored")}
+            assert records["run.log"].reason == "not a spectrum: a configured non-spectrum pattern (*.log)"
+            assert records["photo.png"].sha256 is None
+
+    def test_the_setting_is_per_inbox_on_by_default_and_a_bad_pattern_stops_the_start(
+        self, tmp_path: Path, library_dir: Path
+    ) -> None:
+        inboxes = [
+            {"path": str(tmp_path / "a"), "name": "a"},
+            {"path": str(tmp_path / "b"), "name": "b", "ignore_non_spectra": False},
+        ]
+        config = load_config(write_config(tmp_path, library_dir, inboxes=inboxes))
+        assert [inbox.ignore_non_spectra for inbox in config.inboxes] == [True, False]
+        assert config.inboxes[1].non_spectrum_filter() is None
+        bad = [{"path": str(tmp_path / "a"), "name": "a", "non_spectra": ["*.log", " "]}]
+        with pytest.raises(ConfigError, match=r"inboxes\.0\.non_spectra"):
+            load_config(write_config(tmp_path, library_dir, inboxes=bad))
+
+    @pytest.mark.parametrize("ignore", [True, False])
+    def test_a_note_is_ignored_or_quarantined_as_configured_a_broken_spectrum_always_quarantined(
+        self, tmp_path: Path, library_dir: Path, model: IdentificationModel, ignore: bool
+    ) -> None:
+        inbox = {"path": str(tmp_path / "inbox"), "name": "lab", "ignore_non_spectra": ignore}
+        with unstarted(tmp_path, library_dir, model, inboxes=[inbox]) as daemon:
+            notes, broken = tmp_path / "inbox" / "notes.txt", tmp_path / "inbox" / "broken.csv"
+            notes.write_text(NOTES)
+            broken.write_text("wavenumber,absorbance\n1000,0.1\n1002,0.")  # a spectrum cut short
+            stats = [FileStat(p, p.stat().st_size, p.stat().st_mtime) for p in (notes, broken)]
+            daemon.intake.admit(stats, now=time.time())
+            daemon.worker.process(daemon.ledger.claim(10, now=time.time()))
+            notes_row, broken_row = daemon.ledger.file(notes), daemon.ledger.file(broken)
+            assert notes_row is not None and broken_row is not None
+            if ignore:
+                assert (str(notes_row.state), notes_row.reason) == (
+                    "ignored",
+                    "not a spectrum: notes.txt is text without a table of numbers (a note?)",
+                )
+            else:
+                assert str(notes_row.state) == "quarantined"
+                assert (
+                    notes_row.reason
+                    == "not_a_spectrum: notes.txt is text without a table of numbers (a note?)"
+                )
+            assert str(broken_row.state) == "quarantined" and "too_few_points" in (broken_row.reason or "")
+            notes_written = sorted(p.name for p in (tmp_path / "state" / "quarantine").glob("*.reason.json"))
+            assert len(notes_written) == (1 if ignore else 2)
+            assert notes.is_file() and broken.is_file()
 
 
 class TestRestart:

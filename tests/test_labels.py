@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.core.labels import canonical_label, same_polymer, scoring_label
+from engine.core.labels import canonical_label, normalisations, same_polymer, scoring_label
 from tests.conftest import SHARED_DATA
 
 
@@ -41,3 +41,16 @@ class TestCanonicalLabel:
         for name in ("flopp_frond2021", "villegas_camacho2024_c8", "openspecy_ftir_2023"):
             for label in (SHARED_DATA / name / "labels.txt").read_text().splitlines():
                 assert canonical_label(label)
+
+
+class TestNormalisations:
+    def test_each_canonical_label_with_the_raw_labels_that_became_it(self) -> None:
+        raw = ["R", "HDPE", "PE", "LDPE", "acrylic", "HDPE", "Polyethylene", " PP ", "fur"]
+        assert normalisations(raw) == {"PAN": ["acrylic"], "PE": ["HDPE", "LDPE", "Polyethylene"], "r": ["R"]}
+
+    def test_labels_already_canonical_are_not_listed(self) -> None:
+        assert normalisations(["PE", "PP", "cellulose", "fur", "PE "]) == {}
+
+    def test_the_real_flopp_labels(self) -> None:
+        labels = (SHARED_DATA / "flopp_frond2021" / "labels.txt").read_text().splitlines()
+        assert normalisations(labels) == {"PAN": ["acrylic"], "r": ["R"], "sr": ["SR"]}

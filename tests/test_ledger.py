@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import signal
 import sqlite3
 import subprocess
@@ -34,6 +35,7 @@ from daemon.store.ledger import (
     UnknownReviewError,
     migrate,
 )
+from daemon.store.schema import _MIGRATIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,6 +219,86 @@ class TestStatesAndTransitions:
         assert [i.path for i in ledger.pending_items(limit=10)] == ["/in/a.spa", "/in/b.spa"]
         ledger.claim_next(now=20.0)
         assert [i.path for i in ledger.pending_items(limit=10)] == ["/in/b.spa"]
+
+
+class TestIgnored:
+    def test_a_file_plainly_not_a_spectrum_is_set_aside_and_said_once(
+        self, ledger: Ledger, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        ledger.observe("/in/s1/photo.png", size=10, mtime=1.0, now=2.0)
+        with caplog.at_level(logging.INFO, logger="daemon.store.files"):
+            ignored = ledger.ignore("/in/s1/photo.png", "not a spectrum: an image (*.png)", now=3.0)
+        assert (ignored.state, ignored.reason, ignored.sha256) == (
+            FileState.IGNORED,
+            "not a spectrum: an image (*.png)",
+            None,
+        )
+        assert [r.getMessage() for r in caplog.records] == [
+            "/in/s1/photo.png ignored: not a spectrum: an image (*.png)"
+        ]
+        again = ledger.observe("/in/s1/photo.png", size=10, mtime=1.0, now=4.0)  # a rescan: nothing new
+        assert again.state is FileState.IGNORED
+        assert ledger.due_retries(now=1e9) == []
+        counts = ledger.counts()
+        assert (counts[FileState.IGNORED], counts[FileState.QUARANTINED]) == (1, 0)
+        assert [f.path for f in ledger.files(state=FileState.IGNORED)] == ["/in/s1/photo.png"]
+
+    def test_a_claimed_file_read_as_a_note_is_ignored_with_its_content_known(self, ledger: Ledger) -> None:
+        arrive(ledger, "/in/s1/notes.txt", "prose")
+        item = ledger.claim_next(now=12.0)
+        assert item is not None
+        ignored = ledger.ignore(item.path, "not_a_spectrum: notes.txt is text", now=13.0)
+        assert (ignored.state, ignored.sha256, ignored.claimed_at) == (FileState.IGNORED, sha("prose"), None)
+        assert ledger.claim_next(now=14.0) is None
+
+    def test_only_a_change_on_disk_brings_it_back(self, ledger: Ledger) -> None:
+        ledger.observe("/in/notes.txt", size=10, mtime=1.0, now=2.0)
+        ledger.ignore("/in/notes.txt", "a note", now=3.0)
+        with pytest.raises(InvalidTransitionError):
+            ledger.mark_pending("/in/notes.txt", sha("note"), now=4.0)
+        with pytest.raises(InvalidTransitionError):
+            ledger.fail("/in/notes.txt", "late", now=4.0)
+        with pytest.raises(InvalidTransitionError):
+            ledger.ignore("/in/notes.txt", "twice", now=4.0)
+        # a spectrum written over it
+        reopened = ledger.observe("/in/notes.txt", size=5000, mtime=9.0, now=10.0)
+        assert (reopened.state, reopened.reason) == (FileState.SEEN, None)
+        assert ledger.mark_pending("/in/notes.txt", sha("spectrum"), now=11.0) is Admission.NEW
+
+    def test_a_done_file_cannot_be_ignored(self, ledger: Ledger) -> None:
+        arrive(ledger, "/in/a.spa", "a")
+        item = ledger.claim_next(now=12.0)
+        assert item is not None
+        ledger.complete(item.sha256, [record(0)], now=13.0)
+        with pytest.raises(InvalidTransitionError):
+            ledger.ignore("/in/a.spa", "late", now=14.0)
+
+    def test_a_ledger_from_before_the_ignored_state_is_migrated_with_its_files(self, tmp_path: Path) -> None:
+        db = tmp_path / "old.sqlite3"
+        conn = sqlite3.connect(db, isolation_level=None)
+        try:
+            for step in _MIGRATIONS[:-1]:
+                for statement in step:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+            conn.execute(
+                "INSERT INTO files (path, sha256, size, mtime, state, attempts, first_seen, updated_at, "
+                "reason) VALUES ('/in/q.spa', ?, 5, 1.0, 'quarantined', 1, 1.0, 2.0, 'truncated: cut')",
+                (sha("q"),),
+            )
+            with pytest.raises(sqlite3.IntegrityError):  # the old table refuses the new state
+                conn.execute(
+                    "INSERT INTO files (path, size, mtime, state, first_seen, updated_at) "
+                    "VALUES ('/in/x.png', 1, 1.0, 'ignored', 1.0, 1.0)"
+                )
+        finally:
+            conn.close()
+        with Ledger(db) as migrated:
+            assert migrated.schema_version == SCHEMA_VERSION
+            kept = migrated.file("/in/q.spa")
+            assert kept is not None and (kept.state, kept.reason) == (FileState.QUARANTINED, "truncated: cut")
+            migrated.observe("/in/x.png", size=1, mtime=1.0, now=3.0)
+            assert migrated.ignore("/in/x.png", "an image", now=4.0).state is FileState.IGNORED
 
 
 class TestDuplicateContent:

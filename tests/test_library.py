@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.core.library import LibraryError, ReferenceLibrary, library_log, rollback
+from engine.core.library import Imported, LibraryError, ReferenceLibrary, library_log, rollback
 from engine.core.spectrum import Spectrum
 from tests.conftest import FORMATS, SHARED_DATA
 
@@ -58,7 +58,10 @@ class TestReferenceLibrary:
 class TestImport:
     def test_labelled_set(self, shared_data: Path) -> None:
         lib = ReferenceLibrary.empty()
-        assert lib.import_folder(SHARED_DATA / "flopp_frond2021") == 380
+        imported = lib.import_folder(SHARED_DATA / "flopp_frond2021")
+        assert imported.added == 380
+        assert {"acrylic", "R", "PE"} <= set(imported.raw_labels)
+        assert len(set(imported.raw_labels)) == len(imported.raw_labels)
         counts = lib.class_counts()
         assert counts["PP"] == 85 and counts["PE"] == 67
         info = lib.info()
@@ -72,14 +75,57 @@ class TestImport:
         (tmp_path / "LDPE" / "soil.asp").write_bytes(
             (FORMATS / "agilent_asp" / "openspecy_ftir_ldpe_soil.asp").read_bytes()
         )
+        (tmp_path / "PVC").mkdir()  # nothing readable in it: no label imported
+        (tmp_path / "PVC" / "notes.txt").write_text("Bought from the supplier in May.\n")
         lib = ReferenceLibrary.empty()
-        assert lib.import_folder(tmp_path) == 2
+        assert lib.import_folder(tmp_path) == Imported(added=2, raw_labels=("LDPE", "PS"))
         assert sorted(lib.labels) == ["PE", "PS"]
         assert {e["material"] for e in lib.entries} == {"PS", "LDPE"}
 
     def test_neither_kind_of_folder(self, tmp_path: Path) -> None:
         with pytest.raises(LibraryError):
             ReferenceLibrary.empty().import_folder(tmp_path / "missing")
+
+
+class TestKeepLabels:
+    def test_references_keep_their_labels_as_given_for_good(self, tmp_path: Path) -> None:
+        lib = ReferenceLibrary.empty(keep_labels=True)
+        lib.add([peak(2915), peak(2916), peak(1720)], ["HDPE", " LDPE ", "acrylic"])
+        assert lib.labels == ["HDPE", "LDPE", "acrylic"]
+        lib.save(tmp_path, message="as given")
+        back = ReferenceLibrary.load(tmp_path)
+        assert back.keeps_labels and back.info()["labels"] == "as given"
+        back.add([peak(1000)], ["polypropylene"])  # a confirmation, long after the build
+        assert back.labels[-1] == "polypropylene"
+        assert back.restricted(900.0, 3000.0).keeps_labels  # range models file them the same way
+        with pytest.raises(ValueError, match="empty label"):
+            back.add([peak(1100), peak(1200)], ["PS", "  "])
+        assert (len(back), back.next_ref_id, back.preprocessed.shape[0]) == (4, 5, 4)  # nothing half-added
+
+    def test_a_library_normalises_its_labels_by_default(self) -> None:
+        lib = ReferenceLibrary.empty()
+        lib.add([peak(2915)], ["HDPE"])
+        assert lib.labels == ["PE"] and not lib.keeps_labels
+        assert lib.info()["labels"] == "canonical"
+
+    def test_the_served_model_answers_in_the_labels_as_given(self, shared_data: Path) -> None:
+        from engine.analysis.evaluate import load_source
+        from engine.models.served import IdentificationModel, ModelConfig
+
+        pristine = load_source(f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP")
+        labels = [str(s.metadata["label"]) for s in pristine]
+        held = [labels.index("PE"), labels.index("acrylic")]
+        references = [i for i in range(len(pristine)) if i not in held]
+        lib = ReferenceLibrary.empty(keep_labels=True)
+        lib.add(
+            [pristine[i] for i in references], [{"PE": "HDPE"}.get(labels[i], labels[i]) for i in references]
+        )
+        model = IdentificationModel(lib, ModelConfig(n_synthetic=10, n_learners=10))
+        pe, acrylic = model.classify([pristine[i] for i in held], aging=True)
+        assert (pe.status, pe.label, acrylic.status, acrylic.label) == ("known", "HDPE", "known", "acrylic")
+        assert {hit.label for hit in pe.hits} <= set(lib.class_counts())
+        aging = pe.extra["aging"]  # the aging bands still know an HDPE particle as PE
+        assert aging["polymer"] == "PE" and aging["carbonyl"] is not None
 
 
 class TestVersions:

@@ -21,7 +21,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 import daemon.web.metrics
-from daemon.store.ledger import FileState, Ledger, ResultRecord, ResultStatus
+from daemon.store.ledger import CLASSIFIER_STATUSES, FileState, Ledger, ResultRecord, ResultStatus
 from daemon.web.http import HttpServer
 from daemon.web.metrics import (
     CONFIRMATION_KINDS,
@@ -158,7 +158,7 @@ class TestInitialisation:
     def test_classification_series_exist_for_every_status_and_known_label(
         self, registry: CollectorRegistry, metrics: Metrics
     ) -> None:
-        for status in ResultStatus:
+        for status in CLASSIFIER_STATUSES:
             assert value(registry, "mpwatch_classifications_total", status=str(status), label="none") == 0
         for label in ("PE", "PP", "PS", "other"):
             assert value(registry, "mpwatch_classifications_total", status="known", label=label) == 0

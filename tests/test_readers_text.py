@@ -441,7 +441,6 @@ class TestDelimited:
     @pytest.mark.parametrize(
         "content",
         [
-            b"just some words\nand more words\n",
             b"\x00\x01\x02\x03\xff\xfe\xfd" * 100,
             b"1\n2\n3\n4\n",
             "ä,ö\nü,ß\n".encode("latin-1"),
@@ -476,6 +475,70 @@ class TestDelimited:
         _write(tmp_path, "map.hdr", "not an ENVI header\n")
         path = _write(tmp_path, "map.dat", "".join(f"{1000 + i}\t{i % 7}\n" for i in range(20)))
         assert detect(path).name == "delimited"
+
+
+NOTE = (
+    "Sample S-07, Rhine at Lobith, 2024-05-03.\n"
+    "Volume filtered: 250 L, mesh 20 um, dried at 40 \u00b0C overnight.\n"
+    "Particles picked: 42 (see photo.png); 3 lost while mounting.\n"
+)
+
+
+class TestNotASpectrum:
+    """A note that no reader recognises is ``not_a_spectrum``; a damaged spectrum keeps its reason."""
+
+    @pytest.mark.parametrize(
+        ("name", "content"),
+        [
+            ("notes.txt", NOTE.encode()),
+            ("notes.csv", b"particle,comment\nP1,fibre, blue\nP2,fragment\n"),
+            ("README", NOTE.encode("utf-16")),
+            ("protocol.log", NOTE.encode("cp1252")),
+            ("sample.md", b"# Sample 7\n\nNothing to report.\n"),
+        ],
+    )
+    def test_a_note_is_not_a_spectrum(self, tmp_path: Path, name: str, content: bytes) -> None:
+        with pytest.raises(SpectrumError) as info:
+            read_spectra(_write(tmp_path, name, content))
+        assert info.value.reason == "not_a_spectrum"
+        assert name in info.value.message
+
+    @pytest.mark.parametrize(
+        ("name", "content", "reason"),
+        [
+            ("cut.csv", b"wavenumber,absorbance\n", "too_few_points"),  # the data never written
+            ("cut.txt", b"wavenumber,absorbance\n1000,0.1\n1002,0.", "too_few_points"),
+            ("short.txt", b"1000,0.1\n1002,0.2\n", "too_few_points"),
+            ("cut-short.csv", b"This file was cut short by the instrument\n1234.5;\n", "unreadable"),
+            ("row.txt", b"Sample A\n" + b" ".join(b"%d" % (1000 + i) for i in range(40)), "too_few_points"),
+            (
+                "table.txt",
+                NOTE.encode() + b"".join(b"%d %d\n" % (i % 5, i) for i in range(20)),
+                "not_monotone",
+            ),
+            ("broken.txt", b"\x00\x01\x02\x03\xff\xfe\xfd" * 100, "unreadable"),
+            ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "unsupported_format"),
+        ],
+    )
+    def test_a_damaged_spectrum_keeps_its_reason(
+        self, tmp_path: Path, name: str, content: bytes, reason: str
+    ) -> None:
+        with pytest.raises(SpectrumError) as info:
+            read_spectra(_write(tmp_path, name, content))
+        assert info.value.reason == reason
+
+    def test_a_recognised_format_is_never_called_a_note(self, tmp_path: Path) -> None:
+        with pytest.raises(SpectrumError) as info:  # JCAMP-DX by its content, whatever its damage
+            read_spectra(_write(tmp_path, "notes.txt", b"##TITLE=notes\n##JCAMP-DX=4.24\n##END=\n"))
+        assert info.value.reason != "not_a_spectrum"
+
+    def test_the_licence_texts_beside_the_sample_files(self) -> None:
+        licences = sorted(FORMATS.rglob("LICENSE*.txt"))
+        assert licences
+        for path in licences:
+            with pytest.raises(SpectrumError) as info:
+                read_spectra(path)
+            assert info.value.reason == "not_a_spectrum", path.name
 
 
 class TestLabSpec:

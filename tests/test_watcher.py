@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
 from watchdog.events import (
@@ -33,6 +33,9 @@ from daemon.intake import (
     scan,
     stat_candidate,
 )
+from engine.io import readers
+from engine.io.candidates import NonSpectrumFilter, candidate_files
+from engine.io.envi import DATA_SUFFIXES
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:
@@ -230,6 +233,76 @@ class TestSpectrumFileFilter:
     def test_bad_patterns_fail_fast(self) -> None:
         with pytest.raises(ValueError):
             SpectrumFileFilter(exclude=[""])
+
+
+class TestNonSpectrumFilter:
+    @pytest.mark.parametrize(
+        ("name", "kind"),
+        [
+            ("photo.png", "an image (*.png)"),
+            ("IMG_0042.JPG", "an image (*.jpg)"),
+            ("filter.tiff", "an image (*.tiff)"),
+            ("results.xlsx", "a spreadsheet (*.xlsx)"),
+            ("counts.ods", "a spreadsheet (*.ods)"),
+            ("report.pdf", "a document (*.pdf)"),
+            ("protocol.docx", "a document (*.docx)"),
+            ("README.md", "a document (*.md)"),
+        ],
+    )
+    def test_images_documents_and_spreadsheets_by_name(self, name: str, kind: str) -> None:
+        assert NonSpectrumFilter().reason_for(PurePath("sample 7") / name) == kind
+
+    def test_no_default_pattern_matches_a_suffix_a_reader_claims(self) -> None:
+        claimed = {suffix for reader in readers() for suffix in reader.suffixes}
+        claimed |= {suffix.lower() for suffix in DATA_SUFFIXES if suffix}  # an ENVI image's data file
+        assert {".txt", ".csv", ".dat", ".tsv", ".spa", ".0", ".zip"} <= claimed
+        rule = NonSpectrumFilter()
+        assert [suffix for suffix in sorted(claimed) if rule.reason_for(PurePath(f"p{suffix}"))] == []
+        assert rule.reason_for(PurePath("NOSUFFIX")) is None
+
+    def test_extra_patterns_extend_the_defaults(self) -> None:
+        rule = NonSpectrumFilter(extra=["*.log", "balance_*"])
+        assert rule.reason_for(PurePath("omnic.LOG")) == "a configured non-spectrum pattern (*.log)"
+        assert (
+            rule.reason_for(PurePath("balance_0001.txt")) == "a configured non-spectrum pattern (balance_*)"
+        )
+        assert rule.reason_for(PurePath("photo.png")) == "an image (*.png)"  # the defaults remain
+        assert rule.patterns[-2:] == ("*.log", "balance_*")
+        with pytest.raises(ValueError, match="non-spectrum"):
+            NonSpectrumFilter(extra=[" "])
+
+    def test_the_intake_filter_is_the_engines(self) -> None:
+        from engine.io.candidates import SpectrumFileFilter as EngineFilter
+
+        assert SpectrumFileFilter is EngineFilter
+
+
+class TestCandidateFiles:
+    def test_walks_in_name_order_with_the_filter(self, inbox: Path) -> None:
+        for relative in ["b.spa", "a.csv", "run/c.0", "run/deep/d.jdx", "run/~$x.xlsx", "quarantine/e.spa"]:
+            (inbox / relative).parent.mkdir(parents=True, exist_ok=True)
+            (inbox / relative).write_bytes(b"data")
+        (inbox / "run" / "pipe.spa").parent.mkdir(exist_ok=True)
+        os.mkfifo(inbox / "run" / "pipe.spa")
+        found = [
+            p.relative_to(inbox).as_posix() for p in candidate_files(inbox, file_filter=SpectrumFileFilter())
+        ]
+        assert found == ["a.csv", "b.spa", "run/c.0", "run/deep/d.jdx"]
+        under = candidate_files(inbox, file_filter=SpectrumFileFilter(), under=inbox / "run" / "deep")
+        assert [p.name for p in under] == ["d.jdx"]
+        assert (
+            list(candidate_files(inbox, file_filter=SpectrumFileFilter(), under=inbox / "quarantine")) == []
+        )
+
+    def test_links_to_files_are_files_links_to_folders_are_not_followed(
+        self, inbox: Path, tmp_path: Path
+    ) -> None:
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "far.spa").write_bytes(b"x")
+        (inbox / "near.spa").symlink_to(outside / "far.spa")
+        (inbox / "elsewhere").symlink_to(outside, target_is_directory=True)
+        assert [p.name for p in candidate_files(inbox, file_filter=SpectrumFileFilter())] == ["near.spa"]
 
 
 class TestScanAndAccept:

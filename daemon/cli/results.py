@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich import box
 from rich.table import Table
 
+from daemon.cli.locate import state_folder
 from daemon.config import ConfigError
 from daemon.store.export import result_row
-from daemon.store.ledger import FileState, Ledger, ResultStatus
+from daemon.store.ledger import MODEL_DECIDER, FileState, Ledger, ResultStatus
+from engine.cli.common import stdout_console
 
 __all__ = ["add_parsers", "parse_time"]
 
@@ -41,7 +43,7 @@ def parse_time(text: str) -> float:
 
 
 #: ``mpwatch results --status`` values that name files the daemon could not classify.
-FILE_STATES = ("quarantined", "failed")
+FILE_STATES = ("quarantined", "failed", "ignored")
 
 
 def _file_rows(ledger: Ledger, state: str) -> list[dict[str, Any]]:
@@ -79,13 +81,111 @@ def _print_files(rows: list[dict[str, Any]], *, form: str) -> None:
         for row in rows:
             when = dt.datetime.fromtimestamp(row["updated_at"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
             table.add_row(Path(row["source"]).name, row["state"], str(row["attempts"]), row["reason"], when)
-        Console().print(table)
+        stdout_console().print(table)
+
+
+#: Columns of ``mpwatch results --format csv``: flat, ISO 8601 times, a decision in five columns.
+CSV_FIELDS = (
+    "result_id",
+    "sample",
+    "source",
+    "index",
+    "created_at",
+    "status",
+    "label",
+    "material",
+    "confidence",
+    "vote_share",
+    "best_hit",
+    "best_r",
+    "decision",
+    "decided_by",
+    "decided_at",
+    "original_status",
+    "original_label",
+    "duplicate_of",
+    "model_version",
+)
+
+
+def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    decision = row.get("decision") or {}
+    return {
+        **row,
+        "decision": decision.get("state", ""),
+        "decided_by": decision.get("by", ""),
+        "decided_at": decision.get("at", ""),
+        "original_status": decision.get("original_status", ""),
+        "original_label": decision.get("original_label", ""),
+    }
+
+
+def _shown_status(row: dict[str, Any]) -> str:
+    """The status a person reads: ``confirmed`` for a result an analyst confirmed."""
+    decision = row.get("decision") or {}
+    if decision.get("state") == "confirmed" and not str(decision.get("by", "")).startswith(MODEL_DECIDER):
+        return "confirmed"
+    return str(row["status"])
+
+
+def middle_cut(text: str, width: int) -> str:
+    """``text`` cut in the middle to ``width`` characters: file names differ at both ends.
+
+    >>> middle_cut("particle_00042_exported.csv", 16)
+    'particle…ted.csv'
+    """
+    if len(text) <= width:
+        return text
+    tail = (width - 1) // 2
+    return text[: width - 1 - tail] + "…" + text[-tail:]
+
+
+def results_table(rows: list[dict[str, Any]], *, width: int) -> Table:
+    """The rows as a table that fits ``width`` columns (80 and up): one line per result.
+
+    The spectrum index shows only when a file holds several spectra, the time only when
+    there is room; long names are cut with an ellipsis, never wrapped.
+    """
+    with_index = any(row["index"] for row in rows)
+    with_time = width >= 100
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    table.add_column("id", justify="right", no_wrap=True)
+    name_width = 24 if with_time else 16
+    table.add_column("sample", no_wrap=True, max_width=12)
+    table.add_column("file", no_wrap=True, max_width=name_width)
+    if with_index:
+        table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("label", no_wrap=True, overflow="ellipsis", max_width=8)
+    table.add_column("conf", justify="right", no_wrap=True)
+    table.add_column("best hit (r)", no_wrap=True, overflow="ellipsis", max_width=14)
+    if with_time:
+        table.add_column("classified (UTC)", no_wrap=True)
+    for row in rows:
+        name = Path(row["source"]).name
+        if row.get("duplicate_of"):
+            name = f"{name} = {Path(row['duplicate_of']).name}"
+        confidence = row["confidence"]
+        best = f"{row['best_hit']} ({row['best_r']:.2f})" if row.get("best_hit") else ""
+        cells = [str(row["result_id"]), middle_cut(row["sample"], 12), middle_cut(name, name_width)]
+        if with_index:
+            cells.append(str(row["index"]))
+        cells += [
+            _shown_status(row),
+            row["label"] or "",
+            "" if confidence is None else f"{confidence:.2f}",
+            best,
+        ]
+        if with_time:
+            cells.append(str(row["created_at"]).replace("T", " ").removesuffix("+00:00"))
+        table.add_row(*cells)
+    return table
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    state = Path(args.state)
+    state = state_folder(args)
     if not (state / "ledger.sqlite3").is_file():
-        raise ConfigError(f"{state} holds no ledger (is it the daemon's state_dir?)")
+        raise ConfigError(f"{state} holds no ledger (is it the daemon's state_dir? give --state DIR)")
     if args.status in FILE_STATES:
         with Ledger.in_state_dir(state) as ledger:
             _print_files(_file_rows(ledger, args.status), form=args.format)
@@ -95,7 +195,15 @@ def cmd_results(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     with Ledger.in_state_dir(state) as ledger:
         while True:
-            page = ledger.results(since=since, status=status, label=args.label, limit=1000, offset=len(rows))
+            page = ledger.results(
+                since=since,
+                status=status,
+                label=args.label,
+                sample=args.sample,
+                duplicates=True,
+                limit=1000,
+                offset=len(rows),
+            )
             rows.extend(result_row(r) for r in page)
             if len(page) < 1000:
                 break
@@ -103,46 +211,30 @@ def cmd_results(args: argparse.Namespace) -> int:
         for row in rows:
             sys.stdout.write(json.dumps(row) + "\n")
     elif args.format == "csv":
-        fields = [
-            "result_id",
-            "source",
-            "index",
-            "created_at",
-            "status",
-            "label",
-            "material",
-            "confidence",
-            "model_version",
-        ]
-        writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(_csv_row(row) for row in rows)
     else:
-        table = Table("id", "source", "#", "status", "label", "confidence", "when")
-        for row in rows:
-            when = dt.datetime.fromtimestamp(row["created_at"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-            table.add_row(
-                str(row["result_id"]),
-                Path(row["source"]).name,
-                str(row["index"]),
-                row["status"],
-                row["label"] or "",
-                f"{row['confidence'] or 0:.2f}",
-                when,
-            )
-        Console().print(table)
+        console = stdout_console()
+        console.print(results_table(rows, width=console.width))
     return 0
 
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("results", help="read back what the daemon recorded")
-    p.add_argument("--state", required=True, metavar="DIR", help="the daemon's state folder")
+    p.add_argument(
+        "--state", metavar="DIR", help="the daemon's state folder (default: the configuration's state_dir)"
+    )
+    p.add_argument("--config", type=Path, help="the daemon's configuration, to find its state folder")
     p.add_argument("--since", metavar="T", help="epoch seconds, ISO time, or an age like 30m, 2h, 1d")
     p.add_argument(
         "--status",
         choices=[*(s.value for s in ResultStatus), *FILE_STATES],
-        help="only results of this outcome; quarantined or failed lists those files, with each one's reason",
+        help="only results of this outcome; quarantined, failed or ignored lists those files, with reasons",
     )
-    p.add_argument("--label", help="only this polymer label")
+    p.add_argument("--label", help="only this polymer label (the final one: an analyst's decision counts)")
+    p.add_argument(
+        "--sample", metavar="NAME", help="only the sample folder NAME (its name, or the end of its path)"
+    )
     p.add_argument("--format", choices=("jsonl", "csv", "table"), default="table")
     p.set_defaults(func=cmd_results)

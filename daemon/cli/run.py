@@ -10,11 +10,11 @@ import re
 import shutil
 import sys
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from daemon.config import Config, ConfigError, load_config
+from daemon.cli.locate import CONFIG_SEARCH, PACKAGED_CONFIG, daemon_address, load_configuration
+from daemon.config import Config, ConfigError
 from daemon.store.lock import StateLock
 
 __all__ = ["add_parsers", "seed_demo"]
@@ -23,32 +23,6 @@ logger = logging.getLogger("mpwatch")
 
 
 DEMO_SAMPLES = Path(__file__).resolve().parents[2] / "engine" / "data" / "demo"
-#: Where a configuration is looked for when ``--config`` is not given, in this order.
-CONFIG_SEARCH = (Path("config.yaml"), Path("/etc/mpwatch/config.yaml"))
-#: The packaged defaults (beside this module) used when no configuration file is found: an inbox
-#: and a state folder, relative to the working directory; every other key has its schema default.
-PACKAGED_CONFIG = "default_config.yaml"
-
-
-def _config_path(given: Path | None) -> Path | None:
-    """The configuration file: ``given``, else the first of :data:`CONFIG_SEARCH`; None: none found."""
-    if given is not None:
-        return given
-    for candidate in CONFIG_SEARCH:
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _load(given: Path | None, overrides: Mapping[str, Any] | None = None) -> tuple[Config, Path | None]:
-    """The configuration and the file it came from (None: the packaged defaults, against the cwd)."""
-    path = _config_path(given)
-    if path is not None:
-        return load_config(path, overrides=overrides), path
-    with resources.as_file(resources.files("daemon.cli") / PACKAGED_CONFIG) as packaged:
-        return load_config(packaged, overrides=overrides, base=Path.cwd()), None
-
-
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if args.inbox:
@@ -102,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.service import Daemon
 
     overrides = _overrides(args)
-    config, path = _load(args.config, overrides)
+    config, path = load_configuration(args.config, overrides)
     logging.getLogger().setLevel(config.logging.level)
     if path is None:
         _use_packaged_defaults(config, own_inbox=not args.inbox)
@@ -126,14 +100,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _daemon_url(args: argparse.Namespace) -> str:
-    if args.url:
-        return str(args.url).rstrip("/")
-    config, _ = _load(args.config)
-    host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
-    return f"http://{host}:{config.http.port}"
-
-
 def cmd_confirm(args: argparse.Namespace) -> int:
     """Send a confirmation (or a rejection) to the running daemon's API."""
     import urllib.error
@@ -146,7 +112,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         body.update(label=args.label, add=args.add)
     else:
         raise ConfigError("give --label LABEL or --reject")
-    url = _daemon_url(args) + "/api/confirm"
+    url = daemon_address(args) + "/api/confirm"
     headers = {"Content-Type": "application/json"}
     token = args.token or os.environ.get("MPWATCH_TOKEN")
     if token:
@@ -162,8 +128,42 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"cannot reach the daemon at {url}: {exc.reason} (is 'mpwatch run' running?)"
         ) from exc
+    sys.stderr.write(describe_outcome(args.result_id, outcome) + "\n")
     sys.stdout.write(json.dumps(outcome) + "\n")
     return 0
+
+
+#: What each kind of confirmation outcome did, in words.
+_DID = {
+    "new_class": "a new class in the library",
+    "added": "added to the library",
+    "positive": "the classifier had it right; the library is unchanged",
+    "rejected": "rejected; the library is unchanged",
+    "unchanged": "nothing changed",
+}
+
+
+def describe_outcome(result_id: int, outcome: Mapping[str, Any]) -> str:
+    """One line for the analyst: what the daemon did with a decision.
+
+    >>> print(describe_outcome(28, {"kind": "new_class", "label": "PVC", "library_version": 7,
+    ...     "seconds_to_serve": 0.007, "reviews_resolved": 0, "note": ""}))
+    result 28: PVC, a new class in the library (version 7, served after 7 ms)
+    """
+    kind = str(outcome.get("kind"))
+    if kind == "unchanged" and outcome.get("note"):
+        return str(outcome["note"])
+    parts = [f"result {result_id}: " + (f"{outcome['label']}, " if outcome.get("label") else "")]
+    parts.append(_DID.get(kind, kind))
+    if kind in ("new_class", "added"):
+        served = outcome.get("seconds_to_serve")
+        took = f", served after {served * 1000:.0f} ms" if isinstance(served, int | float) else ""
+        parts.append(f" (version {outcome.get('library_version')}{took})")
+    if outcome.get("reviews_resolved"):
+        parts.append(f"; {outcome['reviews_resolved']} more open reviews are now known to the model")
+    if outcome.get("note"):
+        parts.append(f"; {outcome['note']}")
+    return "".join(parts)
 
 
 def add_parsers(sub: Any) -> None:
@@ -196,7 +196,12 @@ def add_parsers(sub: Any) -> None:
         "--add", action="store_true", help="add to the library even when it confirms a known result"
     )
     p.add_argument("--by", default=os.environ.get("USER", "analyst"), help="who decided (kept as provenance)")
-    p.add_argument("--config", type=Path, help="the daemon's configuration, to find its address")
-    p.add_argument("--url", help="the daemon's address, e.g. http://127.0.0.1:9108")
+    p.add_argument(
+        "--state", metavar="DIR", help="the daemon's state folder: its address is read from DIR/daemon.json"
+    )
+    p.add_argument(
+        "--config", type=Path, help="the daemon's configuration (its state folder), to find its address"
+    )
+    p.add_argument("--url", help="the daemon's address, e.g. http://127.0.0.1:9108 (overrides the others)")
     p.add_argument("--token", help="API token (or MPWATCH_TOKEN)")
     p.set_defaults(func=cmd_confirm)

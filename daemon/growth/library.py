@@ -24,16 +24,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from daemon.growth.drift import DriftWatch
 from daemon.pipeline.serving import ModelHolder
-from daemon.store.ledger import Ledger, ReviewState, StoredResult
+from daemon.store.ledger import (
+    MODEL_DECIDER,
+    Decision,
+    Ledger,
+    ResultStatus,
+    ReviewItem,
+    ReviewState,
+    StoredResult,
+    iso_time,
+)
 from daemon.web.metrics import Metrics
 from engine.core.conventions import AcquisitionProfile, resolve, resolve_all
-from engine.core.labels import canonical_label
 from engine.core.library import HEAD, ReferenceLibrary, read_head
 from engine.core.spectrum import Spectrum, SpectrumError
 from engine.io import read_spectra
@@ -52,13 +60,15 @@ class ConfirmError(ValueError):
 class GrowthOutcome:
     """What a confirmation did."""
 
-    kind: str  # new_class | added | positive | rejected
+    kind: str  # new_class | added | positive | rejected | removed | unchanged
     label: str | None
     library_version: int | None
     model_version: str
     ref_ids: tuple[int, ...] = ()
     seconds_to_serve: float | None = None
     reviews_resolved: int = 0
+    #: What else happened, in words (an unchanged decision, references taken back).
+    note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +79,7 @@ class GrowthOutcome:
             "ref_ids": list(self.ref_ids),
             "seconds_to_serve": self.seconds_to_serve,
             "reviews_resolved": self.reviews_resolved,
+            "note": self.note,
         }
 
 
@@ -86,6 +97,7 @@ class LibraryGrowth:
         model_config: ModelConfig,
         clock: Callable[[], float] = time.time,
         on_model_change: Callable[[], None] | None = None,
+        on_decision: Callable[[str], None] | None = None,
         profile_for: Callable[[str], AcquisitionProfile | None] | None = None,
     ) -> None:
         self.models = models
@@ -101,6 +113,8 @@ class LibraryGrowth:
         self.model_config = model_config
         self.clock = clock
         self.on_model_change = on_model_change
+        #: Told the source file of every decided result (its sample's result files are rewritten).
+        self.on_decision = on_decision
         self._changes = threading.Lock()  # one library change at a time
         #: Confirmed spectra added to the library since start (the CNN challenger's trigger).
         self.confirmations = 0
@@ -132,47 +146,123 @@ class LibraryGrowth:
 
         A known result confirmed with its own label is positive feedback: it is
         scored and closes its review, but changes the library only with ``add=True``.
-        Anything else adds the spectrum to the library under ``label``.
+        Anything else adds the spectrum to the library under ``label``. Confirming a
+        result again with the label it already has changes nothing (``kind``
+        ``unchanged``); confirming it with another label first takes back the
+        references the earlier decision added.
         """
         if not label.strip():
             raise ConfirmError("a confirmation needs a label")
         stored = self._stored(result_id)
-        canonical = canonical_label(label)
-        predicted = stored.label if str(stored.status) == "known" else None
-        self.drift.learn(canonical, predicted=predicted)
+        canonical = self._class_label(stored, label)
+        prior = stored.decision
+        if (
+            prior is not None
+            and not prior.by_model
+            and prior.state is ReviewState.CONFIRMED
+            and prior.label == canonical
+            and (prior.ref_ids or not add)
+        ):
+            return self._unchanged(stored, f"already confirmed as {canonical}")
+        predicted = stored.classified_label if stored.classified_status is ResultStatus.KNOWN else None
+        if prior is None or prior.by_model:  # a person's first word on it is what drift scores
+            self.drift.learn(canonical, predicted=predicted)
+        withdrawn = self._withdraw(prior, decided_by=decided_by)
         now = self.clock()
         if predicted == canonical and not add:
-            self._close_review(
-                result_id, state=ReviewState.CONFIRMED, label=canonical, decided_by=decided_by, now=now
-            )
             self.metrics.confirmation("positive")
             model = self.models.get()
-            return GrowthOutcome("positive", canonical, model.library.version, model.version)
-        outcome = self.add_spectra([self._spectrum_of(stored)], label, confirmed_by=decided_by)
-        self._close_review(
-            result_id, state=ReviewState.CONFIRMED, label=canonical, decided_by=decided_by, now=now
+            outcome = GrowthOutcome("positive", canonical, model.library.version, model.version)
+        else:
+            outcome = self.add_spectra([self._spectrum_of(stored)], label, confirmed_by=decided_by)
+        self._decide(
+            stored,
+            state=ReviewState.CONFIRMED,
+            label=canonical,
+            material=label,
+            decided_by=decided_by,
+            now=now,
+            ref_ids=outcome.ref_ids,
         )
-        return outcome
+        return replace(outcome, note=withdrawn)
 
     def reject(self, result_id: int, *, decided_by: str) -> GrowthOutcome:
-        """An analyst says result ``result_id`` is wrong (and not a polymer to add)."""
+        """An analyst says result ``result_id`` is wrong (and not a polymer to add).
+
+        Rejecting an already rejected result changes nothing; rejecting a confirmed one
+        takes back the references its confirmation added.
+        """
         stored = self._stored(result_id)
-        self._close_review(
-            result_id, state=ReviewState.REJECTED, label=None, decided_by=decided_by, now=self.clock()
-        )
-        if str(stored.status) == "known":
-            self.drift.learn("rejected", predicted=stored.label)
+        prior = stored.decision
+        if prior is not None and not prior.by_model and prior.state is ReviewState.REJECTED:
+            return self._unchanged(stored, "already rejected")
+        withdrawn = self._withdraw(prior, decided_by=decided_by)
+        self._decide(stored, state=ReviewState.REJECTED, label=None, decided_by=decided_by, now=self.clock())
+        if (prior is None or prior.by_model) and stored.classified_status is ResultStatus.KNOWN:
+            self.drift.learn("rejected", predicted=stored.classified_label)
         self.metrics.confirmation("rejected")
         model = self.models.get()
-        return GrowthOutcome("rejected", None, model.library.version, model.version)
+        return GrowthOutcome("rejected", None, model.library.version, model.version, note=withdrawn)
 
-    def _close_review(
-        self, result_id: int, *, state: ReviewState, label: str | None, decided_by: str, now: float
+    def _class_label(self, stored: StoredResult, label: str) -> str:
+        """The class ``label`` names in the library that would take this result's spectrum."""
+        served = self.models.get()
+        model = served.model_for(stored.payload.get("technique")) or served
+        try:
+            return model.library.class_label(label)
+        except ValueError as exc:
+            raise ConfirmError(str(exc)) from exc
+
+    def _unchanged(self, stored: StoredResult, what: str) -> GrowthOutcome:
+        decision = stored.decision
+        assert decision is not None
+        model = self.models.get()
+        note = (
+            f"result {stored.id} is {what} (by {decision.decided_by} at {iso_time(decision.decided_at)}); "
+            "nothing changed"
+        )
+        return GrowthOutcome(
+            "unchanged", decision.label, model.library.version, model.version, decision.ref_ids, note=note
+        )
+
+    def _withdraw(self, prior: Decision | None, *, decided_by: str) -> str:
+        """Take back the references an earlier decision added; say so ("" when there were none)."""
+        if prior is None or not prior.ref_ids:
+            return ""
+        outcome = self.remove(prior.ref_ids, decided_by=decided_by)
+        return (
+            f"the earlier confirmation as {prior.label} was taken back: references "
+            f"{', '.join(map(str, prior.ref_ids))} removed in library version {outcome.library_version}"
+        )
+
+    def _decide(
+        self,
+        stored: StoredResult,
+        *,
+        state: ReviewState,
+        label: str | None,
+        decided_by: str,
+        now: float,
+        material: str | None = None,
+        ref_ids: Sequence[int] = (),
     ) -> None:
-        review = self.ledger.review(result_id)
-        if review is None:
-            self.ledger.enqueue_review(result_id, now=now)
-        self.ledger.decide_review(result_id, state=state, label=label, decided_by=decided_by, now=now)
+        """Record a decision on a result (queueing it first if it was never queued), then re-export it.
+
+        ``label`` is the class label; ``material`` (default: ``label``) the name as the analyst gave it.
+        """
+        if self.ledger.review(stored.id) is None:
+            self.ledger.enqueue_review(stored.id, now=now)
+        self.ledger.decide_review(
+            stored.id,
+            state=state,
+            label=label,
+            material=material or label,
+            decided_by=decided_by,
+            now=now,
+            ref_ids=ref_ids,
+        )
+        if self.on_decision is not None:
+            self.on_decision(stored.source_path)
 
     # -- library changes ----------------------------------------------------------------------
 
@@ -194,12 +284,13 @@ class LibraryGrowth:
                 model = self.models.get().model_for(technique)
                 if model is None:
                     raise ConfirmError(f"no {technique} library is served; the spectra cannot be added")
-                new_class = canonical_label(label) not in model.library.class_counts()
+                class_label = model.library.class_label(label)
+                new_class = class_label not in model.library.class_counts()
                 ids = model.add_references(settled, label, confirmed_by=confirmed_by)
             served = time.perf_counter() - started
             self.confirmations += len(ids)
             kind = "new_class" if new_class else "added"
-            version = self._save(model, f"{kind}: {len(ids)} {canonical_label(label)} by {confirmed_by}")
+            version = self._save(model, f"{kind}: {len(ids)} {class_label} by {confirmed_by}")
             self.metrics.observe_time_to_serve(served)
             self.metrics.confirmation(kind)
             self._published()
@@ -207,13 +298,13 @@ class LibraryGrowth:
                 "library version %d: %s %s (%d spectra), serving after %.0f ms",
                 version,
                 kind,
-                canonical_label(label),
+                class_label,
                 len(ids),
                 served * 1000,
             )
         resolved = self.recheck_reviews()
         return GrowthOutcome(
-            kind, canonical_label(label), version, model.version, tuple(int(i) for i in ids), served, resolved
+            kind, class_label, version, model.version, tuple(int(i) for i in ids), served, resolved
         )
 
     def remove(self, ref_ids: Sequence[int], *, decided_by: str) -> GrowthOutcome:
@@ -267,10 +358,10 @@ class LibraryGrowth:
         reviews = self.ledger.open_reviews(limit=limit)
         if not reviews:
             return 0
-        pairs: list[tuple[int, Spectrum]] = []
+        pairs: list[tuple[ReviewItem, Spectrum]] = []
         for review in reviews:
             try:
-                pairs.append((review.result.id, self._spectrum_of(review.result)))
+                pairs.append((review, self._spectrum_of(review.result)))
             except ConfirmError as exc:
                 logger.debug("review %d not re-checked: %s", review.result.id, exc)
         if not pairs:
@@ -280,13 +371,14 @@ class LibraryGrowth:
             results = model.classify([s for _, s in pairs], aging=False)
         resolved = 0
         now = self.clock()
-        for (result_id, _), result in zip(pairs, results, strict=True):
+        for (review, _), result in zip(pairs, results, strict=True):
             if result.status == "known":
-                self.ledger.decide_review(
-                    result_id,
+                self._decide(
+                    review.result,
                     state=ReviewState.CONFIRMED,
                     label=result.label,
-                    decided_by=f"model {model.version}",
+                    material=result.material,
+                    decided_by=f"{MODEL_DECIDER}{model.version}",
                     now=now,
                 )
                 resolved += 1

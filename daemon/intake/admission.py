@@ -3,8 +3,10 @@
 :class:`Intake` owns one :class:`~daemon.intake.watcher.InboxWatcher` per inbox.
 Each turn of the main loop it admits the files that became stable (recorded,
 hashed, queued unless their content was seen already), brings due retries back,
-and re-arms the watcher of an inbox that vanished and came back. One file never
-makes it raise: a file that cannot be read is recorded as failed and retried.
+and re-arms the watcher of an inbox that vanished and came back. A file that is
+plainly not a spectrum by its name (a photo, a spreadsheet) is recorded as ignored
+at once, without being hashed or read. One file never makes it raise: a file that
+cannot be read is recorded as failed and retried.
 What cannot be admitted because the ledger cannot be written (the disk full)
 goes back to its watcher, and the main loop's guard retries the whole step.
 """
@@ -16,7 +18,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon.config import Config
+from daemon.config import Config, InboxConfig
 from daemon.intake.scan import SpectrumFileFilter
 from daemon.intake.stability import FileStat
 from daemon.intake.watcher import InboxWatcher
@@ -24,6 +26,7 @@ from daemon.store.ledger import Admission, FileState, Ledger, LedgerError
 from daemon.web.metrics import Metrics
 from engine.core.conventions import AcquisitionProfile
 from engine.core.spectrum import file_sha256
+from engine.io.candidates import NonSpectrumFilter
 
 __all__ = ["ADMIT_PER_TURN", "Intake"]
 
@@ -43,6 +46,7 @@ class Intake:
         self.metrics = metrics
         self.inboxes = list(config.inboxes)
         self.watchers = self._watchers(config)
+        self.non_spectra = self._non_spectra()
         #: Inboxes whose folder is gone, said once each (see :meth:`rearm`).
         self._lost: set[str] = set()
 
@@ -58,13 +62,28 @@ class Intake:
             for inbox in self.inboxes
         }
 
-    def profile_for(self, path: str | Path) -> AcquisitionProfile | None:
-        """The profile of the inbox holding ``path`` (None outside every inbox)."""
+    def _non_spectra(self) -> dict[str, NonSpectrumFilter | None]:
+        return {inbox.name: inbox.non_spectrum_filter() for inbox in self.inboxes}
+
+    def inbox_for(self, path: str | Path) -> InboxConfig | None:
+        """The inbox holding ``path`` (None outside every inbox)."""
         target = Path(path)
         for inbox in self.inboxes:
             if target.is_relative_to(inbox.path):
-                return inbox.profile()
+                return inbox
         return None
+
+    def profile_for(self, path: str | Path) -> AcquisitionProfile | None:
+        """The profile of the inbox holding ``path`` (None outside every inbox)."""
+        inbox = self.inbox_for(path)
+        return None if inbox is None else inbox.profile()
+
+    def non_spectrum_reason(self, path: Path) -> str | None:
+        """Why ``path`` is plainly not a spectrum by its name, if its inbox ignores such files."""
+        inbox = self.inbox_for(path)
+        rule = None if inbox is None else self.non_spectra.get(inbox.name)
+        kind = None if rule is None else rule.reason_for(path)
+        return None if kind is None else f"not a spectrum: {kind}"
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -82,6 +101,7 @@ class Intake:
         self.inboxes = list(config.inboxes)
         self.metrics.set_inbox_roots(inbox.name for inbox in self.inboxes)
         self.watchers = self._watchers(config)
+        self.non_spectra = self._non_spectra()
         self._lost.clear()
         self.start()
 
@@ -144,19 +164,26 @@ class Intake:
     def admit(self, stats: Sequence[FileStat], *, now: float) -> dict[Path, Admission | None]:
         """Stable files: record them, hash them and queue each unless its content was seen already.
 
-        Two ledger batches (one fsync each), with the hashing between them. Returns each
-        path's admission: None for a file already known or one that could not be read.
+        A new file that is plainly not a spectrum by its name is recorded as ignored
+        instead, with one log line. Two ledger batches (one fsync each), with the hashing
+        between them. Returns each path's admission: None for a file already known, one
+        ignored or one that could not be read.
         """
         admitted: dict[Path, Admission | None] = {stat.path: None for stat in stats}
         if not stats:
             return admitted
         with self.ledger.batch():
-            seen = [
-                stat.path
-                for stat in stats
-                if self.ledger.observe(stat.path, size=stat.size, mtime=stat.mtime, now=now).state
-                is FileState.SEEN
-            ]
+            seen = []
+            for stat in stats:
+                record = self.ledger.observe(stat.path, size=stat.size, mtime=stat.mtime, now=now)
+                if record.state is not FileState.SEEN:
+                    continue
+                reason = self.non_spectrum_reason(stat.path)
+                if reason is None:
+                    seen.append(stat.path)
+                else:
+                    self.ledger.ignore(stat.path, reason, now=now)  # the ledger says so, once
+                    self.metrics.file_finished("ignored", now=now)
         hashed = [(path, sha) for path in seen if (sha := self._hash(path, now=now)) is not None]
         with self.ledger.batch():
             for path, sha in hashed:

@@ -18,14 +18,13 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from daemon.config import Config
+from daemon.config import Config, InboxConfig
 from daemon.pipeline.helpers import HelperPool, default_processes
 from daemon.pipeline.serving import ModelHolder
 from daemon.pipeline.worker import Classified, Worker
 from daemon.store.export import ResultsExporter
 from daemon.store.ledger import Ledger, WorkItem
 from daemon.web.metrics import Metrics
-from engine.core.conventions import AcquisitionProfile
 from engine.models.served import Result
 
 __all__ = ["Stages", "stages_for"]
@@ -121,7 +120,7 @@ def stages_for(
     models: ModelHolder,
     clock: Callable[[], float],
     on_result: Callable[[WorkItem, Sequence[Result]], None],
-    profile_for: Callable[[str | Path], AcquisitionProfile | None],
+    inbox_for: Callable[[str | Path], InboxConfig | None],
 ) -> Stages:
     """The daemon's stages as ``config`` sets them: helper processes, the worker, queue and batch sizes."""
     settings, state = config.worker, config.state_dir
@@ -138,6 +137,6 @@ def stages_for(
         move_quarantined=config.instrument_files.on_quarantine == "move",
         clock=clock,
         on_result=on_result,
-        profile_for=profile_for,
+        inbox_for=inbox_for,
     )
     return Stages(worker, ledger, queue_size=settings.queue_size, batch_size=settings.batch_size)

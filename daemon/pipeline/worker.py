@@ -12,6 +12,8 @@ What goes wrong is sorted per file:
   retried later with backoff, quarantined after too many attempts;
 - the file is not a usable spectrum (:class:`~engine.core.spectrum.SpectrumError`):
   ``quarantined`` at once with the reason, since retrying cannot help;
+- the file is plainly not a spectrum at all (``not_a_spectrum``: a note no reader
+  recognises) and its inbox ignores such files: ``ignored``, left where it is;
 - anything unexpected while classifying: ``failed`` with the error, so a bug
   costs one file a retry, never the daemon.
 
@@ -30,12 +32,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.config import InboxConfig
 from daemon.pipeline.helpers import HelperPool
 from daemon.pipeline.serving import ModelHolder
 from daemon.store.export import ResultsExporter
 from daemon.store.ledger import Ledger, ResultRecord, ResultStatus, WorkItem
 from daemon.web.metrics import Metrics
-from engine.core.conventions import AcquisitionProfile, resolve_all
+from engine.core.conventions import resolve_all
 from engine.core.spectrum import Spectrum, SpectrumError
 from engine.core.storage import atomic_write_text
 from engine.models.served import IdentificationModel, Result, wants_aging
@@ -101,7 +104,7 @@ class Worker:
         move_quarantined: bool = False,
         clock: Callable[[], float] = time.time,
         on_result: Callable[[WorkItem, Sequence[Result]], None] | None = None,
-        profile_for: Callable[[str], AcquisitionProfile | None] | None = None,
+        inbox_for: Callable[[str], InboxConfig | None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.metrics = metrics
@@ -113,8 +116,9 @@ class Worker:
         self.move_quarantined = move_quarantined
         self.clock = clock
         self.on_result = on_result
-        #: The inbox profile of a file (what its instrument is known to write), by path.
-        self.profile_for = profile_for or (lambda path: None)
+        #: The inbox of a file, by path: its profile (what its instrument is known to write) and
+        #: whether it ignores files that are plainly not spectra (else they are quarantined).
+        self.inbox_for = inbox_for or (lambda path: None)
 
     def give_up(self, items: Sequence[WorkItem], error: BaseException) -> None:
         """A stage failed for a whole batch: each file fails with the error, to be retried with backoff.
@@ -158,6 +162,13 @@ class Worker:
         for item, outcome in zip(items, self.helpers.read([item.path for item in items]), strict=True):
             if isinstance(outcome, SpectrumError) and outcome.reason == "not_accessible":
                 self._fail(item, f"not ready: {outcome.message}")
+            elif (
+                isinstance(outcome, SpectrumError)
+                and outcome.reason == "not_a_spectrum"
+                and (inbox := self.inbox_for(item.path)) is not None
+                and inbox.ignore_non_spectra
+            ):
+                self._ignore(item, f"not a spectrum: {outcome.message}")
             elif isinstance(outcome, SpectrumError):
                 self._quarantine(item, str(outcome))
             elif isinstance(outcome, OSError):
@@ -170,7 +181,8 @@ class Worker:
                 logger.info("%s changed while queued; it will be read again", item.path)
                 self.ledger.release(item.path, now=self.clock())
             else:
-                spectra = resolve_all(outcome, profile=self.profile_for(item.path))
+                inbox = self.inbox_for(item.path)
+                spectra = resolve_all(outcome, profile=None if inbox is None else inbox.profile())
                 readable.append(_ReadFile(item, spectra, started))
         return readable
 
@@ -248,6 +260,10 @@ class Worker:
         if outcome == "quarantined":
             self._note_quarantine(item, reason)
         self.metrics.file_finished(outcome, now=self.clock())
+
+    def _ignore(self, item: WorkItem, reason: str) -> None:
+        self.ledger.ignore(item.path, reason, now=self.clock())  # the ledger logs it, once
+        self.metrics.file_finished("ignored", now=self.clock())
 
     def _quarantine(self, item: WorkItem, reason: str) -> None:
         self.ledger.quarantine(item.path, reason, now=self.clock())

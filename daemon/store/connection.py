@@ -51,14 +51,47 @@ FILE_COLUMNS: Final = (
     "id, path, sha256, size, mtime, state, attempts, next_attempt_at, reason, "
     "first_seen, updated_at, duplicate_of, claimed_at"
 )
-RESULT_COLUMNS: Final = (
-    "r.id, r.sha256, r.source_path, r.spectrum_index, r.created_at, r.status, r.label, "
-    "r.material, r.confidence, r.payload, r.model_version, r.superseded_at"
+#: The decision laid over each result: a review that is no longer open.
+_DECIDED = "LEFT JOIN review AS d ON d.result_id = r.id AND d.state != 'open'"
+#: A result's final status and label: an analyst's decision overrides the classifier's answer.
+FINAL_STATUS: Final = (
+    "(CASE d.state WHEN 'confirmed' THEN 'known' WHEN 'rejected' THEN 'rejected' ELSE r.status END)"
 )
+FINAL_LABEL: Final = "(CASE d.state WHEN 'confirmed' THEN d.label WHEN 'rejected' THEN NULL ELSE r.label END)"
+_FINAL_MATERIAL = "(CASE WHEN d.state IS NULL THEN r.material ELSE d.material END)"
+#: The classifier's confidence holds only for its own label.
+_FINAL_CONFIDENCE = (
+    "(CASE WHEN d.state IS NULL OR (d.state = 'confirmed' AND r.status = 'known' AND d.label = r.label) "
+    "THEN r.confidence END)"
+)
+
+
+def result_columns(*, source: str = "r.source_path", duplicate_of: str = "NULL") -> str:
+    """The select list of a :class:`~daemon.store.records.StoredResult` over ``r`` and its decision ``d``.
+
+    ``source`` and ``duplicate_of`` name the file the row is shown for: the result's own
+    (by default), or a file with the same content (a duplicate) and the one it duplicates.
+    """
+    return (
+        f"r.id, r.sha256, {source} AS source_path, r.spectrum_index, r.created_at, "
+        f"{FINAL_STATUS} AS status, {FINAL_LABEL} AS label, {_FINAL_MATERIAL} AS material, "
+        f"{_FINAL_CONFIDENCE} AS confidence, r.payload, r.model_version, r.superseded_at, "
+        "d.state AS decision_state, d.label AS decision_label, d.decided_by AS decision_by, "
+        "d.decided_at AS decision_at, d.ref_ids AS decision_ref_ids, r.status AS original_status, "
+        f"r.label AS original_label, r.confidence AS original_confidence, {duplicate_of} AS duplicate_of"
+    )
+
+
+RESULT_COLUMNS: Final = result_columns()
+#: Results with their decisions (select :data:`RESULT_COLUMNS` from it).
+RESULTS_DECIDED: Final = f"results AS r {_DECIDED}"
+#: Files whose content was classified under another path, with those results and their decisions.
+DUPLICATES_DECIDED: Final = f"files AS f JOIN results AS r ON r.sha256 = f.sha256 {_DECIDED}"
 WORK_COLUMNS: Final = "id, path, sha256, size, attempts"
 REVIEW_SELECT: Final = (
     f"SELECT {RESULT_COLUMNS}, v.state AS review_state, v.label AS review_label, "
-    "v.decided_by, v.decided_at, v.opened_at FROM review AS v JOIN results AS r ON r.id = v.result_id"
+    "v.decided_by, v.decided_at, v.opened_at "
+    f"FROM review AS v JOIN results AS r ON r.id = v.result_id {_DECIDED}"
 )
 
 
@@ -68,6 +101,22 @@ def path_key(path: str | Path) -> str:
     if not key:
         raise ValueError("a file path must not be empty")
     return path_to_db(key)
+
+
+def in_sample(stored_path: str | None, sample: str) -> bool:
+    """Whether a stored file path lies directly in a folder named ``sample`` (or ending with it).
+
+    >>> in_sample("/data/ftir/2024-05/filter-3/p1.csv", "filter-3")
+    True
+    >>> in_sample("/data/ftir/2024-05/filter-3/p1.csv", "2024-05/filter-3")
+    True
+    >>> in_sample("/data/ftir/2024-05/filter-3/p1.csv", "ter-3")
+    False
+    """
+    if stored_path is None or not sample:
+        return False
+    folder = stored_path.rpartition("/")[0]
+    return folder == sample or folder.endswith("/" + sample)
 
 
 def check_sha256(sha256: str) -> str:
@@ -137,6 +186,7 @@ class LedgerConnection:
                 )
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
             self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.create_function("in_sample", 2, in_sample, deterministic=True)
             migrate(self._conn)
         except BaseException:
             self._conn.close()

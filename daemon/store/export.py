@@ -4,8 +4,11 @@ The ledger is the record; these files are views of it for people and for
 other programs. For every sample folder (the folder a spectrum file sits in)
 the exporter writes, under ``<state_dir>/results/<inbox>/<relative folder>/``:
 
-- ``results.jsonl``: one JSON object per classified spectrum;
+- ``results.jsonl``: one JSON object per classified spectrum (:func:`result_row`);
 - ``summary.csv``: particles per polymer and status for that sample.
+
+Both count final labels: an analyst's confirmation or rejection overrides the
+classifier's answer, and the folder is rewritten when a decision is made.
 
 Both are replaced atomically, so a reader never sees half a file. Folders
 are marked dirty as results arrive and rewritten at most every
@@ -24,15 +27,15 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from daemon.store.ledger import Ledger, StoredResult
+from daemon.store.ledger import Ledger, StoredResult, iso_time
 from engine.core.storage import atomic_write_text
 
-__all__ = ["SUMMARY_FIELDS", "ResultsExporter", "result_row", "summary_rows"]
+__all__ = ["SUMMARY_FIELDS", "ResultsExporter", "result_row", "sample_name", "summary_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,21 +45,45 @@ PAGE = 1000
 COST_FACTOR = 20.0
 
 
+def sample_name(source: str) -> str:
+    """The sample a spectrum file belongs to: the name of the folder it sits in.
+
+    >>> sample_name("/data/ftir/2024-05/filter-3/p1.csv")
+    'filter-3'
+    """
+    return PurePosixPath(source).parent.name
+
+
 def result_row(r: StoredResult) -> dict[str, Any]:
-    """One stored result as the JSON object ``mpwatch results`` and results.jsonl print."""
+    """One stored result as the JSON object ``mpwatch results``, results.jsonl and the API give.
+
+    ``status``, ``label``, ``material`` and ``confidence`` are final; ``decision`` says who
+    decided, when, and what the classifier had said (None: nobody decided). ``best_hit``
+    and ``best_r`` are the closest library reference and its Pearson r, whatever the status.
+    """
+    hits = r.payload.get("hits") or [{}]
     return {
         "result_id": r.id,
         "source": r.source_path,
+        "sample": sample_name(r.source_path),
         "index": r.spectrum_index,
         "sha256": r.sha256,
-        "created_at": r.created_at,
+        "created_at": iso_time(r.created_at),
         "status": str(r.status),
         "label": r.label,
         "material": r.material,
         "confidence": r.confidence,
+        "best_hit": hits[0].get("label"),
+        "best_r": hits[0].get("r"),
+        "decision": r.decision.as_dict() if r.decision else None,
+        "duplicate_of": r.duplicate_of,
         "model_version": r.model_version,
-        **{k: v for k, v in r.payload.items() if k not in ("status", "label", "material", "confidence")},
+        **{k: v for k, v in r.payload.items() if k not in _FINAL_FIELDS},
     }
+
+
+#: The fields a decision may change, and those :func:`result_row` sets itself: never from the payload.
+_FINAL_FIELDS = frozenset({"status", "label", "material", "confidence", "decision", "duplicate_of", "sample"})
 
 
 #: Columns of summary.csv.

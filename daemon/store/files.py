@@ -1,4 +1,4 @@
-"""The file state machine: every inbox file from ``seen`` to ``done``, ``failed`` or ``quarantined``.
+"""The file state machine: every inbox file from ``seen`` to done, quarantined or ignored (failed: retried).
 
 File states
 -----------
@@ -15,9 +15,10 @@ Transitions (anything not listed raises :class:`InvalidTransitionError`)::
     seen, pending, failed fail, attempts < max_attempts             failed, next_attempt_at set
     seen, pending, failed fail, attempts == max_attempts            quarantined
     seen, pending, failed quarantine                                quarantined
+    seen, pending, failed ignore                                    ignored
     pending, claimed      recover_interrupted (after a crash)       pending, unclaimed (attempts + 1)
     done, failed,         observe, size or mtime changed            seen, sha256/attempts cleared
-      quarantined, pending
+      quarantined, pending, ignored
 
 - ``seen``: the watcher found a stable file; it still has to be hashed.
 - ``pending``: hashed and queued. A worker *claims* one (``claimed_at`` is set) while it
@@ -35,9 +36,13 @@ Transitions (anything not listed raises :class:`InvalidTransitionError`)::
   bytes of quarantined content are quarantined at :meth:`Ledger.mark_pending` without
   being classified again.
 
-A ``done``, ``failed`` or ``quarantined`` file whose size or mtime changes on disk is
-new content at an old path: :meth:`Ledger.observe` puts it back to ``seen`` with its
-attempts cleared.
+- ``ignored``: terminal, with a ``reason``: the file is plainly not a spectrum (a photo,
+  a spreadsheet, a note), told by its name before it is hashed or by its content when
+  read. It stays where it is and is not read again; it is neither a result nor poison.
+
+A ``done``, ``failed``, ``quarantined`` or ``ignored`` file whose size or mtime changes on
+disk is new content at an old path: :meth:`Ledger.observe` puts it back to ``seen`` with
+its attempts cleared.
 """
 
 from __future__ import annotations
@@ -178,7 +183,7 @@ class FileStates(LedgerConnection):
         with self._write() as conn:
             row = self._file_row(conn, key)
             state = FileState(row["state"])
-            if state in (FileState.DONE, FileState.QUARANTINED):
+            if state in (FileState.DONE, FileState.QUARANTINED, FileState.IGNORED):
                 raise InvalidTransitionError(f"{key} is {state}; only observe() can reopen it")
             if state is FileState.PENDING and row["sha256"] == sha256:
                 return Admission.NEW
@@ -428,6 +433,26 @@ class FileStates(LedgerConnection):
             if row["state"] == FileState.DONE:
                 raise InvalidTransitionError(f"{key} is done and cannot be quarantined")
             self._set_quarantined(conn, row["id"], key, reason, now=now)
+            return self._reload(conn, row["id"])
+
+    def ignore(self, path: str | Path, reason: str, *, now: float) -> FileRecord:
+        """Set a file aside as plainly not a spectrum (from ``seen``, ``pending``, ``failed``); say so once.
+
+        It is not retried, not quarantined and not counted as either; a change on disk
+        (:meth:`observe`) brings it back.
+        """
+        key = path_key(path)
+        with self._write() as conn:
+            row = self._file_row(conn, key)
+            state = FileState(row["state"])
+            if state not in (FileState.SEEN, FileState.PENDING, FileState.FAILED):
+                raise InvalidTransitionError(f"{key} is {state} and cannot be ignored")
+            conn.execute(
+                "UPDATE files SET state = 'ignored', reason = ?, next_attempt_at = NULL, claimed_at = NULL, "
+                "updated_at = ? WHERE id = ?",
+                (text_to_db(reason), now, row["id"]),
+            )
+            logger.info("%s ignored: %s", key, reason)
             return self._reload(conn, row["id"])
 
     def due_retries(self, *, now: float, limit: int = 100) -> list[FileRecord]:

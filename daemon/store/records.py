@@ -6,6 +6,7 @@ turn its ``sqlite3.Row`` results into them. Import the public names from :mod:`d
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import sqlite3
@@ -15,9 +16,12 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 __all__ = [
+    "CLASSIFIER_STATUSES",
+    "MODEL_DECIDER",
     "PATH_ESCAPE",
     "Admission",
     "Completion",
+    "Decision",
     "FileRecord",
     "FileState",
     "InvalidTransitionError",
@@ -32,6 +36,7 @@ __all__ = [
     "UnknownPathError",
     "UnknownReviewError",
     "WorkItem",
+    "iso_time",
     "path_from_db",
     "path_to_db",
     "text_to_db",
@@ -126,14 +131,30 @@ class FileState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     QUARANTINED = "quarantined"
+    #: Plainly not a spectrum (a photo, a note): left where it is, not read again.
+    IGNORED = "ignored"
 
 
 class ResultStatus(StrEnum):
-    """The three outcomes of classifying one spectrum: never a forced label."""
+    """A result's outcome: the classifier's three (never a forced label), and an analyst's rejection.
+
+    The classifier answers ``known``, ``unknown`` or ``low_quality``. An analyst's
+    decision overrides it in every view: a confirmed result is ``known`` under the
+    analyst's label, a rejected one is ``rejected`` (see :class:`Decision`).
+    """
 
     KNOWN = "known"
     UNKNOWN = "unknown"
     LOW_QUALITY = "low_quality"
+    REJECTED = "rejected"
+
+
+#: The outcomes the classifier gives (``rejected`` comes only from an analyst).
+CLASSIFIER_STATUSES: tuple[ResultStatus, ...] = (
+    ResultStatus.KNOWN,
+    ResultStatus.UNKNOWN,
+    ResultStatus.LOW_QUALITY,
+)
 
 
 class ReviewState(StrEnum):
@@ -217,6 +238,8 @@ class ResultRecord:
             raise ValueError("a result needs the model_version that produced it")
         if self.status is ResultStatus.KNOWN and not self.label:
             raise ValueError("a known result needs a label")
+        if self.status not in CLASSIFIER_STATUSES:
+            raise ValueError("only an analyst rejects a result (a review decision), never the classifier")
         if self.confidence is not None:
             confidence = float(self.confidence)
             if not math.isfinite(confidence):
@@ -225,8 +248,66 @@ class ResultRecord:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """An analyst's (or a grown model's) decision on a result, and what the classifier had said.
+
+    The classifier's own answer stays in the ledger unchanged; the decision is laid
+    over it, so every view shows the final label and can still show the original.
+    """
+
+    state: ReviewState  # confirmed | rejected
+    #: The label decided (canonical), None for a rejection.
+    label: str | None
+    decided_by: str
+    decided_at: float
+    #: What the classifier answered before the decision.
+    original_status: ResultStatus
+    original_label: str | None
+    original_confidence: float | None
+    #: Library references this decision added (a confirmation that grew the library).
+    ref_ids: tuple[int, ...] = ()
+
+    @property
+    def by_model(self) -> bool:
+        """Whether a grown model, not a person, closed the review (:data:`MODEL_DECIDER`)."""
+        return self.decided_by.startswith(MODEL_DECIDER)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The decision as results.jsonl, ``mpwatch results`` and the API give it (times in ISO 8601)."""
+        return {
+            "state": str(self.state),
+            "label": self.label,
+            "by": self.decided_by,
+            "at": iso_time(self.decided_at),
+            "original_status": str(self.original_status),
+            "original_label": self.original_label,
+            "original_confidence": self.original_confidence,
+            "ref_ids": list(self.ref_ids),
+        }
+
+
+#: How a review closed by a re-check with a grown model names its decider (``model <version>``).
+MODEL_DECIDER = "model "
+
+
+def iso_time(epoch: float) -> str:
+    """An epoch time as ISO 8601 in UTC, to the second.
+
+    >>> iso_time(0.0)
+    '1970-01-01T00:00:00+00:00'
+    """
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
 class StoredResult:
-    """A row of ``results``: one classified spectrum of one content (sha256)."""
+    """A row of ``results``: one classified spectrum of one content (sha256).
+
+    ``status``, ``label``, ``material`` and ``confidence`` are final: an analyst's
+    :class:`Decision` overrides the classifier's, which ``decision`` keeps. A
+    confirmed result has the confidence of its classification only when the
+    analyst confirmed the classifier's own label (otherwise None: no model gave it).
+    """
 
     id: int
     sha256: str
@@ -241,6 +322,21 @@ class StoredResult:
     model_version: str
     #: When a newer content of the same file replaced this result (None: it is current).
     superseded_at: float | None = None
+    #: The decision laid over the classifier's answer (None: nobody decided yet).
+    decision: Decision | None = None
+    #: Set on a duplicate file's row: the path whose classification this is (``source_path``
+    #: is then the duplicate's own path).
+    duplicate_of: str | None = None
+
+    @property
+    def classified_status(self) -> ResultStatus:
+        """What the classifier answered, whatever was decided since."""
+        return self.decision.original_status if self.decision else self.status
+
+    @property
+    def classified_label(self) -> str | None:
+        """The classifier's label, whatever was decided since."""
+        return self.decision.original_label if self.decision else self.label
 
 
 @dataclass(frozen=True)
@@ -311,10 +407,17 @@ _FROM_COLUMN: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _from_row(record: type[_R], row: sqlite3.Row, **columns: str) -> _R:
-    """A record from a row: each field from the column of its name (or the one ``columns`` names)."""
-    values = {}
+def _from_row(
+    record: type[_R], row: sqlite3.Row, *, given: Mapping[str, Any] | None = None, **columns: str
+) -> _R:
+    """A record from a row: each field from the column of its name (or the one ``columns`` names).
+
+    ``given`` holds the fields made otherwise (from several columns), taken as they are.
+    """
+    values = dict(given or {})
     for f in fields(record):  # type: ignore[arg-type]
+        if f.name in values:
+            continue
         stored = row[columns.get(f.name, f.name)]
         convert = _FROM_COLUMN.get(f.name)
         values[f.name] = stored if convert is None else convert(stored)
@@ -325,8 +428,23 @@ def _file_record(row: sqlite3.Row) -> FileRecord:
     return _from_row(FileRecord, row)
 
 
+def _decision(row: sqlite3.Row) -> Decision | None:
+    if row["decision_state"] is None:
+        return None
+    return Decision(
+        state=ReviewState(row["decision_state"]),
+        label=row["decision_label"],
+        decided_by=row["decision_by"],
+        decided_at=row["decision_at"],
+        original_status=ResultStatus(row["original_status"]),
+        original_label=row["original_label"],
+        original_confidence=row["original_confidence"],
+        ref_ids=tuple(json.loads(row["decision_ref_ids"] or "[]")),
+    )
+
+
 def _stored_result(row: sqlite3.Row) -> StoredResult:
-    return _from_row(StoredResult, row)
+    return _from_row(StoredResult, row, given={"decision": _decision(row)})
 
 
 def _work_item(row: sqlite3.Row) -> WorkItem:

@@ -7,6 +7,9 @@ one. Reviews of superseded results leave the queue with them.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 from daemon.store.connection import REVIEW_SELECT, LedgerConnection
 from daemon.store.records import (
     ReviewItem,
@@ -20,7 +23,6 @@ __all__ = ["ReviewQueue"]
 
 class ReviewQueue(LedgerConnection):
     """The ``review`` table: queued results and decisions."""
-
 
     def enqueue_review(self, result_id: int, *, now: float) -> bool:
         """Ask an analyst to look at any result (unknowns are queued automatically).
@@ -49,6 +51,16 @@ class ReviewQueue(LedgerConnection):
         )
         return [_review_item(row) for row in rows]
 
+    def decisions(self, *, limit: int = 100, offset: int = 0) -> list[ReviewItem]:
+        """Decided reviews of current results, the latest decision first."""
+        rows = self._page(
+            f"{REVIEW_SELECT} WHERE v.state != 'open' AND r.superseded_at IS NULL "
+            "ORDER BY v.decided_at DESC, v.result_id DESC",
+            limit=limit,
+            offset=offset,
+        )
+        return [_review_item(row) for row in rows]
+
     def review(self, result_id: int) -> ReviewItem | None:
         """The review of one result, or None."""
         with self._read() as conn:
@@ -63,11 +75,16 @@ class ReviewQueue(LedgerConnection):
         label: str | None,
         decided_by: str,
         now: float,
+        material: str | None = None,
+        ref_ids: Sequence[int] = (),
     ) -> ReviewItem:
         """Record an analyst's decision; a later decision replaces an earlier one.
 
         ``confirmed`` needs the polymer ``label`` the analyst assigns; ``rejected`` (not
-        a polymer, or not worth adding) may leave it None.
+        a polymer, or not worth adding) may leave it None. ``material`` is the label as the
+        analyst wrote it (default: ``label``); ``ref_ids`` are the library references the
+        decision added. The result's own row is never changed: every view lays the decision
+        over it (:attr:`~daemon.store.records.StoredResult.decision`).
 
         Raises:
             UnknownReviewError: the result has no review.
@@ -82,8 +99,17 @@ class ReviewQueue(LedgerConnection):
             raise ValueError("decided_by must name who decided")
         with self._write() as conn:
             cursor = conn.execute(
-                "UPDATE review SET state = ?, label = ?, decided_by = ?, decided_at = ? WHERE result_id = ?",
-                (str(decision), label, decided_by, now, result_id),
+                "UPDATE review SET state = ?, label = ?, material = ?, decided_by = ?, decided_at = ?, "
+                "ref_ids = ? WHERE result_id = ?",
+                (
+                    str(decision),
+                    label,
+                    material if material is not None else label,
+                    decided_by,
+                    now,
+                    json.dumps([int(i) for i in ref_ids]),
+                    result_id,
+                ),
             )
             if cursor.rowcount == 0:
                 raise UnknownReviewError(f"result {result_id} has no review")

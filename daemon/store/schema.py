@@ -73,6 +73,42 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE results ADD COLUMN superseded_at REAL",
         "CREATE INDEX results_by_source ON results (source_path, superseded_at)",
     ),
+    (
+        # A decision's material (the label as the analyst wrote it) and the library references it added.
+        "ALTER TABLE review ADD COLUMN material TEXT",
+        "ALTER TABLE review ADD COLUMN ref_ids TEXT",
+    ),
+    (
+        # Files that are plainly not spectra are 'ignored'. SQLite cannot change a CHECK
+        # constraint, so the files table is rebuilt with the new state allowed.
+        """
+        CREATE TABLE files_new (
+            id              INTEGER PRIMARY KEY,
+            path            TEXT NOT NULL UNIQUE,
+            sha256          TEXT,
+            size            INTEGER NOT NULL,
+            mtime           REAL NOT NULL,
+            state           TEXT NOT NULL CHECK (
+                                state IN ('seen', 'pending', 'done', 'failed', 'quarantined', 'ignored')
+                            ),
+            attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            next_attempt_at REAL,
+            reason          TEXT,
+            first_seen      REAL NOT NULL,
+            updated_at      REAL NOT NULL,
+            duplicate_of    TEXT,
+            claimed_at      REAL,
+            CHECK (state NOT IN ('pending', 'done') OR sha256 IS NOT NULL),
+            CHECK (claimed_at IS NULL OR state = 'pending')
+        )
+        """,
+        "INSERT INTO files_new SELECT id, path, sha256, size, mtime, state, attempts, next_attempt_at, "
+        "reason, first_seen, updated_at, duplicate_of, claimed_at FROM files",
+        "DROP TABLE files",
+        "ALTER TABLE files_new RENAME TO files",
+        "CREATE INDEX files_by_state ON files (state, id)",
+        "CREATE INDEX files_by_sha256 ON files (sha256, state)",
+    ),
 )
 
 #: The schema version this code reads and writes (``PRAGMA user_version``).

@@ -7,7 +7,7 @@
 | GET | /api/library | classes, counts, version and history |
 | POST | /api/library/rollback | ``{"version"}``: make an old version current (as a new one) |
 | POST | /api/library/remove | ``{"ref_ids": [...]}``: undo a wrong confirmation |
-| GET | /api/results | ``?since=&status=&label=&limit=`` |
+| GET | /api/results | ``?since=&status=&label=&sample=&limit=``: final labels, each with its ``decision`` |
 
 Write routes need ``Content-Type: application/json`` (a cross-site form
 cannot send that without a CORS preflight, which this server never grants)
@@ -171,6 +171,7 @@ def install_api(
             since=since_time,
             status=ResultStatus(status) if status else None,
             label=request.query_value("label"),
+            sample=request.query_value("sample") or None,
             limit=_int(request.query_value("limit", "100"), "limit", high=MAX_LIMIT),
         )
         return Response.json([result_row(r) for r in rows])

@@ -39,7 +39,12 @@ __all__ = [
 _MAX_POINTS: Final = 451
 
 #: Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
-STATUS_COLOURS: Final = {"known": "#0072B2", "unknown": "#E69F00", "low_quality": "#8C8C8C"}
+STATUS_COLOURS: Final = {
+    "known": "#0072B2",
+    "unknown": "#E69F00",
+    "low_quality": "#8C8C8C",
+    "rejected": "#CC79A7",
+}
 QUERY_COLOUR: Final = "#111111"
 HIT_COLOURS: Final = ("#D55E00", "#0072B2", "#009E73")
 

@@ -91,6 +91,10 @@ logger = logging.getLogger(__name__)
 REVIEW_PAGE_SIZE: Final = 20
 #: Hits drawn over each unknown.
 PLOTTED_HITS: Final = 3
+#: Decisions listed under the review queue.
+RECENT_DECISIONS: Final = 20
+#: The statuses the per-folder table counts in their own columns (everything else is a polymer).
+UNLABELLED: Final = ("unknown", "low_quality", "rejected")
 
 
 _HTML: Final = "text/html; charset=utf-8"
@@ -224,11 +228,11 @@ def _overview(ctx: Context, request: Request) -> Response:
     )
     folder_rows = "".join(
         f'<tr><td class="path">{escape(folder)}</td><td class="n">{sum(counts.values())}</td>'
-        + "".join(f'<td class="n">{counts.get(s, 0)}</td>' for s in ("unknown", "low_quality"))
+        + "".join(f'<td class="n">{counts.get(s, 0)}</td>' for s in UNLABELLED)
         + "<td>"
         + escape(
             ", ".join(
-                f"{label} {n}" for label, n in counts.most_common() if label not in ("unknown", "low_quality")
+                f"{label} {n}" for label, n in counts.most_common() if label not in UNLABELLED
             )
             or "–"
         )
@@ -262,8 +266,8 @@ def _overview(ctx: Context, request: Request) -> Response:
 <p class="small">{status_legend()}</p>
 <h2>Per sample folder</h2>
 <table><tr><th>sample folder</th><th class="n">particles</th><th class="n">unknown</th>
-<th class="n">low quality</th><th>polymers</th></tr>
-{folder_rows or '<tr><td colspan="5" class="muted">none</td></tr>'}</table>
+<th class="n">low quality</th><th class="n">rejected</th><th>polymers</th></tr>
+{folder_rows or '<tr><td colspan="6" class="muted">none</td></tr>'}</table>
 """
     return _page(ctx, title="Overview", active="overview", body=body)
 
@@ -468,8 +472,33 @@ each curve scaled to its own range. Confirming adds the spectrum to the library 
 <div class="pager">{"".join(pager)}</div>
 {cards or empty}
 <div class="pager">{"".join(pager)}</div>
+{_decisions(ctx.ledger.decisions(limit=RECENT_DECISIONS))}
 """
     return _page(ctx, title="Review", active="review", body=body)
+
+
+def _decisions(items: Sequence[ReviewItem]) -> str:
+    """The latest decisions: what the classifier said, what was decided, by whom and when."""
+    if not items:
+        return ""
+    rows = []
+    for item in items:
+        result, decision = item.result, item.result.decision
+        if decision is None:
+            continue
+        was = decision.original_label or decision.original_status
+        now = result.label if decision.state is ReviewState.CONFIRMED else "rejected"
+        rows.append(
+            f'<tr id="decision-{result.id}"><td class="n">{result.id}</td>'
+            f'<td class="path">{escape(Path(result.source_path).name)}</td>'
+            f"<td>{escape(was)}</td><td><strong>{escape(now)}</strong></td>"
+            f"<td>{escape(decision.decided_by)}</td><td>{escape(utc(decision.decided_at))}</td></tr>"
+        )
+    return f"""<h2>Recent decisions</h2>
+<p class="small muted">The final label counts everywhere: the overview, <code>mpwatch results</code>,
+and each sample's results.jsonl and summary.csv.</p>
+<table><tr><th class="n">result</th><th>file</th><th>classified as</th><th>final</th><th>by</th>
+<th>when</th></tr>{"".join(rows)}</table>"""
 
 
 def _library(ctx: Context, request: Request) -> Response:

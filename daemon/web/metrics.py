@@ -19,7 +19,8 @@ Metrics
 ============================================  =========  ==============================================
 name                                          type       labels (values)
 ============================================  =========  ==============================================
-``mpwatch_files_total``                       counter    outcome (done, duplicate, failed, quarantined)
+``mpwatch_files_total``                       counter    outcome (done, duplicate, failed, quarantined,
+                                                         ignored)
 ``mpwatch_classifications_total``             counter    status (known, unknown, low_quality),
                                                          label (polymer class, none, other)
 ``mpwatch_processing_seconds``                histogram  file read to result written
@@ -30,7 +31,8 @@ name                                          type       labels (values)
 ``mpwatch_model_info``                        info       model_version, library_version, members
 ``mpwatch_watcher_up``                        gauge      root (configured inbox name)
 ``mpwatch_rescan_recovered_files_total``      counter
-``mpwatch_ledger_files``                      gauge      state (seen, pending, done, failed, quarantined)
+``mpwatch_ledger_files``                      gauge      state (seen, pending, done, failed, quarantined,
+                                                         ignored)
 ``mpwatch_review_queue_open``                 gauge
 ``mpwatch_confirmations_total``               counter    kind (new_class, added, positive, rejected)
 ``mpwatch_time_to_serve_seconds``             histogram  confirmation to updated model serving
@@ -77,7 +79,7 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from daemon.store.ledger import ResultStatus
+from daemon.store.ledger import CLASSIFIER_STATUSES, ResultStatus
 from daemon.web.collectors import LedgerCollector, LedgerCounts
 
 __all__ = [
@@ -101,7 +103,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: How a file left the queue (``mpwatch_files_total{outcome}``).
-FILE_OUTCOMES: Final = ("done", "duplicate", "failed", "quarantined")
+FILE_OUTCOMES: Final = ("done", "duplicate", "failed", "quarantined", "ignored")
 #: What an analyst's confirmation did (``mpwatch_confirmations_total{kind}``).
 CONFIRMATION_KINDS: Final = ("new_class", "added", "positive", "rejected")
 
@@ -304,7 +306,7 @@ class Metrics:
     def _initialise(self, *, version: str) -> None:
         for outcome in FILE_OUTCOMES:
             self._files.labels(outcome=outcome)
-        for status in ResultStatus:
+        for status in CLASSIFIER_STATUSES:
             self._classifications.labels(status=str(status), label=NO_LABEL)
         self._classifications.labels(status=str(ResultStatus.KNOWN), label=OTHER_LABEL)
         self._carbonyl_index.labels(polymer=OTHER_LABEL)
@@ -407,7 +409,7 @@ class Metrics:
         """A file left the queue.
 
         Args:
-            outcome: ``done``, ``duplicate``, ``failed`` or ``quarantined``.
+            outcome: ``done``, ``duplicate``, ``failed``, ``quarantined`` or ``ignored`` (not a spectrum).
             now: epoch seconds; becomes ``mpwatch_last_processed_timestamp_seconds``.
             seconds: time from reading the file to writing its result, when it was read.
         """

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
 from daemon.config import Config, ConfigError
+from daemon.web.address import announce, withdraw
 from daemon.web.api import install_api
 from daemon.web.console import ConsoleSource, install_console
 from daemon.web.http import HttpServer
 
-__all__ = ["listen", "site"]
+__all__ = ["hang_up", "listen", "site"]
+
+logger = logging.getLogger(__name__)
 
 
 def site(
@@ -42,8 +46,11 @@ def site(
     return server
 
 
-def listen(server: HttpServer, config: Config) -> None:
-    """Start ``server``; a port that cannot be bound is one clear line (ConfigError), not a traceback."""
+def listen(server: HttpServer, config: Config, *, now: float) -> None:
+    """Start ``server`` and write its address into the state folder (:mod:`daemon.web.address`).
+
+    A port that cannot be bound is one clear line (ConfigError), not a traceback.
+    """
     try:
         server.start()
     except OSError as exc:
@@ -52,3 +59,11 @@ def listen(server: HttpServer, config: Config) -> None:
             f"http.port: cannot listen on {host}:{port} ({exc.strerror or exc}); "
             "is another daemon running? Choose another port with --metrics-port"
         ) from None
+    logger.info("metrics and health on http://%s:%d", config.http.host, server.port)
+    announce(config.state_dir, host=config.http.host, port=server.port, now=now)
+
+
+def hang_up(server: HttpServer, config: Config) -> None:
+    """Stop ``server`` and take back the address :func:`listen` wrote (if this process wrote it)."""
+    withdraw(config.state_dir)
+    server.shutdown()

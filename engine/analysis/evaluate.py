@@ -10,7 +10,13 @@ can give a library (``flopp_frond2021@library=FLOPP``) and a test set
   particles. Closed-set accuracy and macro scores are over test spectra whose
   class the library holds; the reject option is reported separately. The
   served model is scored with the subspace kNN deciding or with the CNN
-  member deciding, trained as the daemon would serve it.
+  member deciding, trained as the daemon would serve it. Its confidence is
+  judged too (:mod:`engine.analysis.reliability`): over the labels given
+  (``known`` results; a label of a class the library lacks is wrong), over
+  those given to spectra of classes the library holds, and over every
+  candidate judged (``known`` or ``unknown``). The confusion matrix counts
+  every test spectrum once: its label, "other" (a label of no test class),
+  "unknown" or "low quality".
 - :func:`leave_one_class_out`: each class in turn removed from the library;
   how many of its test spectra come out ``unknown``, and how many spectra of
   the classes still known are wrongly rejected.
@@ -31,9 +37,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
+from engine.analysis.reliability import Reliability, reliability
 from engine.core.augment import synthesize
 from engine.core.labels import scoring_label
 from engine.core.library import ReferenceLibrary
@@ -42,6 +49,8 @@ from engine.io import read_spectra
 from engine.models.served import IdentificationModel, ModelConfig, Result, subspace_knn
 
 __all__ = [
+    "OUTCOME_COLUMNS",
+    "OUT_OF_LIBRARY",
     "CrossSourceReport",
     "Study",
     "StudyPoint",
@@ -50,6 +59,8 @@ __all__ = [
     "leave_one_class_out",
     "library_from_sources",
     "load_source",
+    "score",
+    "source_name",
     "study",
     "study_plan",
 ]
@@ -68,6 +79,12 @@ SERVED_CNN: dict[str, Any] = {"device": "cpu", "n_threads": 1}
 
 Progress = Callable[[int], None] | None
 
+#: Confusion-matrix columns past the test classes: a label of no test class, and the two other outcomes.
+OTHER, UNKNOWN, LOW_QUALITY = "other", "unknown", "low quality"
+OUTCOME_COLUMNS = (OTHER, UNKNOWN, LOW_QUALITY)
+#: The confusion-matrix row of the test spectra whose class the library lacks.
+OUT_OF_LIBRARY = "not in library"
+
 
 def load_source(source: str | Path) -> list[Spectrum]:
     """Every spectrum of ``DIR``, ``DIR@key=value`` (rows whose meta ``key`` equals ``value``) or
@@ -85,6 +102,22 @@ def load_source(source: str | Path) -> list[Spectrum]:
     if not chosen:
         raise ValueError(f"{text}: no spectrum has {key}{sep}{value}")
     return chosen
+
+
+def source_name(source: str | Path) -> str:
+    """A source as a title names it: the selected value, else the folder.
+
+    >>> source_name("../data/flopp_frond2021@library=FLOPP-e"), source_name("/data/openspecy_ftir_2023")
+    ('FLOPP-e', 'openspecy_ftir_2023')
+    >>> source_name("raman@organization!=Cabernard et al. 2018")
+    'not Cabernard et al. 2018'
+    """
+    path, _, selector = str(source).partition("@")
+    if not selector:
+        return Path(path).name
+    negate = "!=" in selector
+    value = selector.partition("!=" if negate else "=")[2]
+    return f"not {value}" if negate else value
 
 
 def _truth(s: Spectrum) -> str:
@@ -123,7 +156,23 @@ class CrossSourceReport:
     out_of_library_unknown_rate: float
     low_quality: int
     classes: list[str]
+    #: Rows: ``classes``, then :data:`OUT_OF_LIBRARY` when some test spectra are of a class the library
+    #: lacks; columns: ``classes``, then :data:`OUTCOME_COLUMNS`. Each row sums to its spectra.
     confusion: list[list[int]]
+    confusion_rows: list[str]
+    confusion_columns: list[str]
+    #: The expected calibration error of ``confidence`` over the labels given (``known`` results).
+    ece: float
+    #: The same over the labels given to spectra of classes the library holds (what the confidence is
+    #: calibrated for: the reject option, not the confidence, answers whether the class is there).
+    ece_in_library: float
+    #: The same over every candidate judged: ``known`` and ``unknown`` results.
+    ece_candidates: float
+    #: The ECE of the labels given had their vote share been the confidence (as it was before calibration).
+    ece_vote_share: float
+    reliability: Reliability
+    reliability_in_library: Reliability
+    reliability_candidates: Reliability
     seconds_build: float
     seconds_classify: float
     results: list[Result] = field(default_factory=list, repr=False)
@@ -132,8 +181,9 @@ class CrossSourceReport:
     cnn_params: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out.pop("results")
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "results"}
+        for name in ("reliability", "reliability_in_library", "reliability_candidates"):
+            out[name] = getattr(self, name).as_dict()
         return out
 
 
@@ -237,11 +287,60 @@ def score(
         else float("nan"),
         low_quality=sum(r.status == "low_quality" for r in results),
         classes=classes,
-        confusion=confusion_matrix(y_true, y_pred, labels=classes).tolist() if inside else [],
+        **_outcomes(truth, results, classes),
+        **_calibration(truth, results, known),
         seconds_build=seconds_build,
         seconds_classify=seconds_classify,
         results=list(results),
     )
+
+
+def _outcome(result: Result, classes: Sequence[str]) -> str:
+    """A result's column: its label, ``other`` (a label of no test class), ``unknown`` or ``low quality``."""
+    if result.status == "known":
+        label = scoring_label(result.label or "")
+        return label if label in classes else OTHER
+    return UNKNOWN if result.status == "unknown" else LOW_QUALITY
+
+
+def _outcomes(truth: Sequence[str], results: Sequence[Result], classes: list[str]) -> dict[str, Any]:
+    """The confusion matrix of the served outcomes: every test spectrum counted once (see ``confusion``)."""
+    rows = list(classes) + ([OUT_OF_LIBRARY] if any(t not in classes for t in truth) else [])
+    columns = [*classes, *OUTCOME_COLUMNS]
+    matrix = np.zeros((len(rows), len(columns)), dtype=int)
+    for t, result in zip(truth, results, strict=True):
+        row = rows.index(t) if t in classes else len(classes)
+        matrix[row, columns.index(_outcome(result, classes))] += 1
+    return {"confusion": matrix.tolist(), "confusion_rows": rows, "confusion_columns": columns}
+
+
+def _calibration(truth: Sequence[str], results: Sequence[Result], known: set[str]) -> dict[str, Any]:
+    """Reliability and ECE of the labels given, of those given to classes in ``known``, and of every
+    candidate judged; and the ECE the vote share would have had (see ``ece``)."""
+    given: tuple[list[float], list[bool]] = ([], [])
+    votes: list[float] = []
+    in_library: tuple[list[float], list[bool]] = ([], [])
+    judged: tuple[list[float], list[bool]] = ([], [])
+    for result, t in zip(results, truth, strict=True):
+        right = scoring_label(result.candidate or "") == t
+        if result.status == "known":
+            votes.append(float(result.extra["vote_share"]))
+            for pairs in (given, judged, *([in_library] if t in known else [])):
+                pairs[0].append(result.confidence)
+                pairs[1].append(right)
+        elif result.status == "unknown" and result.candidate is not None:
+            judged[0].append(float(result.extra["candidate_confidence"]))
+            judged[1].append(right)
+    labels, inside, candidates = reliability(*given), reliability(*in_library), reliability(*judged)
+    return {
+        "ece": labels.ece,
+        "ece_in_library": inside.ece,
+        "ece_candidates": candidates.ece,
+        "ece_vote_share": reliability(votes, given[1]).ece,
+        "reliability": labels,
+        "reliability_in_library": inside,
+        "reliability_candidates": candidates,
+    }
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 - :func:`plot_confusion`: a cross-source evaluation's confusion matrix
   (:func:`engine.analysis.evaluate.cross_source`);
+- :func:`plot_reliability`: its reliability diagram, confidence against the
+  share right (:mod:`engine.analysis.reliability`);
 - :func:`plot_study`: the study protocol's scores and training times
   (:func:`engine.analysis.evaluate.study`);
 - :func:`plot_conventions`: accuracy per convention of the robustness matrix
@@ -27,7 +29,7 @@ from engine.core.aging import INDICES
 if TYPE_CHECKING:
     from engine.analysis.evaluate import CrossSourceReport, Study
 
-__all__ = ["plot_confusion", "plot_conventions", "plot_distributions", "plot_study"]
+__all__ = ["plot_confusion", "plot_conventions", "plot_distributions", "plot_reliability", "plot_study"]
 
 
 def _pyplot() -> Any:
@@ -51,30 +53,98 @@ def _save(plt: Any, fig: Any, path: str | Path, **savefig: Any) -> Path:
 
 
 def plot_confusion(report: CrossSourceReport, path: str | Path, *, title: str) -> Path:
-    """A confusion matrix of the closed-set predictions, rows normalised, counts annotated."""
+    """The served outcomes per true class, rows normalised, counts annotated.
+
+    Every test spectrum is counted once: under its label, ``other`` (a label of
+    no test class), ``unknown`` or ``low quality``; a row's count is in its name.
+    Lines set apart the outcome columns and the row of classes the library lacks.
+    """
     plt = _pyplot()
-    cm = np.asarray(report.confusion, dtype=float)
-    n = len(report.classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * n, 0.8 + 0.45 * n), dpi=120)
-    shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            if cm[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    int(cm[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if shares[i, j] > 0.5 else "black",
-                )
-    ax.set_xticks(range(n), report.classes, rotation=90, fontsize=8)
-    ax.set_yticks(range(n), report.classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{title}\naccuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f}", fontsize=9)
+    rows, columns = report.confusion_rows, report.confusion_columns
+    cm = np.asarray(report.confusion, dtype=float).reshape(len(rows), len(columns))
+    n_classes = len(report.classes)
+    fig, ax = plt.subplots(figsize=(2.0 + 0.42 * len(columns), 1.4 + 0.42 * len(rows)), dpi=120)
+    counts = cm.sum(axis=1, keepdims=True)
+    shares = cm / np.maximum(counts, 1)
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i, j in zip(*np.nonzero(cm), strict=True):
+        ax.text(
+            j,
+            i,
+            int(cm[i, j]),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if shares[i, j] > 0.5 else "black",
+        )
+    ax.axvline(n_classes - 0.5, color="grey", lw=0.8)
+    if len(rows) > n_classes:
+        ax.axhline(n_classes - 0.5, color="grey", lw=0.8)
+    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=8)
+    ax.set_yticks(
+        range(len(rows)), [f"{r} ({int(n)})" for r, n in zip(rows, counts[:, 0], strict=True)], fontsize=8
+    )
+    ax.set_xlabel("outcome")
+    ax.set_ylabel("true class (spectra)")
+    right = int(np.trace(cm[:n_classes, :n_classes]))
+    ax.set_title(
+        f"{title}\nclosed-set accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f}; "
+        f"known & right {right} of {int(cm.sum())}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return _save(plt, fig, path)
+
+
+def plot_reliability(report: CrossSourceReport, path: str | Path, *, title: str) -> Path:
+    """Confidence against the share right: bars for the labels given; lines for the labels given to
+    spectra of classes the library holds, and for every candidate judged (``known`` or ``unknown``).
+
+    The dashed diagonal is a perfectly calibrated model; the lower panel counts
+    the labels given per bin (log scale: most sit near 1). The legend gives each ECE.
+    """
+    plt = _pyplot()
+    given = report.reliability
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5.0, 6.2), dpi=120, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    centres = [(b.lower + b.upper) / 2 for b in given.bins]
+    width = given.bins[0].upper - given.bins[0].lower if given.bins else 0.1
+    top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="calibrated")
+    top.bar(
+        centres,
+        [b.accuracy or 0.0 for b in given.bins],
+        width=width * 0.9,
+        color="C0",
+        alpha=0.75,
+        label=f"labels given (ECE {given.ece:.3f}, n {given.n})",
+    )
+    for curve, name, style in (
+        (report.reliability_in_library, "labels given, class in library", ("o-", "C2")),
+        (report.reliability_candidates, "every candidate", ("s:", "C3")),
+    ):
+        shown = [b for b in curve.bins if b.n]
+        top.plot(
+            [b.confidence for b in shown],
+            [b.accuracy for b in shown],
+            style[0],
+            color=style[1],
+            ms=4,
+            label=f"{name} (ECE {curve.ece:.3f}, n {curve.n})",
+        )
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.42)  # the band above 1 holds the legend, clear of the bars
+    top.set_yticks(np.linspace(0, 1, 6))
+    top.set_ylabel("share right")
+    top.grid(alpha=0.3)
+    top.legend(fontsize=7, loc="upper left")
+    top.set_title(f"{title}\nconfidence against the share right", fontsize=9)
+    bottom.bar(centres, [b.n for b in given.bins], width=width * 0.9, color="C0", alpha=0.75)
+    bottom.set_yscale("log")
+    bottom.set_ylim(0.8, max([b.n for b in given.bins], default=1) * 2.0)
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("labels")
+    bottom.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return _save(plt, fig, path)
 

@@ -1,4 +1,14 @@
-"""``mpwatch classify``: identify spectrum files or labelled sets with the served model, no daemon needed."""
+"""``mpwatch classify``: identify spectrum files, folders of them or labelled sets, no daemon needed.
+
+A folder that is a labelled set is read as one. Any other folder is walked recursively
+with the daemon's file filters (:mod:`engine.io.candidates`): temporary, hidden and lock
+files and excluded folders are passed over, and files that are plainly not spectra by
+name (images, documents, spreadsheets) are skipped, with one line on standard error
+saying which. A file that cannot be read gets one line on standard error and the run
+goes on; the exit status is 2 only when nothing could be read. Results go to standard
+output as they come, and a run of several inputs shows a progress bar on standard error
+(on a terminal).
+"""
 
 from __future__ import annotations
 
@@ -6,37 +16,118 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from engine.cli.common import EXIT_BAD_INPUT, EXIT_OK, progress_bar
 from engine.core.library import DEFAULT_LIBRARIES, LibraryError, ReferenceLibrary
 from engine.core.spectrum import Spectrum, SpectrumError
 from engine.io import read_spectra
+from engine.io.candidates import NonSpectrumFilter, SpectrumFileFilter, candidate_files
+from engine.io.labelled_set import is_labelled_set
 from engine.models.served import ModelConfig, Result, serving
 
-__all__ = ["add_parsers", "served_libraries"]
+__all__ = ["add_parsers", "served_libraries", "spectrum_inputs"]
 
 CSV_FIELDS = ("source", "index", "status", "label", "material", "confidence", "top_hit", "top_r", "candidate")
 
+#: Skipped files named on standard error per folder; the rest are counted.
+NAMES_SHOWN = 5
 
-def _inputs(paths: list[Path]) -> Iterator[tuple[Path, list[Spectrum] | SpectrumError]]:
+
+def _say(message: str) -> None:
+    """One line on standard error (looked up now: above the progress bar while it runs)."""
+    sys.stderr.write(f"mpwatch: {message}\n")
+
+
+def _skipped(folder: Path, names: Sequence[str]) -> str:
+    shown = ", ".join(names[:NAMES_SHOWN])
+    more = f" and {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else ""
+    what = "file that is not a spectrum" if len(names) == 1 else "files that are not spectra"
+    return f"{folder}: skipped {len(names)} {what} by name ({shown}{more})"
+
+
+def spectrum_inputs(paths: Sequence[Path]) -> list[Path]:
+    """What to read for ``paths``: files and labelled sets as given, other folders walked.
+
+    A walked folder's candidates come in name order, a labelled set met on the way as
+    one input; those that are plainly not spectra by name are left out, and one line on
+    standard error names them. A folder without a candidate says so too.
+    """
+    spectra, non_spectra = SpectrumFileFilter(), NonSpectrumFilter()
+    inputs: list[Path] = []
     for path in paths:
-        try:
-            yield path, read_spectra(path)
-        except SpectrumError as exc:
-            yield path, exc
+        if not path.is_dir() or is_labelled_set(path):
+            inputs.append(path)
+            continue
+        found: list[Path] = []
+        skipped: list[Path] = []
+        labelled: dict[Path, bool] = {}  # each folder met: whether it is a labelled set
+        for candidate in candidate_files(path, file_filter=spectra):
+            folder = candidate.parent
+            if folder not in labelled:
+                labelled[folder] = is_labelled_set(folder)
+                if labelled[folder]:
+                    found.append(folder)
+            if labelled[folder]:
+                continue
+            (skipped if non_spectra.reason_for(candidate) else found).append(candidate)
+        if skipped:
+            _say(_skipped(path, [str(p.relative_to(path)) for p in skipped]))
+        if not found:
+            _say(f"{path}: no spectrum files in it")
+        inputs.extend(found)
+    return inputs
 
 
-def _row(spectrum: Spectrum, result: Result) -> dict[str, Any]:
-    return {
-        "source": spectrum.metadata.get("source"),
-        "index": spectrum.metadata.get("index", 0),
-        **result.as_dict(),
-    }
+class _Stdout:
+    """Standard output as it is when written to (the progress bar may stand in for it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+
+class _Rows:
+    """Results as they come: jsonl or csv lines on standard output, or a table printed at the end."""
+
+    def __init__(self, form: str) -> None:
+        self.form = form
+        self.table = Table("source", "#", "status", "label", "confidence", "best hit (r)")
+        self._csv: csv.DictWriter[str] | None = None
+
+    def add(self, spectrum: Spectrum, result: Result) -> None:
+        row = {
+            "source": spectrum.metadata.get("source"),
+            "index": spectrum.metadata.get("index", 0),
+            **result.as_dict(),
+        }
+        top = result.hits[0] if result.hits else None
+        if self.form == "jsonl":
+            sys.stdout.write(json.dumps(row) + "\n")
+        elif self.form == "csv":
+            if self._csv is None:
+                self._csv = csv.DictWriter(
+                    _Stdout(), fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore"
+                )
+                self._csv.writeheader()
+            self._csv.writerow({**row, "top_hit": top.label if top else "", "top_r": top.r if top else ""})
+        else:
+            self.table.add_row(
+                Path(str(row["source"])).name,
+                str(row["index"]),
+                result.status,
+                result.label or "",
+                f"{result.confidence:.2f}",
+                f"{top.label} ({top.r:.3f})" if top else "",
+            )
+
+    def close(self) -> None:
+        if self.form == "table":
+            Console().print(self.table)
 
 
 def served_libraries(folders: Sequence[Path] | None) -> list[ReferenceLibrary]:
@@ -52,49 +143,39 @@ def served_libraries(folders: Sequence[Path] | None) -> list[ReferenceLibrary]:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    inputs = spectrum_inputs(args.inputs)
+    if not inputs:
+        return EXIT_BAD_INPUT
     model = serving(served_libraries(args.library), ModelConfig())
-    out = sys.stdout
-    writer = None
-    table = Table("source", "#", "status", "label", "confidence", "best hit (r)")
+    rows = _Rows(args.format)
     bad = 0
-    for path, got in _inputs(args.inputs):
-        if isinstance(got, SpectrumError):
-            bad += 1
-            sys.stderr.write(f"mpwatch: {path}: {got}\n")
-            continue
-        for spectrum, result in zip(got, model.classify(got), strict=True):
-            row = _row(spectrum, result)
-            if args.format == "jsonl":
-                out.write(json.dumps(row) + "\n")
-            elif args.format == "csv":
-                if writer is None:
-                    writer = csv.DictWriter(
-                        out, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore"
-                    )
-                    writer.writeheader()
-                top = result.hits[0] if result.hits else None
-                writer.writerow({**row, "top_hit": top.label if top else "", "top_r": top.r if top else ""})
+    with progress_bar(show=len(inputs) > 1) as progress:
+        task = progress.add_task("classifying", total=len(inputs))
+        for path in inputs:
+            try:
+                spectra = read_spectra(path)
+            except SpectrumError as exc:
+                bad += 1
+                _say(f"{path}: {exc}")
             else:
-                top = result.hits[0] if result.hits else None
-                table.add_row(
-                    Path(str(row["source"])).name,
-                    str(row["index"]),
-                    result.status,
-                    result.label or "",
-                    f"{result.confidence:.2f}",
-                    f"{top.label} ({top.r:.3f})" if top else "",
-                )
-    if args.format == "table":
-        Console().print(table)
-    return 2 if bad and bad == len(args.inputs) else 0
+                for spectrum, result in zip(spectra, model.classify(spectra), strict=True):
+                    rows.add(spectrum, result)
+            progress.advance(task)
+    rows.close()
+    return EXIT_BAD_INPUT if bad == len(inputs) else EXIT_OK
 
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
-        "classify", help="identify spectrum files or labelled sets, print one result per spectrum"
+        "classify",
+        help="identify spectrum files, folders of them or labelled sets, one result per spectrum",
     )
     p.add_argument(
-        "inputs", nargs="+", type=Path, metavar="INPUT", help="a spectrum file or a labelled-set folder"
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="INPUT",
+        help="a spectrum file, a folder of them (walked recursively) or a labelled-set folder",
     )
     p.add_argument(
         "--library",

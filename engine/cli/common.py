@@ -35,8 +35,13 @@ def stdout_console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-def progress_bar() -> Progress:
-    """A progress bar on standard error (shown on a terminal only)."""
+def progress_bar(*, show: bool = True) -> Progress:
+    """A progress bar on standard error, shown on a terminal only (and only with ``show``).
+
+    Results written to standard output while it runs stay untouched there: only when
+    standard output is the terminal too are they printed above the bar. Lines written
+    to standard error go above the bar.
+    """
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -44,5 +49,6 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=False,
-        disable=not sys.stderr.isatty(),
+        disable=not (show and sys.stderr.isatty()),
+        redirect_stdout=sys.stdout.isatty(),
     )

@@ -79,14 +79,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     elif args.library and args.test:
         library = ev.library_from_sources(args.library, pipeline=args.pipeline)
         test = [s for t in args.test for s in ev.load_source(t)]
-        pair = " + ".join(args.library) + " -> " + " + ".join(args.test)
+        names = [" + ".join(map(ev.source_name, sources)) for sources in (args.library, args.test)]
+        pair = " -> ".join(names)
         reports, pngs = {}, []
         for member in args.members:
             started = time.perf_counter()
             reports[member] = report = ev.cross_source(library, test, config=config, member=member)
             console.print(f"cross-source, {member}: {time.perf_counter() - started:.1f} s")
-            name = "confusion.png" if member == "subknn" else f"confusion_{member}.png"
-            pngs.append(plots.plot_confusion(report, out / name, title=f"{member}: {pair}"))
+            suffix = "" if member == "subknn" else f"_{member}"
+            title = f"{member}: {pair}"
+            pngs.append(plots.plot_confusion(report, out / f"confusion{suffix}.png", title=title))
+            pngs.append(plots.plot_reliability(report, out / f"reliability{suffix}.png", title=title))
         summary: dict[str, Any] = {
             "library": args.library,
             "test": args.test,
@@ -265,6 +268,10 @@ def _print_cross_source(s: dict[str, Any]) -> None:
         "out_of_library",
         "out_of_library_unknown_rate",
         "low_quality",
+        "ece",
+        "ece_in_library",
+        "ece_candidates",
+        "ece_vote_share",
         "seconds_build",
         "seconds_classify",
     ):

@@ -23,28 +23,50 @@ def _count_inputs(folder: Path) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file())
 
 
+def _say_normalisations(raw_labels: list[str]) -> None:
+    """Each canonical label with the raw labels that became it (only those that changed), on stderr."""
+    from engine.core.labels import normalisations
+
+    changed = normalisations(raw_labels)
+    if not changed:
+        return
+    sys.stderr.write("labels normalised (--keep-labels keeps them as given):\n")
+    for canonical, raw in changed.items():
+        sys.stderr.write(f"  {', '.join(raw)} -> {canonical}\n")
+
+
 def cmd_library_build(args: argparse.Namespace) -> int:
-    from engine.core.library import ReferenceLibrary
+    from engine.core.library import HEAD, ReferenceLibrary
 
     folders = [Path(f) for f in args.sources]
     for folder in folders:
         if not folder.is_dir():
             raise UsageError(f"--from {folder}: no such folder")
     out = Path(args.out)
-    lib = (
-        ReferenceLibrary.load(out) if (out / "HEAD.json").exists() else ReferenceLibrary.empty(args.pipeline)
-    )
+    if (out / HEAD).exists():
+        lib = ReferenceLibrary.load(out)
+        if args.keep_labels and not lib.keeps_labels:
+            raise UsageError(
+                f"{out} files its references under canonical labels; --keep-labels needs a new library"
+            )
+    else:
+        lib = ReferenceLibrary.empty(args.pipeline, keep_labels=args.keep_labels)
+    raw_labels: list[str] = []
     with progress_bar() as progress:
         for folder in folders:
             task = progress.add_task(f"importing {folder.name}", total=_count_inputs(folder))
-            lib.import_folder(folder, progress=lambda n, t=task: progress.advance(t, n))
+            imported = lib.import_folder(folder, progress=lambda n, t=task: progress.advance(t, n))
+            raw_labels.extend(imported.raw_labels)
     if len(lib) == 0:
         raise UsageError("no readable spectra found in " + ", ".join(map(str, folders)))
+    if not lib.keeps_labels:
+        _say_normalisations(raw_labels)
     names = ", ".join(f.name for f in folders)
     version = lib.save(out, message=f"build from {names}")
+    labels = " (labels as given)" if lib.keeps_labels else ""
     sys.stderr.write(
         f"library {out}: version {version}, {lib.technique} ({lib.pipeline_spec['name']} pipeline), "
-        f"{len(lib)} spectra, {len(lib.class_counts())} classes\n"
+        f"{len(lib)} spectra, {len(lib.class_counts())} classes{labels}\n"
     )
     return EXIT_OK
 
@@ -59,7 +81,7 @@ def cmd_library_info(args: argparse.Namespace) -> int:
     console = stdout_console()
     console.print(
         f"[bold]{args.libdir}[/]  version {info['version']}  ·  {info['n_spectra']} spectra  ·  "
-        f"{info['n_classes']} classes  ·  pipeline {info['pipeline']['name']}"
+        f"{info['n_classes']} classes ({info['labels']} labels)  ·  pipeline {info['pipeline']['name']}"
     )
     table = Table("class", "spectra", title="classes")
     for label, count in info["classes"].items():
@@ -107,6 +129,11 @@ def add_parsers(sub: Any) -> None:
         "--pipeline",
         default=None,
         help="preprocessing pipeline for a new library (unset: default for IR, raman for Raman spectra)",
+    )
+    p.add_argument(
+        "--keep-labels",
+        action="store_true",
+        help="a new library keeps the labels as given (HDPE stays HDPE) instead of canonical ones (PE)",
     )
     p.set_defaults(func=cmd_library_build)
     p = lsub.add_parser("info", help="classes, counts, version and provenance")

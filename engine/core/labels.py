@@ -15,13 +15,25 @@ classes and scoring; the raw name is kept as the ``material``.
 'fur'
 >>> same_polymer("PES", "PET")  # scoring equivalence: PET is the common polyester
 True
+
+:func:`normalisations` says what canonicalising a set of raw labels changes, for
+whoever imports them (``mpwatch library build`` prints it; ``--keep-labels`` keeps
+the raw labels instead).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
-__all__ = ["CANONICAL", "SCORING_EQUIVALENTS", "canonical_label", "same_polymer", "scoring_label"]
+__all__ = [
+    "CANONICAL",
+    "SCORING_EQUIVALENTS",
+    "canonical_label",
+    "normalisations",
+    "same_polymer",
+    "scoring_label",
+]
 
 #: Canonical abbreviation -> lower-case names and abbreviations that mean it.
 #: Longer, more specific names are matched before shorter ones (EVA before PE).
@@ -90,6 +102,24 @@ def canonical_label(name: str) -> str:
         if len(word) > 1 and word in _LOOKUP:
             return _LOOKUP[word]
     return key
+
+
+def normalisations(raw_labels: Iterable[str]) -> dict[str, list[str]]:
+    """Each canonical label with the raw labels that :func:`canonical_label` changes into it.
+
+    Only the labels it changes are listed (surrounding blanks aside), each once; canonical
+    labels and their raw ones are sorted.
+
+    >>> normalisations(["HDPE", "LDPE", "PE", "acrylic", "R", "HDPE "])
+    {'PAN': ['acrylic'], 'PE': ['HDPE', 'LDPE'], 'r': ['R']}
+    """
+    changed: dict[str, set[str]] = {}
+    for raw in raw_labels:
+        label = raw.strip()
+        canonical = canonical_label(label)
+        if canonical != label:
+            changed.setdefault(canonical, set()).add(label)
+    return {canonical: sorted(changed[canonical]) for canonical in sorted(changed)}
 
 
 def scoring_label(name: str) -> str:

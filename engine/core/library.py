@@ -16,7 +16,8 @@ one: history only grows.
 Each reference has a stable integer ``ref_id``, a canonical ``label``
 (:func:`engine.core.labels.canonical_label`), the specific ``material`` name and
 provenance: ``source``, ``sha256``, ``confirmed_by``, ``confirmed_at``,
-``organisation``.
+``organisation``. A library made with ``keep_labels`` files its references under
+the labels as given instead, then and whenever it grows (:meth:`ReferenceLibrary.class_label`).
 
 >>> import numpy as np, tempfile
 >>> from engine.core.spectrum import Spectrum
@@ -63,6 +64,7 @@ __all__ = [
     "DEFAULT_LIBRARY",
     "DEFAULT_RAMAN_LIBRARY",
     "PIPELINE_FOR_TECHNIQUE",
+    "Imported",
     "LibraryError",
     "ReferenceLibrary",
     "VersionInfo",
@@ -86,6 +88,9 @@ PIPELINE_FOR_TECHNIQUE = {"ir": "default", "raman": "raman"}
 HEAD = "HEAD.json"
 VERSIONS = "versions"
 FORMAT_VERSION = 1
+
+#: The library setting (``pipeline_spec["labels"]``) of a library that keeps its labels as given.
+LABELS_AS_GIVEN = "as_given"
 
 #: Provenance and descriptive fields kept per reference.
 ENTRY_FIELDS = (
@@ -117,6 +122,15 @@ class VersionInfo:
     n_spectra: int
     n_classes: int
     pipeline: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What :meth:`ReferenceLibrary.import_folder` added: how many spectra, and their raw labels."""
+
+    added: int
+    #: Each raw label once, as the folder gave it, in the order met.
+    raw_labels: tuple[str, ...]
 
 
 def _now() -> str:
@@ -154,12 +168,14 @@ class ReferenceLibrary:
         *,
         grid: Sequence[float] | None = None,
         technique: str | None = None,
+        keep_labels: bool = False,
     ) -> ReferenceLibrary:
         """A library with no references, preprocessing with the named pipeline.
 
         A library holds one technique. With ``technique`` unset it is taken from the
         first spectra added; with ``pipeline`` unset it follows the technique
-        (``raman`` for Raman, else ``default``).
+        (``raman`` for Raman, else ``default``). With ``keep_labels`` its references
+        keep their labels as given (no canonical abbreviations), for good.
         """
         if technique is not None and technique not in TECHNIQUES:
             raise LibraryError(f"technique must be one of {', '.join(TECHNIQUES)}, got {technique!r}")
@@ -169,6 +185,8 @@ class ReferenceLibrary:
             spec["technique"] = technique
         elif pipeline is None:
             spec["pipeline_by_technique"] = True  # settled by the first spectra added
+        if keep_labels:
+            spec["labels"] = LABELS_AS_GIVEN
         lib = cls(pipeline_spec=spec)
         lib.preprocessed = np.zeros((0, lib.grid.wavenumbers.size), np.float32)
         return lib
@@ -216,6 +234,29 @@ class ReferenceLibrary:
         return [e["label"] for e in self.entries]
 
     @property
+    def keeps_labels(self) -> bool:
+        """Whether references keep their labels as given, rather than canonical ones."""
+        return self.pipeline_spec.get("labels") == LABELS_AS_GIVEN
+
+    def class_label(self, raw: str) -> str:
+        """The class a reference labelled ``raw`` is filed under in this library.
+
+        The canonical label (``"HDPE"`` -> ``"PE"``), or, in a library that keeps its
+        labels, ``raw`` itself without surrounding blanks.
+
+        >>> ReferenceLibrary.empty().class_label("HDPE")
+        'PE'
+        >>> ReferenceLibrary.empty(keep_labels=True).class_label(" HDPE ")
+        'HDPE'
+        """
+        if not self.keeps_labels:
+            return canonical_label(raw)
+        label = raw.strip()
+        if not label:
+            raise ValueError("an empty label cannot name a class")
+        return label
+
+    @property
     def ref_ids(self) -> npt.NDArray[np.int64]:
         return np.array([e["ref_id"] for e in self.entries], dtype=np.int64)
 
@@ -242,11 +283,16 @@ class ReferenceLibrary:
         confirmed_at: str | None = None,
         organisations: Sequence[str] | None = None,
     ) -> npt.NDArray[np.int64]:
-        """Add references; return their new ids. Labels are canonicalised, raw names kept as material."""
+        """Add references; return their new ids.
+
+        Each is filed under :meth:`class_label` of its label; the raw name is kept as its
+        material unless ``materials`` are given.
+        """
         if len(spectra) != len(labels):
             raise ValueError(f"{len(spectra)} spectra but {len(labels)} labels")
         if not spectra:
             return np.zeros(0, np.int64)
+        classes = [self.class_label(raw) for raw in labels]  # a bad label refused before any change
         spectra = self._of_one_technique(resolve_all(spectra))
         features = transform(self.pipeline, spectra)
         start = max(self.next_ref_id, max((e["ref_id"] for e in self.entries), default=0) + 1)
@@ -257,7 +303,7 @@ class ReferenceLibrary:
             self.entries.append(
                 {
                     "ref_id": int(ids[i]),
-                    "label": canonical_label(raw),
+                    "label": classes[i],
                     "material": materials[i] if materials else raw,
                     "technique": s.technique,
                     "y_unit": s.y_unit,
@@ -350,6 +396,7 @@ class ReferenceLibrary:
             "n_spectra": len(self),
             "n_classes": len(self.class_counts()),
             "pipeline": self.pipeline_spec,
+            "labels": "as given" if self.keeps_labels else "canonical",
             "classes": self.class_counts(),
             "confirmed_by": dict(Counter(e["confirmed_by"] for e in self.entries).most_common()),
             "organisations": dict(
@@ -360,11 +407,14 @@ class ReferenceLibrary:
 
     # -- importing ----------------------------------------------------------------------------
 
-    def import_folder(self, folder: str | Path, *, confirmed_by: str = "import", progress: Any = None) -> int:
+    def import_folder(
+        self, folder: str | Path, *, confirmed_by: str = "import", progress: Any = None
+    ) -> Imported:
         """Import a labelled-set folder, or a folder whose subfolders name the labels of their files.
 
         Unreadable files are skipped with a warning and counted in the log;
-        they never abort an import. Returns the number of spectra added.
+        they never abort an import. Returns how many spectra were added, and
+        under which raw labels (each is filed under :meth:`class_label`).
         """
         folder = Path(folder)
         if is_labelled_set(folder):
@@ -376,18 +426,17 @@ class ReferenceLibrary:
             ]
             if progress:
                 progress(len(spectra))
-            return len(
-                self.add(
-                    spectra,
-                    labels,
-                    materials=materials,
-                    organisations=organisations,
-                    confirmed_by=confirmed_by,
-                )
+            ids = self.add(
+                spectra,
+                labels,
+                materials=materials,
+                organisations=organisations,
+                confirmed_by=confirmed_by,
             )
+            return Imported(len(ids), tuple(dict.fromkeys(labels)))
         if not folder.is_dir():
             raise LibraryError(f"{folder} is neither a labelled set nor a folder of labelled subfolders")
-        added = 0
+        added, raw_labels = 0, []
         for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
             files = sorted(p for p in label_dir.rglob("*") if p.is_file())
             found: list[Spectrum] = []
@@ -399,7 +448,9 @@ class ReferenceLibrary:
                 if progress:
                     progress(1)
             added += len(self.add(found, [label_dir.name] * len(found), confirmed_by=confirmed_by))
-        return added
+            if found:
+                raw_labels.append(label_dir.name)
+        return Imported(added, tuple(raw_labels))
 
     # -- disk ---------------------------------------------------------------------------------
 

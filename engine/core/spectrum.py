@@ -52,6 +52,7 @@ Y_UNITS = ("absorbance", "transmittance", "reflectance", "counts", "arbitrary")
 REASONS = {
     "not_accessible": "the file cannot be opened or read now (vanished, locked, no permission)",
     "unsupported_format": "no reader recognises the file",
+    "not_a_spectrum": "the file is plainly not a spectrum (a note: text without a table of numbers)",
     "unreadable": "the file could not be parsed",
     "empty_file": "the file is empty",
     "truncated": "the file ends before its declared content",

@@ -27,6 +27,7 @@ __all__ = [
     "decode_text",
     "infer_technique",
     "infer_y_unit",
+    "is_prose",
     "looks_binary",
     "parse_number",
     "read_limited",
@@ -41,6 +42,19 @@ MAX_SPECTRA = 1_000_000
 
 #: The characters of a plain decimal number.
 NUMBER_CHARS = frozenset("0123456789+-.eE")
+
+#: Bytes of a file looked at to tell a note from a spectrum (:func:`is_prose`).
+PROSE_BYTES = 256 * 1024
+
+#: Words that name a spectrum's axis or values, and JCAMP-DX's labels: a text that has one
+#: is a spectrum file, however damaged.
+_SPECTRUM_WORDS = re.compile(
+    r"##|wave\s*number|wavelength|cm\s*-\s*1|cm\^-1|cm\u207b\u00b9|1\s*/\s*cm|raman|absorb|transm|reflect|"
+    r"intensit",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[^\W\d_]{2,}")
+_FIELD_SEPARATORS = re.compile(r"[\s,;]+")
 
 
 def read_limited(path: Path, *, limit: int = MAX_TEXT_BYTES) -> bytes:
@@ -64,6 +78,36 @@ def looks_binary(data: bytes) -> bool:
     if b"\x00" not in data:
         return False
     return _utf16_codec(data) is None
+
+
+def is_prose(data: bytes) -> bool:
+    """Whether ``data`` (a file's first bytes) is plainly a text that is not a spectrum: a note.
+
+    That is printable text with words in it, naming no spectral axis, unit or JCAMP-DX
+    label, with no line of bare numbers (numbers in sentences do not count). Anything
+    else (binary data, a header cut short, a single data row after a remark) is a
+    spectrum file that is damaged or of an unknown format.
+
+    >>> is_prose(b"Sample 12, river bank. Filtered 3 May, 2.5 g dry weight.\\n")
+    True
+    >>> is_prose(b"wavenumber,absorbance\\n")  # a spectrum's header, the data cut off
+    False
+    >>> is_prose(b"1000,0.1\\n1002,0.2\\n")  # numbers only: a spectrum cut short
+    False
+    >>> is_prose(b"This file was cut short by the instrument\\n1234.5;\\n")  # one data row is enough
+    False
+    """
+    if looks_binary(data):
+        return False
+    text = decode_text(data[:PROSE_BYTES])
+    printable = sum(ch.isprintable() or ch.isspace() for ch in text)
+    if printable < 0.98 * len(text) or not _WORD.search(text) or _SPECTRUM_WORDS.search(text):
+        return False
+    for line in text.splitlines():  # a line of bare numbers is a data row: a spectrum, cut short or not
+        fields = [f for f in _FIELD_SEPARATORS.split(line) if f]
+        if fields and all(parse_number(f) is not None for f in fields):
+            return False
+    return True
 
 
 def _utf16_codec(data: bytes) -> str | None:

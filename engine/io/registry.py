@@ -22,7 +22,10 @@ parse bytes (``None`` when none fits). Registration order only breaks ties
 between readers that match at the same step. :func:`read_spectra` is the only
 way in for files: it picks the reader, attaches provenance (source, sha256,
 format, index) and guarantees that nothing but
-:class:`~engine.core.spectrum.SpectrumError` escapes.
+:class:`~engine.core.spectrum.SpectrumError` escapes. A file that no reader
+recognises (none fits, or the generic reader of its suffix finds nothing in it)
+and that is plainly a note, not a spectrum (:func:`engine.io._text.is_prose`), is
+refused as ``not_a_spectrum`` rather than as a damaged file.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol, TypedDict, Unpack
 
 from engine.core.spectrum import Spectrum, SpectrumError, file_sha256
-from engine.io._text import MAX_TEXT_BYTES, read_limited
+from engine.io._text import MAX_TEXT_BYTES, PROSE_BYTES, is_prose, read_limited
 
 __all__ = [
     "Parser",
@@ -234,7 +237,12 @@ def read_spectra(path: str | Path) -> list[Spectrum]:
     Raises :class:`SpectrumError` for any problem, whatever the reader hit.
     """
     path = Path(path)
-    reader, target = _choose(path)
+    try:
+        reader, target = _choose(path)
+    except SpectrumError as exc:
+        if exc.reason == "unsupported_format":
+            _refuse_a_note(path, exc)
+        raise
     sha = None
     if path.is_file():
         size = path.stat().st_size
@@ -243,7 +251,9 @@ def read_spectra(path: str | Path) -> list[Spectrum]:
         sha = file_sha256(path)
     try:
         spectra = reader.fn(target)
-    except SpectrumError:
+    except SpectrumError as exc:
+        if reader.fallback:  # the suffix's generic reader: a guess, not a recognition
+            _refuse_a_note(path, exc)
         raise
     except MemoryError as exc:
         raise SpectrumError("unreadable", f"{path.name}: declared size too large to read") from exc
@@ -262,6 +272,23 @@ def read_spectra(path: str | Path) -> list[Spectrum]:
         # A reader never overwrites provenance.
         out.append(replace(spectrum, metadata={**spectrum.metadata, **provenance}))
     return out
+
+
+def _refuse_a_note(path: Path, error: SpectrumError) -> None:
+    """Raise ``not_a_spectrum`` for a file no reader recognised when it is plainly a note (prose).
+
+    Otherwise return, and ``error`` stands: the file may be a damaged spectrum or one of
+    an unknown format, which whoever reads it must hear about.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(PROSE_BYTES)
+    except OSError:  # a folder, or gone: the error stands
+        return
+    if is_prose(head):
+        raise SpectrumError(
+            "not_a_spectrum", f"{path.name} is text without a table of numbers (a note?)"
+        ) from error
 
 
 def read_spectrum(path: str | Path) -> Spectrum:

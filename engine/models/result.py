@@ -32,6 +32,9 @@ class Result:
     status: str  # known | unknown | low_quality
     label: str | None
     material: str | None
+    #: The calibrated probability that ``label`` is right (:mod:`engine.models.calibration`); 0 without a
+    #: label (``unknown``: its candidate's is ``extra["candidate_confidence"]``). The vote share is
+    #: ``extra["vote_share"]``.
     confidence: float
     hits: list[Hit]
     members: list[dict[str, Any]]

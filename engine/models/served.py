@@ -11,6 +11,13 @@ references only, so every hit an analyst sees is a spectrum someone measured.
 an analyst confirms spectra: the library grows, that class's synthetic
 spectra are regenerated, the indexes get an incremental add and that class's
 reject threshold is recalibrated; nothing else is rebuilt.
+
+A result's ``confidence`` is the probability that its label is right, from a
+:class:`~engine.models.calibration.ConfidenceCalibrator` fitted at build time on
+the library's own references, each identified by a model that never saw it
+(:meth:`IdentificationModel.held_out_evidence`). Its evidence is class-agnostic,
+so an incremental change keeps the map, range models serve it too, and only the
+next full build refits it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import io
 import logging
 import pickle
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,10 +39,12 @@ import numpy.typing as npt
 from engine.core.aging import aging_indices
 from engine.core.augment import class_seed, synthesize_class
 from engine.core.conventions import AcquisitionProfile, measured_range, resolve_all
+from engine.core.labels import scoring_label
 from engine.core.library import ReferenceLibrary
 from engine.core.preprocess import FINE_STEP
 from engine.core.spectrum import Spectrum
 from engine.core.storage import atomic_write_bytes
+from engine.models.calibration import FEATURES, ConfidenceCalibrator, evidence_features, held_out_folds
 from engine.models.openset import QualityGate, RejectCalibrator, pearson_rows
 from engine.models.ranges import RangeModelCache, route
 from engine.models.result import Hit, Result, conventions_of, wants_aging
@@ -45,6 +55,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SYNTHETIC_ID_BASE",
+    "Evidence",
+    "HeldOut",
     "Hit",
     "IdentificationModel",
     "ModelConfig",
@@ -86,9 +98,45 @@ class ModelConfig:
     cnn_weight: float = 0.0
     #: Range models (the library cut to a partial acquisition range) kept at once.
     range_models: int = 8
+    #: Folds of the held-out pass that calibrates ``confidence`` (see ``held_out_evidence``).
+    calibration_folds: int = 5
 
 
 FUSIONS = ("subknn", "cnn", "weighted")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one decision rests on: the candidate, the votes, the hits, and the r on either side."""
+
+    candidate: str | None
+    vote_share: float
+    runner_up_share: float
+    hits: list[Hit]
+    #: The best hit of the candidate's class (None when none is among the hits searched).
+    class_hit: Hit | None
+    #: The best r of a reference of another class among the hits searched (-1 if none).
+    other_r: float
+    threshold: float | None
+
+    @property
+    def r(self) -> float:
+        """The candidate's best r, -1 when none of its references is among the hits searched."""
+        return self.class_hit.r if self.class_hit is not None else -1.0
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out pass over a library: per reference, its evidence and whether its candidate was right.
+
+    ``in_library`` says whether the reference's class kept a reference in the
+    other folds (a class's only reference, held out, cannot be named right).
+    """
+
+    features: npt.NDArray[np.float64]
+    right: npt.NDArray[np.bool_]
+    in_library: npt.NDArray[np.bool_]
+    folds: npt.NDArray[np.int64]
 
 
 def subspace_knn(cfg: ModelConfig) -> SubspaceKNN:
@@ -127,7 +175,10 @@ class IdentificationModel:
         config: ModelConfig | None = None,
         *,
         window: tuple[float, float, float] | None = None,
+        confidence: ConfidenceCalibrator | None = None,
     ) -> None:
+        """``window``: the acquisition range this model was cut to; ``confidence``: a confidence map to
+        serve rather than one fitted on this library (a range model serves its parent's)."""
         self.library = library
         self.config = config or ModelConfig()
         self.pipeline = library.pipeline
@@ -142,7 +193,9 @@ class IdentificationModel:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.config.fusion!r}")
         if not 0.0 <= self.config.cnn_weight <= 1.0:
             raise ValueError(f"cnn_weight must be in [0, 1], got {self.config.cnn_weight!r}")
-        self._build()
+        if self.config.calibration_folds < 2:
+            raise ValueError(f"calibration_folds must be at least 2, got {self.config.calibration_folds!r}")
+        self._build(confidence)
 
     def set_cnn(self, cnn: PolarCNN | None) -> None:
         """Serve ``cnn`` as the second member (``None`` removes it); ``config.fusion`` says how it votes."""
@@ -184,40 +237,109 @@ class IdentificationModel:
 
     def _range_model(self, window: tuple[float, float, float]) -> IdentificationModel:
         """This model's library cut to ``window`` (low, high, step), with its own synthetic spectra
-        and thresholds."""
+        and thresholds, and this model's confidence map.
+
+        The map's evidence is relative (margins, r over the class's threshold), and on
+        cuts to 975-1800 and 1200-3200 cm-1 and the Raman windows it was as well
+        calibrated as a map fitted on the window; fitting one would multiply the cost
+        of the first spectrum of a window about sixfold (README "Evaluation").
+        """
         config = replace(self.config, fusion="subknn")
         low, high, step = window
-        model = IdentificationModel(self.library.restricted(low, high, step=step), config, window=window)
+        library = self.library.restricted(low, high, step=step)
+        model = IdentificationModel(library, config, window=window, confidence=self.confidence_)
         model.revision = self.revision
         return model
 
-    def _build(self) -> None:
-        cfg = self.config
+    def _build(self, confidence: ConfidenceCalibrator | None) -> None:
         started = time.perf_counter()
         X = self.library.preprocessed
         labels = self.library.labels
         ids = self.library.ref_ids
-        Xs, ys, sids = self._synthetic_all()
-        self.knn_ = subspace_knn(cfg)
-        self.knn_.fit(np.vstack([X, Xs]), [*labels, *ys], ids=np.concatenate([ids, sids]))
+        self.knn_, _, ys, sids = self._members(X, labels, ids)
         self.synthetic_ids_: dict[str, npt.NDArray[np.int64]] = {}
         for label in dict.fromkeys(ys):
             self.synthetic_ids_[label] = sids[np.asarray(ys) == label]
-        self.hits_ = faiss.IndexIDMap2(faiss.IndexFlatIP(X.shape[1]))
-        if len(X):
-            self.hits_.add_with_ids(pearson_rows(X), ids)
-        self.calibrator_ = RejectCalibrator(
-            quantile=cfg.reject_quantile, margin=cfg.reject_margin, min_vote=cfg.min_vote, r_floor=cfg.r_floor
-        ).fit(X, labels)
+        self.hits_ = self._evidence_index(X, ids)
+        self.calibrator_ = self._reject_calibrator().fit(X, labels)
         self._next_synthetic = SYNTHETIC_ID_BASE + len(sids)
         self._reset_ranges()
+        built = time.perf_counter()
+        self.confidence_ = confidence if confidence is not None else self._fit_confidence()
         logger.info(
-            "model %s built in %.2f s: %d references, %d synthetic",
+            "model %s built in %.2f s (+ %.2f s to calibrate confidence): %d references, %d synthetic",
             self.version,
-            time.perf_counter() - started,
+            built - started,
+            time.perf_counter() - built,
             len(X),
             len(sids),
         )
+
+    def _members(
+        self, X: npt.NDArray[np.float32], labels: list[str], ids: npt.NDArray[np.int64]
+    ) -> tuple[SubspaceKNN, npt.NDArray[np.float32], list[str], npt.NDArray[np.int64]]:
+        """The subspace kNN on references ``X`` and their synthetic spectra; and those spectra."""
+        Xs, ys, sids = self._synthetic_all(X, labels)
+        knn = subspace_knn(self.config)
+        knn.fit(np.vstack([X, Xs]), [*labels, *ys], ids=np.concatenate([ids, sids]))
+        return knn, Xs, ys, sids
+
+    @staticmethod
+    def _evidence_index(X: npt.NDArray[np.float32], ids: npt.NDArray[np.int64]) -> Any:
+        """The exact index of real references whose hits are the evidence (inner product = Pearson r)."""
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(X.shape[1]))
+        if len(X):
+            index.add_with_ids(pearson_rows(X), ids)
+        return index
+
+    def _reject_calibrator(self) -> RejectCalibrator:
+        cfg = self.config
+        return RejectCalibrator(
+            quantile=cfg.reject_quantile, margin=cfg.reject_margin, min_vote=cfg.min_vote, r_floor=cfg.r_floor
+        )
+
+    def held_out_evidence(self) -> HeldOut:
+        """Every reference identified by a model built without it: the examples ``confidence`` is fitted on.
+
+        The references are dealt into ``config.calibration_folds`` folds
+        (:func:`~engine.models.calibration.held_out_folds`). For each fold, a
+        subspace kNN, an evidence index and reject thresholds are built from the
+        other folds' references alone, synthetic spectra included: they are
+        mixed from those references only, so none descends from a held-out one.
+        The held-out references are then judged as :meth:`classify` judges a
+        spectrum (same hits, same thresholds rule), and a candidate counts as
+        right when it scores as the reference's label (PES as PET).
+        """
+        X = self.library.preprocessed
+        labels = self.library.labels
+        ids = self.library.ref_ids
+        n = len(labels)
+        folds = held_out_folds(labels, n_folds=self.config.calibration_folds, seed=self.config.seed)
+        features = np.zeros((n, len(FEATURES)))
+        right = np.zeros(n, dtype=bool)
+        in_library = np.zeros(n, dtype=bool)
+        scored = {label: scoring_label(label) for label in set(labels)}
+        truth = np.asarray([scored[label] for label in labels])
+        for fold in range(self.config.calibration_folds):
+            held, kept = folds == fold, folds != fold
+            if not held.any() or not kept.any():
+                continue
+            kept_labels = [labels[i] for i in np.flatnonzero(kept)]
+            knn = self._members(X[kept], kept_labels, ids[kept])[0]
+            index = self._evidence_index(X[kept], ids[kept])
+            thresholds = self._reject_calibrator().fit(X[kept], kept_labels)
+            classes = [str(c) for c in knn.classes_]
+            found = self._weigh(knn.predict_proba(X[held]), classes, X[held], index, thresholds)
+            features[held] = self._features(found)
+            candidates = np.asarray([scored.get(e.candidate or "", "") for e in found])
+            right[held] = candidates == truth[held]
+            in_library[held] = np.isin(truth[held], truth[kept])
+        return HeldOut(features, right, in_library, folds)
+
+    def _fit_confidence(self) -> ConfidenceCalibrator:
+        """The confidence map, fitted on the held-out references whose class stays in the library."""
+        held = self.held_out_evidence()
+        return ConfidenceCalibrator().fit(held.features[held.in_library], held.right[held.in_library])
 
     def _reset_ranges(self) -> None:
         """Forget the range models and measure the library's span again (after any library change)."""
@@ -236,32 +358,40 @@ class IdentificationModel:
         the kNN's rows; a CNN member trained on them learns from what the kNN
         learns from (see :func:`engine.analysis.evaluate.cross_source`).
         """
-        Xs, ys, _ = self._synthetic_all()
-        return np.vstack([self.library.preprocessed, Xs]), [*self.library.labels, *ys]
+        library = self.library
+        Xs, ys, _ = self._synthetic_all(library.preprocessed, library.labels)
+        return np.vstack([library.preprocessed, Xs]), [*library.labels, *ys]
+
+    def _class_rows(self, label: str) -> npt.NDArray[np.float32]:
+        """The library's preprocessed references of ``label``."""
+        return self.library.preprocessed[np.asarray(self.library.labels) == label]
 
     def _synthetic_for(
-        self, label: str, start_id: int
+        self, rows: npt.NDArray[np.float32], label: str, start_id: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        rows = self.library.preprocessed[np.asarray(self.library.labels) == label]
+        """Synthetic spectra of ``label`` mixed from its references ``rows``, with ids from ``start_id``."""
         n = self.config.n_synthetic
         if n == 0 or rows.shape[0] < 2:  # mixing needs two different spectra of the class
-            return np.zeros((0, self.library.preprocessed.shape[1]), np.float32), np.zeros(0, np.int64)
+            return np.zeros((0, rows.shape[1]), np.float32), np.zeros(0, np.int64)
         Xs = synthesize_class(rows, n, seed=class_seed(self.config.seed, label))
         return Xs, np.arange(start_id, start_id + n, dtype=np.int64)
 
-    def _synthetic_all(self) -> tuple[npt.NDArray[np.float32], list[str], npt.NDArray[np.int64]]:
-        blocks, labels, ids = [], [], []
+    def _synthetic_all(
+        self, X: npt.NDArray[np.float32], labels: list[str]
+    ) -> tuple[npt.NDArray[np.float32], list[str], npt.NDArray[np.int64]]:
+        """Every class's synthetic spectra from references ``X`` of ``labels``, largest class first."""
+        blocks, out_labels, ids = [], [], []
         next_id = SYNTHETIC_ID_BASE
-        for label in self.library.class_counts():
-            Xs, sids = self._synthetic_for(label, next_id)
+        names = np.asarray(labels)
+        for label, _ in Counter(labels).most_common():
+            Xs, sids = self._synthetic_for(X[names == label], label, next_id)
             next_id += len(sids)
             blocks.append(Xs)
-            labels.extend([label] * len(sids))
+            out_labels.extend([label] * len(sids))
             ids.append(sids)
         if not blocks:
-            d = self.library.preprocessed.shape[1]
-            return np.zeros((0, d), np.float32), [], np.zeros(0, np.int64)
-        return np.vstack(blocks), labels, np.concatenate(ids)
+            return np.zeros((0, X.shape[1]), np.float32), [], np.zeros(0, np.int64)
+        return np.vstack(blocks), out_labels, np.concatenate(ids)
 
     # -- incremental growth -------------------------------------------------------------------
 
@@ -280,16 +410,14 @@ class IdentificationModel:
         old = self.synthetic_ids_.pop(canonical, np.zeros(0, np.int64))
         if old.size:
             self.knn_.remove(old)
-        Xs, sids = self._synthetic_for(canonical, self._next_synthetic)
+        Xs, sids = self._synthetic_for(self._class_rows(canonical), canonical, self._next_synthetic)
         self._next_synthetic += len(sids)
         self.synthetic_ids_[canonical] = sids
         self.knn_.add(
             np.vstack([X_new, Xs]), [canonical] * (len(ids) + len(sids)), ids=np.concatenate([ids, sids])
         )
         self.hits_.add_with_ids(pearson_rows(X_new), ids)
-        self.calibrator_.update_class(
-            self.library.preprocessed[np.asarray(self.library.labels) == canonical], canonical
-        )
+        self.calibrator_.update_class(self._class_rows(canonical), canonical)
         self.revision += 1
         self._reset_ranges()
         return ids
@@ -306,12 +434,11 @@ class IdentificationModel:
             if old.size:
                 self.knn_.remove(old)
             if label in self.library.class_counts():
-                Xs, sids = self._synthetic_for(label, self._next_synthetic)
+                Xs, sids = self._synthetic_for(self._class_rows(label), label, self._next_synthetic)
                 self._next_synthetic += len(sids)
                 self.synthetic_ids_[label] = sids
                 self.knn_.add(Xs, [label] * len(sids), ids=sids)
-                rows = self.library.preprocessed[np.asarray(self.library.labels) == label]
-                self.calibrator_.update_class(rows, label)
+                self.calibrator_.update_class(self._class_rows(label), label)
             else:
                 self.calibrator_.drop_class(label)
         self.revision += 1
@@ -418,30 +545,17 @@ class IdentificationModel:
         fused: tuple[npt.NDArray[np.float64], list[list[dict[str, Any]]]] | None = None
         if cnn is not None and classes:
             fused = self._fuse(proba, classes, cnn, X)
-        k = min(max(HIT_SEARCH_K, self.config.n_hits), self.hits_.ntotal)
-        r_all, id_all = (
-            self.hits_.search(pearson_rows(X), k) if k else (np.zeros((len(X), 0)), np.zeros((len(X), 0)))
-        )
+        found = self._weigh(proba if fused is None else fused[0], classes, X, self.hits_, self.calibrator_)
+        confidence = self._confidence(found)
         qualities = self.gate.assess_many(grid_rows, natives=[s.values for s in spectra])
         results = []
         for i, (spectrum, quality) in enumerate(zip(spectra, qualities, strict=True)):
-            if fused is None:
-                result = self._decide(
-                    proba[i], classes, r_all[i], id_all[i], quality.as_dict(), ok=quality.ok
-                )
-            else:
-                result = self._decide(
-                    fused[0][i],
-                    classes,
-                    r_all[i],
-                    id_all[i],
-                    quality.as_dict(),
-                    ok=quality.ok,
-                    members=fused[1][i],
-                )
-                labels = [m["label"] for m in fused[1][i]]
-                if len(set(labels)) > 1:
-                    result.extra["disagreement"] = True
+            members = None if fused is None else fused[1][i]
+            result = self._decide(
+                found[i], float(confidence[i]), quality.as_dict(), ok=quality.ok, members=members
+            )
+            if members is not None and len({m["label"] for m in members}) > 1:
+                result.extra["disagreement"] = True
             if aging and wants_aging(result):
                 result.extra["aging"] = aging_indices(spectrum, str(result.label)).as_dict()
             results.append(result)
@@ -487,70 +601,128 @@ class IdentificationModel:
             )
         return fused, members
 
-    def _decide(
+    def _weigh(
         self,
         proba: npt.NDArray[np.float64],
         classes: list[str],
-        r: npt.NDArray[np.float32],
-        ids: npt.NDArray[np.int64],
+        X: npt.NDArray[np.float32],
+        index: Any,
+        thresholds: RejectCalibrator,
+    ) -> list[Evidence]:
+        """The evidence for feature rows ``X``: their class votes ``proba``, their hits in ``index``."""
+        k = min(max(HIT_SEARCH_K, self.config.n_hits), index.ntotal)
+        none = (np.zeros((len(X), 0)), np.zeros((len(X), 0), np.int64))
+        r_all, id_all = index.search(pearson_rows(X), k) if k else none
+        found = []
+        for row, r, ids in zip(proba, r_all, id_all, strict=True):
+            best = int(np.argmax(row)) if len(row) else -1
+            candidate = classes[best] if best >= 0 else None
+            hits, class_hit, other_r = self._hits(r, ids, candidate)
+            found.append(
+                Evidence(
+                    candidate=candidate,
+                    vote_share=float(row[best]) if best >= 0 else 0.0,
+                    runner_up_share=float(np.sort(row)[-2]) if len(row) > 1 else 0.0,
+                    hits=hits,
+                    class_hit=class_hit,
+                    other_r=other_r,
+                    threshold=thresholds.threshold(candidate) if candidate is not None else None,
+                )
+            )
+        return found
+
+    @staticmethod
+    def _features(found: Sequence[Evidence]) -> npt.NDArray[np.float64]:
+        """The confidence map's inputs (:data:`~engine.models.calibration.FEATURES`); each has a candidate."""
+        return evidence_features(
+            [e.r for e in found],
+            [e.vote_share for e in found],
+            [e.runner_up_share for e in found],
+            [e.other_r for e in found],
+            [np.nan if e.threshold is None else e.threshold for e in found],  # NaN: refused by the map
+        )
+
+    def _confidence(self, found: Sequence[Evidence]) -> npt.NDArray[np.float64]:
+        """The probability that each candidate is right (0 where there is no candidate)."""
+        out = np.zeros(len(found))
+        rows = [i for i, e in enumerate(found) if e.candidate is not None]
+        if rows:
+            out[rows] = self.confidence_.predict(self._features([found[i] for i in rows]))
+        return out
+
+    def _decide(
+        self,
+        found: Evidence,
+        confidence: float,
         quality: dict[str, Any],
         *,
         ok: bool,
         members: list[dict[str, Any]] | None = None,
     ) -> Result:
-        best = int(np.argmax(proba)) if len(proba) else -1
-        candidate = classes[best] if best >= 0 else None
-        vote_share = float(proba[best]) if best >= 0 else 0.0
+        """One result from its evidence: ``confidence`` is given to a known label only.
+
+        An unknown result has no label, so its confidence is 0; what its candidate
+        would have scored is ``extra["candidate_confidence"]`` (a reviewer's hint, not
+        a label). A low-quality spectrum gets neither: the map was fitted on
+        spectra that pass the quality gate.
+        """
+        candidate = found.candidate
+        vote_share = found.vote_share
         if members is None:
             members = [{"name": "subknn", "label": candidate, "probability": round(vote_share, 4)}]
-        hits, class_hit = self._hits(r, ids, candidate)
-        r_class = class_hit.r if class_hit is not None else -1.0
-        threshold = self.calibrator_.threshold(candidate) if candidate else None
         if not ok:
             status = "low_quality"
-        elif candidate is not None and self.calibrator_.accept(candidate, r=r_class, vote_share=vote_share):
+        elif candidate is not None and self.calibrator_.accept(candidate, r=found.r, vote_share=vote_share):
             status = "known"
         else:
             status = "unknown"
         known = status == "known"
+        class_hit = found.class_hit
+        extra: dict[str, Any] = {"candidate_r": round(found.r, 4), "vote_share": round(vote_share, 4)}
+        if status == "unknown" and candidate is not None:
+            extra["candidate_confidence"] = round(confidence, 4)
         return Result(
             status=status,
             label=candidate if known else None,
             material=class_hit.material if known and class_hit is not None else None,
-            confidence=round(vote_share, 4) if known else 0.0,
-            hits=hits,
+            confidence=round(confidence, 4) if known else 0.0,
+            hits=found.hits,
             members=members,
             quality=quality,
-            threshold=round(threshold, 4) if threshold is not None else None,
+            threshold=round(found.threshold, 4) if found.threshold is not None else None,
             model_version=self.version,
             candidate=candidate,
-            extra={"candidate_r": round(r_class, 4), "vote_share": round(vote_share, 4)},
+            extra=extra,
         )
 
     def _hits(
         self, r: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], candidate: str | None
-    ) -> tuple[list[Hit], Hit | None]:
-        """The best ``n_hits`` hits, and the best hit of ``candidate``'s class (None if not among them).
+    ) -> tuple[list[Hit], Hit | None, float]:
+        """The best ``n_hits`` hits, the best hit of ``candidate``'s class (None if not among them)
+        and the best r of another class (-1 if none is among them).
 
-        Hits are made only as far down the ranking as these two need.
+        Hits are made only as far down the ranking as these three need.
         """
         n_hits = self.config.n_hits
         hits: list[Hit] = []
         class_hit = None
+        other_r: float | None = None
         for score, ref_id in zip(r, ids, strict=True):
-            if len(hits) == n_hits and class_hit is not None:
+            if len(hits) == n_hits and class_hit is not None and other_r is not None:
                 break
             if ref_id < 0:
                 continue
             entry = self.library.entry(int(ref_id))
-            if len(hits) == n_hits and entry["label"] != candidate:
+            if entry["label"] != candidate and other_r is None:
+                other_r = round(float(score), 4)
+            if len(hits) == n_hits and (entry["label"] != candidate or class_hit is not None):
                 continue
             hit = Hit(entry["label"], entry["material"], round(float(score), 4), int(ref_id), entry["source"])
             if len(hits) < n_hits:
                 hits.append(hit)
             if class_hit is None and hit.label == candidate:
                 class_hit = hit
-        return hits, class_hit
+        return hits, class_hit, -1.0 if other_r is None else other_r
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -583,3 +755,5 @@ class IdentificationModel:
         self.__dict__.update(state)
         self.pipeline = self.library.pipeline
         self._reset_ranges()
+        if "confidence_" not in state:  # pickled before confidence was calibrated
+            self.confidence_ = self._fit_confidence()
