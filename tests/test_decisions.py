@@ -253,6 +253,13 @@ class TestResultsCommand:
         assert rows[1]["duplicate_of"] == str(INBOX / "s1" / "p1.csv") and rows[0]["duplicate_of"] == ""
         assert (rows[0]["best_hit"], rows[0]["best_r"]) == ("PE", "0.812")
 
+    def test_the_table_marks_duplicates_and_analyst_decisions(
+        self, state: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        table = self.run(capsys, "--state", str(state)).splitlines()
+        assert any("copy.csv (dup)" in line and "confirmed" in line for line in table), table
+        assert any("p1.csv" in line and "(dup)" not in line and "confirmed" in line for line in table)
+
     def test_status_and_sample_filters_use_the_final_label(
         self, state: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -298,10 +305,14 @@ class TestTheReviewLoop:
                 url = json.loads((state / ADDRESS_FILE).read_text())["url"]
                 assert url != "http://127.0.0.1:9108"
                 drop(tmp_path / "inbox" / "filter-1", pet_particles[:1], "pet")
-                drop(tmp_path / "inbox" / "filter-1", other_particles[:2], "particle")
-                wait_until(
-                    lambda: ledger_count(state / "ledger.sqlite3", "SELECT count(*) FROM results") == 3
-                )
+                particles = drop(tmp_path / "inbox" / "filter-1", other_particles[:2], "particle")
+                sample = tmp_path / "inbox" / "filter-1"
+                (sample / "copy.csv").write_bytes(particles[0].read_bytes())  # a duplicate
+                (sample / "notes.txt").write_text("Filtered 3 May at the river bank.\n")  # not a spectrum
+                (sample / "cut.csv").write_text("wavenumber,absorbance\n1000,0.1\n")  # a damaged one
+                db = state / "ledger.sqlite3"
+                wait_until(lambda: ledger_count(db, "SELECT count(*) FROM results") == 3)
+                wait_until(lambda: ledger_count(db, "SELECT count(*) FROM files WHERE state != 'seen'") == 6)
 
                 # 1. the analyst finds the unknown and confirms it, knowing only the state folder
                 (unknown,) = jsonl(
@@ -363,7 +374,14 @@ class TestTheReviewLoop:
             finally:
                 proc.send_signal(signal.SIGTERM)
                 code = proc.wait(timeout=60)
-        assert code == 0, log.read_text(encoding="utf-8")
+        said = log.read_text(encoding="utf-8")
+        assert code == 0, said
         assert not (state / ADDRESS_FILE).exists()
+        # each event is logged once: the quarantine, the ignored note, the new class, the address
+        events = [line.split(" ", 2)[-1] for line in said.splitlines() if line.strip()]
+        assert len(events) == len(set(events)), said
+        assert sum("cut.csv quarantined" in e for e in events) == 1
+        assert sum("notes.txt ignored" in e for e in events) == 1
+        assert sum("listening on http" in e for e in events) == 1
         stopped = mpwatch("confirm", "--state", str(state), rid, "--label", HELD_OUT, check=False)
         assert stopped.returncode == 2 and "no daemon is running" in stopped.stderr

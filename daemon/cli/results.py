@@ -128,6 +128,10 @@ def _shown_status(row: dict[str, Any]) -> str:
     return str(row["status"])
 
 
+#: How the table marks a file whose bytes were classified under another name.
+DUPLICATE_MARK = " (dup)"
+
+
 def middle_cut(text: str, width: int) -> str:
     """``text`` cut in the middle to ``width`` characters: file names differ at both ends.
 
@@ -144,7 +148,8 @@ def results_table(rows: list[dict[str, Any]], *, width: int) -> Table:
     """The rows as a table that fits ``width`` columns (80 and up): one line per result.
 
     The spectrum index shows only when a file holds several spectra, the time only when
-    there is room; long names are cut with an ellipsis, never wrapped.
+    there is room; long names are cut in the middle, never wrapped, and a duplicate file
+    is marked ``(dup)``.
     """
     with_index = any(row["index"] for row in rows)
     with_time = width >= 100
@@ -162,12 +167,12 @@ def results_table(rows: list[dict[str, Any]], *, width: int) -> Table:
     if with_time:
         table.add_column("classified (UTC)", no_wrap=True)
     for row in rows:
-        name = Path(row["source"]).name
-        if row.get("duplicate_of"):
-            name = f"{name} = {Path(row['duplicate_of']).name}"
+        name = middle_cut(Path(row["source"]).name, name_width)
+        if row.get("duplicate_of"):  # the original's name is in duplicate_of (jsonl, csv)
+            name = middle_cut(Path(row["source"]).name, name_width - len(DUPLICATE_MARK)) + DUPLICATE_MARK
         confidence = row["confidence"]
         best = f"{row['best_hit']} ({row['best_r']:.2f})" if row.get("best_hit") else ""
-        cells = [str(row["result_id"]), middle_cut(row["sample"], 12), middle_cut(name, name_width)]
+        cells = [str(row["result_id"]), middle_cut(row["sample"], 12), name]
         if with_index:
             cells.append(str(row["index"]))
         cells += [

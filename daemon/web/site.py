@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
@@ -14,8 +13,6 @@ from daemon.web.console import ConsoleSource, install_console
 from daemon.web.http import HttpServer
 
 __all__ = ["hang_up", "listen", "site"]
-
-logger = logging.getLogger(__name__)
 
 
 def site(
@@ -59,7 +56,6 @@ def listen(server: HttpServer, config: Config, *, now: float) -> None:
             f"http.port: cannot listen on {host}:{port} ({exc.strerror or exc}); "
             "is another daemon running? Choose another port with --metrics-port"
         ) from None
-    logger.info("metrics and health on http://%s:%d", config.http.host, server.port)
     announce(config.state_dir, host=config.http.host, port=server.port, now=now)
 
 
