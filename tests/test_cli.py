@@ -327,3 +327,30 @@ class TestLibraryBuildLabels:
             f"mpwatch: {out} files its references under canonical labels; --keep-labels needs a new library\n"
         )
         assert [v.version for v in library_log(out)] == [1]
+
+
+def test_the_readmes_worked_library_example_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    """The README's "Your own reference library" block, run as a lab user would."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("$ mpwatch library build --from docs/examples/reference-spectra --out my-library\n")[
+        1
+    ]
+    shown = block.split("\n$ ")[0].splitlines()
+    built = subprocess.run(
+        [
+            *MPWATCH,
+            "library",
+            "build",
+            "--from",
+            "docs/examples/reference-spectra",
+            "--out",
+            str(tmp_path / "my-library"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    printed = built.stderr.replace(str(tmp_path / "my-library"), "my-library").splitlines()
+    assert printed == shown

@@ -116,6 +116,7 @@ class LibraryGrowth:
         #: Told the source file of every decided result (its sample's result files are rewritten).
         self.on_decision = on_decision
         self._changes = threading.Lock()  # one library change at a time
+        self._deciding = threading.Lock()  # one decision at a time: the same one twice is seen as such
         #: Confirmed spectra added to the library since start (the CNN challenger's trigger).
         self.confirmations = 0
 
@@ -153,7 +154,12 @@ class LibraryGrowth:
         """
         if not label.strip():
             raise ConfirmError("a confirmation needs a label")
-        stored = self._stored(result_id)
+        with self._deciding:
+            return self._confirm(self._stored(result_id), label, decided_by=decided_by, add=add)
+
+    def _confirm(
+        self, stored: StoredResult, label: str, *, decided_by: str, add: bool | None
+    ) -> GrowthOutcome:
         canonical = self._class_label(stored, label)
         prior = stored.decision
         if (
@@ -192,7 +198,10 @@ class LibraryGrowth:
         Rejecting an already rejected result changes nothing; rejecting a confirmed one
         takes back the references its confirmation added.
         """
-        stored = self._stored(result_id)
+        with self._deciding:
+            return self._reject(self._stored(result_id), decided_by=decided_by)
+
+    def _reject(self, stored: StoredResult, *, decided_by: str) -> GrowthOutcome:
         prior = stored.decision
         if prior is not None and not prior.by_model and prior.state is ReviewState.REJECTED:
             return self._unchanged(stored, "already rejected")
