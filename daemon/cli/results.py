@@ -17,7 +17,7 @@ from rich.table import Table
 from daemon.cli.locate import state_folder
 from daemon.config import ConfigError
 from daemon.store.export import result_row
-from daemon.store.ledger import MODEL_DECIDER, FileState, Ledger, ResultStatus
+from daemon.store.ledger import FileState, Ledger, ResultStatus, decided_by_model
 from engine.cli.common import stdout_console
 
 __all__ = ["add_parsers", "parse_time"]
@@ -123,7 +123,7 @@ def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
 def _shown_status(row: dict[str, Any]) -> str:
     """The status a person reads: ``confirmed`` for a result an analyst confirmed."""
     decision = row.get("decision") or {}
-    if decision.get("state") == "confirmed" and not str(decision.get("by", "")).startswith(MODEL_DECIDER):
+    if decision.get("state") == "confirmed" and not decided_by_model(str(decision.get("by", ""))):
         return "confirmed"
     return str(row["status"])
 

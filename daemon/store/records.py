@@ -36,6 +36,7 @@ __all__ = [
     "UnknownPathError",
     "UnknownReviewError",
     "WorkItem",
+    "decided_by_model",
     "iso_time",
     "path_from_db",
     "path_to_db",
@@ -270,7 +271,7 @@ class Decision:
     @property
     def by_model(self) -> bool:
         """Whether a grown model, not a person, closed the review (:data:`MODEL_DECIDER`)."""
-        return self.decided_by.startswith(MODEL_DECIDER)
+        return decided_by_model(self.decided_by)
 
     def as_dict(self) -> dict[str, Any]:
         """The decision as results.jsonl, ``mpwatch results`` and the API give it (times in ISO 8601)."""
@@ -288,6 +289,11 @@ class Decision:
 
 #: How a review closed by a re-check with a grown model names its decider (``model <version>``).
 MODEL_DECIDER = "model "
+
+
+def decided_by_model(decided_by: str) -> bool:
+    """Whether ``decided_by`` names a grown model (:data:`MODEL_DECIDER`), not a person."""
+    return decided_by.startswith(MODEL_DECIDER)
 
 
 def iso_time(epoch: float) -> str:
