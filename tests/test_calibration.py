@@ -353,15 +353,16 @@ class TestEvaluateCommand:
             def capture(
                 report: Any, path: Path, *, title: str, _name: str = name, _original: Any = original
             ) -> Path:
-                titles[_name] = title
+                titles[f"{_name}: {path.name}"] = title
                 return Path(_original(report, path, title=title))
 
             monkeypatch.setattr(plots, name, capture)
         argv = ["evaluate", "--library", f"{FLOPP}@library=FLOPP", "--test", f"{FLOPP}@library=FLOPP-e"]
         assert mpwatch([*argv, "--out", str(tmp_path)]) == 0
         assert titles == {
-            "plot_confusion": "subknn: FLOPP -> FLOPP-e",
-            "plot_reliability": "subknn: FLOPP -> FLOPP-e",
+            "plot_confusion: confusion.png": "subknn: FLOPP -> FLOPP-e",
+            "plot_reliability: reliability.png": "subknn: FLOPP -> FLOPP-e",
+            "plot_confusion: confusion_openspecy.png": "Open Specy's recipe: FLOPP -> FLOPP-e",
         }
         data = json.loads((tmp_path / "cross_source.json").read_text())
         assert 0.0 <= data["ece"] <= 0.1 and data["reliability"]["ece"] == data["ece"]

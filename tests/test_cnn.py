@@ -483,7 +483,7 @@ class TestCrossSourceMembers:
     def test_json_holds_both_members_scores(self, flopp_cross_source: tuple[dict[str, Any], Path]) -> None:
         data, out = flopp_cross_source
         members = data["members"]
-        assert list(members) == ["subknn", "cnn"]
+        assert list(members) == ["subknn", "cnn", "openspecy"]  # the recipe scored beside them
         for name, report in members.items():
             assert report["member"] == name
             assert report["n_test"] == 195 and report["n_in_library"] == 189
@@ -531,7 +531,7 @@ class TestCrossSourceMembers:
         argv = ["evaluate", "--library", f"{flopp}@library=FLOPP", "--test", f"{flopp}@library=FLOPP-e"]
         assert mpwatch([*argv, "--out", str(tmp_path)]) == 0
         data = json.loads((tmp_path / "cross_source.json").read_text())
-        assert list(data["members"]) == ["subknn"]
+        assert list(data["members"]) == ["subknn", "openspecy"]
         assert not (tmp_path / "confusion_cnn.png").exists()
         assert check_members(["cnn", "subknn", "cnn"]) == ("cnn", "subknn")
         with pytest.raises(ValueError, match="members must be among"):

@@ -17,9 +17,18 @@ can give a library (``flopp_frond2021@library=FLOPP``) and a test set
   candidate judged (``known`` or ``unknown``). The confusion matrix counts
   every test spectrum once: its label, "other" (a label of no test class),
   "unknown" or "low quality".
-- :func:`leave_one_class_out`: each class in turn removed from the library;
-  how many of its test spectra come out ``unknown``, and how many spectra of
-  the classes still known are wrongly rejected.
+  ``errors`` counts the test spectra of the library's classes that did not come
+  out ``known`` under their own label: a wrong label and a rejected known
+  spectrum are both errors. ``family_accuracy`` scores the best class one
+  level up: right when it is of the true class's polymer family, so a PE
+  particle that matches EVA counts (a family-level answer is scored so).
+- :func:`recipe_cross_source`: the same scores for Open Specy's recipe
+  (:mod:`engine.analysis.recipe`) on the same library and test set. It labels
+  every spectrum, so its errors are its wrong labels.
+- :func:`leave_one_out`: each class (or each polymer family,
+  :mod:`engine.core.families`) in turn removed from the library; how many of
+  its test spectra come out not ``known``, and how many spectra of the classes
+  still known are wrongly rejected.
 - :func:`study`: train on N synthetic spectra per class, test on the originals,
   for the subspace kNN and the CNN member side by side.
 """
@@ -40,8 +49,10 @@ import numpy.typing as npt
 from sklearn.metrics import precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
+from engine.analysis.recipe import RECIPE_NAME, OpenSpecyRecipe
 from engine.analysis.reliability import Reliability, reliability
 from engine.core.augment import synthesize
+from engine.core.families import family_of
 from engine.core.labels import scoring_label
 from engine.core.library import ReferenceLibrary
 from engine.core.spectrum import Spectrum
@@ -51,14 +62,17 @@ from engine.models.served import IdentificationModel, ModelConfig, Result, subsp
 __all__ = [
     "OUTCOME_COLUMNS",
     "OUT_OF_LIBRARY",
+    "RECIPE",
     "CrossSourceReport",
+    "LeaveOneOut",
     "Study",
     "StudyPoint",
     "check_members",
     "cross_source",
-    "leave_one_class_out",
+    "leave_one_out",
     "library_from_sources",
     "load_source",
+    "recipe_cross_source",
     "score",
     "source_name",
     "study",
@@ -73,6 +87,8 @@ CNN_STUDY_NS = (10, 20, 40, 100)
 STUDY_NS_BY_MEMBER: dict[str, tuple[int, ...]] = {"subknn": STUDY_NS, "cnn": CNN_STUDY_NS}
 #: The models evaluated: the subspace kNN and the CNN member.
 MEMBERS = ("subknn", "cnn")
+#: The member name of Open Specy's recipe in reports and tables.
+RECIPE = "openspecy"
 #: The CNN as the daemon's challenger trains it: on the CPU, on one torch thread, PolarCNN's
 #: defaults otherwise (the defaults of the configuration's ``cnn`` section).
 SERVED_CNN: dict[str, Any] = {"device": "cpu", "n_threads": 1}
@@ -151,6 +167,11 @@ class CrossSourceReport:
     macro_f1: float
     per_class_recall: dict[str, float]
     false_reject_rate: float
+    #: Test spectra of the library's classes not ``known`` under their own label (wrong or rejected).
+    errors: int
+    #: Closed-set accuracy one level up: the best class's family is the true class's family, over the
+    #: test spectra of the library's classes that have a family (:func:`~engine.core.families.family_of`).
+    family_accuracy: float
     accepted_accuracy: float
     out_of_library: int
     out_of_library_unknown_rate: float
@@ -242,6 +263,37 @@ def _served_model(
     return model
 
 
+def recipe_cross_source(library: ReferenceLibrary, test: Sequence[Spectrum]) -> CrossSourceReport:
+    """Open Specy's recipe on ``library``, scored on ``test`` as :func:`cross_source` scores the model.
+
+    Each match becomes a ``known`` result whose confidence and vote share are its r
+    (the recipe has no other score; its ECE is that of r read as a probability).
+    """
+    started = time.perf_counter()
+    recipe = OpenSpecyRecipe(library)
+    built = time.perf_counter()
+    results = [
+        Result(
+            status="known",
+            label=match.label,
+            material=match.label,
+            confidence=max(match.r, 0.0),
+            hits=[],
+            members=[],
+            quality={},
+            threshold=None,
+            model_version=RECIPE_NAME,
+            candidate=match.label,
+            extra={"vote_share": max(match.r, 0.0)},
+        )
+        for match in recipe.identify(test)
+    ]
+    classified = time.perf_counter()
+    report = score(library, test, results, seconds_build=built - started, seconds_classify=classified - built)
+    report.member = RECIPE
+    return report
+
+
 def score(
     library: ReferenceLibrary,
     test: Sequence[Spectrum],
@@ -276,6 +328,10 @@ def score(
         macro_f1=float(f1),
         per_class_recall={c: round(float(v), 4) for c, v in zip(classes, per_class, strict=True)},
         false_reject_rate=1.0 - len(accepted) / len(inside) if inside else float("nan"),
+        errors=sum(
+            results[i].status != "known" or scoring_label(results[i].label or "?") != truth[i] for i in inside
+        ),
+        family_accuracy=_family_accuracy(y_true, y_pred),
         accepted_accuracy=float(
             np.mean([scoring_label(results[i].label or "") == truth[i] for i in accepted])
         )
@@ -293,6 +349,13 @@ def score(
         seconds_classify=seconds_classify,
         results=list(results),
     )
+
+
+def _family_accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
+    """The share of ``y_pred`` in the family of ``y_true``, over the true labels that have a family."""
+    pairs = [(family_of(t), family_of(p)) for t, p in zip(y_true, y_pred, strict=True)]
+    placed = [true == predicted for true, predicted in pairs if true is not None]
+    return float(np.mean(placed)) if placed else float("nan")
 
 
 def _outcome(result: Result, classes: Sequence[str]) -> str:
@@ -343,13 +406,21 @@ def _calibration(truth: Sequence[str], results: Sequence[Result], known: set[str
     }
 
 
-@dataclass
-class LeaveOneClassOut:
-    """Per held-out class: how often its spectra were called unknown; and the known-class reject rate."""
+#: How :func:`leave_one_out` groups the library: by class, or by polymer family.
+GROUPINGS: dict[str, Callable[[str], str | None]] = {"class": scoring_label, "family": family_of}
 
+
+@dataclass
+class LeaveOneOut:
+    """Per held-out class or family: how often its spectra were not called known; the known reject rate."""
+
+    #: ``class`` or ``family``: what was held out.
+    grouping: str
     unknown_rate: dict[str, float]
     n_held_out: dict[str, int]
     known_reject_rate: dict[str, float]
+    #: The classes of the library each held-out group removed.
+    removed_classes: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def mean_unknown_rate(self) -> float:
@@ -373,37 +444,46 @@ class LeaveOneClassOut:
         }
 
 
-def leave_one_class_out(
+def leave_one_out(
     library: ReferenceLibrary,
     test: Sequence[Spectrum],
     *,
+    grouping: str = "class",
     config: ModelConfig | None = None,
     min_test: int = 5,
     progress: Progress = None,
-) -> LeaveOneClassOut:
-    """Remove each class with ``min_test`` or more test spectra from the library in turn; score the reject."""
+) -> LeaveOneOut:
+    """Remove each group (class or family) with ``min_test`` or more test spectra from the library in
+    turn; score how its spectra are rejected and how the spectra of the classes left fare.
+
+    A test spectrum is held out when its own label falls in the group; the library loses
+    every reference whose class falls in it. A spectrum whose family no rule places
+    (:func:`~engine.core.families.family_of` is None) is never held out by family.
+    """
+    group_of = GROUPINGS[grouping]
     truth = [_truth(s) for s in test]
     known = {scoring_label(label) for label in library.labels}
-    counts = {c: truth.count(c) for c in sorted(set(truth) & known)}
-    held = [c for c, n in counts.items() if n >= min_test]
-    unknown_rate, known_reject, n_held = {}, {}, {}
-    for c in held:
-        reduced = library.subset(partial(_not_of_class, held_out=c))
-        model = IdentificationModel(reduced, config)
+    groups = [group_of(t) if t in known else None for t in truth]
+    counts = {g: groups.count(g) for g in sorted({g for g in groups if g is not None})}
+    held = [g for g, n in counts.items() if n >= min_test]
+    out = LeaveOneOut(grouping=grouping, unknown_rate={}, n_held_out={}, known_reject_rate={})
+    for g in held:
+        reduced = library.subset(partial(_outside_group, group_of=group_of, held_out=g))
+        out.removed_classes[g] = sorted(known - {scoring_label(label) for label in reduced.labels})
         remaining = {scoring_label(label) for label in reduced.labels}
-        results = model.classify(test)
-        mine = [r for r, t in zip(results, truth, strict=True) if t == c]
-        others = [r for r, t in zip(results, truth, strict=True) if t != c and t in remaining]
-        unknown_rate[c] = float(np.mean([r.status != "known" for r in mine]))
-        known_reject[c] = float(np.mean([r.status != "known" for r in others])) if others else 0.0
-        n_held[c] = len(mine)
+        results = IdentificationModel(reduced, config).classify(test)
+        mine = [r for r, h in zip(results, groups, strict=True) if h == g]
+        others = [r for r, t in zip(results, truth, strict=True) if t in remaining]
+        out.unknown_rate[g] = float(np.mean([r.status != "known" for r in mine]))
+        out.known_reject_rate[g] = float(np.mean([r.status != "known" for r in others])) if others else 0.0
+        out.n_held_out[g] = len(mine)
         if progress:
             progress(1)
-    return LeaveOneClassOut(unknown_rate=unknown_rate, n_held_out=n_held, known_reject_rate=known_reject)
+    return out
 
 
-def _not_of_class(entry: dict[str, Any], *, held_out: str) -> bool:
-    return scoring_label(entry["label"]) != held_out
+def _outside_group(entry: dict[str, Any], *, group_of: Callable[[str], str | None], held_out: str) -> bool:
+    return group_of(scoring_label(entry["label"])) != held_out
 
 
 @dataclass(frozen=True)

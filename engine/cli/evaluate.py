@@ -40,7 +40,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
-    config = ModelConfig()
+    config = ModelConfig() if args.r_floor is None else ModelConfig(r_floor=args.r_floor)
     if args.study:
         steps = sum(len(ns) + 1 for ns in ev.study_plan(args.study_members).values())
         studies = []
@@ -90,15 +90,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             title = f"{member}: {pair}"
             pngs.append(plots.plot_confusion(report, out / f"confusion{suffix}.png", title=title))
             pngs.append(plots.plot_reliability(report, out / f"reliability{suffix}.png", title=title))
+        if args.baseline == ev.RECIPE:
+            reports[ev.RECIPE] = recipe = ev.recipe_cross_source(library, test)
+            title = f"{ev.RECIPE_NAME}: {pair}"
+            pngs.append(plots.plot_confusion(recipe, out / f"confusion_{ev.RECIPE}.png", title=title))
         summary: dict[str, Any] = {
             "library": args.library,
             "test": args.test,
             **reports[args.members[0]].as_dict(),
             "members": {member: report.as_dict() for member, report in reports.items()},
         }
-        if args.loco:
-            loco = ev.leave_one_class_out(library, test, config=config)
-            summary["leave_one_class_out"] = loco.as_dict()
+        if ev.RECIPE in reports:
+            summary["against_recipe"] = _against_recipe(reports)
+        for flag, grouping in ((args.loco, "class"), (args.lofo, "family")):
+            if flag:
+                held = ev.leave_one_out(library, test, grouping=grouping, config=config)
+                summary[f"leave_one_{grouping}_out"] = held.as_dict()
         _write_json(out / "cross_source.json", summary)
         _print_cross_source(summary)
         for png in pngs:
@@ -251,6 +258,25 @@ def _print_study(study: Study, *, title: str) -> None:
     Console().print(table)
 
 
+def _against_recipe(reports: dict[str, Any]) -> dict[str, Any]:
+    """Each member's errors and macro-F1 against Open Specy's recipe's (errors: see ``CrossSourceReport``)."""
+    from engine.analysis.evaluate import RECIPE
+
+    recipe = reports[RECIPE]
+    return {
+        member: {
+            "errors": report.errors,
+            "recipe_errors": recipe.errors,
+            "errors_ratio": report.errors / recipe.errors if recipe.errors else None,
+            "macro_f1": report.macro_f1,
+            "recipe_macro_f1": recipe.macro_f1,
+            "false_reject_rate": report.false_reject_rate,
+        }
+        for member, report in reports.items()
+        if member != RECIPE
+    }
+
+
 def _print_cross_source(s: dict[str, Any]) -> None:
     """The summary's tables: the scores and the per-class recall of each member, then leave-one-class-out."""
     console = Console()
@@ -263,7 +289,9 @@ def _print_cross_source(s: dict[str, Any]) -> None:
         "macro_precision",
         "macro_recall",
         "macro_f1",
+        "family_accuracy",
         "false_reject_rate",
+        "errors",
         "accepted_accuracy",
         "out_of_library",
         "out_of_library_unknown_rate",
@@ -282,29 +310,41 @@ def _print_cross_source(s: dict[str, Any]) -> None:
     for label in s["per_class_recall"]:
         recall.add_row(label, *(f"{m['per_class_recall'][label]:.3f}" for m in members.values()))
     console.print(recall)
-    if "leave_one_class_out" in s:
-        loco = s["leave_one_class_out"]
-        t = Table(
-            "held-out class",
-            "test spectra",
-            "called unknown",
-            "known-class rejected",
-            title="leave one class out",
+    for member, versus in s.get("against_recipe", {}).items():
+        ratio = versus["errors_ratio"]
+        console.print(
+            f"{member} against Open Specy's recipe: {versus['errors']} errors"
+            f" against {versus['recipe_errors']}"
+            f" ({'n/a' if ratio is None else f'{ratio:.2f}x'}; a rejected known spectrum counts as an error),"
+            f" macro-F1 {versus['macro_f1']:.3f} against {versus['recipe_macro_f1']:.3f}"
         )
-        for label, rate in loco["unknown_rate"].items():
-            t.add_row(
-                label,
-                str(loco["n_held_out"][label]),
-                f"{rate:.3f}",
-                f"{loco['known_reject_rate'][label]:.3f}",
-            )
+    for grouping in ("class", "family"):
+        if f"leave_one_{grouping}_out" in s:
+            _print_leave_one_out(s[f"leave_one_{grouping}_out"], grouping)
+
+
+def _print_leave_one_out(held: dict[str, Any], grouping: str) -> None:
+    """One row per held-out class or family, then the pooled row."""
+    columns = [f"held-out {grouping}", "test spectra", "called not known", "known-class rejected"]
+    if grouping == "family":
+        columns.append("classes removed")
+    t = Table(*columns, title=f"leave one {grouping} out")
+    for group, rate in held["unknown_rate"].items():
+        removed = held["removed_classes"].get(group, [])
         t.add_row(
-            "pooled",
-            str(sum(loco["n_held_out"].values())),
-            f"{loco['mean_unknown_rate']:.3f}",
-            f"{loco['mean_known_reject_rate']:.3f}",
+            group,
+            str(held["n_held_out"][group]),
+            f"{rate:.3f}",
+            f"{held['known_reject_rate'][group]:.3f}",
+            *([str(len(removed))] if grouping == "family" else []),
         )
-        console.print(t)
+    t.add_row(
+        "pooled",
+        str(sum(held["n_held_out"].values())),
+        f"{held['mean_unknown_rate']:.3f}",
+        f"{held['mean_known_reject_rate']:.3f}",
+    )
+    Console().print(t)
 
 
 def _print_aging(report: dict[str, Any]) -> None:
@@ -379,6 +419,26 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument(
         "--loco", action="store_true", help="also run leave-one-class-out on the test set (the kNN)"
+    )
+    p.add_argument(
+        "--lofo",
+        action="store_true",
+        help="also hold out whole polymer families (styrenics, polyamides, polyesters...) in turn",
+    )
+    p.add_argument(
+        "--r-floor",
+        type=float,
+        default=None,
+        metavar="R",
+        help="the lowest acceptance threshold on the best r of any class (the model's r_floor; "
+        "default: the served model's)",
+    )
+    p.add_argument(
+        "--baseline",
+        choices=("openspecy", "none"),
+        default="openspecy",
+        help="score Open Specy's recipe (SG derivative, min-max, top-1 Pearson r) beside the model on the "
+        "same data (default), or none",
     )
     p.add_argument(
         "--pipeline",

@@ -267,7 +267,7 @@ class RejectCalibrator:
 
     quantile: float = 0.1
     margin: float = 0.15
-    r_floor: float = 0.5
+    r_floor: float = 0.65
     r_ceiling: float = 0.95
     min_vote: float = 0.5
     min_class_size: int = 3

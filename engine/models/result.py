@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from engine.core.families import family_of
 from engine.core.spectrum import Spectrum
 
 __all__ = ["Hit", "Result", "conventions_of", "wants_aging"]
@@ -44,13 +45,23 @@ class Result:
     candidate: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def family(self) -> str | None:
+        """The label's polymer family (:func:`~engine.core.families.family_of`); None without a label
+        or a family. A split vote between classes of one family (PE and EVA) still gives a label,
+        the class with most votes, so the family of a labelled result is the answer one level up."""
+        return family_of(self.label)
+
     def as_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict, hits as dicts, ``extra``'s keys at the top level.
+
+        ``family`` is :attr:`family`.
 
         Nested dicts and lists are shared with the result, not copied (this runs for
         every particle, and a deep copy cost more than the rest of recording it).
         """
         out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["family"] = self.family
         out["hits"] = [{f.name: getattr(h, f.name) for f in fields(h)} for h in self.hits]
         out.update(out.pop("extra"))
         return out
