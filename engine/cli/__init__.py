@@ -4,6 +4,7 @@
 - :mod:`engine.cli.library`: ``library build|info|log|rollback``;
 - :mod:`engine.cli.classify`: ``classify``, identify files with the served model;
 - :mod:`engine.cli.evaluate`: ``evaluate``, cross-source, study, conventions and aging reports;
+- :mod:`engine.cli.reclassify`: ``reclassify``, a whole archive again, on Dask distributed;
 - :mod:`engine.cli.common`: what they share (exit codes, :class:`~engine.cli.common.UsageError`,
   the console, the progress bar).
 
@@ -22,7 +23,7 @@ __all__ = ["add_parsers"]
 def add_parsers(sub: Any) -> None:
     """Add the engine's commands to the subparsers ``sub``: inspect, library, classify, evaluate."""
     # imported here: the modules bring in the model (FAISS, scikit-learn), which only a command needs
-    from engine.cli import classify, evaluate, inspect, library
+    from engine.cli import classify, evaluate, inspect, library, reclassify
 
-    for module in (inspect, library, classify, evaluate):
+    for module in (inspect, library, classify, evaluate, reclassify):
         module.add_parsers(sub)

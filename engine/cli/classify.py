@@ -31,7 +31,7 @@ from engine.io.candidates import NonSpectrumFilter, SpectrumFileFilter, candidat
 from engine.io.labelled_set import is_labelled_set
 from engine.models.served import ModelConfig, Result, serving
 
-__all__ = ["add_parsers", "served_libraries", "spectrum_inputs"]
+__all__ = ["add_library_argument", "add_parsers", "served_libraries", "spectrum_inputs"]
 
 CSV_FIELDS = ("source", "index", "status", "label", "material", "confidence", "top_hit", "top_r", "candidate")
 
@@ -142,6 +142,17 @@ def served_libraries(folders: Sequence[Path] | None) -> list[ReferenceLibrary]:
     return sorted(chosen, key=lambda lib: lib.technique != "ir")
 
 
+def add_library_argument(parser: argparse.ArgumentParser) -> None:
+    """``--library LIBDIR`` (repeatable), as :func:`served_libraries` takes it."""
+    parser.add_argument(
+        "--library",
+        type=Path,
+        action="append",
+        metavar="LIBDIR",
+        help="library folder, one per technique (default: the bundled FTIR and Raman libraries)",
+    )
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     inputs = spectrum_inputs(args.inputs)
     if not inputs:
@@ -177,12 +188,6 @@ def add_parsers(sub: Any) -> None:
         metavar="INPUT",
         help="a spectrum file, a folder of them (walked recursively) or a labelled-set folder",
     )
-    p.add_argument(
-        "--library",
-        type=Path,
-        action="append",
-        metavar="LIBDIR",
-        help="library folder, one per technique (default: the bundled FTIR and Raman libraries)",
-    )
+    add_library_argument(p)
     p.add_argument("--format", choices=("jsonl", "csv", "table"), default="jsonl")
     p.set_defaults(func=cmd_classify)
