@@ -13,6 +13,8 @@ BENCHMARKS = (
     ("bench_daemon", []),
     ("bench_cnn", []),
     ("bench_retrain_latency", []),
+    ("bench_maps", []),
+    ("bench_reclassify", []),
 )
 
 

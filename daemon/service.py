@@ -89,7 +89,7 @@ class Daemon:
         self.metrics.attach_ledger(self.ledger)
         self.guard = Guard(self.metrics)
         self.intake = Intake(config, ledger=self.ledger, metrics=self.metrics)
-        self.exporter = ResultsExporter(self.ledger, state / "results", inboxes)
+        self.exporter = ResultsExporter.for_config(self.ledger, config)
         self.drift = DriftWatch(on_drift=self.metrics.drift_detected, on_accuracy=self._rolling_accuracy)
         self.growth = LibraryGrowth(
             models=self.models,

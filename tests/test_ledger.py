@@ -277,10 +277,10 @@ class TestIgnored:
         db = tmp_path / "old.sqlite3"
         conn = sqlite3.connect(db, isolation_level=None)
         try:
-            for step in _MIGRATIONS[:-1]:
+            for step in _MIGRATIONS[:3]:  # version 4 brought the ignored state
                 for statement in step:
                     conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+            conn.execute("PRAGMA user_version = 3")
             conn.execute(
                 "INSERT INTO files (path, sha256, size, mtime, state, attempts, first_seen, updated_at, "
                 "reason) VALUES ('/in/q.spa', ?, 5, 1.0, 'quarantined', 1, 1.0, 2.0, 'truncated: cut')",

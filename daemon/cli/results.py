@@ -18,6 +18,7 @@ from daemon.cli.locate import state_folder
 from daemon.config import ConfigError
 from daemon.store.export import result_row
 from daemon.store.ledger import FileState, Ledger, ResultStatus, decided_by_model
+from daemon.store.maps import PARTICLE_FIELDS
 from engine.cli.common import stdout_console
 
 __all__ = ["add_parsers", "parse_time"]
@@ -187,10 +188,58 @@ def results_table(rows: list[dict[str, Any]], *, width: int) -> Table:
     return table
 
 
+def _particle_rows(ledger: Ledger, *, sample: str | None, label: str | None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    while True:
+        page = ledger.particles(sample=sample, limit=1000, offset=len(rows))
+        rows.extend(p.as_row() for p in page)
+        if len(page) < 1000:
+            return [row for row in rows if label is None or row["label"] == label]
+
+
+def _print_particles(rows: list[dict[str, Any]], *, form: str) -> None:
+    """Particles of maps as JSON lines, CSV (flat: hits and aging left out) or a table."""
+    if form == "jsonl":
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+    elif form == "csv":
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=PARTICLE_FIELDS, extrasaction="ignore", lineterminator="\n"
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+        for name in ("sample", "map", "#", "status", "label", "conf", "pixels", "feret max", "area"):
+            table.add_column(
+                name,
+                no_wrap=True,
+                justify="left" if name in ("sample", "map", "status", "label") else "right",
+            )
+        for row in rows:
+            unit, suffix = ("µm", "um") if row["feret_max_um"] is not None else ("px", "px")
+            table.add_row(
+                middle_cut(row["sample"], 12),
+                middle_cut(Path(row["source"]).name, 20),
+                str(row["index"]),
+                row["status"],
+                row["label"] or "",
+                f"{row['confidence']:.2f}" if row["confidence"] is not None else "",
+                str(row["n_pixels"]),
+                f"{row[f'feret_max_{suffix}']:.1f} {unit}",
+                f"{row['area_um2' if suffix == 'um' else 'area_px']:.0f} {unit}²",
+            )
+        stdout_console().print(table)
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     state = state_folder(args)
     if not (state / "ledger.sqlite3").is_file():
         raise ConfigError(f"{state} holds no ledger (is it the daemon's state_dir? give --state DIR)")
+    if args.particles:
+        with Ledger.in_state_dir(state) as ledger:
+            _print_particles(_particle_rows(ledger, sample=args.sample, label=args.label), form=args.format)
+        return 0
     if args.status in FILE_STATES:
         with Ledger.in_state_dir(state) as ledger:
             _print_files(_file_rows(ledger, args.status), form=args.format)
@@ -240,6 +289,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--label", help="only this polymer label (the final one: an analyst's decision counts)")
     p.add_argument(
         "--sample", metavar="NAME", help="only the sample folder NAME (its name, or the end of its path)"
+    )
+    p.add_argument(
+        "--particles",
+        action="store_true",
+        help="list the particles of imaging maps (sizes, positions, labels) instead of results",
     )
     p.add_argument("--format", choices=("jsonl", "csv", "table"), default="table")
     p.set_defaults(func=cmd_results)

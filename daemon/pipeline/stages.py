@@ -20,6 +20,7 @@ from pathlib import Path
 
 from daemon.config import Config, InboxConfig
 from daemon.pipeline.helpers import HelperPool, default_processes
+from daemon.pipeline.maps import MapRoute
 from daemon.pipeline.serving import ModelHolder
 from daemon.pipeline.worker import Classified, Worker
 from daemon.store.export import ResultsExporter
@@ -138,5 +139,12 @@ def stages_for(
         clock=clock,
         on_result=on_result,
         inbox_for=inbox_for,
+        maps=MapRoute(
+            config.maps,
+            state / "maps",
+            inbox_for=inbox_for,
+            quiet_seconds=config.watch.quiet_seconds,
+            clock=clock,
+        ),
     )
     return Stages(worker, ledger, queue_size=settings.queue_size, batch_size=settings.batch_size)

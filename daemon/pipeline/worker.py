@@ -34,14 +34,16 @@ from pathlib import Path
 
 from daemon.config import InboxConfig
 from daemon.pipeline.helpers import HelperPool
+from daemon.pipeline.maps import MapRoute
 from daemon.pipeline.serving import ModelHolder
 from daemon.store.export import ResultsExporter
-from daemon.store.ledger import Ledger, ResultRecord, ResultStatus, WorkItem
+from daemon.store.ledger import Ledger, MapRecord, ResultRecord, ResultStatus, WorkItem
 from daemon.web.metrics import Metrics
 from engine.core.conventions import resolve_all
 from engine.core.spectrum import Spectrum, SpectrumError
 from engine.core.storage import atomic_write_text
 from engine.models.served import IdentificationModel, Result, wants_aging
+from engine.report.sizes import sizes_from_metadata
 
 __all__ = ["Classified", "Worker", "internal_error", "move_into", "result_record"]
 
@@ -57,11 +59,21 @@ def internal_error(error: BaseException) -> str:
     return f"internal error: {type(error).__name__}: {error}"
 
 
-def result_record(index: int, result: Result) -> ResultRecord:
-    """A model result as the ledger stores it; the evidence goes into the payload."""
+def result_record(index: int, result: Result, spectrum: Spectrum | None = None) -> ResultRecord:
+    """A model result as the ledger stores it; the evidence goes into the payload.
+
+    What the spectrum's file says of its particle (a per-particle file's size) and of its
+    instrument goes in too, for the sample reports.
+    """
     payload = result.as_dict()
     for key in ("status", "label", "material", "confidence", "model_version"):
         payload.pop(key, None)
+    if spectrum is not None:
+        if sizes := sizes_from_metadata(spectrum.metadata):
+            payload["particle_size"] = sizes
+        meta = spectrum.metadata
+        if facts := {k: str(meta[k])[:200] for k in ("instrument", "date") if meta.get(k)}:
+            payload["acquisition"] = facts
     return ResultRecord(
         spectrum_index=index,
         status=ResultStatus(result.status),
@@ -78,6 +90,8 @@ class _ReadFile:
     item: WorkItem
     spectra: list[Spectrum]
     started: float
+    #: A map's record (its particles): the file's results when it holds a map.
+    mapped: MapRecord | None = None
 
 
 #: A file read and classified: its spectra and one result per spectrum.
@@ -105,6 +119,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         on_result: Callable[[WorkItem, Sequence[Result]], None] | None = None,
         inbox_for: Callable[[str], InboxConfig | None] | None = None,
+        maps: MapRoute | None = None,
     ) -> None:
         self.ledger = ledger
         self.metrics = metrics
@@ -119,6 +134,8 @@ class Worker:
         #: The inbox of a file, by path: its profile (what its instrument is known to write) and
         #: whether it ignores files that are plainly not spectra (else they are quarantined).
         self.inbox_for = inbox_for or (lambda path: None)
+        #: Where files that hold imaging maps go instead of being classified spectrum by spectrum.
+        self.maps = maps
 
     def give_up(self, items: Sequence[WorkItem], error: BaseException) -> None:
         """A stage failed for a whole batch: each file fails with the error, to be retried with backoff.
@@ -140,9 +157,38 @@ class Worker:
         self.finish(self.classify(items))
 
     def classify(self, items: Sequence[WorkItem]) -> list[Classified]:
-        """Stage one: read the files (helpers), classify them (here, under the model lock)."""
-        readable = self._read(items, time.perf_counter())
-        return self._classify(readable) if readable else []
+        """Stage one: read the files (helpers), classify them (here, under the model lock); maps apart."""
+        started = time.perf_counter()
+        maps = {item.path for item in items if self.maps is not None and self.maps.claims(item.path)}
+        readable = self._read([item for item in items if item.path not in maps], started)
+        classified = self._classify(readable) if readable else []
+        return classified + [one for item in items if item.path in maps and (one := self._map(item, started))]
+
+    def _map(self, item: WorkItem, started: float) -> Classified | None:
+        """A map identified as a whole (under the model lock) and drawn; a bad cube quarantines its file."""
+        if self.maps is None:
+            return None
+        if header := self.maps.header_of(item.path):
+            self._ignore(item, f"the data of the map {header}, identified from its header")
+            return None
+        try:
+            with self.models.lock:
+                identification = self.maps.identify(self.models.get(), item.path)
+            record = self.maps.record(identification, item.sha256)
+        except SpectrumError as exc:
+            if exc.reason == "not_accessible" or self.maps.arriving(item.path, exc):
+                self._fail(item, f"not ready: {exc.message}")
+            else:
+                self._quarantine(item, str(exc))
+            return None
+        except OSError as exc:
+            self._fail(item, f"not ready: {exc.strerror or exc}")
+            return None
+        except Exception as exc:
+            logger.exception("identifying the map %s failed", item.path)
+            self._fail(item, internal_error(exc))
+            return None
+        return _ReadFile(item, [], started, mapped=record), []
 
     def finish(self, classified: Sequence[Classified]) -> None:
         """Stage two: aging indices (helpers), the whole batch recorded with one commit, then announced."""
@@ -228,9 +274,9 @@ class Worker:
 
     def _record(self, one: _ReadFile, results: Sequence[Result]) -> bool:
         """Results and the terminal state in the ledger (inside the batch's transaction)."""
-        records = [result_record(i, r) for i, r in enumerate(results)]
+        records = [result_record(i, r, s) for i, (r, s) in enumerate(zip(results, one.spectra, strict=True))]
         try:
-            self.ledger.complete(one.item.sha256, records, now=self.clock())
+            self.ledger.complete(one.item.sha256, records, now=self.clock(), map_record=one.mapped)
         except Exception as exc:
             logger.exception("recording results of %s failed", one.item.path)
             self._fail(one.item, internal_error(exc))

@@ -28,14 +28,25 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from daemon.store.ledger import Ledger, StoredResult, iso_time
+from daemon.store.reports import ReportSettings, sample_folders, write_sample_report
 from engine.core.storage import atomic_write_text
 
-__all__ = ["SUMMARY_FIELDS", "ResultsExporter", "result_row", "sample_name", "summary_rows"]
+if TYPE_CHECKING:
+    from daemon.config import Config
+
+__all__ = [
+    "SUMMARY_FIELDS",
+    "ResultsExporter",
+    "report_settings",
+    "result_row",
+    "sample_name",
+    "summary_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +149,29 @@ def _all(ledger: Ledger, folder: Path) -> list[StoredResult]:
             return out
 
 
+def report_settings(config: Config) -> ReportSettings:
+    """The sample reports' settings from a configuration: its report section, libraries and thresholds."""
+    from daemon.pipeline.serving import served_library_dirs  # the pipeline imports this module
+
+    maps = config.maps
+    return ReportSettings(
+        size_classes=config.report.size_classes,
+        blank_pattern=config.report.blank_pattern,
+        blanks=config.report.blanks,
+        libraries=served_library_dirs(config),
+        thresholds={
+            "vote share for a known label (model.min_vote)": config.model.min_vote,
+            "ensemble (model)": f"{config.model.n_learners} learners, k = {config.model.n_neighbors}, "
+            f"subspace {config.model.subspace_fraction:g}, {config.model.search} search",
+            "map background (maps.background_fraction, background_r)": f"{maps.background_fraction:g}, "
+            f"{'off' if maps.background_r is None else f'{maps.background_r:g}'}",
+            "smallest particle (maps.min_particle_pixels)": f"{maps.min_particle_pixels} pixels",
+        },
+    )
+
+
 class ResultsExporter:
-    """Rewrites the result files of folders that received results."""
+    """Rewrites the result files of folders that received results (and their sample reports)."""
 
     def __init__(
         self,
@@ -148,15 +180,25 @@ class ResultsExporter:
         inboxes: Sequence[tuple[str, Path]],
         *,
         min_interval: float = 2.0,
+        report: ReportSettings | None = None,
     ) -> None:
         self.ledger = ledger
         self.results_dir = results_dir
         self.inboxes = list(inboxes)
         self.min_interval = min_interval
+        #: The sample reports' settings; None: no reports beside the result files.
+        self.report = report
         self._dirty: set[Path] = set()
         self._lock = threading.Lock()
         self._last_flush = float("-inf")
         self._last_cost = 0.0
+
+    @classmethod
+    def for_config(cls, ledger: Ledger, config: Config) -> ResultsExporter:
+        """The exporter of a daemon's configuration: its state folder, inboxes and report settings."""
+        inboxes = [(inbox.name, inbox.path) for inbox in config.inboxes]
+        report = report_settings(config) if config.report.enabled else None
+        return cls(ledger, config.state_dir / "results", inboxes, report=report)
 
     def mark(self, source: str | Path) -> None:
         """A result for ``source`` was written: its folder needs rewriting."""
@@ -178,7 +220,8 @@ class ResultsExporter:
             dirty, self._dirty = self._dirty, set()
         self._last_flush = now
         started = time.perf_counter()
-        for folder in sorted(dirty):
+        folders = self._with_blanks_neighbours(dirty)
+        for folder in sorted(folders):
             try:
                 self.write_folder(folder)
             except OSError:
@@ -188,6 +231,16 @@ class ResultsExporter:
         if dirty:
             self._last_cost = time.perf_counter() - started
         return len(dirty)
+
+    def _with_blanks_neighbours(self, dirty: set[Path]) -> set[Path]:
+        """``dirty``, and the samples beside a dirty procedural blank: their blank-corrected counts change."""
+        if self.report is None or not any(self.report.is_blank(folder) for folder in dirty):
+            return dirty
+        out = set(dirty)
+        for other in map(Path, sample_folders(self.ledger)):
+            if any(other.parent == f.parent and self.report.is_blank(f) for f in dirty):
+                out.add(other)
+        return out
 
     def write_folder(self, folder: Path) -> Path:
         results = _all(self.ledger, folder)
@@ -199,4 +252,6 @@ class ResultsExporter:
         writer.writeheader()
         writer.writerows(summary_rows(results))
         atomic_write_text(target / "summary.csv", buffer.getvalue())
+        if self.report is not None:
+            write_sample_report(self.ledger, str(folder), target / "report", self.report)
         return target

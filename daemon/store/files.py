@@ -60,6 +60,7 @@ from daemon.store.connection import (
     path_key,
     payload_json,
 )
+from daemon.store.maps import MapRecord, insert_map
 from daemon.store.records import (
     Admission,
     Completion,
@@ -78,6 +79,9 @@ from daemon.store.records import (
 __all__ = ["FileStates"]
 
 logger = logging.getLogger(__name__)
+
+#: The tables of a content's results, superseded together when its file is rewritten.
+_RESULT_TABLES = ("results", "maps", "particles")
 
 
 class FileStates(LedgerConnection):
@@ -268,7 +272,14 @@ class FileStates(LedgerConnection):
             )
             return cursor.rowcount > 0
 
-    def complete(self, sha256: str, results: Iterable[ResultRecord], *, now: float) -> Completion:
+    def complete(
+        self,
+        sha256: str,
+        results: Iterable[ResultRecord],
+        *,
+        now: float,
+        map_record: MapRecord | None = None,
+    ) -> Completion:
         """Store the results of one content and finish its pending files, atomically.
 
         In one transaction: every result is inserted (``UNIQUE (sha256, spectrum_index)``
@@ -279,6 +290,8 @@ class FileStates(LedgerConnection):
         consumed inside the transaction, so a generator over a large map streams.
 
         Calling it again for content already done writes nothing and returns zero counts.
+        A map (``map_record``) is stored with its particles in the same transaction, keyed by
+        ``(sha256, particle_index)`` (:mod:`daemon.store.maps`).
 
         Raises:
             InvalidTransitionError: no file holds this content in ``pending`` and the
@@ -317,6 +330,7 @@ class FileStates(LedgerConnection):
                     for record in results
                 ),
             ).rowcount
+            particles = insert_map(conn, sha256, source_path, map_record, now=now) if map_record else 0
             reviews = conn.execute(
                 "INSERT INTO review (result_id, state, opened_at) "
                 "SELECT id, 'open', ? FROM results WHERE sha256 = ? AND status = 'unknown' "
@@ -346,6 +360,7 @@ class FileStates(LedgerConnection):
                 max(written, 0),
                 max(reviews, 0),
                 tuple(path_from_db(d) for d in duplicates),
+                particles,
             )
 
     @staticmethod
@@ -357,9 +372,11 @@ class FileStates(LedgerConnection):
         as history, out of results, counts, result files and the review queue.
         """
         old = conn.execute(
-            "SELECT DISTINCT sha256 FROM results "
-            "WHERE source_path = ? AND sha256 <> ? AND superseded_at IS NULL",
-            (path, keep),
+            " UNION ".join(
+                f"SELECT sha256 FROM {table} WHERE source_path = ? AND sha256 <> ? AND superseded_at IS NULL"
+                for table in _RESULT_TABLES
+            ),
+            (path, keep) * len(_RESULT_TABLES),
         ).fetchall()
         for (sha,) in old:
             holder = conn.execute(
@@ -367,16 +384,19 @@ class FileStates(LedgerConnection):
                 "ORDER BY id LIMIT 1",
                 (sha, path),
             ).fetchone()
+            for table in _RESULT_TABLES:
+                if holder is None:
+                    conn.execute(
+                        f"UPDATE {table} SET superseded_at = ? WHERE sha256 = ? AND source_path = ?",
+                        (now, sha, path),
+                    )
+                else:
+                    conn.execute(
+                        f"UPDATE {table} SET source_path = ? WHERE sha256 = ? AND source_path = ?",
+                        (holder[0], sha, path),
+                    )
             if holder is None:
-                conn.execute(
-                    "UPDATE results SET superseded_at = ? WHERE sha256 = ? AND source_path = ?",
-                    (now, sha, path),
-                )
                 continue
-            conn.execute(
-                "UPDATE results SET source_path = ? WHERE sha256 = ? AND source_path = ?",
-                (holder[0], sha, path),
-            )
             conn.execute("UPDATE files SET duplicate_of = NULL WHERE path = ?", (holder[0],))
             conn.execute(
                 "UPDATE files SET duplicate_of = ? WHERE sha256 = ? AND duplicate_of = ? AND path <> ?",

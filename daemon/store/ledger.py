@@ -4,9 +4,10 @@ The sha256 of a file's bytes is the identity of its content. Paths come and go (
 instrument re-exports, an analyst copies a map into a second folder), but content is
 classified once: ``results`` holds at most one row per ``(sha256, spectrum_index)``.
 
-The ledger is built from three rooms over one connection (:mod:`daemon.store.connection`):
+The ledger is built from four rooms over one connection (:mod:`daemon.store.connection`):
 the file state machine (:mod:`daemon.store.files`), the stored results
-(:mod:`daemon.store.results`) and the review queue (:mod:`daemon.store.reviews`).
+(:mod:`daemon.store.results`), the maps and their particles (:mod:`daemon.store.maps`)
+and the review queue (:mod:`daemon.store.reviews`).
 
 Time is always passed in (``now``, epoch seconds); the ledger never reads a clock.
 
@@ -37,18 +38,28 @@ from typing import Any, Final
 
 from daemon.store import records
 from daemon.store.files import FileStates
+from daemon.store.maps import MapQueries, MapRecord, StoredMap, StoredParticle
 from daemon.store.records import *  # noqa: F403 (the records are part of the ledger's interface)
 from daemon.store.results import ResultQueries
 from daemon.store.reviews import ReviewQueue
 from daemon.store.schema import SCHEMA_VERSION, migrate
 
-__all__ = ["LEDGER_FILENAME", "SCHEMA_VERSION", "Ledger", "migrate", *records.__all__]
+__all__ = [
+    "LEDGER_FILENAME",
+    "SCHEMA_VERSION",
+    "Ledger",
+    "MapRecord",
+    "StoredMap",
+    "StoredParticle",
+    "migrate",
+    *records.__all__,
+]
 
 #: The ledger's file name inside the daemon's state directory.
 LEDGER_FILENAME: Final = "ledger.sqlite3"
 
 
-class Ledger(FileStates, ResultQueries, ReviewQueue):
+class Ledger(FileStates, ResultQueries, MapQueries, ReviewQueue):
     """The daemon's durable memory: files, results and reviews in one SQLite database.
 
     See :mod:`daemon.store.files` for the file states and :mod:`daemon.store.connection`

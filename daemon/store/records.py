@@ -386,6 +386,8 @@ class Completion:
     reviews_opened: int
     #: Paths finished in the same transaction as duplicates of ``source_path``.
     duplicates: tuple[str, ...]
+    #: Particles of a map written (0 for a file of spectra).
+    particles_written: int = 0
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,59 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX files_by_state ON files (state, id)",
         "CREATE INDEX files_by_sha256 ON files (sha256, state)",
     ),
+    (
+        # Imaging maps: one row per map content, one per particle (daemon/store/maps.py), superseded
+        # with a rewritten file's results.
+        """
+        CREATE TABLE maps (
+            id                INTEGER PRIMARY KEY,
+            sha256            TEXT NOT NULL UNIQUE,
+            source_path       TEXT NOT NULL,
+            created_at        REAL NOT NULL,
+            lines             INTEGER NOT NULL CHECK (lines >= 0),
+            samples           INTEGER NOT NULL CHECK (samples >= 0),
+            bands             INTEGER NOT NULL CHECK (bands >= 0),
+            pixel_size_um     REAL CHECK (pixel_size_um IS NULL OR pixel_size_um > 0),
+            pixel_size_source TEXT NOT NULL CHECK (pixel_size_source IN ('header', 'profile', 'none')),
+            n_particles       INTEGER NOT NULL CHECK (n_particles >= 0),
+            image_path        TEXT,
+            payload           TEXT NOT NULL DEFAULT '{}',
+            model_version     TEXT NOT NULL,
+            superseded_at     REAL
+        )
+        """,
+        "CREATE INDEX maps_by_source ON maps (source_path, superseded_at)",
+        """
+        CREATE TABLE particles (
+            id             INTEGER PRIMARY KEY,
+            sha256         TEXT NOT NULL REFERENCES maps (sha256) ON DELETE CASCADE,
+            particle_index INTEGER NOT NULL CHECK (particle_index >= 0),
+            source_path    TEXT NOT NULL,
+            created_at     REAL NOT NULL,
+            status         TEXT NOT NULL CHECK (status IN ('known', 'unknown', 'low_quality')),
+            label          TEXT,
+            material       TEXT,
+            family         TEXT,
+            confidence     REAL,
+            n_pixels       INTEGER NOT NULL CHECK (n_pixels > 0),
+            area_um2       REAL,
+            feret_max_um   REAL,
+            feret_min_um   REAL,
+            x_um           REAL,
+            y_um           REAL,
+            area_px        REAL NOT NULL,
+            feret_max_px   REAL NOT NULL,
+            feret_min_px   REAL NOT NULL,
+            x_px           REAL NOT NULL,
+            y_px           REAL NOT NULL,
+            payload        TEXT NOT NULL DEFAULT '{}',
+            superseded_at  REAL,
+            UNIQUE (sha256, particle_index)
+        )
+        """,
+        "CREATE INDEX particles_by_source ON particles (source_path, superseded_at)",
+        "CREATE INDEX particles_by_label ON particles (label)",
+    ),
 )
 
 #: The schema version this code reads and writes (``PRAGMA user_version``).

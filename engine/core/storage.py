@@ -58,5 +58,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Replace ``path`` with UTF-8 ``text`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Replace ``path`` with UTF-8 ``text`` atomically.
+
+    A file name that is not UTF-8 (read by Python as lone surrogates) is written back as
+    its own bytes, so a CSV row names the file as the file system does.
+    """
+    atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))

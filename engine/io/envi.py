@@ -5,7 +5,12 @@ FTIR imaging exports (and Open Specy's map zips) use ENVI: the header gives
 interleave (``bsq``, ``bil`` or ``bip``), the byte order and, in its
 ``wavelength`` list, the wavenumber of every band. Each pixel becomes one
 spectrum whose metadata holds its ``x`` (sample) and ``y`` (line) position.
-Sizes are checked against the header before anything is allocated.
+Sizes are checked against the header before anything is allocated, and the
+data file is memory-mapped, never read whole: a header and a data file that
+disagree (data cut short, or longer than the image by a pixel or more) are
+refused. Read as one spectrum per pixel, a map may have at most
+:data:`MAX_SPECTRA_PIXELS` pixels; larger maps are identified in blocks by
+:mod:`engine.maps`, up to its own limit (by default :data:`MAX_ENVI_PIXELS`).
 
 The reader is registered for the ``.hdr`` (and its ``ENVI`` magic); it also
 claims, through the registry, a ``.dat`` that has a header beside it. In a zip
@@ -35,15 +40,25 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
-from engine.io._text import MAX_SPECTRA, decode_text, read_limited, short
+from engine.io._text import decode_text, read_limited, short
 from engine.io.registry import register
 
 __all__ = [
     "ENVI_MAGIC",
     "MAX_ENVI_BYTES",
+    "MAX_ENVI_PIXELS",
+    "MAX_SPECTRA_PIXELS",
     "EnviHeader",
+    "check_data_size",
+    "check_pixels",
+    "data_file_for",
     "data_member",
     "envi_header_for",
+    "envi_header_text",
+    "header_metadata",
+    "header_technique",
+    "header_wavenumbers",
+    "header_y_unit",
     "parse_envi_header",
     "read_envi",
     "spectra_from_envi",
@@ -54,7 +69,16 @@ logger = logging.getLogger(__name__)
 #: The first bytes of every ENVI header.
 ENVI_MAGIC = b"ENVI"
 
-#: The binary half of an ENVI image may be at most this large.
+#: The default streaming limit of :mod:`engine.maps` (``MapConfig.max_pixels``), which reads a
+#: memory-mapped cube in blocks: a map may have at most this many pixels.
+MAX_ENVI_PIXELS = 4_000_000
+
+#: Read as one :class:`Spectrum` per pixel (``read_spectra``), a map may have at most this many pixels:
+#: each becomes an object in memory. Larger maps are identified by :mod:`engine.maps`.
+MAX_SPECTRA_PIXELS = 262_144
+
+#: A zip's members are read into memory up to this many bytes in all (:mod:`engine.io.archive`); a map
+#: file beside its header is memory-mapped instead.
 MAX_ENVI_BYTES = 256 * 1024 * 1024
 
 #: An ENVI header is small; anything larger is not one.
@@ -89,6 +113,19 @@ class EnviHeader:
     def data_bytes(self) -> int:
         """Bytes of image data the header declares (after the header offset)."""
         return self.samples * self.lines * self.bands * self.dtype.itemsize
+
+    @property
+    def pixel_size_um(self) -> tuple[float, float] | None:
+        """The (x, y) size of a pixel in micrometres from ``pixel size = {x, y, units=...}``.
+
+        ENVI's unit is metres unless the record names another; ``None`` when the header has no
+        usable pixel size.
+
+        >>> parse_envi_header("ENVI\\nsamples = 2\\nlines = 2\\nbands = 4\\ndata type = 4\\n"
+        ...                   "pixel size = {0.000025, 0.000025}").pixel_size_um
+        (25.0, 25.0)
+        """
+        return _pixel_size(self.fields.get("pixel size", ""))
 
 
 def _fields(text: str) -> dict[str, str]:
@@ -135,6 +172,46 @@ def _list_field(value: str) -> list[str]:
     return [item.strip() for item in value.strip().strip("{}").split(",")]
 
 
+_LENGTH_UNITS_UM = {
+    "meters": 1e6,
+    "metres": 1e6,
+    "m": 1e6,
+    "millimeters": 1e3,
+    "millimetres": 1e3,
+    "mm": 1e3,
+    "micrometers": 1.0,
+    "micrometres": 1.0,
+    "microns": 1.0,
+    "um": 1.0,
+    "µm": 1.0,
+    "nanometers": 1e-3,
+    "nanometres": 1e-3,
+    "nm": 1e-3,
+}
+
+
+def _pixel_size(value: str) -> tuple[float, float] | None:
+    """The ``pixel size`` record in micrometres, or None when absent or not two positive sizes."""
+    numbers: list[float] = []
+    scale = 1e6
+    for item in _list_field(value) if value else []:
+        name, sep, unit = item.partition("=")
+        if sep:
+            if name.strip().lower() == "units":
+                found = _LENGTH_UNITS_UM.get(unit.strip().lower())
+                if found is None:
+                    return None
+                scale = found
+            continue
+        try:
+            numbers.append(float(item))
+        except ValueError:
+            return None
+    if len(numbers) < 2 or not all(np.isfinite(n) and n > 0 for n in numbers[:2]):
+        return None
+    return numbers[0] * scale, numbers[1] * scale
+
+
 def parse_envi_header(text: str, *, name: str = "ENVI header") -> EnviHeader:
     """Parse and check an ENVI header; raise :class:`SpectrumError` when it is not a usable one."""
     if not text.lstrip("\ufeff").startswith("ENVI"):
@@ -170,8 +247,6 @@ def _check_image(header: EnviHeader, *, name: str) -> None:
         )
     if header.byte_order not in (0, 1):
         raise SpectrumError("unreadable", f"{name}: ENVI byte order {header.byte_order} is not 0 or 1")
-    if samples * lines > MAX_SPECTRA or samples * lines * bands * 8 > MAX_ENVI_BYTES:
-        raise SpectrumError("unreadable", f"{name}: the ENVI image ({samples}x{lines}x{bands}) is too large")
 
 
 def _wavelength(value: str, bands: int, *, name: str) -> npt.NDArray[np.float64]:
@@ -185,7 +260,8 @@ def _wavelength(value: str, bands: int, *, name: str) -> npt.NDArray[np.float64]
     return wavelength
 
 
-def _wavenumbers(header: EnviHeader, *, name: str) -> npt.NDArray[np.float64]:
+def header_wavenumbers(header: EnviHeader, *, name: str) -> npt.NDArray[np.float64]:
+    """The wavenumber (cm-1) of every band, in the header's band order (nm and µm converted)."""
     if header.wavelength is None:
         raise SpectrumError(
             "no_spectrum", f"{name}: the ENVI header has no wavelength list, so bands have no wavenumbers"
@@ -204,7 +280,8 @@ def _wavenumbers(header: EnviHeader, *, name: str) -> npt.NDArray[np.float64]:
     return np.asarray(scale / x, dtype=np.float64)
 
 
-def _y_unit(header: EnviHeader) -> str:
+def header_y_unit(header: EnviHeader) -> str:
+    """The y unit the header's ``z plot titles`` name (``arbitrary`` when none is recognised)."""
     titles = _list_field(header.fields.get("z plot titles", ""))
     label = titles[1] if len(titles) > 1 else ""
     try:
@@ -213,15 +290,49 @@ def _y_unit(header: EnviHeader) -> str:
         return "arbitrary"
 
 
-def _cube(header: EnviHeader, data: bytes, *, name: str) -> npt.NDArray[np.float64]:
-    """The image as (lines, samples, bands), whatever the interleave."""
+def header_technique(header: EnviHeader, y_unit: str) -> str | None:
+    """``raman`` when the description says so, ``ir`` unless the unit is counts, else None (to infer)."""
+    description = header.fields.get("description", "").lower()
+    return "raman" if "raman" in description else ("ir" if y_unit != "counts" else None)
+
+
+#: Header records too long or too technical to keep as a map's metadata.
+_BULKY_FIELDS = frozenset({"wavelength", "fwhm", "bbl", "band names", "spectra names"})
+
+
+def header_metadata(header: EnviHeader) -> dict[str, str]:
+    """The header's short records (instrument, description, acquisition...), for a map's metadata."""
+    return {
+        key: value.strip("{} ")[:500]
+        for key, value in header.fields.items()
+        if key not in _BULKY_FIELDS and len(value) <= 2000
+    }
+
+
+def check_data_size(header: EnviHeader, size: int, *, name: str) -> None:
+    """Refuse data of ``size`` bytes that disagrees with the header: cut short, or a pixel or more too long.
+
+    Fewer surplus bytes than one pixel's values are padding, and are ignored.
+    """
     needed = header.header_offset + header.data_bytes
-    if len(data) < needed:
+    if size < needed:
         raise SpectrumError(
-            "truncated", f"{name}: the ENVI data holds {len(data)} bytes, the header declares {needed}"
+            "truncated", f"{name}: the ENVI data holds {size} bytes, the header declares {needed}"
         )
-    if len(data) > needed:
-        logger.debug("%s: %d bytes after the ENVI image are ignored", name, len(data) - needed)
+    surplus = size - needed
+    if surplus >= header.bands * header.dtype.itemsize:
+        raise SpectrumError(
+            "length_mismatch",
+            f"{name}: the ENVI data holds {size} bytes, {surplus} more than the {header.samples}x"
+            f"{header.lines}x{header.bands} image its header declares: header and data disagree",
+        )
+    if surplus:
+        logger.debug("%s: %d bytes after the ENVI image are ignored", name, surplus)
+
+
+def _cube(header: EnviHeader, data: bytes | npt.NDArray[np.uint8], *, name: str) -> npt.NDArray[np.float64]:
+    """The image as (lines, samples, bands), whatever the interleave."""
+    check_data_size(header, len(data), name=name)
     flat = np.frombuffer(
         data,
         dtype=header.dtype,
@@ -236,10 +347,28 @@ def _cube(header: EnviHeader, data: bytes, *, name: str) -> npt.NDArray[np.float
     return flat.reshape(lines, samples, bands)
 
 
-def spectra_from_envi(header_text: str, data: bytes, *, name: str) -> list[Spectrum]:
-    """One spectrum per pixel of an ENVI image; pixels that fail validation are skipped."""
+def check_pixels(header: EnviHeader, limit: int, *, name: str, limit_name: str) -> None:
+    """SpectrumError ``unreadable`` when the image has more than ``limit`` pixels (``limit_name`` says
+    which limit, in the message)."""
+    pixels = header.samples * header.lines
+    if pixels > limit:
+        raise SpectrumError(
+            "unreadable",
+            f"{name}: the map has {pixels} pixels ({header.samples}x{header.lines}), more than the {limit} "
+            f"{limit_name}",
+        )
+
+
+def spectra_from_envi(header_text: str, data: bytes | npt.NDArray[np.uint8], *, name: str) -> list[Spectrum]:
+    """One spectrum per pixel of an ENVI image; pixels that fail validation are skipped.
+
+    ``data`` is the data file's bytes, or its memory map.
+    """
     header = parse_envi_header(header_text, name=name)
-    wavenumbers = _wavenumbers(header, name=name)
+    check_pixels(
+        header, MAX_SPECTRA_PIXELS, name=name, limit_name="read as separate spectra; identify it as a map"
+    )
+    wavenumbers = header_wavenumbers(header, name=name)
     cube = _cube(header, data, name=name)
     ignore = header.fields.get("data ignore value")
     if ignore:
@@ -247,9 +376,9 @@ def spectra_from_envi(header_text: str, data: bytes, *, name: str) -> list[Spect
             cube[cube == float(ignore)] = np.nan
         except ValueError:
             logger.debug("%s: data ignore value %r is not a number", name, ignore)
-    y_unit = _y_unit(header)
+    y_unit = header_y_unit(header)
     description = header.fields.get("description", "").strip("{} ")
-    technique = "raman" if "raman" in description.lower() else ("ir" if y_unit != "counts" else None)
+    technique = header_technique(header, y_unit)
     base: dict[str, Any] = {"map_shape": [header.lines, header.samples], "interleave": header.interleave}
     if description:
         base["description"] = description[:500]
@@ -280,6 +409,47 @@ def spectra_from_envi(header_text: str, data: bytes, *, name: str) -> list[Spect
     return spectra
 
 
+def envi_header_text(
+    *,
+    samples: int,
+    lines: int,
+    wavenumbers: npt.ArrayLike,
+    interleave: str = "bip",
+    data_type: int = 4,
+    y_unit: str = "Absorbance",
+    pixel_size_um: tuple[float, float] | None = None,
+    description: str | None = None,
+) -> str:
+    """An ENVI header for an image of ``samples`` x ``lines`` pixels, one band per wavenumber (cm-1).
+
+    Little-endian, no header offset; the pixel size is written in metres, as ENVI's default unit.
+
+    >>> text = envi_header_text(samples=3, lines=2, wavenumbers=[1000, 1004], pixel_size_um=(5.0, 5.0))
+    >>> header = parse_envi_header(text)
+    >>> header.samples, header.lines, header.bands, header.pixel_size_um
+    (3, 2, 2, (5.0, 5.0))
+    """
+    bands = np.asarray(wavenumbers, dtype=np.float64)
+    records = [
+        "ENVI",
+        *([f"description = {{{description}}}"] if description else []),
+        f"samples = {samples}",
+        f"lines = {lines}",
+        f"bands = {bands.size}",
+        "header offset = 0",
+        f"data type = {data_type}",
+        f"interleave = {interleave}",
+        "byte order = 0",
+        f"z plot titles = {{Wavenumbers (cm-1), {y_unit}}}",
+    ]
+    if pixel_size_um is not None:
+        x, y = (f"{size * 1e-6:.9g}" for size in pixel_size_um)
+        records.append(f"pixel size = {{{x}, {y}, units=Meters}}")
+    records.append("wavelength units = Wavenumber")
+    records.append("wavelength = {" + ", ".join(f"{x:.6g}" for x in bands) + "}")
+    return "\n".join(records) + "\n"
+
+
 def envi_header_for(data_path: Path) -> Path | None:
     """The ENVI ``.hdr`` beside a binary data file, when there is one."""
     for candidate in (data_path.with_suffix(".hdr"), data_path.with_suffix(".HDR"), Path(f"{data_path}.hdr")):
@@ -291,6 +461,11 @@ def envi_header_for(data_path: Path) -> Path | None:
         except OSError:
             continue
     return None
+
+
+def data_file_for(header_path: Path) -> Path:
+    """The binary half of the ENVI pair whose header is ``header_path``; SpectrumError when there is none."""
+    return _data_file(header_path)
 
 
 def _data_file(header_path: Path) -> Path:
@@ -330,5 +505,14 @@ def read_envi(path: Path) -> list[Spectrum]:
     A ``.dat`` beside a header is claimed for this reader, which then reads the header.
     """
     header_text = decode_text(read_limited(path, limit=MAX_HEADER_BYTES))
-    data = read_limited(_data_file(path), limit=MAX_ENVI_BYTES)
-    return spectra_from_envi(header_text, data, name=path.name)
+    data_path = _data_file(path)
+    try:
+        data = np.memmap(data_path, dtype=np.uint8, mode="r")
+    except ValueError as exc:  # numpy cannot map an empty file
+        raise SpectrumError("empty_file", f"{data_path.name} is empty") from exc
+    except OSError as exc:
+        raise SpectrumError("not_accessible", f"cannot open {data_path.name}: {exc.strerror or exc}") from exc
+    try:
+        return spectra_from_envi(header_text, data, name=path.name)
+    finally:
+        del data

@@ -1,0 +1,108 @@
+"""The console's maps: each imaging map drawn with its particles outlined and coloured by polymer.
+
+| method | path | page |
+|---|---|---|
+| GET | /maps | every current map, newest first (``?offset=``): drawing, pixel size, particles per polymer |
+| GET | /maps/{sha256}.png | a map's drawing (written by the worker into ``<state_dir>/maps/``) |
+
+The drawing is served only for a map the ledger holds, from the path the ledger recorded; the
+sha256 in the path is checked to be 64 hex digits first, so no path from a request reaches the disk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from http import HTTPStatus
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+from daemon.store.ledger import StoredMap
+from daemon.web.assets import SECURITY_HEADERS
+from daemon.web.charts import escape, utc
+from daemon.web.context import Context
+from daemon.web.http import HttpError, Request, Response
+
+__all__ = ["MAPS_PAGE_SIZE", "map_image", "maps_page"]
+
+#: Maps shown per page of /maps.
+MAPS_PAGE_SIZE: Final = 10
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+#: How the console's page frame is drawn (:func:`daemon.web.console._page`).
+PageFrame = Callable[..., Response]
+
+
+def _by_label(m: StoredMap) -> str:
+    counts = m.payload.get("particles_by_label") or {}
+    if not counts:
+        return '<span class="muted">no identified particles</span>'
+    return ", ".join(
+        f"{escape(label)}: {int(n)}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1])
+    )
+
+
+def _card(m: StoredMap) -> str:
+    name = PurePosixPath(m.source_path).name
+    sample = PurePosixPath(m.source_path).parent.name
+    size = (
+        f"{m.pixel_size_um:g} µm per pixel ({escape(m.pixel_size_source)})"
+        if m.pixel_size_um
+        else ("no pixel size: sizes in pixels")
+    )
+    image = (
+        f'<img class="map" src="/maps/{m.sha256}.png" alt="map {escape(name)}, particles by polymer">'
+        if m.image_path
+        else '<p class="muted">no drawing (see the daemon log)</p>'
+    )
+    unknown = m.payload.get("n_unknown_pixels", 0)
+    low = m.payload.get("n_low_quality_pixels", 0)
+    return f"""<section class="card map-card" data-sha256="{m.sha256}">
+<h2>{escape(name)} <span class="muted small">sample {escape(sample)}</span></h2>
+{image}
+<table>
+<tr><th>particles</th><td>{m.n_particles}</td></tr>
+<tr><th>per polymer</th><td>{_by_label(m)}</td></tr>
+<tr><th>map</th><td>{m.lines} x {m.samples} pixels, {m.bands} bands; {size}</td></tr>
+<tr><th>pixels unknown / low quality</th><td>{int(unknown)} / {int(low)}</td></tr>
+<tr><th>identified</th><td>{escape(utc(m.created_at))} by {escape(m.model_version)}</td></tr>
+</table>
+</section>"""
+
+
+def maps_page(ctx: Context, request: Request, *, frame: PageFrame) -> Response:
+    """The maps, newest first, a page at a time."""
+    raw = request.query_value("offset", "0") or "0"
+    if not raw.isdigit():
+        raise HttpError(HTTPStatus.BAD_REQUEST, "offset must be an integer >= 0")
+    offset = int(raw)
+    total = _count(ctx)
+    newest_first = max(0, total - offset - MAPS_PAGE_SIZE)
+    shown = ctx.ledger.maps(limit=MAPS_PAGE_SIZE, offset=newest_first)[: max(0, total - offset)][::-1]
+    cards = "".join(_card(m) for m in shown) or '<p class="muted">No maps yet.</p>'
+    more = (
+        f'<p><a href="/maps?offset={offset + MAPS_PAGE_SIZE}">older maps</a></p>'
+        if offset + MAPS_PAGE_SIZE < total
+        else ""
+    )
+    body = f"<h1>Maps ({total})</h1>\n{cards}\n{more}"
+    return frame(ctx, title="Maps", active="maps", body=body)
+
+
+def _count(ctx: Context) -> int:
+    with ctx.ledger._read() as conn:
+        return int(conn.execute("SELECT count(*) FROM maps WHERE superseded_at IS NULL").fetchone()[0])
+
+
+def map_image(ctx: Context, request: Request) -> Response:
+    """A map's drawing, as the ledger recorded it."""
+    name = request.path_params.get("image", "")
+    sha = name.removesuffix(".png")
+    if not name.endswith(".png") or not _SHA256.fullmatch(sha):
+        raise HttpError(HTTPStatus.NOT_FOUND, "no such map")
+    found = ctx.ledger.maps(sha256=sha, limit=1, superseded=True)
+    if not found or not found[0].image_path or not Path(found[0].image_path).is_file():
+        raise HttpError(HTTPStatus.NOT_FOUND, "no drawing of this map")
+    headers = dict(SECURITY_HEADERS)
+    return Response(HTTPStatus.OK, Path(found[0].image_path).read_bytes(), "image/png", headers)
