@@ -44,12 +44,18 @@ bench: $(VENV)/.installed-dev
 evaluate: $(VENV)/.installed
 	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
 	    --library ../shared/data/openspecy_ftir_2023 --test "../shared/data/flopp_frond2021@library=FLOPP-e" \
-	    --loco --out artifacts/evaluate/canonical
+	    --loco --lofo --out artifacts/evaluate/canonical
 	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
 	    --library ../shared/data/openspecy_ftir_2023 --test "../shared/data/flopp_frond2021@library=FLOPP-e" \
 	    --members subknn,cnn --out artifacts/evaluate/cnn
 	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
-	    --test "../shared/data/flopp_frond2021@library=FLOPP-e" --loco --out artifacts/evaluate/flopp_only
+	    --test "../shared/data/flopp_frond2021@library=FLOPP-e" --loco --lofo --out artifacts/evaluate/flopp_only
+	$(BIN)/mpwatch evaluate --library ../shared/data/openspecy_ftir_2023 \
+	    --test "../shared/data/flopp_frond2021@library=FLOPP-e" --lofo --out artifacts/evaluate/openspecy_to_flopp_e
+	$(BIN)/mpwatch evaluate --library ../shared/data/openspecy_ftir_2023 \
+	    --test ../shared/data/villegas_camacho2024_c8 --lofo --out artifacts/evaluate/openspecy_to_villegas
+	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
+	    --test ../shared/data/villegas_camacho2024_c8 --lofo --out artifacts/evaluate/flopp_to_villegas
 	$(BIN)/mpwatch evaluate --study ../shared/data/flopp_frond2021 --out artifacts/evaluate/study
 	$(BIN)/mpwatch evaluate --conventions --test ../shared/data/flopp_frond2021 \
 	    --test ../shared/data/villegas_camacho2024_c8 --out artifacts/evaluate/conventions
@@ -57,10 +63,10 @@ evaluate: $(VENV)/.installed
 	    --test "../shared/data/flopp_frond2021@library=FLOPP-e" --out artifacts/evaluate/conventions_flopp
 	$(BIN)/mpwatch evaluate --library "../shared/data/openspecy_raman_polymers_2023@organization=Cabernard et al. 2018" \
 	    --test "../shared/data/openspecy_raman_polymers_2023@organization!=Cabernard et al. 2018" \
-	    --out artifacts/evaluate/raman_cabernard_to_others
+	    --lofo --out artifacts/evaluate/raman_cabernard_to_others
 	$(BIN)/mpwatch evaluate --library "../shared/data/openspecy_raman_polymers_2023@organization!=Cabernard et al. 2018" \
 	    --test "../shared/data/openspecy_raman_polymers_2023@organization=Cabernard et al. 2018" \
-	    --out artifacts/evaluate/raman_others_to_cabernard
+	    --lofo --out artifacts/evaluate/raman_others_to_cabernard
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

@@ -31,9 +31,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.core.conventions import TECHNIQUES, AcquisitionProfile
 from engine.core.spectrum import SpectrumError, normalise_y_unit
 from engine.io.candidates import NonSpectrumFilter
+from engine.maps.config import MapConfig
 from engine.models.served import ModelConfig
+from engine.report.counts import DEFAULT_SIZE_CLASSES, SizeClasses
 
-__all__ = ["LIBRARY_KEYS", "CnnConfig", "Config", "ConfigError", "InboxConfig", "load_config"]
+__all__ = [
+    "LIBRARY_KEYS",
+    "ClustersConfig",
+    "CnnConfig",
+    "Config",
+    "ConfigError",
+    "InboxConfig",
+    "MapsConfig",
+    "ReportConfig",
+    "load_config",
+]
 
 ENV_PREFIX = "MPWATCH__"
 
@@ -74,6 +86,7 @@ class InboxConfig(_Section):
     y_unit: str | None = None
     range: tuple[float, float] | None = None
     library: Path | None = None
+    pixel_size_um: float | None = Field(None, gt=0, le=10_000)
 
     @field_validator("include", "exclude", "non_spectra")
     @classmethod
@@ -155,6 +168,8 @@ class HttpConfig(_Section):
 
 #: The engine's model defaults: the one home of every ``model`` and ``cnn`` fusion default.
 _MODEL = ModelConfig()
+#: The engine's map defaults: the one home of every ``maps`` default.
+_MAP = MapConfig()
 
 
 class ModelSection(_Section):
@@ -168,6 +183,7 @@ class ModelSection(_Section):
     seed: int = _MODEL.seed
     n_hits: int = Field(_MODEL.n_hits, ge=1, le=100)
     min_vote: float = Field(_MODEL.min_vote, ge=0, le=1)
+    r_floor: float = Field(_MODEL.r_floor, ge=-1, le=1)
 
     def to_model_config(self) -> ModelConfig:
         return ModelConfig(**self.model_dump())
@@ -200,6 +216,57 @@ class CnnConfig(_Section):
 CNN_PARAMS = ("max_epochs", "image_size", "width", "depth")
 
 
+class MapsConfig(_Section):
+    """Imaging maps (ENVI cubes, Open Specy map zips): identified as a whole and cut into particles.
+
+    The pixel size comes from the map's header, else from its inbox's ``pixel_size_um``; without
+    either, sizes are in pixels. Defaults are the engine's (:class:`engine.maps.MapConfig`).
+    """
+
+    max_pixels: int = Field(_MAP.max_pixels, ge=1, le=100_000_000)
+    block_pixels: int = Field(_MAP.block_pixels, ge=1, le=1_000_000)
+    min_particle_pixels: int = Field(_MAP.min_particle_pixels, ge=1, le=1_000_000)
+    background_fraction: float = Field(_MAP.background_fraction, ge=0, le=1)
+    background_r: float | None = Field(_MAP.background_r, ge=-1, le=1)
+
+    def map_config(self, pixel_size_um: float | None) -> MapConfig:
+        """The engine's settings for a map of an inbox whose profile gives ``pixel_size_um``."""
+        return MapConfig(**self.model_dump(), pixel_size_um=pixel_size_um)
+
+
+class ReportConfig(_Section):
+    """The sample reports written beside the result files and by ``mpwatch report``.
+
+    A sample folder is a procedural blank when its name is in ``blanks`` or matches
+    ``blank_pattern``; its counts are subtracted from the other samples in the same parent folder.
+    """
+
+    enabled: bool = True
+    size_classes: tuple[tuple[float, float], ...] = Field(
+        [[low, high] for low, high in DEFAULT_SIZE_CLASSES], validate_default=True
+    )
+    blank_pattern: str = "blank*"
+    blanks: tuple[str, ...] = ()
+
+    @field_validator("size_classes")
+    @classmethod
+    def _ascending(cls, classes: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+        SizeClasses.of(classes)
+        return classes
+
+
+class ClustersConfig(_Section):
+    """How the review queue groups unknown spectra (:mod:`daemon.growth.clusters`).
+
+    Two open reviews are neighbours when their model features correlate at Pearson r of
+    ``min_r`` or more; DBSCAN makes clusters of neighbours, each of at least ``min_samples``.
+    """
+
+    min_r: float = Field(0.9, gt=0, le=1)
+    min_samples: int = Field(2, ge=2, le=1000)
+    max_reviews: int = Field(2000, ge=2, le=20_000)
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -216,6 +283,9 @@ class Config(_Section):
     http: HttpConfig = HttpConfig()
     model: ModelSection = ModelSection()
     cnn: CnnConfig = CnnConfig()
+    maps: MapsConfig = MapsConfig()
+    report: ReportConfig = ReportConfig()
+    clusters: ClustersConfig = ClustersConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @field_validator("inboxes")

@@ -3,8 +3,10 @@
 The commands that need only the engine (inspect, library, classify, evaluate)
 live in :mod:`engine.cli`; the daemon's own live here, one module per job:
 
-- :mod:`daemon.cli.run`: ``run`` (the daemon) and ``confirm`` (a decision sent to it);
-- :mod:`daemon.cli.results`: ``results``, what the daemon recorded.
+- :mod:`daemon.cli.run`: ``run`` (the daemon), ``confirm`` (a decision sent to it) and
+  ``clusters`` (its review queue in clusters, each decided with ``confirm --cluster``);
+- :mod:`daemon.cli.results`: ``results``, what the daemon recorded;
+- :mod:`daemon.cli.report`: ``report``, a sample report a lab can file.
 
 Exit codes: 0 success, 1 a failure while working, 2 bad input (a file that
 cannot be read, a bad argument or configuration), with one readable line on
@@ -27,7 +29,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from daemon.cli import results, run
+    from daemon.cli import report, results, run
     from engine.cli import add_parsers as add_engine_parsers
 
     parser = argparse.ArgumentParser(
@@ -39,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_parsers(sub)
     run.add_parsers(sub)
     results.add_parsers(sub)
+    report.add_parsers(sub)
     return parser
 
 

@@ -9,20 +9,28 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from rich import box
+from rich.table import Table
 
 from daemon.cli.locate import CONFIG_SEARCH, PACKAGED_CONFIG, daemon_address, load_configuration
+from daemon.cli.results import middle_cut
 from daemon.config import Config, ConfigError
 from daemon.store.lock import StateLock
+from engine.cli.common import stdout_console
 
-__all__ = ["add_parsers", "seed_demo"]
+__all__ = ["add_parsers", "call_daemon", "clusters_table", "describe_outcome", "seed_demo"]
 
 logger = logging.getLogger("mpwatch")
 
 
 DEMO_SAMPLES = Path(__file__).resolve().parents[2] / "engine" / "data" / "demo"
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if args.inbox:
@@ -100,27 +108,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_confirm(args: argparse.Namespace) -> int:
-    """Send a confirmation (or a rejection) to the running daemon's API."""
+def call_daemon(args: argparse.Namespace, path: str, body: Mapping[str, Any] | None = None) -> Any:
+    """The running daemon's JSON answer to ``GET path``, or to ``POST path`` with ``body``.
+
+    Raises:
+        ConfigError: the daemon cannot be reached, or refused (its reason, one line).
+    """
     import urllib.error
     import urllib.request
 
-    body: dict[str, Any] = {"result_id": args.result_id, "decided_by": args.by}
-    if args.reject:
-        body["reject"] = True
-    elif args.label:
-        body.update(label=args.label, add=args.add)
-    else:
-        raise ConfigError("give --label LABEL or --reject")
-    url = daemon_address(args) + "/api/confirm"
-    headers = {"Content-Type": "application/json"}
-    token = args.token or os.environ.get("MPWATCH_TOKEN")
+    url = daemon_address(args) + path
+    headers = {"Accept": "application/json"}
+    data = None
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(body).encode()
+    token = getattr(args, "token", None) or os.environ.get("MPWATCH_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    method = "GET" if body is None else "POST"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            outcome = json.loads(response.read())
+            return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
         raise ConfigError(f"the daemon refused: {detail}") from exc
@@ -128,8 +138,70 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"cannot reach the daemon at {url}: {exc.reason} (is 'mpwatch run' running?)"
         ) from exc
-    sys.stderr.write(describe_outcome(args.result_id, outcome) + "\n")
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    """Send a confirmation (or a rejection) of a result or of a cluster to the running daemon's API."""
+    if (args.result_id is None) == (args.cluster is None):
+        raise ConfigError("give a RESULT_ID or --cluster ID (from 'mpwatch clusters'), one of them")
+    body: dict[str, Any] = {"decided_by": args.by}
+    if args.reject:
+        body["reject"] = True
+    elif args.label:
+        body.update(label=args.label, add=args.add)
+    else:
+        raise ConfigError("give --label LABEL or --reject")
+    if args.cluster is not None:
+        cluster = quote(args.cluster, safe="")
+        outcome = call_daemon(args, f"/api/clusters/{cluster}/confirm", body)
+        what = f"cluster {args.cluster} ({len(outcome.get('result_ids') or [])} results)"
+    else:
+        outcome = call_daemon(args, "/api/confirm", {"result_id": args.result_id, **body})
+        what = f"result {args.result_id}"
+    sys.stderr.write(describe_outcome(what, outcome) + "\n")
     sys.stdout.write(json.dumps(outcome) + "\n")
+    return 0
+
+
+def clusters_table(clusters: Sequence[Mapping[str, Any]]) -> Table:
+    """The clusters as ``GET /api/clusters`` gives them, one line each (80 columns): what an analyst
+    decides on. ``mean r`` and ``min r`` are the representative's mean and lowest Pearson r to the
+    other members; the closest class is the one most members came closest to, with their mean r."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    for name in ("cluster", "size", "mean r", "min r", "closest class", "tech", "representative"):
+        table.add_column(
+            name, no_wrap=True, justify="right" if name in ("size", "mean r", "min r") else "left"
+        )
+    for cluster in clusters:
+        candidate, its_r = cluster.get("candidate"), cluster.get("candidate_r")
+        closest = f"{candidate}: {cluster['candidate_count']} of {cluster['size']}" if candidate else "–"
+        if candidate and its_r is not None:
+            closest += f" (r {its_r:.2f})"
+        row = cluster.get("representative_result") or {}
+        name = middle_cut(Path(row["source"]).name, 16) if row.get("source") else ""
+        table.add_row(
+            str(cluster["cluster_id"]),
+            str(cluster["size"]),
+            f"{cluster['mean_r']:.3f}",
+            f"{cluster['lowest_r']:.3f}",
+            closest,
+            str(cluster["technique"]),
+            f"{cluster['representative']} {name}".strip(),
+        )
+    return table
+
+
+def cmd_clusters(args: argparse.Namespace) -> int:
+    """List the clusters of the running daemon's review queue."""
+    clusters = call_daemon(args, "/api/clusters")
+    if args.format == "jsonl":
+        for cluster in clusters:
+            sys.stdout.write(json.dumps(cluster) + "\n")
+    elif not clusters:
+        sys.stderr.write("no clusters: no two open reviews look alike\n")
+    else:
+        stdout_console().print(clusters_table(clusters))
+        sys.stderr.write("decide one with: mpwatch confirm --cluster ID --label LABEL (or --reject)\n")
     return 0
 
 
@@ -143,17 +215,17 @@ _DID = {
 }
 
 
-def describe_outcome(result_id: int, outcome: Mapping[str, Any]) -> str:
-    """One line for the analyst: what the daemon did with a decision.
+def describe_outcome(what: str, outcome: Mapping[str, Any]) -> str:
+    """One line for the analyst: what the daemon did with a decision on ``what`` (a result, a cluster).
 
-    >>> print(describe_outcome(28, {"kind": "new_class", "label": "PVC", "library_version": 7,
+    >>> print(describe_outcome("result 28", {"kind": "new_class", "label": "PVC", "library_version": 7,
     ...     "seconds_to_serve": 0.007, "reviews_resolved": 0, "note": ""}))
     result 28: PVC, a new class in the library (version 7, served after 7 ms)
     """
     kind = str(outcome.get("kind"))
     if kind == "unchanged" and outcome.get("note"):
         return str(outcome["note"])
-    parts = [f"result {result_id}: " + (f"{outcome['label']}, " if outcome.get("label") else "")]
+    parts = [f"{what}: " + (f"{outcome['label']}, " if outcome.get("label") else "")]
     parts.append(_DID.get(kind, kind))
     if kind in ("new_class", "added"):
         served = outcome.get("seconds_to_serve")
@@ -164,6 +236,17 @@ def describe_outcome(result_id: int, outcome: Mapping[str, Any]) -> str:
     if outcome.get("note"):
         parts.append(f"; {outcome['note']}")
     return "".join(parts)
+
+
+def _daemon_options(p: argparse.ArgumentParser) -> None:
+    """How a command finds the running daemon (:func:`daemon.cli.locate.daemon_address`)."""
+    p.add_argument(
+        "--state", metavar="DIR", help="the daemon's state folder: its address is read from DIR/daemon.json"
+    )
+    p.add_argument(
+        "--config", type=Path, help="the daemon's configuration (its state folder), to find its address"
+    )
+    p.add_argument("--url", help="the daemon's address, e.g. http://127.0.0.1:9108 (overrides the others)")
 
 
 def add_parsers(sub: Any) -> None:
@@ -188,20 +271,26 @@ def add_parsers(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("confirm", help="confirm (or reject) a result; the running daemon learns from it")
-    p.add_argument("result_id", type=int, help="the result_id from 'mpwatch results'")
+    p = sub.add_parser(
+        "confirm", help="confirm (or reject) a result or a cluster; the running daemon learns from it"
+    )
+    p.add_argument("result_id", type=int, nargs="?", help="the result_id from 'mpwatch results'")
+    p.add_argument(
+        "--cluster",
+        metavar="ID",
+        help="decide a whole cluster from 'mpwatch clusters' instead: one library version for all of it",
+    )
     p.add_argument("--label", help="the polymer it really is")
     p.add_argument("--reject", action="store_true", help="mark the result wrong without adding anything")
     p.add_argument(
         "--add", action="store_true", help="add to the library even when it confirms a known result"
     )
     p.add_argument("--by", default=os.environ.get("USER", "analyst"), help="who decided (kept as provenance)")
-    p.add_argument(
-        "--state", metavar="DIR", help="the daemon's state folder: its address is read from DIR/daemon.json"
-    )
-    p.add_argument(
-        "--config", type=Path, help="the daemon's configuration (its state folder), to find its address"
-    )
-    p.add_argument("--url", help="the daemon's address, e.g. http://127.0.0.1:9108 (overrides the others)")
+    _daemon_options(p)
     p.add_argument("--token", help="API token (or MPWATCH_TOKEN)")
     p.set_defaults(func=cmd_confirm)
+
+    p = sub.add_parser("clusters", help="list the running daemon's review queue grouped into clusters")
+    _daemon_options(p)
+    p.add_argument("--format", choices=("table", "jsonl"), default="table")
+    p.set_defaults(func=cmd_clusters)

@@ -4,6 +4,9 @@
 
 - :meth:`~LibraryGrowth.confirm` and :meth:`~LibraryGrowth.reject` act on a result
   (from ``mpwatch confirm``, ``POST /api/confirm`` or the review console);
+  :meth:`~LibraryGrowth.confirm_results` and :meth:`~LibraryGrowth.reject_results` on
+  several at once (a cluster of the review queue, :mod:`daemon.growth.clusters`), all
+  confirmed spectra added as one library version;
 - :meth:`~LibraryGrowth.add_spectra` takes spectra dropped into ``confirmed/<LABEL>/``;
 - :meth:`~LibraryGrowth.remove` undoes a wrong confirmation by reference id;
 - :meth:`~LibraryGrowth.sync_with_disk` notices a version made elsewhere (a
@@ -83,6 +86,50 @@ class GrowthOutcome:
         }
 
 
+@dataclass(frozen=True)
+class _Confirmation:
+    """What confirming one result will do, worked out (its spectrum read) before anything changes."""
+
+    stored: StoredResult
+    #: The class the analyst's label names in the library of the result's technique.
+    canonical: str
+    #: The classifier's label when it said known: what drift scores the decision against.
+    predicted: str | None
+    #: The spectrum to add to the library; None: positive feedback, the library stays as it is.
+    spectrum: Spectrum | None
+
+
+def _distinct(result_ids: Sequence[int], what: str) -> list[int]:
+    """``result_ids`` once each, in their order; a decision on none is refused."""
+    ids = list(dict.fromkeys(int(i) for i in result_ids))
+    if not ids:
+        raise ConfirmError(f"{what} needs at least one result")
+    return ids
+
+
+def _decided(stored: StoredResult, state: ReviewState) -> bool:
+    """Whether a person (not a grown model) has already decided ``stored`` as ``state``."""
+    decision = stored.decision
+    return decision is not None and not decision.by_model and decision.state is state
+
+
+def _ids(stored: Sequence[StoredResult]) -> str:
+    return ", ".join(str(s.id) for s in stored)
+
+
+def _also(stored: Sequence[StoredResult], what: str) -> str:
+    """What a decision left alone because it was so already, in words ("" for none)."""
+    if not stored:
+        return ""
+    if len(stored) == 1:
+        return f"result {_ids(stored)} was already {what}"
+    return f"results {_ids(stored)} were already {what}"
+
+
+def _joined(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
+
+
 class LibraryGrowth:
     """Confirmations, removals and rollbacks applied to the served model and library."""
 
@@ -128,13 +175,21 @@ class LibraryGrowth:
             raise ConfirmError(f"no result with id {result_id}")
         return stored
 
-    def _spectrum_of(self, stored: StoredResult) -> Spectrum:
+    def spectrum_of(self, stored: StoredResult) -> Spectrum:
+        """The spectrum ``stored`` was made from, read again from its file and settled as its inbox says.
+
+        Raises:
+            ConfirmError: the file cannot be read any more, no longer holds the spectrum, or
+                changed since the result was made (naming the result).
+        """
         try:
             spectra = read_spectra(stored.source_path)
         except (SpectrumError, OSError) as exc:
             raise ConfirmError(f"cannot re-read {stored.source_path} for result {stored.id}: {exc}") from exc
         if stored.spectrum_index >= len(spectra):
-            raise ConfirmError(f"{stored.source_path} no longer holds spectrum {stored.spectrum_index}")
+            raise ConfirmError(
+                f"{stored.source_path} no longer holds spectrum {stored.spectrum_index} of result {stored.id}"
+            )
         spectrum = spectra[stored.spectrum_index]
         if spectrum.metadata.get("sha256") != stored.sha256:
             raise ConfirmError(f"{stored.source_path} changed since result {stored.id} was made")
@@ -152,14 +207,60 @@ class LibraryGrowth:
         ``unchanged``); confirming it with another label first takes back the
         references the earlier decision added.
         """
+        return self.confirm_results([result_id], label, decided_by=decided_by, add=add)
+
+    def confirm_results(
+        self, result_ids: Sequence[int], label: str, *, decided_by: str, add: bool | None = None
+    ) -> GrowthOutcome:
+        """An analyst says every result of ``result_ids`` is ``label`` (a review cluster): one version.
+
+        Each result is decided as :meth:`confirm` decides one, but the spectra to add go
+        into the library together: one in-place update of the served model, one saved
+        version, one re-check of the review queue, and each result's decision records the
+        reference its spectrum became. Every result is looked up and its spectrum read
+        again before anything changes, so one that is missing or unreadable refuses the
+        whole confirmation and leaves the library, the model and the ledger as they were.
+
+        Raises:
+            ConfirmError: no label or no result; a result that does not exist or whose file
+                cannot be read as it was; spectra of more than one technique to add.
+        """
         if not label.strip():
             raise ConfirmError("a confirmation needs a label")
+        ids = _distinct(result_ids, "a confirmation")
         with self._deciding:
-            return self._confirm(self._stored(result_id), label, decided_by=decided_by, add=add)
+            stored = [self._stored(i) for i in ids]
+            try:
+                plans = [(s, self._plan(s, label, add=add)) for s in stored]
+                techniques = {
+                    str(p.spectrum.technique) for _, p in plans if p is not None and p.spectrum is not None
+                }
+                if len(techniques) > 1:
+                    raise ConfirmError(
+                        f"spectra of one technique only can be added at once, not {sorted(techniques)}"
+                    )
+            except ConfirmError as exc:
+                if len(ids) == 1:
+                    raise
+                raise ConfirmError(f"{exc}; none of the {len(ids)} results was confirmed") from exc
+            already = [s for s, plan in plans if plan is None]
+            changing = [plan for _, plan in plans if plan is not None]
+            if not changing:
+                return self._unchanged(already, f"already confirmed as {already[0].label}")
+            outcome = self._confirm(changing, label, decided_by=decided_by)
+            return replace(
+                outcome, note=_joined(outcome.note, _also(already, f"confirmed as {outcome.label}"))
+            )
 
-    def _confirm(
-        self, stored: StoredResult, label: str, *, decided_by: str, add: bool | None
-    ) -> GrowthOutcome:
+    def _plan(self, stored: StoredResult, label: str, *, add: bool | None) -> _Confirmation | None:
+        """What confirming ``stored`` as ``label`` will do (None: it is so already).
+
+        The spectrum of a result to be added is read here, before anything changes.
+
+        Raises:
+            ConfirmError: ``label`` is no class of the result's library, or the spectrum cannot be
+                read as it was.
+        """
         canonical = self._class_label(stored, label)
         prior = stored.decision
         if (
@@ -169,28 +270,42 @@ class LibraryGrowth:
             and prior.label == canonical
             and (prior.ref_ids or not add)
         ):
-            return self._unchanged(stored, f"already confirmed as {canonical}")
+            return None
         predicted = stored.classified_label if stored.classified_status is ResultStatus.KNOWN else None
-        if prior is None or prior.by_model:  # a person's first word on it is what drift scores
-            self.drift.learn(canonical, predicted=predicted)
-        withdrawn = self._withdraw(prior, decided_by=decided_by)
+        spectrum = None if predicted == canonical and not add else self.spectrum_of(stored)
+        return _Confirmation(stored, canonical, predicted, spectrum)
+
+    def _confirm(self, plans: Sequence[_Confirmation], label: str, *, decided_by: str) -> GrowthOutcome:
+        """Apply checked confirmations: drift, references taken back, one library change, decisions."""
+        for plan in plans:
+            prior = plan.stored.decision
+            if prior is None or prior.by_model:  # a person's first word on it is what drift scores
+                self.drift.learn(plan.canonical, predicted=plan.predicted)
+        withdrawn = self._withdraw([plan.stored.decision for plan in plans], decided_by=decided_by)
         now = self.clock()
-        if predicted == canonical and not add:
+        adding = [(plan.stored.id, plan.spectrum) for plan in plans if plan.spectrum is not None]
+        for _ in range(len(plans) - len(adding)):
             self.metrics.confirmation("positive")
-            model = self.models.get()
-            outcome = GrowthOutcome("positive", canonical, model.library.version, model.version)
+        if adding:
+            outcome = self._add([spectrum for _, spectrum in adding], label, confirmed_by=decided_by)
+            reference = dict(zip((result_id for result_id, _ in adding), outcome.ref_ids, strict=True))
         else:
-            outcome = self.add_spectra([self._spectrum_of(stored)], label, confirmed_by=decided_by)
-        self._decide(
-            stored,
-            state=ReviewState.CONFIRMED,
-            label=canonical,
-            material=label,
-            decided_by=decided_by,
-            now=now,
-            ref_ids=outcome.ref_ids,
-        )
-        return replace(outcome, note=withdrawn)
+            model = self.models.get()
+            outcome = GrowthOutcome("positive", plans[0].canonical, model.library.version, model.version)
+            reference = {}
+        for plan in plans:
+            added = reference.get(plan.stored.id)
+            self._decide(
+                plan.stored,
+                state=ReviewState.CONFIRMED,
+                label=plan.canonical,
+                material=label,
+                decided_by=decided_by,
+                now=now,
+                ref_ids=() if added is None else (added,),
+            )
+        resolved = self.recheck_reviews() if adding else 0  # after the decisions: they are not open now
+        return replace(outcome, reviews_resolved=resolved, note=withdrawn)
 
     def reject(self, result_id: int, *, decided_by: str) -> GrowthOutcome:
         """An analyst says result ``result_id`` is wrong (and not a polymer to add).
@@ -198,20 +313,32 @@ class LibraryGrowth:
         Rejecting an already rejected result changes nothing; rejecting a confirmed one
         takes back the references its confirmation added.
         """
-        with self._deciding:
-            return self._reject(self._stored(result_id), decided_by=decided_by)
+        return self.reject_results([result_id], decided_by=decided_by)
 
-    def _reject(self, stored: StoredResult, *, decided_by: str) -> GrowthOutcome:
-        prior = stored.decision
-        if prior is not None and not prior.by_model and prior.state is ReviewState.REJECTED:
-            return self._unchanged(stored, "already rejected")
-        withdrawn = self._withdraw(prior, decided_by=decided_by)
-        self._decide(stored, state=ReviewState.REJECTED, label=None, decided_by=decided_by, now=self.clock())
-        if (prior is None or prior.by_model) and stored.classified_status is ResultStatus.KNOWN:
-            self.drift.learn("rejected", predicted=stored.classified_label)
-        self.metrics.confirmation("rejected")
+    def reject_results(self, result_ids: Sequence[int], *, decided_by: str) -> GrowthOutcome:
+        """An analyst says none of ``result_ids`` is a polymer to add (a cluster of junk spectra).
+
+        Each result is rejected as :meth:`reject` rejects one; every one is looked up first,
+        so an unknown id refuses them all.
+        """
+        ids = _distinct(result_ids, "a rejection")
+        with self._deciding:
+            stored = [self._stored(i) for i in ids]
+            already = [s for s in stored if _decided(s, ReviewState.REJECTED)]
+            rejecting = [s for s in stored if not _decided(s, ReviewState.REJECTED)]
+            if not rejecting:
+                return self._unchanged(already, "already rejected")
+            withdrawn = self._withdraw([s.decision for s in rejecting], decided_by=decided_by)
+            now = self.clock()
+            for s in rejecting:
+                prior = s.decision
+                self._decide(s, state=ReviewState.REJECTED, label=None, decided_by=decided_by, now=now)
+                if (prior is None or prior.by_model) and s.classified_status is ResultStatus.KNOWN:
+                    self.drift.learn("rejected", predicted=s.classified_label)
+                self.metrics.confirmation("rejected")
         model = self.models.get()
-        return GrowthOutcome("rejected", None, model.library.version, model.version, note=withdrawn)
+        note = _joined(withdrawn, _also(already, "rejected"))
+        return GrowthOutcome("rejected", None, model.library.version, model.version, note=note)
 
     def _class_label(self, stored: StoredResult, label: str) -> str:
         """The class ``label`` names in the library that would take this result's spectrum."""
@@ -222,26 +349,34 @@ class LibraryGrowth:
         except ValueError as exc:
             raise ConfirmError(str(exc)) from exc
 
-    def _unchanged(self, stored: StoredResult, what: str) -> GrowthOutcome:
-        decision = stored.decision
-        assert decision is not None
+    def _unchanged(self, stored: Sequence[StoredResult], what: str) -> GrowthOutcome:
+        """The outcome of a decision every result of ``stored`` had already: nothing changed."""
+        decisions = [s.decision for s in stored if s.decision is not None]
         model = self.models.get()
-        note = (
-            f"result {stored.id} is {what} (by {decision.decided_by} at {iso_time(decision.decided_at)}); "
-            "nothing changed"
-        )
-        return GrowthOutcome(
-            "unchanged", decision.label, model.library.version, model.version, decision.ref_ids, note=note
-        )
+        if len(stored) == 1:
+            (decision,) = decisions
+            note = (
+                f"result {stored[0].id} is {what} (by {decision.decided_by} at "
+                f"{iso_time(decision.decided_at)}); nothing changed"
+            )
+        else:
+            note = f"results {_ids(stored)} are {what}; nothing changed"
+        ref_ids = tuple(i for decision in decisions for i in decision.ref_ids)
+        label = decisions[0].label if decisions else None
+        return GrowthOutcome("unchanged", label, model.library.version, model.version, ref_ids, note=note)
 
-    def _withdraw(self, prior: Decision | None, *, decided_by: str) -> str:
-        """Take back the references an earlier decision added; say so ("" when there were none)."""
-        if prior is None or not prior.ref_ids:
+    def _withdraw(self, priors: Sequence[Decision | None], *, decided_by: str) -> str:
+        """Take back the references earlier decisions added, as one version; say so ("": there were none)."""
+        taken = [prior for prior in priors if prior is not None and prior.ref_ids]
+        if not taken:
             return ""
-        outcome = self.remove(prior.ref_ids, decided_by=decided_by)
+        ref_ids = [i for prior in taken for i in prior.ref_ids]
+        outcome = self.remove(ref_ids, decided_by=decided_by)
+        labels = ", ".join(dict.fromkeys(str(prior.label) for prior in taken))
+        what = "confirmation as {} was" if len(taken) == 1 else "confirmations as {} were"
         return (
-            f"the earlier confirmation as {prior.label} was taken back: references "
-            f"{', '.join(map(str, prior.ref_ids))} removed in library version {outcome.library_version}"
+            f"the earlier {what.format(labels)} taken back: references "
+            f"{', '.join(map(str, ref_ids))} removed in library version {outcome.library_version}"
         )
 
     def _decide(
@@ -276,10 +411,16 @@ class LibraryGrowth:
     # -- library changes ----------------------------------------------------------------------
 
     def add_spectra(self, spectra: Sequence[Spectrum], label: str, *, confirmed_by: str) -> GrowthOutcome:
-        """Add confirmed spectra of one class, serve them at once, then write the new version.
+        """Add confirmed spectra of one class, serve them at once, write the new version, then
+        re-check the open reviews against it.
 
         Spectra go to the library of their technique: a Raman spectrum grows the Raman library.
         """
+        outcome = self._add(spectra, label, confirmed_by=confirmed_by)
+        return replace(outcome, reviews_resolved=self.recheck_reviews())
+
+    def _add(self, spectra: Sequence[Spectrum], label: str, *, confirmed_by: str) -> GrowthOutcome:
+        """:meth:`add_spectra` without the re-check, which a confirmation runs after its decisions."""
         if not spectra:
             raise ConfirmError("no spectra to add")
         settled = resolve_all(spectra)
@@ -311,10 +452,7 @@ class LibraryGrowth:
                 len(ids),
                 served * 1000,
             )
-        resolved = self.recheck_reviews()
-        return GrowthOutcome(
-            kind, class_label, version, model.version, tuple(int(i) for i in ids), served, resolved
-        )
+        return GrowthOutcome(kind, class_label, version, model.version, tuple(int(i) for i in ids), served)
 
     def remove(self, ref_ids: Sequence[int], *, decided_by: str) -> GrowthOutcome:
         """Remove references (a wrong confirmation) by id, as a new version."""
@@ -370,7 +508,7 @@ class LibraryGrowth:
         pairs: list[tuple[ReviewItem, Spectrum]] = []
         for review in reviews:
             try:
-                pairs.append((review, self._spectrum_of(review.result)))
+                pairs.append((review, self.spectrum_of(review.result)))
             except ConfirmError as exc:
                 logger.debug("review %d not re-checked: %s", review.result.id, exc)
         if not pairs:

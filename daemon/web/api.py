@@ -8,6 +8,12 @@
 | POST | /api/library/rollback | ``{"version"}``: make an old version current (as a new one) |
 | POST | /api/library/remove | ``{"ref_ids": [...]}``: undo a wrong confirmation |
 | GET | /api/results | ``?since=&status=&label=&sample=&limit=``: final labels, each with its ``decision`` |
+| GET | /api/clusters | open reviews grouped by likeness, the largest first, each with its representative |
+| POST | /api/clusters/{id}/confirm | ``{"label", "decided_by"?, "reject"?, "add"?}``: the whole cluster |
+
+The cluster routes (:func:`install_cluster_api`) are installed with the review
+console, which lists the same clusters: one :class:`~daemon.growth.clusters.ReviewClusters`
+keeps the features it read and the cluster ids it handed out for both.
 
 Write routes need ``Content-Type: application/json`` (a cross-site form
 cannot send that without a CORS preflight, which this server never grants)
@@ -21,13 +27,14 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from daemon.growth.library import ConfirmError, LibraryGrowth
+from daemon.growth.clusters import ReviewClusters
+from daemon.growth.library import ConfirmError, GrowthOutcome, LibraryGrowth
 from daemon.store.export import result_row
 from daemon.store.ledger import Ledger, ResultStatus
 from daemon.web.http import HttpError, HttpServer, Request, Response
 from engine.core.library import LibraryError, ReferenceLibrary, library_log, rollback
 
-__all__ = ["install_api", "require_write_access"]
+__all__ = ["guarded_write", "install_api", "install_cluster_api", "require_write_access"]
 
 
 #: Host names a loopback-bound daemon answers writes for (DNS rebinding defence).
@@ -88,6 +95,37 @@ def _int(value: Any, name: str, *, low: int = 1, high: int = MAX_ID) -> int:
     return number
 
 
+def guarded_write(
+    handler: Callable[[Request], Response], *, token: str | None, loopback_only: bool
+) -> Callable[[Request], Response]:
+    """``handler`` behind :func:`require_write_access`; a refused decision is a 422, a missing
+    library version a 404."""
+
+    def guarded(request: Request) -> Response:
+        require_write_access(request, token, loopback_only=loopback_only)
+        try:
+            return handler(request)
+        except ConfirmError as exc:
+            raise HttpError(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from exc
+        except LibraryError as exc:
+            raise HttpError(HTTPStatus.NOT_FOUND, str(exc)) from exc
+
+    return guarded
+
+
+def _decision(body: Any) -> tuple[str | None, str]:
+    """The label (None: a rejection) and the decider of a confirm request's body, else a 400."""
+    if not isinstance(body, dict):
+        raise HttpError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+    decided_by = str(body.get("decided_by") or "api")
+    if body.get("reject"):
+        return None, decided_by
+    label = body.get("label")
+    if not isinstance(label, str) or not label.strip():
+        raise HttpError(HTTPStatus.BAD_REQUEST, "label is required (or reject: true)")
+    return label, decided_by
+
+
 def install_api(
     server: HttpServer,
     *,
@@ -100,16 +138,7 @@ def install_api(
     """Register the API routes on ``server``."""
 
     def write(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
-        def guarded(request: Request) -> Response:
-            require_write_access(request, token, loopback_only=loopback_only)
-            try:
-                return handler(request)
-            except ConfirmError as exc:
-                raise HttpError(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from exc
-            except LibraryError as exc:
-                raise HttpError(HTTPStatus.NOT_FOUND, str(exc)) from exc
-
-        return guarded
+        return guarded_write(handler, token=token, loopback_only=loopback_only)
 
     def reviews(request: Request) -> Response:
         limit = _int(request.query_value("limit", "100"), "limit", high=MAX_LIMIT)
@@ -120,16 +149,11 @@ def install_api(
 
     def confirm(request: Request) -> Response:
         body = request.json()
-        if not isinstance(body, dict):
-            raise HttpError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+        label, decided_by = _decision(body)
         result_id = _int(body.get("result_id"), "result_id")
-        decided_by = str(body.get("decided_by") or "api")
-        if body.get("reject"):
+        if label is None:
             outcome = growth.reject(result_id, decided_by=decided_by)
         else:
-            label = body.get("label")
-            if not isinstance(label, str) or not label.strip():
-                raise HttpError(HTTPStatus.BAD_REQUEST, "label is required (or reject: true)")
             outcome = growth.confirm(result_id, label=label, decided_by=decided_by, add=bool(body.get("add")))
         return Response.json(outcome.as_dict())
 
@@ -182,3 +206,53 @@ def install_api(
     server.add_route("POST", "/api/library/rollback", write(do_rollback))
     server.add_route("POST", "/api/library/remove", write(remove))
     server.add_route("GET", "/api/results", results)
+
+
+def install_cluster_api(
+    server: HttpServer,
+    *,
+    clusters: ReviewClusters,
+    growth: LibraryGrowth,
+    token: str | None,
+    loopback_only: bool = False,
+) -> None:
+    """Register ``GET /api/clusters`` and ``POST /api/clusters/{cluster_id}/confirm`` on ``server``.
+
+    A cluster is decided as a whole: confirmed as one label (one library version for all
+    its spectra) or rejected. Its id names exactly the results it had when it was listed,
+    so a decision never reaches a spectrum the analyst did not see; an id no listing
+    handed out (or one from before a restart) is a 409 that says to list them again.
+    """
+
+    def listing(request: Request) -> Response:
+        out = []
+        for cluster in clusters.current():
+            representative = growth.ledger.result(cluster.representative)
+            out.append(
+                {
+                    **cluster.as_dict(),
+                    "representative_result": None if representative is None else result_row(representative),
+                }
+            )
+        return Response.json(out)
+
+    def decide(request: Request) -> Response:
+        body = request.json()
+        label, decided_by = _decision(body)
+        try:
+            members = clusters.members(request.path_params["cluster_id"])
+        except ConfirmError as exc:
+            raise HttpError(HTTPStatus.CONFLICT, str(exc)) from exc
+        outcome: GrowthOutcome
+        if label is None:
+            outcome = growth.reject_results(members, decided_by=decided_by)
+        else:
+            outcome = growth.confirm_results(members, label, decided_by=decided_by, add=bool(body.get("add")))
+        return Response.json({**outcome.as_dict(), "result_ids": list(members)})
+
+    server.add_route("GET", "/api/clusters", listing)
+    server.add_route(
+        "POST",
+        "/api/clusters/{cluster_id}/confirm",
+        guarded_write(decide, token=token, loopback_only=loopback_only),
+    )

@@ -3,8 +3,9 @@
 | method | path | page |
 |---|---|---|
 | GET | / | overview: particles per sample folder, per polymer and over time; rates, versions, health |
-| GET | /review | the open review queue (``?offset=``); each unknown plotted over its best library hits |
+| GET | /review | the open review queue (``?offset=``): its clusters, then each unknown over its best hits |
 | GET | /library | classes and counts, version history, a rollback button per version |
+| GET | /maps | imaging maps drawn with their particles (:mod:`daemon.web.maps`) |
 | GET | /console.js | the pages' one script (served, never inlined, so the policy can forbid inline script) |
 
 The pages are rendered on the server from the ledger, the served model and the
@@ -16,8 +17,8 @@ build step; its stylesheet and script are files of this package, read once by
 they show in :mod:`daemon.web.summary`, what the pages read (the daemon, a result's
 hits and spectra) in :mod:`daemon.web.context`; this module puts them into pages.
 
-The pages only read. Every change goes through the JSON API
-(``POST /api/confirm``, ``POST /api/library/rollback``) with ``fetch``, so the
+The pages only read. Every change goes through the JSON API (``POST /api/confirm``,
+``POST /api/clusters/{id}/confirm``, ``POST /api/library/rollback``) with ``fetch``, so the
 same checks and the same library versioning apply as for any other client:
 writes must be ``application/json`` (a cross-site form cannot send that without
 a CORS preflight, which this server never grants), and when ``http.token`` is
@@ -39,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final
@@ -46,7 +48,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from daemon.store.ledger import ReviewItem, ReviewState
+from daemon.store.ledger import ReviewItem, ReviewState, StoredResult
+from daemon.web.api import install_cluster_api
 from daemon.web.assets import CONTENT_SECURITY_POLICY, SECURITY_HEADERS, STYLE, serve_script
 from daemon.web.charts import (
     HIT_COLOURS,
@@ -61,16 +64,19 @@ from daemon.web.charts import (
     timeline_svg,
     utc,
 )
+from daemon.web.clusters import cluster_note, cluster_section, open_clusters
 from daemon.web.context import (
     ConsoleSource,
     Context,
     HitRef,
+    References,
     SpectrumFiles,
-    library_references,
+    hit_references,
     query_spectrum,
     stored_hits,
 )
 from daemon.web.http import HttpError, HttpServer, Request, Response, all_checks_pass
+from daemon.web.maps import map_image, maps_page
 from daemon.web.summary import MAX_OVERVIEW_RESULTS, all_results, summarise
 from engine.core.conventions import AcquisitionProfile, resolve
 from engine.core.library import LibraryError, VersionInfo, library_log
@@ -113,6 +119,7 @@ def _page(ctx: Context, *, title: str, active: str, body: str) -> Response:
     links = [
         ("/", "Overview", "overview"),
         ("/review", f"Review ({open_reviews})", "review"),
+        ("/maps", "Maps", "maps"),
         ("/library", "Library", "library"),
     ]
     nav = "".join(
@@ -231,10 +238,7 @@ def _overview(ctx: Context, request: Request) -> Response:
         + "".join(f'<td class="n">{counts.get(s, 0)}</td>' for s in UNLABELLED)
         + "<td>"
         + escape(
-            ", ".join(
-                f"{label} {n}" for label, n in counts.most_common() if label not in UNLABELLED
-            )
-            or "–"
+            ", ".join(f"{label} {n}" for label, n in counts.most_common() if label not in UNLABELLED) or "–"
         )
         + "</td></tr>"
         for folder, counts in summary.by_folder.items()
@@ -348,32 +352,41 @@ def _aging(payload: Mapping[str, Any]) -> str:
     return f"<table><tr><th>aging index</th><th>value</th></tr>{rows}</table>"
 
 
-def _review_card(
-    item: ReviewItem,
+def _evidence(
+    result: StoredResult,
     model: IdentificationModel,
-    references: Mapping[int, tuple[dict[str, Any], Spectrum]],
+    references: References,
     files: SpectrumFiles,
     *,
     profile: AcquisitionProfile | None = None,
-) -> str:
-    result = item.result
-    payload = result.payload
-    hits = stored_hits(payload)
+) -> tuple[str, set[int | None]]:
+    """A result's spectrum drawn over its best hits still in the library, and the ref ids it drew."""
     plotted_hits = [
         (hit, references[hit.ref_id][1])
-        for hit in hits[:PLOTTED_HITS]
+        for hit in stored_hits(result.payload)[:PLOTTED_HITS]
         if hit.ref_id is not None and hit.ref_id in references
     ]
     try:
         query = resolve(query_spectrum(result, files), profile=profile)
-        plot = _plots(model, query, plotted_hits, result_id=result.id)
+        return _plots(model, query, plotted_hits, result_id=result.id), {h.ref_id for h, _ in plotted_hits}
     except LookupError as exc:
-        plot = f'<p class="fail">No plot: {escape(exc)}</p>'
-        plotted_hits = []
+        return f'<p class="fail">No plot: {escape(exc)}</p>', set()
     except Exception as exc:
         logger.exception("cannot plot result %d", result.id)
-        plot = f'<p class="fail">No plot: {escape(type(exc).__name__)}</p>'
-        plotted_hits = []
+        return f'<p class="fail">No plot: {escape(type(exc).__name__)}</p>', set()
+
+
+def _review_card(
+    item: ReviewItem,
+    references: References,
+    evidence: tuple[str, set[int | None]],
+    *,
+    cluster: str = "",
+) -> str:
+    result = item.result
+    payload = result.payload
+    hits = stored_hits(payload)
+    plot, plotted = evidence
     missing = [h for h in hits[:PLOTTED_HITS] if h.ref_id not in references]
     missing_note = (
         f'<p class="small muted">Not in the served library any more: '
@@ -399,9 +412,9 @@ def _review_card(
 <h3>{escape(name)} <span class="muted small">spectrum {result.spectrum_index} · result {result.id}</span></h3>
 <div class="path">{escape(result.source_path)}</div>
 <p class="small">{escape(result.status)} · {" · ".join(facts) or "no candidate"} ·
-classified {escape(utc(result.created_at))} by model {escape(result.model_version)}</p>
+classified {escape(utc(result.created_at))} by model {escape(result.model_version)}</p>{cluster}
 <div class="grid"><div>{plot}</div>
-<div>{_hit_table(hits[:PLOTTED_HITS], {h.ref_id for h, _ in plotted_hits})}{missing_note}
+<div>{_hit_table(hits[:PLOTTED_HITS], plotted)}{missing_note}
 {_quality(payload)}{_aging(payload)}</div></div>
 <div class="actions">{confirm_buttons}
 <label>new label <input type="text" data-role="new-label" placeholder="e.g. PET" autocomplete="off"></label>
@@ -426,32 +439,27 @@ def _review(ctx: Context, request: Request) -> Response:
     offset = _offset(request)
     items = ctx.ledger.open_reviews(limit=REVIEW_PAGE_SIZE, offset=offset)
     total = ctx.ledger.review_counts()[ReviewState.OPEN]
-    wanted = {
-        hit.ref_id
-        for item in items
-        for hit in stored_hits(item.result.payload)[:PLOTTED_HITS]
-        if hit.ref_id is not None
-    }
-    with ctx.models.lock:  # a confirmation changes the library in place; read one consistent state
-        served = ctx.models.get()
-        # a result's hits are references of its technique's library (reference ids are per library)
-        models = {
-            item.result.id: served.model_for(item.result.payload.get("technique")) or served for item in items
-        }
-        references = {
-            id(model): library_references(model, wanted)
-            for model in {id(m): m for m in models.values()}.values()
-        }
+    clusters, representatives, trouble = open_clusters(ctx)
+    results = [item.result for item in items] + list(representatives.values())
+    found = hit_references(ctx.models, results, hits=PLOTTED_HITS)
     files = SpectrumFiles()
+
+    def evidence(result: StoredResult) -> tuple[str, set[int | None]]:
+        model, references = found[result.id]
+        return _evidence(result, model, references, files, profile=ctx.profile_for(result.source_path))
+
+    in_cluster = {result_id: cluster for cluster in clusters for result_id in cluster.result_ids}
     cards = "\n".join(
         _review_card(
             item,
-            models[item.result.id],
-            references[id(models[item.result.id])],
-            files,
-            profile=ctx.profile_for(item.result.source_path),
+            found[item.result.id][1],
+            evidence(item.result),
+            cluster=cluster_note(in_cluster.get(item.result.id)),
         )
         for item in items
+    )
+    grouped = trouble + cluster_section(
+        clusters, representatives, min_r=ctx.clusters.settings().min_r, plot=lambda r: evidence(r)[0]
     )
     pager = []
     if offset > 0:
@@ -469,6 +477,7 @@ def _review(ctx: Context, request: Request) -> Response:
 each curve scaled to its own range. Confirming adds the spectrum to the library under that label
 (a new library version, served at once); open reviews are then re-checked against it, so
 <a href="/review">reload</a> after a confirmation to see what is still open.</p>
+{grouped}
 <div class="pager">{"".join(pager)}</div>
 {cards or empty}
 <div class="pager">{"".join(pager)}</div>
@@ -564,9 +573,14 @@ def install_console(server: HttpServer, *, daemon: ConsoleSource) -> None:
     review queue), the served model and its library (classes, grid, reference
     spectra), the library folder (version history), the readiness checks (health),
     and the configured inboxes (to name sample folders). Whether writes need a token
-    is fixed here, as the API fixes its token when it is installed.
+    is fixed here, as the API fixes its token when it is installed. The API's cluster
+    routes are installed here too: they decide the clusters this console lists.
     """
     ctx = Context.of(daemon)
+    http = daemon.config.http
+    install_cluster_api(
+        server, clusters=ctx.clusters, growth=daemon.growth, token=http.token, loopback_only=not http.exposed
+    )
 
     def page(render: Callable[[Context, Request], Response]) -> Callable[[Request], Response]:
         def handler(request: Request) -> Response:
@@ -577,4 +591,6 @@ def install_console(server: HttpServer, *, daemon: ConsoleSource) -> None:
     server.add_route("GET", "/", page(_overview))
     server.add_route("GET", "/review", page(_review))
     server.add_route("GET", "/library", page(_library))
+    server.add_route("GET", "/maps", page(partial(maps_page, frame=_page)))
+    server.add_route("GET", "/maps/{image}", page(map_image))
     server.add_route("GET", "/console.js", serve_script)

@@ -2,12 +2,14 @@
 
 :class:`ConsoleSource` is what the console needs of the daemon; :class:`Context` is
 what every page is rendered from, taken from it once when the console is installed
-(the callables in it are asked again at each page). For the review queue, a
-result's stored hits are parsed back from its payload (:func:`stored_hits`), the
-spectrum it was made from is read again from its file (:class:`SpectrumFiles`,
-:func:`query_spectrum`) and its hits' reference spectra are taken from the served
-library (:func:`library_references`). The pages themselves are in
-:mod:`daemon.web.console`.
+(the callables in it are asked again at each page). The context also holds the
+review queue's clusters (:class:`~daemon.growth.clusters.ReviewClusters`), made once
+here for the console and the API's cluster routes, so both list the same clusters
+from one cache of features. For the review queue, a result's stored hits are parsed
+back from its payload (:func:`stored_hits`), the spectrum it was made from is read
+again from its file (:class:`SpectrumFiles`, :func:`query_spectrum`) and its hits'
+reference spectra are taken from the served library (:func:`library_references`).
+The pages themselves are in :mod:`daemon.web.console`.
 
 >>> stored_hits({"hits": [{"label": "PE", "r": 0.97, "ref_id": 4}, "not a hit"]})
 [HitRef(label='PE', material='', r=0.97, ref_id=4, source='')]
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from daemon.config import Config
+from daemon.growth.clusters import ReviewClusters
 from daemon.growth.library import LibraryGrowth
 from daemon.pipeline.serving import ModelHolder
 from daemon.store.ledger import Ledger, StoredResult
@@ -33,7 +36,9 @@ __all__ = [
     "ConsoleSource",
     "Context",
     "HitRef",
+    "References",
     "SpectrumFiles",
+    "hit_references",
     "library_references",
     "query_spectrum",
     "stored_hits",
@@ -60,7 +65,8 @@ class ConsoleSource(Protocol):
 
     @property
     def config(self) -> Config:
-        """The configuration: the inboxes (to name sample folders) and whether writes need a token."""
+        """The configuration: the inboxes (to name sample folders), whether writes need a token, and how
+        the review queue is clustered."""
         ...
 
     @property
@@ -89,6 +95,7 @@ class Context:
     token_required: bool
     clock: Callable[[], float]
     profile_for: Callable[[str], AcquisitionProfile | None]
+    clusters: ReviewClusters
 
     @classmethod
     def of(cls, daemon: ConsoleSource) -> Context:
@@ -102,6 +109,7 @@ class Context:
             token_required=bool(daemon.config.http.token),
             clock=daemon.clock,
             profile_for=daemon.profile_for,
+            clusters=ReviewClusters.for_daemon(daemon),
         )
 
 
@@ -184,3 +192,32 @@ def library_references(
         for entry, spectrum in zip(library.entries, library.measured, strict=True)
         if entry["ref_id"] in wanted
     }
+
+
+#: A library's references by ref id: each one's entry and measured spectrum.
+References = Mapping[int, tuple[dict[str, Any], Spectrum]]
+
+
+def hit_references(
+    holder: ModelHolder, results: Sequence[StoredResult], *, hits: int
+) -> dict[int, tuple[IdentificationModel, References]]:
+    """Each result's model (its technique's) and that library's references among the best ``hits``
+    hits of ``results``, by result id.
+
+    A result's hits are references of its technique's library (reference ids are per library).
+    They are read under the model lock: a confirmation changes the library in place, and a page
+    shows one consistent state.
+    """
+    wanted = {
+        hit.ref_id
+        for result in results
+        for hit in stored_hits(result.payload)[:hits]
+        if hit.ref_id is not None
+    }
+    with holder.lock:
+        served = holder.get()
+        models = {
+            result.id: served.model_for(result.payload.get("technique")) or served for result in results
+        }
+        found = {id(model): library_references(model, wanted) for model in models.values()}
+    return {result_id: (model, found[id(model)]) for result_id, model in models.items()}

@@ -68,8 +68,11 @@
   }
 
   function describe(outcome) {
-    if (outcome.kind === "rejected") { return "Rejected."; }
-    let text = "Confirmed as " + outcome.label;
+    const all = outcome.result_ids && outcome.result_ids.length > 1
+      ? "All " + outcome.result_ids.length + " spectra " : "";
+    if (outcome.kind === "unchanged") { return outcome.note || "Nothing changed."; }
+    if (outcome.kind === "rejected") { return all ? all + "rejected." : "Rejected."; }
+    let text = (all ? all + "confirmed" : "Confirmed") + " as " + outcome.label;
     if (outcome.kind === "new_class") { text += ": a new class"; }
     if (outcome.kind === "positive") { text += " (it was already known; library unchanged)"; }
     text += ". Library version " + outcome.library_version + ", model " + outcome.model_version + ".";
@@ -79,9 +82,10 @@
     return text;
   }
 
-  function setUpReviews() {
-    document.querySelectorAll("article.review").forEach(function (card) {
-      const resultId = Number(card.dataset.resultId);
+  // A review card (article.review) decides one result; a cluster card (article.cluster) all of
+  // its results at once, and the single cards of those results on the page are marked with it.
+  function setUpDecisions(selector, send) {
+    document.querySelectorAll(selector).forEach(function (card) {
       const status = card.querySelector("[data-role=status]");
       const input = card.querySelector("[data-role=new-label]");
       const buttons = card.querySelectorAll("button[data-action]");
@@ -90,11 +94,18 @@
         buttons.forEach(function (b) { b.disabled = true; });
         show(status, "Sending…", "busy");
         try {
-          const request = Object.assign({ result_id: resultId, decided_by: analyst() }, body);
-          const outcome = await post("/api/confirm", request);
+          const outcome = await send(card, Object.assign({ decided_by: analyst() }, body));
           show(status, describe(outcome), "ok");
           card.classList.add("decided");
           card.dataset.decided = outcome.kind;
+          (outcome.result_ids || []).forEach(function (resultId) {
+            const single = document.getElementById("review-" + resultId);
+            if (single && single !== card) {
+              single.classList.add("decided");
+              show(single.querySelector("[data-role=status]"),
+                "Decided with cluster " + card.dataset.clusterId + ".", "ok");
+            }
+          });
         } catch (error) {
           show(status, "Not saved: " + error.message, "error");
           buttons.forEach(function (b) { b.disabled = false; });
@@ -118,6 +129,15 @@
       input.addEventListener("keydown", function (event) {
         if (event.key === "Enter") { card.querySelector("button[data-action=confirm-new]").click(); }
       });
+    });
+  }
+
+  function setUpReviews() {
+    setUpDecisions("article.review", function (card, body) {
+      return post("/api/confirm", Object.assign({ result_id: Number(card.dataset.resultId) }, body));
+    });
+    setUpDecisions("article.cluster", function (card, body) {
+      return post("/api/clusters/" + encodeURIComponent(card.dataset.clusterId) + "/confirm", body);
     });
   }
 
