@@ -176,18 +176,18 @@ def child(model_path: Path, map_path: Path, block_pixels: int) -> None:
 def baseline(model: Any, map_path: Path, n: int, seed: int) -> dict[str, Any]:
     """Seconds per pixel when ``n`` random pixels are classified as separate spectra (median of three)."""
     from engine.core.spectrum import Spectrum, SpectrumError
-    from engine.io.envi import header_y_unit
     from engine.maps.cube import open_cube
 
     rng = np.random.default_rng(seed)
     with open_cube(map_path, max_pixels=10**8) as cube:
         flat = np.sort(rng.choice(cube.n_pixels, size=n, replace=False))
         values = cube.read_pixels(flat)
-        unit = header_y_unit(cube.header)
         spectra = []
         for row in values:
             try:
-                spectra.append(Spectrum.create(cube.wavenumbers, row, y_unit=unit, technique="ir"))
+                spectra.append(
+                    Spectrum.create(cube.wavenumbers, row, y_unit=cube.y_unit, technique=cube.technique)
+                )
             except SpectrumError:
                 continue
     times = []

@@ -217,7 +217,8 @@ CNN_PARAMS = ("max_epochs", "image_size", "width", "depth")
 
 
 class MapsConfig(_Section):
-    """Imaging maps (ENVI cubes, Open Specy map zips): identified as a whole and cut into particles.
+    """Imaging maps (ENVI cubes, Open Specy map zips, WiRE Raman maps): identified as a whole and cut
+    into particles.
 
     The pixel size comes from the map's header, else from its inbox's ``pixel_size_um``; without
     either, sizes are in pixels. Defaults are the engine's (:class:`engine.maps.MapConfig`).

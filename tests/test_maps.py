@@ -4,12 +4,17 @@ Every scene is a 64 x 64 map on an 8 cm-1 axis (676-3996 cm-1, 416 bands): a
 low-signal filter with noise, and particles painted in known shapes with
 pristine FLOPP spectra (the test model's own library), so each particle's
 polymer, pixel count, Feret diameters and centroid are known beforehand.
+
+A Renishaw WiRE Raman map is a map too: the real silicon map Si-map.wdf (8 x 11
+points, 2 µm steps), read as a cube, checked against the spectra reader, and
+identified with the bundled Raman library.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import struct
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +27,7 @@ import pytest
 from engine.core.spectrum import SpectrumError
 from engine.io.envi import envi_header_text, parse_envi_header, read_envi
 from engine.maps import MapConfig, MapIdentification, identify_map, is_map, render_map
-from engine.maps.cube import MapCube, open_cube
+from engine.maps.cube import MapCube, WdfCube, open_cube
 from engine.maps.pixels import PixelPreprocessor
 from engine.maps.pixelwise import PixelIdentifier
 from engine.maps.segment import feret_diameters, regions
@@ -467,3 +472,219 @@ def test_config_is_checked() -> None:
     with pytest.raises(ValueError, match="pixel_size_um"):
         MapConfig(pixel_size_um=0.0)
     assert replace(MapConfig(), block_pixels=8).block_pixels == 8
+
+
+# -- Renishaw WiRE maps ---------------------------------------------------------------------------
+
+WDF = FORMATS / "renishaw_wdf"
+SI_MAP = WDF / "renishaw_wdf_pkg_Si-map.wdf"
+SI_LINES, SI_SAMPLES, SI_POINTS, SI_STEP_UM = 11, 8, 575, 2.0
+
+
+def _wdf_blocks(data: bytes | bytearray) -> dict[bytes, int]:
+    """Where each block's content starts (after its 16-byte header), by block id."""
+    found: dict[bytes, int] = {}
+    pos = 0
+    while pos + 16 <= len(data):
+        (size,) = struct.unpack_from("<Q", data, pos + 8)
+        found.setdefault(bytes(data[pos : pos + 4]), pos + 16)
+        pos += size
+    return found
+
+
+def _si_pixels(path: Path) -> npt.NDArray[np.float32]:
+    """Every pixel of a WDF map's cube, read a line at a time: (lines, samples, bands)."""
+    with open_cube(path, max_pixels=10_000) as cube:
+        return np.stack([cube.read_lines(line, line + 1) for line in range(cube.lines)])
+
+
+def _snake(tmp_path: Path, *, positions: bool) -> Path:
+    """The Si map rewritten as a snake scan: every other line collected backwards, the map area's
+    Alternating flag set, and the spectra's origins moved with them (or their X/Y made no
+    stage position, so that only the scan flags can place the spectra)."""
+    data = bytearray(SI_MAP.read_bytes())
+    blocks = _wdf_blocks(data)
+
+    def snake(offset: int, itemsize: int) -> None:
+        count = SI_LINES * SI_SAMPLES
+        grid = np.frombuffer(bytes(data[offset : offset + count * itemsize]), dtype=f"V{itemsize}")
+        grid = grid.reshape(SI_LINES, SI_SAMPLES).copy()
+        grid[1::2] = grid[1::2, ::-1]
+        data[offset : offset + count * itemsize] = grid.tobytes()
+
+    snake(blocks[b"DATA"], 4 * SI_POINTS)
+    orgn = blocks[b"ORGN"]
+    (n_lists,) = struct.unpack_from("<I", data, orgn)
+    for index in range(n_lists):
+        pos = orgn + 4 + index * (24 + 8 * SI_LINES * SI_SAMPLES)
+        snake(pos + 24, 8)
+        if not positions:
+            struct.pack_into("<I", data, pos, 0)  # an arbitrary origin: no stage position
+    struct.pack_into("<I", data, blocks[b"WMAP"], 4)  # WdfMapArea flags: Alternating
+    target = tmp_path / f"snake-{'origins' if positions else 'scan'}.wdf"
+    target.write_bytes(bytes(data))
+    return target
+
+
+def _with_counts(tmp_path: Path, samples: int, lines: int) -> Path:
+    """The Si map with its map area's x and y point counts replaced."""
+    data = bytearray(SI_MAP.read_bytes())
+    struct.pack_into("<II", data, _wdf_blocks(data)[b"WMAP"] + 32, samples, lines)
+    target = tmp_path / f"counts-{samples}x{lines}.wdf"
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.fixture(scope="module")
+def raman_model() -> Any:
+    """The served model on the bundled Raman library, with a small ensemble."""
+    from engine.core.library import DEFAULT_RAMAN_LIBRARY, ReferenceLibrary
+    from engine.models.served import IdentificationModel, ModelConfig
+
+    return IdentificationModel(
+        ReferenceLibrary.load(DEFAULT_RAMAN_LIBRARY), ModelConfig(n_synthetic=10, n_learners=10)
+    )
+
+
+class TestWdfMaps:
+    def test_the_si_map_is_a_cube_of_its_map_area(self) -> None:
+        """Lines x samples and the pixel size from the WMAP block, as Renishaw's own package reads it."""
+        from wdf import Wdf
+
+        assert is_map(SI_MAP)
+        with open_cube(SI_MAP, max_pixels=10_000) as cube:
+            assert isinstance(cube, WdfCube) and isinstance(cube._mapped(), np.memmap)
+            assert (cube.lines, cube.samples, cube.n_pixels, cube.bands) == (11, 8, 88, SI_POINTS)
+            assert cube.pixel_size_um == (SI_STEP_UM, SI_STEP_UM)
+            assert (cube.technique, cube.y_unit) == ("raman", "counts")
+            assert cube.metadata["map_placement"] == "origins" and cube.metadata["format"] == "wdf"
+            assert cube.wavenumbers[0] == pytest.approx(53.36, abs=0.01)
+            assert cube.wavenumbers[-1] == pytest.approx(957.44, abs=0.01)
+            assert np.all(np.diff(cube.wavenumbers) > 0)
+            block = cube.read_lines(2, 4)
+            assert block.shape == (2 * SI_SAMPLES, SI_POINTS) and not isinstance(block, np.memmap)
+        with Wdf(str(SI_MAP)) as theirs:
+            area = theirs.map_area
+            assert (area.count.y, area.count.x) == (SI_LINES, SI_SAMPLES)
+            assert (area.step.x, area.step.y) == (SI_STEP_UM, SI_STEP_UM)
+
+    def test_pixels_are_the_readers_spectra_in_their_stage_positions(self) -> None:
+        from engine.io import read_spectra
+
+        pixels = _si_pixels(SI_MAP)
+        spectra = read_spectra(SI_MAP)
+        assert len(spectra) == pixels.shape[0] * pixels.shape[1]
+        x0 = min(s.metadata["origins"]["X"] for s in spectra)
+        y0 = min(s.metadata["origins"]["Y"] for s in spectra)
+        with open_cube(SI_MAP, max_pixels=10_000) as cube:
+            wavenumbers = cube.wavenumbers
+        for s in spectra:
+            line = round((s.metadata["origins"]["Y"] - y0) / SI_STEP_UM)
+            sample = round((s.metadata["origins"]["X"] - x0) / SI_STEP_UM)
+            np.testing.assert_array_equal(s.wavenumbers, wavenumbers)
+            np.testing.assert_array_equal(pixels[line, sample], s.values.astype(np.float32))
+
+    @pytest.mark.parametrize("positions", [True, False])
+    def test_a_snake_scan_is_placed_on_the_grid(self, tmp_path: Path, *, positions: bool) -> None:
+        """Every other line collected backwards: placed by the spectra's origins, else by the scan flags."""
+        path = _snake(tmp_path, positions=positions)
+        with open_cube(path, max_pixels=10_000) as cube:
+            assert cube.metadata["map_placement"] == ("origins" if positions else "scan")
+        np.testing.assert_array_equal(_si_pixels(path), _si_pixels(SI_MAP))
+
+    def test_single_spectra_series_and_line_scans_are_not_maps(self, tmp_path: Path) -> None:
+        line = _with_counts(tmp_path, SI_LINES * SI_SAMPLES, 1)
+        with open_cube(line, max_pixels=10_000) as cube:
+            assert (cube.lines, cube.samples) == (1, SI_LINES * SI_SAMPLES)
+        for path in (WDF / "spectrochempy_sp.wdf", WDF / "spectrochempy_depth.wdf", line):
+            assert not is_map(path)
+        with (
+            pytest.raises(SpectrumError) as info,
+            open_cube(WDF / "spectrochempy_depth.wdf", max_pixels=10_000),
+        ):
+            pass
+        assert info.value.reason == "unsupported_format" and "series" in info.value.message
+
+    def test_a_map_cut_short_in_its_data_is_refused_as_truncated(
+        self, raman_model: Any, tmp_path: Path
+    ) -> None:
+        """Whichever route takes it (the map's or the spectra reader's), it is quarantined as truncated."""
+        from engine.io import read_spectra
+
+        data = SI_MAP.read_bytes()
+        cut = tmp_path / "cut.wdf"
+        cut.write_bytes(data[: _wdf_blocks(data)[b"DATA"] + 40 * 4 * SI_POINTS])
+        with pytest.raises(SpectrumError) as info, open_cube(cut, max_pixels=10_000):
+            pass
+        assert info.value.reason == "truncated" and info.value.message.startswith("cut.wdf")
+        with pytest.raises(SpectrumError) as info:
+            identify_map(raman_model, cut)
+        assert info.value.reason == "truncated"
+        assert not is_map(cut)
+        with pytest.raises(SpectrumError) as info:
+            read_spectra(cut)
+        assert info.value.reason == "truncated"
+
+    def test_a_map_area_that_disagrees_with_the_spectra(self, raman_model: Any, tmp_path: Path) -> None:
+        with pytest.raises(SpectrumError) as info:
+            identify_map(raman_model, _with_counts(tmp_path, SI_SAMPLES, SI_LINES - 1))
+        assert info.value.reason == "length_mismatch" and "disagree" in info.value.message
+
+    def test_the_si_map_is_identified_end_to_end(self, raman_model: Any) -> None:
+        """Silicon is no polymer: every pixel is background, unknown or low quality, none a known particle."""
+        result = identify_map(raman_model, SI_MAP)
+        assert isinstance(result, MapIdentification)
+        assert (result.lines, result.samples, result.bands, result.n_pixels) == (11, 8, SI_POINTS, 88)
+        assert (result.pixel_size_um, result.pixel_size_source) == (SI_STEP_UM, "header")
+        assert result.metadata["technique"] == "raman" and result.metadata["format"] == "wdf"
+        assert result.n_background + result.n_unknown_pixels + result.n_low_quality_pixels == 88
+        assert not any(p.status == "known" for p in result.particles)
+        assert result.particle_image.shape == (SI_LINES, SI_SAMPLES)
+        assert json.loads(json.dumps(result.summary()))["n_pixels"] == 88
+
+    def test_a_particle_on_the_si_map_is_measured_in_micrometres(
+        self, raman_model: Any, tmp_path: Path
+    ) -> None:
+        """A Raman PP reference painted over 3 x 3 points of the real map: one PP particle, 2 µm pixels."""
+        from engine.core.library import DEFAULT_RAMAN_LIBRARY, ReferenceLibrary
+
+        library = ReferenceLibrary.load(DEFAULT_RAMAN_LIBRARY)
+        pp = next(s for s, label in zip(library.measured, library.labels, strict=True) if label == "PP")
+        with open_cube(SI_MAP, max_pixels=10_000) as cube:
+            axis = cube.grid.raman_shift
+        reference = np.interp(axis, pp.wavenumbers, pp.values)
+        reference = (reference - reference.min()) / np.ptp(reference)
+        data = bytearray(SI_MAP.read_bytes())
+        offset = _wdf_blocks(data)[b"DATA"]
+        size = SI_LINES * SI_SAMPLES * SI_POINTS * 4
+        spectra = np.frombuffer(bytes(data[offset : offset + size]), dtype="<f4")
+        spectra = spectra.reshape(SI_LINES, SI_SAMPLES, SI_POINTS).copy()
+        noise = np.random.default_rng(13).normal(0.0, 20.0, (3, 3, SI_POINTS))
+        spectra[3:6, 2:5] = 500.0 + 3000.0 * reference + noise
+        data[offset : offset + size] = spectra.astype("<f4").tobytes()
+        painted = tmp_path / "painted.wdf"
+        painted.write_bytes(bytes(data))
+
+        result = identify_map(raman_model, painted)
+        (particle,) = result.particles
+        assert (particle.status, particle.label, particle.n_pixels) == ("known", "PP", 9)
+        assert particle.area_um2 == pytest.approx(9 * SI_STEP_UM**2)
+        assert particle.feret_min_um == pytest.approx(3 * SI_STEP_UM)
+        assert (particle.y_um, particle.x_um) == pytest.approx((4 * SI_STEP_UM, 3 * SI_STEP_UM))
+        assert particle.bbox == (3, 2, 5, 4)
+        assert result.n_background == 88 - 9
+
+    def test_the_daemon_and_the_archive_take_a_wdf_map_as_a_map(self, tmp_path: Path) -> None:
+        from daemon.config import MapsConfig
+        from daemon.pipeline.maps import MapRoute
+        from engine.reclassify.tasks import survey
+
+        route = MapRoute(MapsConfig(), tmp_path)
+        assert route.claims(str(SI_MAP)) and route.header_of(str(SI_MAP)) is None
+        assert not route.claims(str(WDF / "spectrochempy_depth.wdf"))
+        beside = tmp_path / "Si-map.wdf"  # an ENVI header of the same name beside it claims nothing
+        beside.write_bytes(SI_MAP.read_bytes())
+        beside.with_suffix(".hdr").write_text(envi_header_text(samples=2, lines=2, wavenumbers=AXIS[:16]))
+        assert route.header_of(str(beside)) is None
+        source = survey(SI_MAP, WDF)
+        assert (source.kind, source.n_spectra) == ("map", 88)

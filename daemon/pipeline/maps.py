@@ -25,6 +25,7 @@ from daemon.config import InboxConfig, MapsConfig
 from daemon.store.maps import MapRecord
 from engine.core.spectrum import SpectrumError
 from engine.io.envi import data_file_for, envi_header_for
+from engine.io.wdf import is_wdf
 from engine.maps import MapIdentification, identify_map, is_map, render_map
 from engine.models.served import IdentificationModel
 
@@ -69,10 +70,10 @@ class MapRoute:
         """For the data half of an ENVI pair (a map's ``.dat`` beside its ``.hdr``): the header's name.
 
         The map is identified once, from its header; its data file is passed over. None for a
-        header or a zip, which are the map's own file.
+        header, a zip or a WDF file, which are the map's own file (whatever lies beside them).
         """
         file = Path(path)
-        if file.suffix.lower() == ".hdr" or zipfile.is_zipfile(file):
+        if file.suffix.lower() == ".hdr" or zipfile.is_zipfile(file) or is_wdf(file):
             return None
         header = envi_header_for(file)
         return None if header is None else header.name

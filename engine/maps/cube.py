@@ -1,15 +1,21 @@
-"""A map's cube, memory-mapped: the ENVI header checked against its data, pixels read in blocks of lines.
+"""A map's cube, memory-mapped: the file's header checked against its data, pixels read in blocks of lines.
 
-A map is an ENVI pair (a ``.hdr`` and its data file, found from either) or a zip holding one (Open
-Specy's map upload). The data is never read whole: every read maps the file (:class:`numpy.memmap`),
-copies the lines or pixels asked for, and unmaps it again, so the pages read leave the process with
-the block. A zip member stored without compression is mapped in place; a compressed one is
-first extracted, in chunks, to a temporary file. A header and data that disagree are refused
-before any pixel is read (:func:`engine.io.envi.check_data_size`).
+A map is an ENVI pair (a ``.hdr`` and its data file, found from either), a zip holding one (Open
+Specy's map upload), or a Renishaw WiRE ``.wdf`` Raman map. The data is never read whole: every
+read maps the file (:class:`numpy.memmap`), copies the lines or pixels asked for, and unmaps it
+again, so the pages read leave the process with the block. A zip member stored without
+compression is mapped in place; a compressed one is first extracted, in chunks, to a temporary
+file. A WDF map's DATA block is mapped where it lies in the file, its spectra placed on the grid
+by :func:`engine.io.wdf.read_wdf_map`. A header and data that disagree are refused before any
+pixel is read (``truncated``, ``length_mismatch``).
+
+Whatever the format, :func:`open_cube` answers a :class:`Cube`: lines, samples, ascending
+wavenumbers, the unit, technique and pixel size the file states, and blocks of whole lines.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import struct
 import tempfile
@@ -33,11 +39,15 @@ from engine.io.envi import (
     data_file_for,
     data_member,
     envi_header_for,
+    header_metadata,
+    header_technique,
     header_wavenumbers,
+    header_y_unit,
     parse_envi_header,
 )
+from engine.io.wdf import WdfMap, is_wdf, read_wdf_map
 
-__all__ = ["MAX_BANDS", "MapCube", "map_header", "open_cube"]
+__all__ = ["MAX_BANDS", "Cube", "MapCube", "WdfCube", "map_header", "map_shape", "open_cube"]
 
 #: A map's pixels may have at most this many bands.
 MAX_BANDS = 16_384
@@ -48,69 +58,64 @@ EXTRACT_CHUNK_BYTES = 4 * 1024 * 1024
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
 
 
-@dataclass(frozen=True)
-class MapCube:
-    """An ENVI image on disk, read a block at a time; wavenumbers ascending, the bands reordered to match.
+class Cube(abc.ABC):
+    """What :func:`engine.maps.identify_map` reads of a map, whatever its format.
 
-    ``data_path`` holds the image from byte ``data_offset`` on (a zip's stored member sits inside
-    the zip). ``bands_kept`` are the header's bands in ascending wavenumber order (all of them, or
-    those inside a profile's range).
+    ``wavenumbers`` ascend; ``bands_kept`` are the file's bands in that order (all of them, or
+    those inside a profile's range), and every read gives those bands, in float32.
     """
 
     name: str
-    header: EnviHeader
-    data_path: Path
-    data_offset: int
     wavenumbers: npt.NDArray[np.float64]
     bands_kept: npt.NDArray[np.intp]
-    ignore_value: float | None
 
     @property
-    def lines(self) -> int:
-        return self.header.lines
+    @abc.abstractmethod
+    def lines(self) -> int: ...
 
     @property
-    def samples(self) -> int:
-        return self.header.samples
+    @abc.abstractmethod
+    def samples(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def bands(self) -> int:
+        """The bands each pixel has in the file (before any are left out)."""
+
+    @property
+    @abc.abstractmethod
+    def y_unit(self) -> str:
+        """The unit of the values, as the file states it (``arbitrary`` when it does not)."""
+
+    @property
+    @abc.abstractmethod
+    def technique(self) -> str | None:
+        """``ir`` or ``raman`` as the file states it; None when it is to be inferred."""
+
+    @property
+    @abc.abstractmethod
+    def pixel_size_um(self) -> tuple[float, float] | None:
+        """The (x, y) size of a pixel in µm as the file states it; None when it does not."""
+
+    @property
+    @abc.abstractmethod
+    def metadata(self) -> dict[str, Any]:
+        """The file's format and short records, for the map's metadata."""
+
+    @abc.abstractmethod
+    def read_lines(self, start: int, stop: int) -> npt.NDArray[np.float32]:
+        """The pixels of lines ``start`` to ``stop`` (exclusive), line by line: (pixels, bands)."""
 
     @property
     def n_pixels(self) -> int:
-        return self.header.lines * self.header.samples
+        return self.lines * self.samples
 
-    def _mapped(self) -> np.memmap[Any, Any]:
-        header = self.header
-        shape = {
-            "bip": (header.lines, header.samples, header.bands),
-            "bil": (header.lines, header.bands, header.samples),
-            "bsq": (header.bands, header.lines, header.samples),
-        }[header.interleave]
-        return np.memmap(self.data_path, dtype=header.dtype, mode="r", offset=self.data_offset, shape=shape)
-
-    def _finish(self, raw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        """Pixels x header bands -> pixels x kept bands in float32 (a copy), the ignore value as NaN."""
+    def _kept(self, raw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """Pixels x file bands -> pixels x kept bands in float32 (a copy)."""
         kept = self.bands_kept
         if kept.size == raw.shape[1] and np.array_equal(kept, np.arange(kept.size)):
-            out = np.array(raw, dtype=np.float32)  # all bands, in order: one copy, no gather
-        else:
-            out = np.asarray(raw[:, kept], dtype=np.float32)
-        if self.ignore_value is not None:
-            out[out == np.float32(self.ignore_value)] = np.nan
-        return out
-
-    def read_lines(self, start: int, stop: int) -> npt.NDArray[np.float32]:
-        """The pixels of lines ``start`` to ``stop`` (exclusive), line by line: (pixels, bands)."""
-        mapped = self._mapped()
-        try:
-            interleave = self.header.interleave
-            if interleave == "bip":
-                raw = mapped[start:stop].reshape(-1, self.header.bands)
-            elif interleave == "bil":
-                raw = mapped[start:stop].transpose(0, 2, 1).reshape(-1, self.header.bands)
-            else:
-                raw = mapped[:, start:stop, :].transpose(1, 2, 0).reshape(-1, self.header.bands)
-            return self._finish(raw)
-        finally:
-            del mapped
+            return np.array(raw, dtype=np.float32)  # all bands, in order: one copy, no gather
+        return np.asarray(raw[:, kept], dtype=np.float32)
 
     def read_pixels(self, flat: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
         """The pixels at flat indices ``flat`` (``line * samples + sample``), in that order: (pixels, bands).
@@ -140,16 +145,150 @@ class MapCube:
             yield start, min(start + step, self.lines)
 
 
+@dataclass(frozen=True)
+class MapCube(Cube):
+    """An ENVI image on disk, read a block at a time; wavenumbers ascending, the bands reordered to match.
+
+    ``data_path`` holds the image from byte ``data_offset`` on (a zip's stored member sits inside
+    the zip).
+    """
+
+    name: str
+    header: EnviHeader
+    data_path: Path
+    data_offset: int
+    wavenumbers: npt.NDArray[np.float64]
+    bands_kept: npt.NDArray[np.intp]
+    ignore_value: float | None
+
+    @property
+    def lines(self) -> int:
+        return self.header.lines
+
+    @property
+    def samples(self) -> int:
+        return self.header.samples
+
+    @property
+    def bands(self) -> int:
+        return self.header.bands
+
+    @property
+    def y_unit(self) -> str:
+        return header_y_unit(self.header)
+
+    @property
+    def technique(self) -> str | None:
+        return header_technique(self.header, self.y_unit)
+
+    @property
+    def pixel_size_um(self) -> tuple[float, float] | None:
+        return self.header.pixel_size_um
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {"format": "envi", **header_metadata(self.header)}
+
+    def _mapped(self) -> np.memmap[Any, Any]:
+        header = self.header
+        shape = {
+            "bip": (header.lines, header.samples, header.bands),
+            "bil": (header.lines, header.bands, header.samples),
+            "bsq": (header.bands, header.lines, header.samples),
+        }[header.interleave]
+        return np.memmap(self.data_path, dtype=header.dtype, mode="r", offset=self.data_offset, shape=shape)
+
+    def read_lines(self, start: int, stop: int) -> npt.NDArray[np.float32]:
+        mapped = self._mapped()
+        try:
+            interleave = self.header.interleave
+            if interleave == "bip":
+                raw = mapped[start:stop].reshape(-1, self.header.bands)
+            elif interleave == "bil":
+                raw = mapped[start:stop].transpose(0, 2, 1).reshape(-1, self.header.bands)
+            else:
+                raw = mapped[:, start:stop, :].transpose(1, 2, 0).reshape(-1, self.header.bands)
+            out = self._kept(raw)
+        finally:
+            del mapped
+        if self.ignore_value is not None:
+            out[out == np.float32(self.ignore_value)] = np.nan
+        return out
+
+
+@dataclass(frozen=True)
+class WdfCube(Cube):
+    """A Renishaw WiRE Raman map on disk: its DATA block (float32, one spectrum after another) mapped
+    in place and read a block of lines at a time, each pixel's spectrum found through the grid's
+    ``order`` (:class:`engine.io.wdf.WdfMap`). The pixel size is the map area's step.
+    """
+
+    name: str
+    grid: WdfMap
+    data_path: Path
+    wavenumbers: npt.NDArray[np.float64]
+    bands_kept: npt.NDArray[np.intp]
+
+    @property
+    def lines(self) -> int:
+        return self.grid.lines
+
+    @property
+    def samples(self) -> int:
+        return self.grid.samples
+
+    @property
+    def bands(self) -> int:
+        return self.grid.n_points
+
+    @property
+    def y_unit(self) -> str:
+        return self.grid.y_unit
+
+    @property
+    def technique(self) -> str | None:
+        return "raman"
+
+    @property
+    def pixel_size_um(self) -> tuple[float, float] | None:
+        return self.grid.step_um
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.grid.metadata)
+
+    def _mapped(self) -> np.memmap[Any, Any]:
+        grid = self.grid
+        shape = (grid.lines * grid.samples, grid.n_points)
+        return np.memmap(self.data_path, dtype="<f4", mode="r", offset=grid.data_offset, shape=shape)
+
+    def read_lines(self, start: int, stop: int) -> npt.NDArray[np.float32]:
+        pixels = slice(start * self.samples, stop * self.samples)
+        order = self.grid.order
+        mapped = self._mapped()
+        try:
+            return self._kept(mapped[pixels] if order is None else mapped[order[pixels]])
+        finally:
+            del mapped
+
+
 def _ascending_bands(
-    wavenumbers: npt.NDArray[np.float64], *, window: tuple[float, float] | None, name: str
+    wavenumbers: npt.NDArray[np.float64],
+    *,
+    window: tuple[float, float] | None,
+    name: str,
+    axis: str = "the ENVI wavelength list",
 ) -> npt.NDArray[np.intp]:
-    """The bands to keep, in ascending wavenumber order: all, or those in ``window`` (if 16 or more)."""
+    """The bands to keep, in ascending wavenumber order: all, or those in ``window`` (if 16 or more).
+
+    ``axis`` names the file's list of wavenumbers in the messages.
+    """
     if not np.all(np.isfinite(wavenumbers)):
-        raise SpectrumError("non_finite", f"{name}: the ENVI wavelength list holds NaN or infinity")
+        raise SpectrumError("non_finite", f"{name}: {axis} holds NaN or infinity")
     order = np.argsort(wavenumbers, kind="stable")
     ascending = wavenumbers[order]
     if not np.all(np.diff(ascending) > 0):
-        raise SpectrumError("not_monotone", f"{name}: the ENVI wavelength list repeats a wavenumber")
+        raise SpectrumError("not_monotone", f"{name}: {axis} repeats a wavenumber")
     low, high = PLAUSIBLE_RANGE
     if ascending[0] < low or ascending[-1] > high:
         raise SpectrumError(
@@ -284,6 +423,30 @@ def _header_path(path: Path) -> Path:
     return found
 
 
+def _wdf_cube(path: Path, *, max_pixels: int, window: tuple[float, float] | None) -> WdfCube:
+    """A WDF map's cube; its points below the plausible range are left out, as the reader leaves them."""
+    name = path.name
+    grid = read_wdf_map(path)
+    pixels = grid.lines * grid.samples
+    if pixels > max_pixels:
+        raise SpectrumError(
+            "unreadable",
+            f"{name}: the map has {pixels} pixels ({grid.samples}x{grid.lines}), more than the "
+            f"{max_pixels} allowed (max_pixels)",
+        )
+    if grid.n_points > MAX_BANDS:
+        raise SpectrumError(
+            "unreadable", f"{name}: {grid.n_points} points per spectrum, more than {MAX_BANDS}"
+        )
+    plausible = np.flatnonzero(grid.raman_shift >= PLAUSIBLE_RANGE[0])
+    if plausible.size == 0:
+        raise SpectrumError("implausible_range", f"{name}: no point of the x list is a plausible Raman shift")
+    kept = plausible[
+        _ascending_bands(grid.raman_shift[plausible], window=window, name=name, axis="the x list")
+    ]
+    return WdfCube(name, grid, path, grid.raman_shift[kept], kept)
+
+
 def map_header(path: Path) -> EnviHeader | None:
     """The ENVI header of the map at ``path`` (a pair or a zip), read without its data; None if none."""
     try:
@@ -299,16 +462,35 @@ def map_header(path: Path) -> EnviHeader | None:
         return None
 
 
-@contextlib.contextmanager
-def open_cube(path: Path, *, max_pixels: int, window: tuple[float, float] | None = None) -> Iterator[MapCube]:
-    """The map at ``path`` as a :class:`MapCube`, open for the ``with`` block.
+def map_shape(path: Path) -> tuple[int, int] | None:
+    """(lines, samples) of the map at ``path``, its data unread; None when it holds no map.
 
-    ``path`` is a ``.hdr``, the data file beside one, or a zip holding a pair. ``window`` (cm-1)
-    keeps only the bands inside it (an inbox profile's range). A temporary copy of a compressed
-    zip member is removed when the block ends.
+    An ENVI pair or zip answers from its header; a WDF file when it is a map measurement laid
+    out on a grid that its spectra fill (a single spectrum or a series is no map).
+    """
+    if is_wdf(path):
+        try:
+            grid = read_wdf_map(path)
+        except SpectrumError:
+            return None
+        return grid.lines, grid.samples
+    header = map_header(path)
+    return None if header is None else (header.lines, header.samples)
+
+
+@contextlib.contextmanager
+def open_cube(path: Path, *, max_pixels: int, window: tuple[float, float] | None = None) -> Iterator[Cube]:
+    """The map at ``path`` as a :class:`Cube`, open for the ``with`` block.
+
+    ``path`` is a ``.hdr``, the data file beside one, a zip holding a pair, or a WDF map.
+    ``window`` (cm-1) keeps only the bands inside it (an inbox profile's range). A temporary
+    copy of a compressed zip member is removed when the block ends.
     """
     if not path.is_file():
         raise SpectrumError("not_accessible", f"{path.name} is not a readable file")
+    if is_wdf(path):
+        yield _wdf_cube(path, max_pixels=max_pixels, window=window)
+        return
     if zipfile.is_zipfile(path):
         with _zip_cube(path, max_pixels=max_pixels, window=window) as cube:
             yield cube

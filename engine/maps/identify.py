@@ -4,7 +4,7 @@ The steps of :func:`identify_map`:
 
 1. The cube is opened memory-mapped (:mod:`engine.maps.cube`); nothing larger than a block is
    ever held.
-2. Its conventions are settled once: the y unit and technique as the header states them, or as
+2. Its conventions are settled once: the y unit and technique as the file states them, or as
    :func:`engine.core.conventions.resolve` infers them from the brightest of an even sample of
    pixels (``config.sample_pixels``, read a line at a time; an inbox ``profile`` overrides
    both). The model is routed once by technique and range, as
@@ -30,10 +30,9 @@ import numpy.typing as npt
 
 from engine.core.conventions import AcquisitionProfile, resolve
 from engine.core.spectrum import Spectrum, SpectrumError
-from engine.io.envi import header_metadata, header_technique, header_y_unit
 from engine.maps.background import Background, learn_background, signal_and_noise
 from engine.maps.config import MapConfig
-from engine.maps.cube import MapCube, map_header, open_cube
+from engine.maps.cube import Cube, map_shape, open_cube
 from engine.maps.particles import MapIdentification, Particle
 from engine.maps.pixels import PixelPreprocessor
 from engine.maps.pixelwise import UNKNOWN, PixelIdentifier
@@ -49,7 +48,7 @@ logger = logging.getLogger(__name__)
 BACKGROUND = -1
 LOW_QUALITY = -3
 
-#: Sampled pixels (the brightest) whose units are inferred when the header does not state one.
+#: Sampled pixels (the brightest) whose units are inferred when the file does not state one.
 UNIT_SAMPLE = 16
 
 #: Particles' mean spectra classified per call of the model.
@@ -57,12 +56,14 @@ CLASSIFY_BATCH = 512
 
 
 def is_map(path: Path) -> bool:
-    """Whether ``path`` holds a map: an ENVI pair or an Open Specy map zip, more than one line and sample.
+    """Whether ``path`` holds a map of more than one line and sample: an ENVI pair, an Open Specy map
+    zip or a WDF Raman map (a line scan, a single spectrum or a series is not).
 
-    Only the header is read; a file that is not one (or cannot be read) is not a map.
+    Only the header (a WDF file's header blocks) is read; a file that is not one (or cannot be
+    read) is not a map.
     """
-    header = map_header(path)
-    return header is not None and header.lines > 1 and header.samples > 1
+    shape = map_shape(path)
+    return shape is not None and shape[0] > 1 and shape[1] > 1
 
 
 def identify_map(
@@ -90,7 +91,7 @@ class _MapRun:
     def __init__(
         self,
         model: IdentificationModel,
-        cube: MapCube,
+        cube: Cube,
         config: MapConfig,
         profile: AcquisitionProfile | None,
         *,
@@ -101,7 +102,7 @@ class _MapRun:
         self.config = config
         self.profile = profile
         self.source = source
-        self.metadata: dict[str, Any] = {"format": "envi", **header_metadata(cube.header)}
+        self.metadata: dict[str, Any] = cube.metadata
         self.spectrum: Spectrum | None = None
         #: Pixels with a NaN or infinite value (``low_quality``), counted block by block.
         self.n_non_finite = 0
@@ -110,9 +111,7 @@ class _MapRun:
 
     def _conventions(self, sample: npt.NDArray[np.float32]) -> Spectrum | None:
         """A resolved spectrum standing for every pixel (its unit, technique and axis); None if none is."""
-        header = self.cube.header
-        y_unit = header_y_unit(header)
-        technique = header_technique(header, y_unit)
+        y_unit, technique = self.cube.y_unit, self.cube.technique
         spread = np.where(np.isfinite(sample).all(axis=1), np.ptp(np.nan_to_num(sample), axis=1), -1.0)
         resolved = []
         for row in np.argsort(-spread, kind="stable")[:UNIT_SAMPLE]:
@@ -241,7 +240,7 @@ class _MapRun:
     # -- particles ----------------------------------------------------------------------------
 
     def _pixel_size(self) -> tuple[tuple[float, float] | None, str]:
-        size = self.cube.header.pixel_size_um
+        size = self.cube.pixel_size_um
         if size is not None:
             return size, "header"
         if self.config.pixel_size_um is not None:
@@ -317,7 +316,7 @@ class _MapRun:
             source=self.source,
             lines=self.cube.lines,
             samples=self.cube.samples,
-            bands=self.cube.header.bands,
+            bands=self.cube.bands,
             pixel_size_um=size[0] if size is not None else None,
             pixel_size_source=size_source,
             n_pixels=self.cube.n_pixels,

@@ -28,9 +28,9 @@ import numpy as np
 
 from engine.cli.classify import spectrum_inputs
 from engine.core.spectrum import file_sha256
-from engine.io.envi import parse_envi_header
 from engine.io.labelled_set import is_labelled_set
 from engine.maps import is_map
+from engine.maps.cube import map_shape
 
 __all__ = [
     "DEFAULT_TASK_BYTES",
@@ -103,15 +103,6 @@ def _set_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _map_pixels(header: Path) -> int | None:
-    """Pixels of the ENVI map whose header is ``header`` (None: not an ENVI header)."""
-    try:
-        parsed = parse_envi_header(header.read_text(encoding="latin-1"), name=header.name)
-    except Exception:  # any header the reader would refuse is read as a file, and fails there
-        return None
-    return int(parsed.samples) * int(parsed.lines)
-
-
 def claimed_by_header(path: Path) -> bool:
     """Whether ``path`` is ENVI data with its header beside it (the map is read once, by its header)."""
     if path.suffix.lower() not in ENVI_DATA_SUFFIXES:
@@ -139,8 +130,8 @@ def survey(path: Path, root: Path) -> Source:
             return Source(str(path), sample, _set_sha256(path), n, size, "set")
         size = path.stat().st_size
         if is_map(path):
-            pixels = _map_pixels(path) if path.suffix.lower() == ".hdr" else None
-            kind, n = "map", pixels or 1
+            lines, samples = map_shape(path) or (1, 1)
+            kind, n = "map", lines * samples
         else:
             kind, n = "file", 1
         return Source(str(path), sample, file_sha256(path), n, size, kind)
