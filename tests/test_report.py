@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -366,6 +367,47 @@ def painted_map(folder: Path, *, n: int = 48) -> dict[str, int]:
     (folder / "filter.dat").write_bytes(cube.astype("<f4").tobytes())
     (folder / "filter.hdr").write_text(envi_header_text(samples=n, lines=n, wavenumbers=grid))
     return dict(Counter(label for label, *_ in paint))
+
+
+class TestAMapHoldsUpNothing:
+    """A whole map takes tens of seconds: it runs on a snapshot of the model, not under its lock."""
+
+    def test_the_map_is_identified_on_a_snapshot_while_the_lock_is_free(
+        self, tmp_path: Path, library_dir: Path, model: Any
+    ) -> None:
+        from daemon.intake.stability import FileStat
+        from tests.test_daemon import unstarted
+
+        with unstarted(tmp_path, library_dir, model, worker={"helper_processes": 0}) as daemon:
+            route = daemon.worker.maps
+            assert route is not None
+            identify, seen = route.identify, {}
+
+            def spying(served: Any, path: str) -> Any:
+                taken: list[bool] = []
+
+                def another_thread() -> None:  # a confirmation, or the next batch of files
+                    taken.append(daemon.models.lock.acquire(timeout=5))
+                    if taken[-1]:
+                        daemon.models.lock.release()
+
+                thread = threading.Thread(target=another_thread)
+                thread.start()
+                thread.join()
+                served_now = daemon.models.get()
+                seen.update(lock_free=taken == [True], copy=served is not served_now)
+                seen.update(same_version=served.version == served_now.version)
+                return identify(served, path)
+
+            route.identify = spying  # type: ignore[method-assign]
+            painted_map(tmp_path / "inbox" / "filter-1")
+            header = tmp_path / "inbox" / "filter-1" / "filter.hdr"
+            stat = FileStat(header, header.stat().st_size, header.stat().st_mtime)
+            daemon.intake.admit([stat], now=time.time())
+            daemon.worker.process(daemon.ledger.claim(1, now=time.time()))
+            assert seen == {"lock_free": True, "copy": True, "same_version": True}
+            (record,) = daemon.ledger.maps()
+            assert record.n_particles >= 4
 
 
 class TestAMapStillArriving:

@@ -3,8 +3,10 @@
 A map is not a file of spectra to classify one by one: :func:`engine.maps.identify_map` reads its
 cube in blocks, sets the filter's pixels apart and gives one particle per region (with a pixel size
 from the header, else from the inbox profile's ``pixel_size_um``). The worker sends such files here
-instead of to the helpers (:meth:`MapRoute.claims`), identifies them under the model lock, and records
-one map and its particles with the file's ``done`` state (:class:`~daemon.store.maps.MapRecord`).
+instead of to the helpers (:meth:`MapRoute.claims`), identifies them on a snapshot of the served
+model (:meth:`~daemon.pipeline.serving.ModelHolder.snapshot`: the model lock stays free for the
+other files and for confirmations), and records one map and its particles with the file's ``done``
+state (:class:`~daemon.store.maps.MapRecord`).
 The map's drawing goes to ``<state_dir>/maps/<sha256>.png`` for the console and the reports.
 
 An instrument writes a map's header and its data as two files, and the header may turn quiet

@@ -3,11 +3,14 @@
 The daemon serves one :class:`~engine.models.served.IdentificationModel` for IR
 spectra with the Raman library's model attached. :class:`ModelHolder` swaps it
 atomically: a batch is classified with one model from start to end, and an
-incremental change (a confirmed new class) happens under the same lock.
+incremental change (a confirmed new class) happens under the same lock. Work
+that takes far longer than a batch (a whole imaging map) runs on a
+:meth:`~ModelHolder.snapshot` instead, so it holds no one up.
 """
 
 from __future__ import annotations
 
+import pickle
 import threading
 from pathlib import Path
 
@@ -32,6 +35,19 @@ class ModelHolder:
     def get(self) -> IdentificationModel:
         with self.lock:
             return self._model
+
+    def snapshot(self) -> IdentificationModel:
+        """A private copy of the served model, for work too long to hold :attr:`lock` through.
+
+        A 1000 x 1000 map takes about 25 s; under the lock, every other file and every
+        confirmation would wait that long. The copy is serialised under the lock, so it is
+        one whole version (about 0.05 s and 40 MB for the bundled libraries), and rebuilt
+        outside it; a confirmation made meanwhile serves the next file, not this one.
+        """
+        with self.lock:
+            frozen = pickle.dumps(self._model, protocol=pickle.HIGHEST_PROTOCOL)
+        copy: IdentificationModel = pickle.loads(frozen)
+        return copy
 
     def swap(self, model: IdentificationModel) -> IdentificationModel:
         """Serve ``model`` from the next batch on; return the old one."""

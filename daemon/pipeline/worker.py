@@ -165,15 +165,15 @@ class Worker:
         return classified + [one for item in items if item.path in maps and (one := self._map(item, started))]
 
     def _map(self, item: WorkItem, started: float) -> Classified | None:
-        """A map identified as a whole (under the model lock) and drawn; a bad cube quarantines its file."""
+        """A map identified as a whole (on a snapshot of the model, so the lock stays free) and drawn;
+        a bad cube quarantines its file."""
         if self.maps is None:
             return None
         if header := self.maps.header_of(item.path):
             self._ignore(item, f"the data of the map {header}, identified from its header")
             return None
         try:
-            with self.models.lock:
-                identification = self.maps.identify(self.models.get(), item.path)
+            identification = self.maps.identify(self.models.snapshot(), item.path)
             record = self.maps.record(identification, item.sha256)
         except SpectrumError as exc:
             if exc.reason == "not_accessible" or self.maps.arriving(item.path, exc):
