@@ -219,6 +219,16 @@ class TestLocalCluster:
         assert (second.tasks, second.spectra, second.skipped_sources) == (0, 0, 123)
         assert read_dataset(out).num_rows == table.num_rows
 
+    def test_the_command_prints_its_summary_and_not_dasks_chatter(
+        self, archive: Path, library_dir: Path, tmp_path: Path
+    ) -> None:
+        run = [sys.executable, "-m", "daemon.cli", "reclassify", str(archive / "lake-a")]
+        run += ["--out", str(tmp_path / "out"), "--library", str(library_dir), "--workers", "1"]
+        done = subprocess.run(run, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert "reclassified" in done.stdout and "spectra/s" in done.stdout
+        assert "distributed." not in done.stderr, done.stderr  # a worker's start and stop are not news
+
     def test_a_maps_pixels_are_spectra_and_its_particles_a_second_dataset(
         self, served_model: Any, tmp_path: Path
     ) -> None:

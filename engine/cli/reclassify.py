@@ -12,6 +12,7 @@ terminal), a summary at the end: spectra per second and counts by status.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,8 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
         raise UsageError(f"no such archive: {', '.join(missing)}")
     model = serving(served_libraries(args.library), ModelConfig())
     console = stdout_console()
+    # Dask's own loggers say every start, connection and stop at INFO; they follow mpwatch's -v
+    logging.getLogger("distributed").setLevel(logging.getLogger().getEffectiveLevel())
     with (
         cluster_client(workers=args.workers, scheduler=args.scheduler) as client,
         progress_bar() as progress,
