@@ -117,6 +117,17 @@ class TestDataset:
         table = read_dataset(tmp_path)
         assert table.num_rows == 1 and table["sample"].to_pylist() == ["lake/s 1"]
 
+    def test_a_killed_writers_temporary_of_this_run_is_swept_and_no_other(self, tmp_path: Path) -> None:
+        from engine.reclassify.cluster import _sweep_orphans
+
+        write_partition(tmp_path, SPECTRA, "s", "mine", [dict(self.ROW, library_hash="h")])
+        folder = partition_dir(tmp_path, SPECTRA, "s")
+        for name in (".mine.parquet.k1ll3d.tmp", ".theirs.parquet.w0rk1n.tmp"):  # killed worker; other run
+            (folder / name).write_bytes(b"PAR1 half written")
+        _sweep_orphans(tmp_path, {"mine"})
+        assert sorted(p.name for p in folder.iterdir()) == [".theirs.parquet.w0rk1n.tmp", "mine.parquet"]
+        assert read_dataset(tmp_path).num_rows == 1
+
     def test_done_keys_hold_the_sources_one_model_answered(self, tmp_path: Path) -> None:
         rows = [dict(self.ROW, index=i, sha256="big", library_hash="h") for i in (0, 1, 2)]
         rows.append(dict(self.ROW, index=None, sha256=None, status="unreadable", library_hash="h"))

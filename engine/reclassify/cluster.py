@@ -97,6 +97,17 @@ def _sweep_stale(out: Path) -> None:
                 tmp.unlink()
 
 
+def _sweep_orphans(out: Path, task_ids: set[str]) -> None:
+    """Remove the temporaries this run's tasks left: a worker killed mid-write cannot remove its own,
+    and the task's retry wrote the file under another temporary name. Only this run's task ids
+    are touched, so another run writing into ``out`` keeps its files in progress."""
+    for tmp in out.glob("*/sample=*/.*.tmp"):
+        task_id = tmp.name[1:].partition(".parquet.")[0]
+        if task_id in task_ids:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
 def reclassify(
     client: Client,
     model: IdentificationModel,
@@ -155,5 +166,6 @@ def reclassify(
             if on_task is not None:
                 on_task(outcome)
             future.release()
+        _sweep_orphans(out, {task.task_id for task in tasks})
     summary.seconds = time.perf_counter() - started
     return summary
