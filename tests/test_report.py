@@ -342,6 +342,33 @@ class TestSampleReports:
             assert "map.hdr" in out and "120.0 µm" in out and "PP" in out
 
 
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_particle_table_fits_the_terminal_one_line_per_particle(width: int) -> None:
+    from rich.console import Console
+
+    from daemon.cli.results import particles_table
+
+    row = {
+        "sample": "filter-2026-12-07",
+        "source": "/in/run/filter-2026-12-07/CA_tiny_map_of_the_whole_filter.zip",
+        "index": 123,
+        "status": "low_quality",
+        "label": "cellulose acetate",
+        "confidence": 0.5,
+        "n_pixels": 98765,
+        "feret_max_um": 1234.5,
+        "feret_min_um": 10.0,
+        "area_um2": 1234567.0,
+    }
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(particles_table([row, dict(row, index=124, status="known")], width=width))
+    lines = [line for line in console.export_text().splitlines() if line.strip()]
+    assert len(lines) == 4 and all(len(line) <= width for line in lines)  # header, rule, two particles
+    assert "…" not in lines[0]  # every header whole
+    assert "low_quality" in lines[2] and "1234.5 µm" in lines[2] and "1234567 µm²" in lines[2]
+    assert ("98765" in lines[2]) is (width >= 100)
+
+
 def painted_map(folder: Path, *, n: int = 48) -> dict[str, int]:
     """An ENVI map (BIP, absorbance) with particles painted from library spectra; labels painted."""
     library = ReferenceLibrary.load(REPO_ROOT / "engine" / "data" / "default_library")

@@ -209,27 +209,41 @@ def _print_particles(rows: list[dict[str, Any]], *, form: str) -> None:
         writer.writeheader()
         writer.writerows(rows)
     else:
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
-        for name in ("sample", "map", "#", "status", "label", "conf", "pixels", "feret max", "area"):
-            table.add_column(
-                name,
-                no_wrap=True,
-                justify="left" if name in ("sample", "map", "status", "label") else "right",
-            )
-        for row in rows:
-            unit, suffix = ("µm", "um") if row["feret_max_um"] is not None else ("px", "px")
-            table.add_row(
-                middle_cut(row["sample"], 12),
-                middle_cut(Path(row["source"]).name, 20),
-                str(row["index"]),
-                row["status"],
-                row["label"] or "",
-                f"{row['confidence']:.2f}" if row["confidence"] is not None else "",
-                str(row["n_pixels"]),
-                f"{row[f'feret_max_{suffix}']:.1f} {unit}",
-                f"{row['area_um2' if suffix == 'um' else 'area_px']:.0f} {unit}²",
-            )
-        stdout_console().print(table)
+        console = stdout_console()
+        console.print(particles_table(rows, width=console.width))
+
+
+def particles_table(rows: list[dict[str, Any]], *, width: int) -> Table:
+    """Particles as a table that fits ``width`` columns (80 and up): one line per particle.
+
+    Sizes are in µm with a pixel size, else in pixels; the pixel count shows only when there
+    is room, and names are cut in the middle, never wrapped.
+    """
+    wide = width >= 100
+    names = ["sample", "map", "#", "status", "label", "conf", *(["pixels"] if wide else [])]
+    names += ["feret max", "area"]
+    table = Table(
+        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True
+    )
+    for name in names:
+        left = name in ("sample", "map", "status", "label")
+        table.add_column(name, no_wrap=True, justify="left" if left else "right")
+    for row in rows:
+        unit, suffix = ("µm", "um") if row["feret_max_um"] is not None else ("px", "px")
+        confidence = row["confidence"]
+        cells = [
+            middle_cut(row["sample"], 12 if wide else 8),
+            middle_cut(Path(row["source"]).name, 24 if wide else 12),
+            str(row["index"]),
+            row["status"],
+            middle_cut(row["label"] or "", 16 if wide else 8),
+            "" if confidence is None else f"{confidence:.2f}",
+            *([str(row["n_pixels"])] if wide else []),
+            f"{row[f'feret_max_{suffix}']:.1f} {unit}",
+            f"{row['area_um2' if suffix == 'um' else 'area_px']:.0f} {unit}²",
+        ]
+        table.add_row(*cells)
+    return table
 
 
 def cmd_results(args: argparse.Namespace) -> int:
