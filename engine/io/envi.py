@@ -347,15 +347,14 @@ def _cube(header: EnviHeader, data: bytes | npt.NDArray[np.uint8], *, name: str)
     return flat.reshape(lines, samples, bands)
 
 
-def check_pixels(header: EnviHeader, limit: int, *, name: str, limit_name: str) -> None:
-    """SpectrumError ``unreadable`` when the image has more than ``limit`` pixels (``limit_name`` says
-    which limit, in the message)."""
-    pixels = header.samples * header.lines
+def check_pixels(samples: int, lines: int, limit: int, *, name: str, limit_name: str) -> None:
+    """SpectrumError ``unreadable`` when a map of ``samples`` x ``lines`` has more than ``limit`` pixels
+    (``limit_name`` says which limit, in the message); any map format's cube checks it here."""
+    pixels = samples * lines
     if pixels > limit:
         raise SpectrumError(
             "unreadable",
-            f"{name}: the map has {pixels} pixels ({header.samples}x{header.lines}), more than the {limit} "
-            f"{limit_name}",
+            f"{name}: the map has {pixels} pixels ({samples}x{lines}), more than the {limit} {limit_name}",
         )
 
 
@@ -366,7 +365,11 @@ def spectra_from_envi(header_text: str, data: bytes | npt.NDArray[np.uint8], *, 
     """
     header = parse_envi_header(header_text, name=name)
     check_pixels(
-        header, MAX_SPECTRA_PIXELS, name=name, limit_name="read as separate spectra; identify it as a map"
+        header.samples,
+        header.lines,
+        MAX_SPECTRA_PIXELS,
+        name=name,
+        limit_name="read as separate spectra; identify it as a map",
     )
     wavenumbers = header_wavenumbers(header, name=name)
     cube = _cube(header, data, name=name)

@@ -51,6 +51,8 @@ __all__ = ["MAX_BANDS", "Cube", "MapCube", "WdfCube", "map_header", "map_shape",
 
 #: A map's pixels may have at most this many bands.
 MAX_BANDS = 16_384
+#: How the pixel limit of a map read as a cube is named in a refusal.
+MAX_PIXELS_LIMIT = "allowed (max_pixels)"
 
 #: Bytes copied at a time when a compressed zip member is extracted.
 EXTRACT_CHUNK_BYTES = 4 * 1024 * 1024
@@ -304,7 +306,7 @@ def _ascending_bands(
 
 def _header(text: str, *, name: str, max_pixels: int) -> EnviHeader:
     header = parse_envi_header(text, name=name)
-    check_pixels(header, max_pixels, name=name, limit_name="allowed (max_pixels)")
+    check_pixels(header.samples, header.lines, max_pixels, name=name, limit_name=MAX_PIXELS_LIMIT)
     if header.bands > MAX_BANDS:
         raise SpectrumError("unreadable", f"{name}: {header.bands} bands, more than {MAX_BANDS}")
     return header
@@ -427,13 +429,7 @@ def _wdf_cube(path: Path, *, max_pixels: int, window: tuple[float, float] | None
     """A WDF map's cube; its points below the plausible range are left out, as the reader leaves them."""
     name = path.name
     grid = read_wdf_map(path)
-    pixels = grid.lines * grid.samples
-    if pixels > max_pixels:
-        raise SpectrumError(
-            "unreadable",
-            f"{name}: the map has {pixels} pixels ({grid.samples}x{grid.lines}), more than the "
-            f"{max_pixels} allowed (max_pixels)",
-        )
+    check_pixels(grid.samples, grid.lines, max_pixels, name=name, limit_name=MAX_PIXELS_LIMIT)
     if grid.n_points > MAX_BANDS:
         raise SpectrumError(
             "unreadable", f"{name}: {grid.n_points} points per spectrum, more than {MAX_BANDS}"
