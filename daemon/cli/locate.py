@@ -19,9 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config, ConfigError, load_config
+from daemon.store.ledger import LEDGER_FILENAME
 from daemon.web.address import ADDRESS_FILE, AddressError, client_url, daemon_url
 
-__all__ = ["CONFIG_SEARCH", "PACKAGED_CONFIG", "daemon_address", "load_configuration", "state_folder"]
+__all__ = [
+    "CONFIG_SEARCH",
+    "PACKAGED_CONFIG",
+    "daemon_address",
+    "load_configuration",
+    "state_folder",
+    "with_ledger",
+]
 
 #: Where a configuration is looked for when ``--config`` is not given, in this order.
 CONFIG_SEARCH = (Path("config.yaml"), Path("/etc/mpwatch/config.yaml"))
@@ -57,6 +65,17 @@ def state_folder(args: argparse.Namespace) -> Path:
         return Path(args.state)
     config, _ = load_configuration(getattr(args, "config", None))
     return config.state_dir
+
+
+def with_ledger(state: Path) -> Path:
+    """``state``, checked to hold the daemon's ledger: what the commands that read it start from.
+
+    Raises:
+        ConfigError: no ledger is there (a mistyped folder, or a daemon that never ran).
+    """
+    if not (state / LEDGER_FILENAME).is_file():
+        raise ConfigError(f"{state} holds no ledger (is it the daemon's state_dir? give --state DIR)")
+    return state
 
 
 def daemon_address(args: argparse.Namespace) -> str:

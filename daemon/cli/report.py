@@ -12,7 +12,7 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from daemon.cli.locate import load_configuration
+from daemon.cli.locate import load_configuration, with_ledger
 from daemon.config import ConfigError
 from daemon.store.connection import in_sample
 from daemon.store.export import report_settings
@@ -45,9 +45,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     config, _ = load_configuration(args.config)
     if args.state:
         config = config.model_copy(update={"state_dir": Path(args.state)})
-    state = config.state_dir
-    if not (state / "ledger.sqlite3").is_file():
-        raise ConfigError(f"{state} holds no ledger (is it the daemon's state_dir? give --state DIR)")
+    state = with_ledger(config.state_dir)
     settings = report_settings(config)
     with Ledger.in_state_dir(state) as ledger:
         folders = sample_folders(ledger)

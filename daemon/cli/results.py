@@ -14,7 +14,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from daemon.cli.locate import state_folder
+from daemon.cli.locate import state_folder, with_ledger
 from daemon.config import ConfigError
 from daemon.store.export import result_row
 from daemon.store.ledger import FileState, Ledger, ResultStatus, decided_by_model
@@ -247,9 +247,7 @@ def particles_table(rows: list[dict[str, Any]], *, width: int) -> Table:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    state = state_folder(args)
-    if not (state / "ledger.sqlite3").is_file():
-        raise ConfigError(f"{state} holds no ledger (is it the daemon's state_dir? give --state DIR)")
+    state = with_ledger(state_folder(args))
     if args.particles:
         with Ledger.in_state_dir(state) as ledger:
             _print_particles(_particle_rows(ledger, sample=args.sample, label=args.label), form=args.format)
