@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch's CPU wheel first, so the dependency resolver never pulls the CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: run test lint bench evaluate clean install install-dev system-deps
+.PHONY: run test lint bench evaluate cnn clean install install-dev system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run --out artifacts/bench
 
+# The CNN members shipped beside the bundled libraries (engine/data/*/cnn.onnx), trained as the
+# daemon's challenger trains them; their held-out reports go to artifacts/cnn/.
+cnn: $(VENV)/.installed
+	for lib in default_library default_raman_library; do \
+	    $(BIN)/python -m daemon.growth.challenger --library engine/data/$$lib \
+	        --out engine/data/$$lib/cnn.onnx --report artifacts/cnn/$$lib.json || exit 1; \
+	done
+
 # The evaluation numbers quoted in the README.
 evaluate: $(VENV)/.installed
 	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
@@ -47,7 +55,19 @@ evaluate: $(VENV)/.installed
 	    --loco --lofo --out artifacts/evaluate/canonical
 	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
 	    --library ../shared/data/openspecy_ftir_2023 --test "../shared/data/flopp_frond2021@library=FLOPP-e" \
-	    --members subknn,cnn --out artifacts/evaluate/cnn
+	    --members served,subknn,cnn --lofo --out artifacts/evaluate/cnn
+	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
+	    --test "../shared/data/flopp_frond2021@library=FLOPP-e" --members served --lofo \
+	    --out artifacts/evaluate/flopp_only_served
+	$(BIN)/mpwatch evaluate --library ../shared/data/openspecy_ftir_2023 \
+	    --test "../shared/data/flopp_frond2021@library=FLOPP-e" --members served --lofo \
+	    --out artifacts/evaluate/openspecy_to_flopp_e_served
+	$(BIN)/mpwatch evaluate --library ../shared/data/openspecy_ftir_2023 \
+	    --test ../shared/data/villegas_camacho2024_c8 --members served --lofo \
+	    --out artifacts/evaluate/openspecy_to_villegas_served
+	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
+	    --test ../shared/data/villegas_camacho2024_c8 --members served --lofo \
+	    --out artifacts/evaluate/flopp_to_villegas_served
 	$(BIN)/mpwatch evaluate --library "../shared/data/flopp_frond2021@library=FLOPP" \
 	    --test "../shared/data/flopp_frond2021@library=FLOPP-e" --loco --lofo --out artifacts/evaluate/flopp_only
 	$(BIN)/mpwatch evaluate --library ../shared/data/openspecy_ftir_2023 \

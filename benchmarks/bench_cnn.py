@@ -16,6 +16,12 @@ the subspace kNN. This measures ours on the same kind of task:
   (polar encoding included) over ``--repeats`` calls; batch throughput;
   accuracy and macro-F1 on the held-out originals. The subspace kNN trained
   on the same synthetic spectra is measured beside it.
+- Served: the same network exported to ONNX and run by ONNX Runtime on one
+  thread (:class:`~engine.models.cnn.ServedCNN`, what the daemon serves), one
+  spectrum and batches of 64; and the served model of the bundled FTIR
+  library with its shipped CNN against the same model without it (the
+  baseline), per spectrum alone and in batches of 64 (FLOPP-e particles),
+  everything that ``classify`` does included.
 
 Timings depend on what else the machine runs: the load average before and
 after is recorded with them.
@@ -30,6 +36,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -41,11 +48,15 @@ import numpy.typing as npt
 import torch
 from sklearn.metrics import f1_score
 
+from engine.analysis.evaluate import load_source
 from engine.core.augment import synthesize
 from engine.core.labels import canonical_label
+from engine.core.library import DEFAULT_LIBRARY, ReferenceLibrary
 from engine.core.preprocess import build_pipeline, transform
 from engine.io import read_spectra
-from engine.models.cnn import PolarCNN, polar_images
+from engine.models.cnn import PolarCNN, ServedCNN, cnn_for, export_onnx, polar_images
+from engine.models.cnn.runtime import BESIDE_LIBRARY
+from engine.models.served import IdentificationModel
 from engine.models.subknn import SubspaceKNN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,9 +64,7 @@ DATA = REPO_ROOT.parent / "shared" / "data"
 SOURCES = ("openspecy_ftir_2023", "flopp_frond2021")
 
 
-def load_data(
-    data: Path, classes: int
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.str_], list[str]]:
+def load_data(data: Path, classes: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.str_], list[str]]:
     """Model features and canonical labels of the ``classes`` largest classes (at least 3 spectra each)."""
     spectra = [s for source in SOURCES for s in read_spectra(data / source)]
     labels = np.array([canonical_label(str(s.metadata["label"])) for s in spectra])
@@ -147,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         "history": model.history_,
     }
 
+    served = served_costs(model, X_test, args)
+
     subknn: dict[str, Any] | None = None
     if not args.no_subknn:
         knn = SubspaceKNN(seed=args.seed, n_threads=args.threads)
@@ -179,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "threads": args.threads,
         "polar_cnn": cnn,
+        "served": served,
         "subknn": subknn,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -199,10 +211,53 @@ def main(argv: list[str] | None = None) -> int:
             f"{'SubspaceKNN':<12}{subknn['train_seconds']:>10.1f}{'':>8}{subknn['latency_ms_median']:>15.2f}"
             f"{subknn['accuracy']:>10.3f}{subknn['macro_f1']:>10.3f}"
         )
-    print(f"polar encoding alone: {encode_ms:.2f} ms per spectrum; batch prediction "
-          f"{cnn['batch_ms_per_spectrum']:.2f} ms per spectrum")
+    print(
+        f"polar encoding alone: {encode_ms:.2f} ms per spectrum; batch prediction "
+        f"{cnn['batch_ms_per_spectrum']:.2f} ms per spectrum"
+    )
+    print(
+        f"served by ONNX Runtime: {served['onnx_latency_ms_median']:.2f} ms for one spectrum, "
+        f"{served['onnx_batch64_ms_per_spectrum']:.3f} ms per spectrum in batches of 64 (encoding included)"
+    )
+    print(
+        "bundled library, classify per spectrum (alone / in batches of 64), without -> with the shipped CNN: "
+        f"{served['model_ms_alone_without_cnn']:.2f} -> {served['model_ms_alone_with_cnn']:.2f} ms, "
+        f"{served['model_ms_batch64_without_cnn']:.2f} -> {served['model_ms_batch64_with_cnn']:.2f} ms"
+    )
     print(f"wrote {path}")
     return 0
+
+
+def served_costs(
+    model: PolarCNN, X_test: npt.NDArray[np.float32], args: argparse.Namespace
+) -> dict[str, float]:
+    """What serving costs: the network under ONNX Runtime, and the bundled model with and without its CNN."""
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(model, Path(tmp) / "cnn.onnx")
+        onnx = ServedCNN.load(Path(tmp) / "cnn.onnx")
+    onnx.predict_proba(X_test[:1])
+    batch = np.resize(X_test, (64, X_test.shape[1]))
+    out = {
+        "onnx_latency_ms_median": median_ms(
+            lambda i: onnx.predict_proba(X_test[i % len(X_test)][None]), args.repeats
+        ),
+        "onnx_batch64_ms_per_spectrum": median_ms(lambda i: onnx.predict_proba(batch), 20) / 64,
+    }
+    particles = load_source(f"{args.data / 'flopp_frond2021'}@library=FLOPP-e")[:64]
+    library = ReferenceLibrary.load(DEFAULT_LIBRARY)
+    served = IdentificationModel(library)
+    shipped = cnn_for(library, [DEFAULT_LIBRARY / BESIDE_LIBRARY])
+    for name, cnn in (("without_cnn", None), ("with_cnn", shipped)):
+        served.set_cnn(cnn)
+        served.classify(particles[:1], aging=False)
+        out[f"model_ms_alone_{name}"] = median_ms(
+            lambda i: served.classify([particles[i % len(particles)]], aging=False), args.repeats
+        )
+        out[f"model_ms_batch64_{name}"] = (
+            median_ms(lambda i: served.classify(particles, aging=False), 20) / 64
+        )
+    out["cnn_shipped"] = float(shipped is not None)
+    return out
 
 
 if __name__ == "__main__":

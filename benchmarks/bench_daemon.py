@@ -10,13 +10,16 @@ inbox as fast as the disk takes them, and reads the ledger:
   quiet_seconds, median and p95 (in the burst it includes the queue; the
   at-pace run shows the latency of one instrument writing 20 files a second);
 - peak RSS (VmHWM) of the daemon process, and of the daemon plus its helper
-  processes (a sum of peaks, so an upper bound), without the CNN;
+  processes (a sum of peaks, so an upper bound);
 - the share of CPU time the hypervisor stole during the burst: on a shared
   virtual machine a run with much stolen time measures the neighbours too.
 
 The baseline in the same run is the engine alone: read + classify the same
 files in one process, in batches, with no watcher and no ledger. The ratio
-shows what the service costs on top of the science.
+shows what the service costs on top of the science. Each repeat also runs the
+daemon with its CNN member off (``cnn.enabled: false``, as before the CNN was
+served by default) right after the default one: ``ratio_to_without_cnn`` is
+the default daemon's throughput over that one's.
 
     python -m benchmarks.bench_daemon --files 2000 --out artifacts/bench
 """
@@ -122,14 +125,14 @@ def daemon_process(
 
 @contextlib.contextmanager
 def running_daemon(
-    root: Path, n_files: int
+    root: Path, n_files: int, **extra: Any
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path, list[Path], Path]]:
     """A ready daemon subprocess with an empty inbox; yields (process, ledger, files, inbox)."""
     staging, inbox, state = root / "staging", root / "inbox", root / "state"
     staging.mkdir()
     inbox.mkdir()
     files = write_particles(staging, n_files)
-    with daemon_process(root, inbox, state) as (process, _):
+    with daemon_process(root, inbox, state, **extra) as (process, _):
         yield process, state / "ledger.sqlite3", files, inbox
 
 
@@ -204,8 +207,11 @@ def family_hwm_mb(pid: int) -> float:
     return vm_hwm_mb(pid) + sum(vm_hwm_mb(int(child)) for child in children)
 
 
-def run(n_files: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp, running_daemon(Path(tmp), n_files) as (proc, db, files, inbox):
+def run(n_files: int, **extra: Any) -> dict[str, float]:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_daemon(Path(tmp), n_files, **extra) as (proc, db, files, inbox),
+    ):
         baseline = engine_baseline(files)
         idle_rss = vm_hwm_mb(proc.pid)
         clock = steal_clock()
@@ -234,9 +240,12 @@ def run(n_files: int) -> dict[str, float]:
     }
 
 
-def trickle(n_files: int, rate: float) -> dict[str, float]:
+def trickle(n_files: int, rate: float, **extra: Any) -> dict[str, float]:
     """Latency at an instrument's pace: files arrive at ``rate`` per second."""
-    with tempfile.TemporaryDirectory() as tmp, running_daemon(Path(tmp), n_files) as (_, db, files, inbox):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_daemon(Path(tmp), n_files, **extra) as (_, db, files, inbox),
+    ):
         arrived = drop(files, inbox, rate=rate)
         wait_done(db, n_files, timeout=120)
         rows = result_times(db, arrived)
@@ -259,17 +268,38 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="files per second in the at-pace run")
     parser.add_argument("--out", default="artifacts/bench")
     args = parser.parse_args()
-    runs = [run(args.files) for _ in range(args.repeats)]
+    runs, runs_without_cnn = [], []
+    for _ in range(args.repeats):
+        runs.append(run(args.files))
+        runs_without_cnn.append(run(args.files, cnn={"enabled": False}))
+        plain = runs_without_cnn[-1]["throughput_files_per_s"]
+        runs[-1]["ratio_to_without_cnn"] = runs[-1]["throughput_files_per_s"] / plain
     summary = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
+    without_cnn = {key: float(np.median([r[key] for r in runs_without_cnn])) for key in runs_without_cnn[0]}
     summary_trickle = trickle(args.trickle, args.rate)
+    trickle_without_cnn = trickle(args.trickle, args.rate, cnn={"enabled": False})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "daemon.json").write_text(
-        json.dumps({"burst_runs": runs, "burst_median": summary, "at_pace": summary_trickle}, indent=2)
+        json.dumps(
+            {
+                "burst_runs": runs,
+                "burst_median": summary,
+                "burst_runs_without_cnn": runs_without_cnn,
+                "burst_median_without_cnn": without_cnn,
+                "at_pace": summary_trickle,
+                "at_pace_without_cnn": trickle_without_cnn,
+            },
+            indent=2,
+        )
     )
     print(f"daemon benchmark, burst of {args.files} files, median of {args.repeats} runs")
     for key, value in summary.items():
         print(f"  {key:34s} {value:10.3f}")
+    shown = ("throughput_files_per_s", "latency_beyond_quiet_p95_s", "rss_peak_mb")
+    shown += ("rss_peak_with_helpers_mb",)
+    for key in shown:
+        print(f"  without the CNN: {key:27s} {without_cnn[key]:10.3f}")
     for key, unit, scale in [
         ("throughput_files_per_s", "files/s", 1.0),
         ("engine_baseline_files_per_s", "files/s", 1.0),
@@ -278,7 +308,7 @@ def main() -> None:
         print(f"  each run: {key:28s} " + " / ".join(f"{r[key] * scale:.0f}" for r in runs) + f" {unit}")
     print(f"at an instrument's pace ({args.rate:g} files/s, {args.trickle} files)")
     for key, value in summary_trickle.items():
-        print(f"  {key:34s} {value:10.3f}")
+        print(f"  {key:34s} {value:10.3f}  (without the CNN {trickle_without_cnn[key]:.3f})")
 
 
 if __name__ == "__main__":

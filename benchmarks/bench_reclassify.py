@@ -37,10 +37,10 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from engine.cli.classify import served_libraries, spectrum_inputs
+from engine.cli.classify import served_model, spectrum_inputs
 from engine.io import read_spectra
 from engine.io.labelled_set import load_labelled_set
-from engine.models.served import IdentificationModel, ModelConfig, serving
+from engine.models.served import IdentificationModel
 from engine.reclassify import cluster_client, reclassify
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.spectra, args.repeats = 20_000, 1
-    model = serving(served_libraries(None), ModelConfig())
+    model = served_model(None)
     timings: dict[str, list[float]] = {"classify": [], "workers_1": [], "workers_2": []}
     starts: list[float] = []
     with tempfile.TemporaryDirectory(prefix="mpwatch-bench-") as tmp:

@@ -192,16 +192,18 @@ class ModelSection(_Section):
 class CnnConfig(_Section):
     """The CNN member: a challenger retrained in a background process, promoted only when no worse.
 
-    Off by default: on the cross-source evaluation the CNN is worse than the subspace kNN.
+    On by default: every result's ``members`` holds its opinion, and it votes with the weight
+    held-out evaluation gave it (``weight: null``; for the bundled libraries that weight is 0).
     The network's shape (``max_epochs``, ``image_size``, ``width``, ``depth``) is the
     estimator's own (:class:`engine.models.cnn.PolarCNN`) unless set here.
     """
 
-    enabled: bool = False
+    enabled: bool = True
     retrain_hours: float = Field(24.0, gt=0, le=24 * 365)
     retrain_after_confirmations: int = Field(20, ge=1, le=1_000_000)
     fusion: Literal["subknn", "cnn", "weighted"] = _MODEL.fusion
-    weight: float = Field(_MODEL.cnn_weight, ge=0, le=1)
+    weight: float | None = Field(_MODEL.cnn_weight, ge=0, le=1)
+    disagreement_r: float | None = Field(_MODEL.disagreement_r, ge=-1, le=1)
     max_epochs: int | None = Field(None, ge=1, le=1000)
     image_size: int | None = Field(None, ge=8, le=512)
     width: int | None = Field(None, ge=1, le=256)
@@ -243,6 +245,9 @@ class ReportConfig(_Section):
     """
 
     enabled: bool = True
+    #: Reports are redrawn at most this often (result files every 2 s): a chart holds up the files
+    #: arriving while it is drawn.
+    interval_seconds: float = Field(30.0, ge=0, le=24 * 3600)
     size_classes: tuple[tuple[float, float], ...] = Field(
         [[low, high] for low, high in DEFAULT_SIZE_CLASSES], validate_default=True
     )
@@ -332,7 +337,8 @@ class Config(_Section):
         base = self.model.to_model_config()
         if not self.cnn.enabled:
             return base
-        return replace(base, fusion=self.cnn.fusion, cnn_weight=self.cnn.weight)
+        cnn = self.cnn
+        return replace(base, fusion=cnn.fusion, cnn_weight=cnn.weight, disagreement_r=cnn.disagreement_r)
 
     @property
     def confirmed_dir(self) -> Path:

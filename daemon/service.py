@@ -26,7 +26,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from daemon.config import Config, ConfigError, load_config
-from daemon.growth.challenger import ChallengerScheduler
+from daemon.growth.challenger import Challengers
 from daemon.growth.drift import DriftWatch
 from daemon.growth.drop_folder import DropFolder
 from daemon.growth.library import LibraryGrowth
@@ -103,7 +103,7 @@ class Daemon:
             on_model_change=self._publish_model,
             on_decision=self.exporter.mark,
         )
-        self.challenger = ChallengerScheduler.for_daemon(self) if config.cnn.enabled else None
+        self.challenger = Challengers.for_daemon(self) if config.cnn.enabled else None
         self._publish_model()
         self.drop_folder = DropFolder(config.confirmed_dir, self.growth, config.watch.quiet_seconds)
         self.stages = stages_for(

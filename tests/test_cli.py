@@ -168,8 +168,7 @@ class TestClassifyFolders:
     @pytest.fixture
     def served(self, monkeypatch: pytest.MonkeyPatch, model: Any) -> None:
         """``classify`` serves the small FLOPP model (built once per module), not the bundled libraries."""
-        monkeypatch.setattr(classify_command, "served_libraries", lambda folders: [])
-        monkeypatch.setattr(classify_command, "serving", lambda libraries, config: model)
+        monkeypatch.setattr(classify_command, "served_model", lambda folders: model)
 
     @pytest.fixture
     def samples(self, tmp_path: Path, particles: list[str]) -> Path:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from engine.cli.evaluate import run_study
 from engine.core.labels import canonical_label
 from engine.core.preprocess import build_pipeline, transform
 from engine.io import read_spectra
-from engine.models.cnn import PolarCNN, gramian_field, polar_images
+from engine.models.cnn import PolarCNN, ServedCNN, export_onnx, gramian_field, polar_images
 from engine.models.cnn import encoding as cnn_encoding
 from engine.models.cnn import estimator as cnn_estimator
 from engine.models.served import IdentificationModel, ModelConfig
@@ -379,6 +381,50 @@ class TestPersistence:
         assert not (tmp_path / "cnn.pt").exists()
 
 
+class TestServedCNN:
+    """The network as the daemon serves it: an ONNX file run by ONNX Runtime, with no torch."""
+
+    def test_onnx_answers_as_the_torch_network(self, tmp_path: Path) -> None:
+        model = tiny().fit(X_TRAIN, Y_TRAIN)
+        export_onnx(model, tmp_path / "m" / "cnn.onnx", metadata={"weight": 0.3, "note": "test"})
+        assert [p.name for p in (tmp_path / "m").iterdir()] == ["cnn.onnx"]  # no temporary file left
+        served = ServedCNN.load(tmp_path / "m" / "cnn.onnx")
+        assert served.classes_ == model.classes_ and served.n_features_in_ == POINTS
+        assert served.weight == 0.3 and served.metadata["note"] == "test"
+        np.testing.assert_allclose(served.predict_proba(X_TEST), model.predict_proba(X_TEST), atol=1e-5)
+        np.testing.assert_allclose(
+            served.predict_proba(X_TEST[:1]), model.predict_proba(X_TEST[:1]), atol=1e-5
+        )
+        twin = pickle.loads(pickle.dumps(served))  # a map's snapshot of the served model pickles it
+        np.testing.assert_array_equal(twin.predict_proba(X_TEST), served.predict_proba(X_TEST))
+
+    def test_other_widths_and_foreign_files_are_refused(self, tmp_path: Path) -> None:
+        export_onnx(tiny().fit(X_TRAIN, Y_TRAIN), tmp_path / "cnn.onnx")
+        served = ServedCNN.load(tmp_path / "cnn.onnx")
+        assert served.weight == 0.0  # a file without a weight earns none
+        with pytest.raises(ValueError, match="points"):
+            served.predict_proba(X_TEST[:, :-1])
+        import onnx
+
+        bare = onnx.load(tmp_path / "cnn.onnx")
+        del bare.metadata_props[:]
+        onnx.save(bare, tmp_path / "bare.onnx")
+        with pytest.raises(ValueError, match="no mpwatch metadata"):
+            ServedCNN.load(tmp_path / "bare.onnx")
+        with pytest.raises(ValueError, match="no trained network"):
+            export_onnx(PolarCNN(), tmp_path / "none.onnx")
+
+    def test_serving_imports_no_torch(self) -> None:
+        shipped = Path(evaluate.__file__).parents[1] / "data" / "default_library" / "cnn.onnx"
+        code = (
+            "import sys, numpy as np; from engine.models.cnn import ServedCNN; "
+            f"m = ServedCNN.load({str(shipped)!r}); m.predict_proba(np.zeros((2, m.n_features_in_))); "
+            "print('torch' in sys.modules)"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == "False"
+
+
 #: The study's Ns in the tests: two per member keep the CNN part to seconds.
 STUDY_NS = {"subknn": (5, 20), "cnn": (5, 20)}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -463,7 +509,7 @@ class TestStudy:
 def flopp_cross_source(
     shared_data: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, Any], Path]:
-    """``mpwatch evaluate --members subknn,cnn``: FLOPP pristine (185) -> FLOPP-e (195), the CNN tiny.
+    """``mpwatch evaluate --members subknn,cnn,served``: FLOPP pristine (185) -> FLOPP-e (195), the CNN tiny.
 
     Returns the JSON report and the output folder.
     """
@@ -472,18 +518,51 @@ def flopp_cross_source(
     argv = ["evaluate", "--library", f"{flopp}@library=FLOPP", "--test", f"{flopp}@library=FLOPP-e"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(evaluate, "SERVED_CNN", {**evaluate.SERVED_CNN, **TINY})
-        assert mpwatch([*argv, "--members", "subknn,cnn", "--out", str(out)]) == 0
+        assert mpwatch([*argv, "--members", "subknn,cnn,served", "--out", str(out)]) == 0
     return json.loads((out / "cross_source.json").read_text()), out
 
 
 SCORES = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "false_reject_rate")
 
 
+class TestServedMember:
+    """``served``: the kNN decides with the CNN beside it; at weight 0 the CNN can only veto."""
+
+    def test_the_veto_only_turns_known_into_unknown(
+        self, flopp_cross_source: tuple[dict[str, Any], Path]
+    ) -> None:
+        members = flopp_cross_source[0]["members"]
+        served, knn = members["served"], members["subknn"]
+        assert served["accuracy"] == knn["accuracy"]  # the same closed-set answers
+        assert served["false_reject_rate"] >= knn["false_reject_rate"]
+        assert served["cnn_params"]["image_size"] == 24
+
+    def test_whole_families_held_out_with_the_cnn_beside_the_knn(self, shared_data: Path) -> None:
+        flopp = shared_data / "flopp_frond2021"
+        library = library_from_sources([f"{flopp}@library=FLOPP"])
+        test = evaluate.load_source(f"{flopp}@library=FLOPP-e")
+        config = ModelConfig(disagreement_r=1.0)  # every disagreement vetoes: the effect is visible
+        held = {
+            member: evaluate.leave_one_out(
+                library, test, grouping="family", config=config, member=member, cnn_params=TINY, min_test=10
+            )
+            for member in ("subknn", "served")
+        }
+        assert held["served"].member == "served" and list(held["served"].unknown_rate) == list(
+            held["subknn"].unknown_rate
+        )
+        for family, rate in held["subknn"].unknown_rate.items():
+            assert held["served"].unknown_rate[family] >= rate
+            assert held["served"].known_reject_rate[family] >= held["subknn"].known_reject_rate[family]
+        # A tiny CNN disagrees with some accepted particles, and each of those is vetoed.
+        assert sum(held["served"].known_reject_rate.values()) > sum(held["subknn"].known_reject_rate.values())
+
+
 class TestCrossSourceMembers:
     def test_json_holds_both_members_scores(self, flopp_cross_source: tuple[dict[str, Any], Path]) -> None:
         data, out = flopp_cross_source
         members = data["members"]
-        assert list(members) == ["subknn", "cnn", "openspecy"]  # the recipe scored beside them
+        assert list(members) == ["subknn", "cnn", "served", "openspecy"]  # the recipe scored beside them
         for name, report in members.items():
             assert report["member"] == name
             assert report["n_test"] == 195 and report["n_in_library"] == 189

@@ -45,6 +45,12 @@ def variant(text: str, i: int) -> str:
 
 
 def write_config(tmp_path: Path, library_dir: Path, **extra: object) -> Path:
+    """A daemon configuration on ``library_dir``, with ``extra`` sections over it.
+
+    The CNN member is off unless ``cnn`` is given: on a library without a shipped CNN the
+    daemon would train one at start, a minute of CPU in every test (tests/test_challenger.py
+    and the default-configuration tests serve it).
+    """
     config = {
         "inboxes": [{"path": str(tmp_path / "inbox"), "name": "lab"}],
         "state_dir": str(tmp_path / "state"),
@@ -53,6 +59,7 @@ def write_config(tmp_path: Path, library_dir: Path, **extra: object) -> Path:
         "http": {"port": 0},
         "model": {"n_synthetic": 10, "n_learners": 10},
         "worker": {"retry_base_seconds": 0.2, "retry_cap_seconds": 1.0, "max_attempts": 3},
+        "cnn": {"enabled": False},
         **extra,
     }
     (tmp_path / "inbox").mkdir(exist_ok=True)

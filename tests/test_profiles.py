@@ -51,6 +51,7 @@ def write_config(tmp_path: Path, inboxes: list[dict[str, object]], **extra: obje
         "http": {"port": 0},
         "model": {"n_synthetic": 10, "n_learners": 10},
         "worker": {"helper_processes": 0},
+        "cnn": {"enabled": False},  # it would train at start on these libraries (test_daemon.write_config)
         **extra,
     }
     for inbox in inboxes:

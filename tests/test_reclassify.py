@@ -145,9 +145,8 @@ class TestDataset:
 @pytest.fixture(scope="module")
 def served_model(library_dir: Path) -> Any:
     """The model ``--library LIBDIR`` serves: the small FLOPP library, the bundled Raman one beside it."""
-    from engine.models.served import ModelConfig, serving
 
-    return serving(classify_command.served_libraries([library_dir]), ModelConfig())
+    return classify_command.served_model([library_dir])
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +169,7 @@ def expected(archive: Path, served_model: Any) -> dict[tuple[str, int], dict[str
     """``mpwatch classify --format jsonl`` on the archive, with the same model: rows by (source, index)."""
     stdout, stderr = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(classify_command, "serving", lambda libraries, config: served_model)
+        patch.setattr(classify_command, "served_model", lambda folders: served_model)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             assert main(["classify", "--format", "jsonl", str(archive)]) == 0
     assert "broken.spc" in stderr.getvalue()

@@ -492,6 +492,7 @@ class TestMapEndToEnd:
                     "http": {"port": 0},
                     "model": {"n_synthetic": 10, "n_learners": 10},
                     "worker": {"helper_processes": 0},
+                    "report": {"interval_seconds": 0},  # the report with the map's results, not 30 s on
                 }
             )
         )

@@ -171,7 +171,17 @@ def report_settings(config: Config) -> ReportSettings:
 
 
 class ResultsExporter:
-    """Rewrites the result files of folders that received results (and their sample reports)."""
+    """Rewrites the result files of folders that received results (and their sample reports).
+
+    Result files are rewritten every ``min_interval`` seconds at most (longer when a rewrite
+    is slow), sample reports every ``report_interval``, the first one an interval after the
+    first result: a report takes about 0.3 s to draw (the first, which imports matplotlib, far
+    longer), and even drawn in another thread it holds Python's lock long enough to delay the
+    files arriving meanwhile (p95 latency at an instrument's pace went from about 30 to 100-300 ms
+    when every rewrite drew one). With ``background``, a due :meth:`flush` hands the folders to a
+    thread of their own and returns at once. One flush runs at a time; a forced one (at shutdown)
+    waits for it and writes everything left, reports included, in the caller's thread.
+    """
 
     def __init__(
         self,
@@ -181,6 +191,8 @@ class ResultsExporter:
         *,
         min_interval: float = 2.0,
         report: ReportSettings | None = None,
+        report_interval: float = 0.0,
+        background: bool = False,
     ) -> None:
         self.ledger = ledger
         self.results_dir = results_dir
@@ -188,17 +200,27 @@ class ResultsExporter:
         self.min_interval = min_interval
         #: The sample reports' settings; None: no reports beside the result files.
         self.report = report
+        self.report_interval = report_interval
+        self.background = background
         self._dirty: set[Path] = set()
+        #: Folders whose result files are current but whose report is not yet.
+        self._stale_reports: set[Path] = set()
+        #: When the reports were last drawn, or the first result came (None: none came yet).
+        self._last_report: float | None = None
         self._lock = threading.Lock()
         self._last_flush = float("-inf")
         self._last_cost = 0.0
+        self._writer: threading.Thread | None = None
+        self._failure: Exception | None = None
 
     @classmethod
     def for_config(cls, ledger: Ledger, config: Config) -> ResultsExporter:
         """The exporter of a daemon's configuration: its state folder, inboxes and report settings."""
         inboxes = [(inbox.name, inbox.path) for inbox in config.inboxes]
         report = report_settings(config) if config.report.enabled else None
-        return cls(ledger, config.state_dir / "results", inboxes, report=report)
+        every = config.report.interval_seconds
+        results = config.state_dir / "results"
+        return cls(ledger, results, inboxes, report=report, report_interval=every, background=True)
 
     def mark(self, source: str | Path) -> None:
         """A result for ``source`` was written: its folder needs rewriting."""
@@ -213,24 +235,76 @@ class ResultsExporter:
         return self.results_dir / "_other" / folder.name
 
     def flush(self, *, now: float, force: bool = False) -> int:
-        """Rewrite dirty folders if the interval has passed (or ``force``); return how many."""
-        if not force and now - self._last_flush < max(self.min_interval, COST_FACTOR * self._last_cost):
-            return 0
+        """Rewrite dirty folders if the interval has passed (or ``force``); return how many.
+
+        In the background (see the class), the count is of the folders handed to the writer.
+        """
+        failure, self._failure = self._failure, None
+        if failure is not None and not force:
+            raise failure  # the writer thread's, for the main loop's guard to count and back off
+        writer = self._writer
+        if writer is not None and writer.is_alive():
+            if not force:
+                return 0
+            writer.join()
+        results_due = force or now - self._last_flush >= max(self.min_interval, COST_FACTOR * self._last_cost)
+        if self._last_report is None and self._dirty:
+            self._last_report = now  # the first report too waits an interval: a burst's start is left alone
+        since = now - (now if self._last_report is None else self._last_report)
+        reports_due = self.report is not None and (force or since >= self.report_interval)
         with self._lock:
-            dirty, self._dirty = self._dirty, set()
-        self._last_flush = now
+            if not results_due and not (reports_due and self._stale_reports):
+                return 0
+            dirty = self._dirty if results_due else set()
+            if results_due:
+                self._dirty = set()
+            if self.report is not None:
+                self._stale_reports |= dirty
+            reports = self._stale_reports if reports_due else set()
+            if reports_due:
+                self._stale_reports = set()
+        if results_due:
+            self._last_flush = now
+        if reports:
+            self._last_report = now
+        if self.background and not force and (dirty or reports):
+            self._writer = threading.Thread(target=self._write_behind, args=(dirty, reports), daemon=True)
+            self._writer.start()
+            return len(dirty)
+        return self._write(dirty, reports)
+
+    def _write_behind(self, dirty: set[Path], reports: set[Path]) -> None:
+        try:
+            self._write(dirty, reports)
+        except Exception as exc:
+            self._failure = exc
+
+    def _write(self, dirty: set[Path], reports: set[Path]) -> int:
+        """Rewrite the result files of ``dirty`` and the reports of ``reports`` (and of the samples
+        their blanks correct); a folder that fails stays to do."""
         started = time.perf_counter()
-        folders = self._with_blanks_neighbours(dirty)
-        for folder in sorted(folders):
+        try:
+            reports = self._with_blanks_neighbours(reports)
+        except BaseException:
+            self._requeue(dirty, reports)
+            raise
+        for folder in sorted(dirty | reports):
             try:
-                self.write_folder(folder)
+                self.write_folder(folder, report=folder in reports)
             except OSError:
                 logger.exception("could not write results for %s", folder)
-                with self._lock:
-                    self._dirty.add(folder)
+                self._requeue({folder} & dirty, {folder} & reports)
+            except BaseException:
+                self._requeue(dirty, reports)  # none is lost: the next flush writes them again
+                raise
         if dirty:
             self._last_cost = time.perf_counter() - started
         return len(dirty)
+
+    def _requeue(self, dirty: set[Path], reports: set[Path]) -> None:
+        with self._lock:
+            self._dirty |= dirty
+            self._stale_reports |= reports
 
     def _with_blanks_neighbours(self, dirty: set[Path]) -> set[Path]:
         """``dirty``, and the samples beside a dirty procedural blank: their blank-corrected counts change."""
@@ -242,7 +316,8 @@ class ResultsExporter:
                 out.add(other)
         return out
 
-    def write_folder(self, folder: Path) -> Path:
+    def write_folder(self, folder: Path, *, report: bool = True) -> Path:
+        """Rewrite ``folder``'s results.jsonl and summary.csv, and its sample report with ``report``."""
         results = _all(self.ledger, folder)
         target = self.target(folder)
         lines = "".join(json.dumps(result_row(r), sort_keys=True) + "\n" for r in results)
@@ -252,6 +327,6 @@ class ResultsExporter:
         writer.writeheader()
         writer.writerows(summary_rows(results))
         atomic_write_text(target / "summary.csv", buffer.getvalue())
-        if self.report is not None:
+        if report and self.report is not None:
             write_sample_report(self.ledger, str(folder), target / "report", self.report)
         return target

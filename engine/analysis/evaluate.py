@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -57,7 +57,10 @@ from engine.core.labels import scoring_label
 from engine.core.library import ReferenceLibrary
 from engine.core.spectrum import Spectrum
 from engine.io import read_spectra
-from engine.models.served import IdentificationModel, ModelConfig, Result, subspace_knn
+from engine.models.served import MEMBERS_DISAGREE, IdentificationModel, ModelConfig, Result, subspace_knn
+
+if TYPE_CHECKING:
+    from engine.models.cnn import PolarCNN
 
 __all__ = [
     "OUTCOME_COLUMNS",
@@ -87,6 +90,11 @@ CNN_STUDY_NS = (10, 20, 40, 100)
 STUDY_NS_BY_MEMBER: dict[str, tuple[int, ...]] = {"subknn": STUDY_NS, "cnn": CNN_STUDY_NS}
 #: The models evaluated: the subspace kNN and the CNN member.
 MEMBERS = ("subknn", "cnn")
+#: What the cross-source evaluation scores: each member deciding alone, or ``served``: the model as
+#: the daemon serves it, the kNN deciding with the CNN beside it (fused at the CNN's weight, which
+#: is 0 for a CNN trained here, and its disagreement turning a candidate below
+#: ``disagreement_r`` to unknown).
+CROSS_SOURCE_MEMBERS = (*MEMBERS, "served")
 #: The member name of Open Specy's recipe in reports and tables.
 RECIPE = "openspecy"
 #: The CNN as the daemon's challenger trains it: on the CPU, on one torch thread, PolarCNN's
@@ -200,6 +208,10 @@ class CrossSourceReport:
     #: The member that decided (see :func:`cross_source`) and, for the CNN, its parameters.
     member: str = "subknn"
     cnn_params: dict[str, Any] = field(default_factory=dict)
+    #: Where a CNN gave its opinion: of the candidates that passed their r threshold (known, or vetoed
+    #: by the CNN), [how many the CNN disagreed with, how many], by ``right``, ``wrong`` (another
+    #: class the library holds) and ``not_in_library`` (the test spectrum's class is not in it).
+    disagreement: dict[str, list[int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "results"}
@@ -208,11 +220,11 @@ class CrossSourceReport:
         return out
 
 
-def check_members(members: Sequence[str]) -> tuple[str, ...]:
-    """``members`` without repeats, in order; ValueError unless they are among :data:`MEMBERS`."""
-    unknown = [m for m in members if m not in MEMBERS]
+def check_members(members: Sequence[str], allowed: Sequence[str] = MEMBERS) -> tuple[str, ...]:
+    """``members`` without repeats, in order; ValueError unless they are among ``allowed``."""
+    unknown = [m for m in members if m not in allowed]
     if unknown or not members:
-        raise ValueError(f"members must be among {', '.join(MEMBERS)}, got {list(members)}")
+        raise ValueError(f"members must be among {', '.join(allowed)}, got {list(members)}")
     return tuple(dict.fromkeys(members))
 
 
@@ -236,31 +248,33 @@ def cross_source(
     it trains on all of them, as the kNN does. Its closed-set prediction is
     the CNN's best class; its reject option is the served one (the kNN's
     calibrated r thresholds, the CNN's probability as the vote).
-    ``seconds_build`` includes the CNN's training.
+    ``"served"`` is the same CNN beside the kNN as the daemon serves it
+    (:data:`CROSS_SOURCE_MEMBERS`). ``seconds_build`` includes the CNN's training.
     """
     cfg = config or ModelConfig()
-    check_members([member])
+    check_members([member], CROSS_SOURCE_MEMBERS)
     started = time.perf_counter()
-    model = _served_model(library, cfg, member, cnn_params)
+    model, cnn = _served_model(library, cfg, member, cnn_params)
     built = time.perf_counter()
     results = model.classify(test)
     classified = time.perf_counter()
     report = score(library, test, results, seconds_build=built - started, seconds_classify=classified - built)
     report.member = member
-    report.cnn_params = model.cnn_.get_params() if model.cnn_ is not None else {}
+    report.cnn_params = cnn.get_params() if cnn is not None else {}
     return report
 
 
 def _served_model(
     library: ReferenceLibrary, cfg: ModelConfig, member: str, cnn_params: Mapping[str, Any] | None
-) -> IdentificationModel:
-    """The model on ``library`` with ``member`` deciding (see :func:`cross_source`)."""
+) -> tuple[IdentificationModel, PolarCNN | None]:
+    """The model on ``library`` with ``member`` deciding, and its CNN (see :func:`cross_source`)."""
     if member == "subknn":
-        return IdentificationModel(library, cfg)
-    model = IdentificationModel(library, dataclasses.replace(cfg, fusion="cnn"))
+        return IdentificationModel(library, cfg), None
+    model = IdentificationModel(library, dataclasses.replace(cfg, fusion="cnn") if member == "cnn" else cfg)
     X, y = model.training_set()
-    model.set_cnn(_member_factory(member, cfg, cnn_params)().fit(X, y))
-    return model
+    cnn = _member_factory(member, cfg, cnn_params)().fit(X, y)
+    model.set_cnn(cnn)
+    return model, cnn
 
 
 def recipe_cross_source(library: ReferenceLibrary, test: Sequence[Spectrum]) -> CrossSourceReport:
@@ -348,7 +362,23 @@ def score(
         seconds_build=seconds_build,
         seconds_classify=seconds_classify,
         results=list(results),
+        disagreement=_disagreement(truth, results, known),
     )
+
+
+def _disagreement(truth: Sequence[str], results: Sequence[Result], known: set[str]) -> dict[str, list[int]]:
+    """How often the CNN disagreed with a candidate that passed its threshold (see ``CrossSourceReport``)."""
+    counts: dict[str, list[int]] = {}
+    for t, r in zip(truth, results, strict=True):
+        opinions = [m for m in r.members if m.get("name") == "cnn" and m.get("label") is not None]
+        if not opinions or not (r.status == "known" or r.extra.get("reason") == MEMBERS_DISAGREE):
+            continue
+        right = scoring_label(r.candidate or "") == t
+        kind = "not_in_library" if t not in known else "right" if right else "wrong"
+        tally = counts.setdefault(kind, [0, 0])
+        tally[0] += int(bool(r.extra.get("disagreement")))
+        tally[1] += 1
+    return counts
 
 
 def _family_accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
@@ -421,6 +451,8 @@ class LeaveOneOut:
     known_reject_rate: dict[str, float]
     #: The classes of the library each held-out group removed.
     removed_classes: dict[str, list[str]] = field(default_factory=dict)
+    #: The model built on each reduced library (:data:`CROSS_SOURCE_MEMBERS`).
+    member: str = "subknn"
 
     @property
     def mean_unknown_rate(self) -> float:
@@ -452,9 +484,14 @@ def leave_one_out(
     config: ModelConfig | None = None,
     min_test: int = 5,
     progress: Progress = None,
+    member: str = "subknn",
+    cnn_params: Mapping[str, Any] | None = None,
 ) -> LeaveOneOut:
     """Remove each group (class or family) with ``min_test`` or more test spectra from the library in
     turn; score how its spectra are rejected and how the spectra of the classes left fare.
+
+    ``member`` is the model built on each reduced library, as :func:`cross_source` builds it
+    (``"served"`` trains a CNN on each, ``cnn_params`` overriding its defaults).
 
     A test spectrum is held out when its own label falls in the group; the library loses
     every reference whose class falls in it. A spectrum whose family no rule places
@@ -466,12 +503,12 @@ def leave_one_out(
     groups = [group_of(t) if t in known else None for t in truth]
     counts = {g: groups.count(g) for g in sorted({g for g in groups if g is not None})}
     held = [g for g, n in counts.items() if n >= min_test]
-    out = LeaveOneOut(grouping=grouping, unknown_rate={}, n_held_out={}, known_reject_rate={})
+    out = LeaveOneOut(grouping=grouping, unknown_rate={}, n_held_out={}, known_reject_rate={}, member=member)
     for g in held:
         reduced = library.subset(partial(_outside_group, group_of=group_of, held_out=g))
         out.removed_classes[g] = sorted(known - {scoring_label(label) for label in reduced.labels})
         remaining = {scoring_label(label) for label in reduced.labels}
-        results = IdentificationModel(reduced, config).classify(test)
+        results = _served_model(reduced, config or ModelConfig(), member, cnn_params)[0].classify(test)
         mine = [r for r, h in zip(results, groups, strict=True) if h == g]
         others = [r for r, t in zip(results, truth, strict=True) if t in remaining]
         out.unknown_rate[g] = float(np.mean([r.status != "known" for r in mine]))

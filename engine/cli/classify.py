@@ -29,9 +29,10 @@ from engine.core.spectrum import Spectrum, SpectrumError
 from engine.io import read_spectra
 from engine.io.candidates import NonSpectrumFilter, SpectrumFileFilter, candidate_files
 from engine.io.labelled_set import is_labelled_set
-from engine.models.served import ModelConfig, Result, serving
+from engine.models.cnn.runtime import BESIDE_LIBRARY, cnn_for
+from engine.models.served import IdentificationModel, ModelConfig, Result, serving
 
-__all__ = ["add_library_argument", "add_parsers", "served_libraries", "spectrum_inputs"]
+__all__ = ["add_library_argument", "add_parsers", "served_libraries", "served_model", "spectrum_inputs"]
 
 CSV_FIELDS = ("source", "index", "status", "label", "material", "confidence", "top_hit", "top_r", "candidate")
 
@@ -130,16 +131,31 @@ class _Rows:
             Console().print(self.table)
 
 
-def served_libraries(folders: Sequence[Path] | None) -> list[ReferenceLibrary]:
-    """The libraries in ``folders`` (one per technique), the bundled ones for the other techniques."""
-    chosen = [ReferenceLibrary.load(folder) for folder in folders or ()]
-    techniques = [lib.technique for lib in chosen]
+def served_libraries(folders: Sequence[Path] | None) -> list[tuple[ReferenceLibrary, Path]]:
+    """The libraries in ``folders`` (one per technique), the bundled ones for the other techniques,
+    each with its folder."""
+    chosen = [(ReferenceLibrary.load(folder), Path(folder)) for folder in folders or ()]
+    techniques = [lib.technique for lib, _ in chosen]
     if len(set(techniques)) != len(techniques):
         raise LibraryError(f"give one library per technique, got {', '.join(techniques)} libraries")
     for technique, folder in DEFAULT_LIBRARIES.items():
         if technique not in techniques:
-            chosen.append(ReferenceLibrary.load(folder))
-    return sorted(chosen, key=lambda lib: lib.technique != "ir")
+            chosen.append((ReferenceLibrary.load(folder), folder))
+    return sorted(chosen, key=lambda pair: pair[0].technique != "ir")
+
+
+def served_model(folders: Sequence[Path] | None) -> IdentificationModel:
+    """The model ``classify`` and ``reclassify`` serve: the libraries of :func:`served_libraries`,
+    each with the CNN member kept in its folder (``cnn.onnx``) when it was trained on that content
+    (the bundled libraries ship theirs), as the daemon serves them."""
+    chosen = served_libraries(folders)
+    model = serving([library for library, _ in chosen], ModelConfig())
+    for library, folder in chosen:
+        cnn = cnn_for(library, [folder / BESIDE_LIBRARY])
+        target = model.model_for(library.technique)
+        if cnn is not None and target is not None:
+            target.set_cnn(cnn)
+    return model
 
 
 def add_library_argument(parser: argparse.ArgumentParser) -> None:
@@ -157,7 +173,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     inputs = spectrum_inputs(args.inputs)
     if not inputs:
         return EXIT_BAD_INPUT
-    model = serving(served_libraries(args.library), ModelConfig())
+    model = served_model(args.library)
     rows = _Rows(args.format)
     bad = 0
     with progress_bar(show=len(inputs) > 1) as progress:

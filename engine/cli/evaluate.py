@@ -7,6 +7,7 @@ conventions, and the aging indices; each writes its JSON and PNG reports under `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -40,7 +41,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
-    config = ModelConfig() if args.r_floor is None else ModelConfig(r_floor=args.r_floor)
+    config = ModelConfig()
+    if args.r_floor is not None:
+        config = dataclasses.replace(config, r_floor=args.r_floor)
+    if args.disagreement_r is not None:
+        veto = None if args.disagreement_r > 1 else args.disagreement_r
+        config = dataclasses.replace(config, disagreement_r=veto)
     if args.study:
         steps = sum(len(ns) + 1 for ns in ev.study_plan(args.study_members).values())
         studies = []
@@ -104,7 +110,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             summary["against_recipe"] = _against_recipe(reports)
         for flag, grouping in ((args.loco, "class"), (args.lofo, "family")):
             if flag:
-                held = ev.leave_one_out(library, test, grouping=grouping, config=config)
+                first = args.members[0]
+                held = ev.leave_one_out(library, test, grouping=grouping, config=config, member=first)
                 summary[f"leave_one_{grouping}_out"] = held.as_dict()
         _write_json(out / "cross_source.json", summary)
         _print_cross_source(summary)
@@ -318,6 +325,10 @@ def _print_cross_source(s: dict[str, Any]) -> None:
             f" ({'n/a' if ratio is None else f'{ratio:.2f}x'}; a rejected known spectrum counts as an error),"
             f" macro-F1 {versus['macro_f1']:.3f} against {versus['recipe_macro_f1']:.3f}"
         )
+    for member, report in members.items():
+        if report.get("disagreement"):
+            shares = ", ".join(f"{kind} {d} of {n}" for kind, (d, n) in report["disagreement"].items())
+            console.print(f"{member}: the CNN disagreed with candidates past their threshold: {shares}")
     for grouping in ("class", "family"):
         if f"leave_one_{grouping}_out" in s:
             _print_leave_one_out(s[f"leave_one_{grouping}_out"], grouping)
@@ -388,14 +399,18 @@ def _num(value: Any, spec: str = ".3f") -> str:
     return format(value, spec) if isinstance(value, int | float) else "n/a"
 
 
-def _members(text: str) -> tuple[str, ...]:
-    """``--members`` and ``--study-members``: comma-separated names among subknn and cnn."""
+def _members(text: str, allowed: tuple[str, ...] = ("subknn", "cnn")) -> tuple[str, ...]:
+    """``--study-members`` (and, with ``served`` allowed, ``--members``): comma-separated names."""
     from engine.analysis.evaluate import check_members
 
     try:
-        return check_members([m.strip() for m in text.split(",") if m.strip()])
+        return check_members([m.strip() for m in text.split(",") if m.strip()], allowed)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _cross_source_members(text: str) -> tuple[str, ...]:
+    return _members(text, ("subknn", "cnn", "served"))
 
 
 def add_parsers(sub: Any) -> None:
@@ -411,11 +426,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--test", action="append", metavar="DIR[@key=value]", help="labelled set(s) to test on")
     p.add_argument(
         "--members",
-        type=_members,
+        type=_cross_source_members,
         default="subknn",
         metavar="M[,M]",
         help="who decides in the cross-source evaluation: subknn (default), cnn (the CNN member trained "
-        "as the daemon serves it: a minute or two on a CPU thread) or both, scored side by side",
+        "as the daemon's challenger trains it: a minute or two on a CPU thread), served (the kNN with "
+        "that CNN beside it, as the daemon serves them), or several, scored side by side; --loco and "
+        "--lofo build the first",
     )
     p.add_argument(
         "--loco", action="store_true", help="also run leave-one-class-out on the test set (the kNN)"
@@ -432,6 +449,15 @@ def add_parsers(sub: Any) -> None:
         metavar="R",
         help="the lowest acceptance threshold on the best r of any class (the model's r_floor; "
         "default: the served model's)",
+    )
+    p.add_argument(
+        "--disagreement-r",
+        type=float,
+        default=None,
+        metavar="R",
+        help="with --members served: a candidate the CNN disagrees with is accepted only at a best r of at "
+        "least R (the model's disagreement_r; a value above 1 turns the veto off; default: the served "
+        "model's)",
     )
     p.add_argument(
         "--baseline",

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from engine.cli.classify import add_library_argument, served_libraries
+from engine.cli.classify import add_library_argument, served_model
 from engine.cli.common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, UsageError, progress_bar, stdout_console
-from engine.models.served import ModelConfig, serving
 
 if TYPE_CHECKING:
     from engine.reclassify import Summary, TaskOutcome
@@ -49,7 +48,7 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.archives if not p.exists()]
     if missing:
         raise UsageError(f"no such archive: {', '.join(missing)}")
-    model = serving(served_libraries(args.library), ModelConfig())
+    model = served_model(args.library)
     console = stdout_console()
     # Dask's own loggers say every start, connection and stop at INFO; they follow mpwatch's -v
     logging.getLogger("distributed").setLevel(logging.getLogger().getEffectiveLevel())

@@ -93,18 +93,8 @@ FORMAT_VERSION = 1
 LABELS_AS_GIVEN = "as_given"
 
 #: Provenance and descriptive fields kept per reference.
-ENTRY_FIELDS = (
-    "ref_id",
-    "label",
-    "material",
-    "technique",
-    "y_unit",
-    "source",
-    "sha256",
-    "organisation",
-    "confirmed_by",
-    "confirmed_at",
-)
+ENTRY_FIELDS: tuple[str, ...] = ("ref_id", "label", "material", "technique", "y_unit", "source", "sha256")
+ENTRY_FIELDS += ("organisation", "confirmed_by", "confirmed_at")
 
 
 class LibraryError(RuntimeError):
@@ -232,6 +222,15 @@ class ReferenceLibrary:
     @property
     def labels(self) -> list[str]:
         return [e["label"] for e in self.entries]
+
+    @property
+    def content_hash(self) -> str:
+        """A sha256 of what a model learns from this library: its pipeline, and every reference's
+        label and spectrum (by its sha256), in order. Versions with the same content share it."""
+        digest = hashlib.sha256(json.dumps(self.pipeline_spec, sort_keys=True, default=str).encode())
+        for entry in self.entries:
+            digest.update(f"\n{entry['label']}\t{entry['sha256']}".encode())
+        return digest.hexdigest()
 
     @property
     def keeps_labels(self) -> bool:

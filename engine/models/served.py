@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import faiss
 import numpy as np
@@ -50,17 +50,17 @@ from engine.models.ranges import RangeModelCache, route
 from engine.models.result import Hit, Result, conventions_of, wants_aging
 from engine.models.subknn import SubspaceKNN
 
-if TYPE_CHECKING:
-    from engine.models.cnn import PolarCNN
-
 __all__ = [
+    "MEMBERS_DISAGREE",
     "SYNTHETIC_ID_BASE",
+    "CNNMember",
     "Evidence",
     "HeldOut",
     "Hit",
     "IdentificationModel",
     "ModelConfig",
     "Result",
+    "align_columns",
     "conventions_of",
     "serving",
     "subspace_knn",
@@ -91,11 +91,16 @@ class ModelConfig:
     reject_margin: float = RejectCalibrator.margin
     min_vote: float = RejectCalibrator.min_vote
     r_floor: float = RejectCalibrator.r_floor
-    #: How the optional CNN member is combined with the subspace kNN: ``subknn`` (the CNN is
-    #: reported but does not vote), ``cnn`` (the CNN alone decides) or ``weighted``
-    #: (``(1 - cnn_weight) * subknn + cnn_weight * cnn``). Without a CNN only the kNN counts.
-    fusion: Literal["subknn", "cnn", "weighted"] = "subknn"
-    cnn_weight: float = 0.0
+    #: How the CNN member is combined with the subspace kNN: ``subknn`` (the CNN is reported but
+    #: does not vote), ``cnn`` (the CNN alone decides) or ``weighted``
+    #: (``(1 - w) * subknn + w * cnn``). Without a CNN only the kNN counts.
+    fusion: Literal["subknn", "cnn", "weighted"] = "weighted"
+    #: ``w`` of the weighted fusion; ``None``: the weight that held-out evaluation gave the CNN
+    #: served (its ``weight``, written when it was trained; 0 for a CNN without one).
+    cnn_weight: float | None = None
+    #: A candidate the CNN member names another class for is not accepted as known when its best r
+    #: is below this: it comes out ``unknown`` with ``reason`` ``members_disagree``. ``None``: never.
+    disagreement_r: float | None = 0.8
     #: Range models (the library cut to a partial acquisition range) kept at once.
     range_models: int = 8
     #: Folds of the held-out pass that calibrates ``confidence`` (see ``held_out_evidence``).
@@ -103,6 +108,45 @@ class ModelConfig:
 
 
 FUSIONS = ("subknn", "cnn", "weighted")
+
+#: The ``reason`` of an unknown result whose candidate passed its threshold but the CNN disagreed.
+MEMBERS_DISAGREE = "members_disagree"
+
+#: The CNN's entry in the members of a spectrum identified on a range model.
+CNN_ABSTAINS_ON_RANGES = {
+    "name": "cnn",
+    "label": None,
+    "probability": None,
+    "weight": 0.0,
+    "abstained": "the CNN reads the library's full range; this spectrum was identified on a range model",
+}
+
+
+def align_columns(
+    proba: npt.NDArray[np.float64], columns: Sequence[str], classes: Sequence[str]
+) -> npt.NDArray[np.float64]:
+    """``proba``'s columns (one per label in ``columns``) rearranged as ``classes``; 0 for a class
+    ``columns`` lacks, and columns of labels outside ``classes`` dropped.
+
+    >>> align_columns(np.array([[0.7, 0.3]]), ["PE", "PS"], ["PS", "PVC", "PE"]).tolist()
+    [[0.3, 0.0, 0.7]]
+    """
+    position = {c: j for j, c in enumerate(columns)}
+    aligned = np.zeros((len(proba), len(classes)), dtype=np.float64)
+    for j, label in enumerate(classes):
+        if label in position:
+            aligned[:, j] = proba[:, position[label]]
+    return aligned
+
+
+class CNNMember(Protocol):
+    """What the served model asks of a CNN member (:class:`~engine.models.cnn.ServedCNN`, or the
+    torch estimator :class:`~engine.models.cnn.PolarCNN` in evaluation)."""
+
+    @property
+    def classes_(self) -> Sequence[Any]: ...
+
+    def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]: ...
 
 
 @dataclass(frozen=True)
@@ -186,20 +230,36 @@ class IdentificationModel:
         self.revision = 0
         #: The acquisition range (low, high, grid step) this model was cut to (None: the library's own).
         self.window = window
-        self.cnn_: PolarCNN | None = None
+        self.cnn_: CNNMember | None = None
         #: Models of other techniques' libraries, which get the spectra of their technique.
         self.companions: dict[str, IdentificationModel] = {}
         if self.config.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.config.fusion!r}")
-        if not 0.0 <= self.config.cnn_weight <= 1.0:
+        if self.config.cnn_weight is not None and not 0.0 <= self.config.cnn_weight <= 1.0:
             raise ValueError(f"cnn_weight must be in [0, 1], got {self.config.cnn_weight!r}")
         if self.config.calibration_folds < 2:
             raise ValueError(f"calibration_folds must be at least 2, got {self.config.calibration_folds!r}")
         self._build(confidence)
 
-    def set_cnn(self, cnn: PolarCNN | None) -> None:
-        """Serve ``cnn`` as the second member (``None`` removes it); ``config.fusion`` says how it votes."""
+    def set_cnn(self, cnn: CNNMember | None) -> None:
+        """Serve ``cnn`` as the second member (``None`` removes it); ``config.fusion`` says how it votes.
+
+        ValueError when ``cnn`` reads spectra of another width than this model's features.
+        """
+        width = self.library.preprocessed.shape[1]
+        reads = getattr(cnn, "n_features_in_", width)
+        if cnn is not None and reads != width:
+            raise ValueError(f"the CNN reads {reads} points; this library's spectra have {width}")
         self.cnn_ = cnn
+
+    @property
+    def cnn_weight(self) -> float:
+        """The weight the CNN votes with under ``weighted`` fusion (0 without a CNN)."""
+        if self.cnn_ is None:
+            return 0.0
+        if self.config.cnn_weight is not None:
+            return float(self.config.cnn_weight)
+        return float(getattr(self.cnn_, "weight", 0.0))
 
     @property
     def technique(self) -> str:
@@ -515,6 +575,8 @@ class IdentificationModel:
             for result in results:
                 result.extra["range"] = list(key[1][:2])
                 result.extra["grid_step"] = key[1][2]
+                if self.cnn_ is not None:
+                    result.members.append(dict(CNN_ABSTAINS_ON_RANGES))
             return results
         if kind == "narrow":
             return [self._narrow(key[1]) for _ in batch]
@@ -565,10 +627,11 @@ class IdentificationModel:
         self,
         proba: npt.NDArray[np.float64],
         classes: list[str],
-        cnn: PolarCNN,
+        cnn: CNNMember,
         X: npt.NDArray[np.float32],
     ) -> tuple[npt.NDArray[np.float64], list[list[dict[str, Any]]]]:
-        """The fused distribution over the kNN's classes, and each row's members (label, probability).
+        """The fused distribution over the kNN's classes, and each row's members (label, probability;
+        for the CNN its weight in the fusion).
 
         The CNN's columns are aligned to the kNN's classes; a class the CNN does not know gets 0,
         a class only the CNN knows is dropped from the fused distribution (but still reported as
@@ -576,19 +639,10 @@ class IdentificationModel:
         """
         cnn_raw = np.asarray(cnn.predict_proba(X), dtype=np.float64)
         cnn_classes = [str(c) for c in cnn.classes_]
-        position = {c: j for j, c in enumerate(cnn_classes)}
-        aligned = np.zeros_like(proba, dtype=np.float64)
-        for j, label in enumerate(classes):
-            if label in position:
-                aligned[:, j] = cnn_raw[:, position[label]]
+        aligned = align_columns(cnn_raw, cnn_classes, classes)
         fusion = self.config.fusion
-        if fusion == "cnn":
-            fused = aligned
-        elif fusion == "weighted":
-            w = float(self.config.cnn_weight)
-            fused = (1.0 - w) * proba + w * aligned
-        else:
-            fused = np.asarray(proba, dtype=np.float64)
+        w = {"cnn": 1.0, "weighted": self.cnn_weight}.get(fusion, 0.0)
+        fused = (1.0 - w) * np.asarray(proba, dtype=np.float64) + w * aligned
         members = []
         for i in range(len(proba)):
             k = int(np.argmax(proba[i]))
@@ -596,7 +650,12 @@ class IdentificationModel:
             members.append(
                 [
                     {"name": "subknn", "label": classes[k], "probability": round(float(proba[i][k]), 4)},
-                    {"name": "cnn", "label": cnn_classes[c], "probability": round(float(cnn_raw[i][c]), 4)},
+                    {
+                        "name": "cnn",
+                        "label": cnn_classes[c],
+                        "probability": round(float(cnn_raw[i][c]), 4),
+                        "weight": w,
+                    },
                 ]
             )
         return fused, members
@@ -670,15 +729,15 @@ class IdentificationModel:
         vote_share = found.vote_share
         if members is None:
             members = [{"name": "subknn", "label": candidate, "probability": round(vote_share, 4)}]
-        if not ok:
-            status = "low_quality"
-        elif candidate is not None and self.calibrator_.accept(candidate, r=found.r, vote_share=vote_share):
-            status = "known"
-        else:
-            status = "unknown"
+        accept = self.calibrator_.accept
+        accepted = candidate is not None and accept(candidate, r=found.r, vote_share=vote_share)
+        vetoed = accepted and self._members_disagree(candidate, found.r, members)
+        status = "low_quality" if not ok else "known" if accepted and not vetoed else "unknown"
         known = status == "known"
         class_hit = found.class_hit
         extra: dict[str, Any] = {"candidate_r": round(found.r, 4), "vote_share": round(vote_share, 4)}
+        if vetoed and ok:
+            extra["reason"] = MEMBERS_DISAGREE
         if status == "unknown" and candidate is not None:
             extra["candidate_confidence"] = round(confidence, 4)
         return Result(
@@ -694,6 +753,13 @@ class IdentificationModel:
             candidate=candidate,
             extra=extra,
         )
+
+    def _members_disagree(self, candidate: str | None, r: float, members: list[dict[str, Any]]) -> bool:
+        """Whether the CNN names another class than ``candidate`` while its best r is below
+        ``config.disagreement_r`` (README "The CNN member": measured open-set evidence)."""
+        bar = self.config.disagreement_r
+        cnn = next((m for m in members if m["name"] == "cnn" and m["label"] is not None), None)
+        return bar is not None and cnn is not None and cnn["label"] != candidate and r < bar
 
     def _hits(
         self, r: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], candidate: str | None
