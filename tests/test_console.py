@@ -31,7 +31,7 @@ import pytest
 
 from daemon.config import load_config
 from daemon.service import Daemon
-from daemon.store.ledger import ResultStatus
+from daemon.store.ledger import ResultRecord, ResultStatus
 from daemon.web import assets
 from daemon.web.charts import Trace, spectrum_svg
 from daemon.web.console import CONTENT_SECURITY_POLICY
@@ -245,6 +245,24 @@ class TestPages:
             (style,) = re.findall(r"<style>(.*?)</style>", text, flags=re.S)
             digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
             assert directives["style-src"] == f"'sha256-{digest}'"
+
+    def test_a_candidate_the_cnn_disagreed_with_says_so_in_review(
+        self, daemon_with_evil_names: Daemon, pet_particles: list[Spectrum], tmp_path: Path
+    ) -> None:
+        d = daemon_with_evil_names
+        path = tmp_path / "vetoed.csv"
+        path.write_text(spectrum_csv(pet_particles[3]))
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        d.ledger.observe(path, size=1, mtime=1.0, now=1.0)
+        d.ledger.mark_pending(path, sha, now=1.0)
+        members = [{"name": "subknn", "label": "PE", "probability": 1.0}, {"name": "cnn", "label": "EVA"}]
+        payload = {"candidate": "PE", "candidate_r": 0.71, "reason": "members_disagree", "members": members}
+        d.ledger.complete(sha, [ResultRecord(0, ResultStatus.UNKNOWN, "lib1.r0", payload=payload)], now=1.0)
+        _, _, review = fetch(url(d, "/review"))
+        (item,) = [i for i in d.ledger.open_reviews() if Path(i.result.source_path).name == "vetoed.csv"]
+        card = review.split(f'id="review-{item.result.id}"')[1].split("</article>")[0]
+        assert "held for review: the CNN says <strong>EVA</strong>" in card
+        assert "best class <strong>PE</strong>" in card
 
     def test_file_names_and_labels_are_escaped(self, daemon_with_evil_names: Daemon) -> None:
         d = daemon_with_evil_names

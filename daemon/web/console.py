@@ -81,7 +81,7 @@ from daemon.web.summary import MAX_OVERVIEW_RESULTS, all_results, summarise
 from engine.core.conventions import AcquisitionProfile, resolve
 from engine.core.library import LibraryError, VersionInfo, library_log
 from engine.core.spectrum import Spectrum
-from engine.models.served import IdentificationModel
+from engine.models.served import MEMBERS_DISAGREE, IdentificationModel
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -408,6 +408,9 @@ def _review_card(
     for key, text in (("candidate_r", "its r"), ("threshold", "threshold r"), ("vote_share", "vote share")):
         if isinstance(payload.get(key), int | float):
             facts.append(f"{text} {escape(payload[key])}")
+    cnn = [m["label"] for m in payload.get("members") or () if m.get("name") == "cnn" and m.get("label")]
+    if payload.get("reason") == MEMBERS_DISAGREE and cnn:
+        facts.append(f"held for review: the CNN says <strong>{escape(cnn[0])}</strong>")
     return f"""<article class="review" id="review-{result.id}" data-result-id="{result.id}">
 <h3>{escape(name)} <span class="muted small">spectrum {result.spectrum_index} · result {result.id}</span></h3>
 <div class="path">{escape(result.source_path)}</div>
