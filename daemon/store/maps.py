@@ -9,7 +9,6 @@ file's ``done`` state, and superseded with a file's results when the file is rew
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 from daemon.store.connection import LedgerConnection, check_sha256, payload_json
-from daemon.store.records import iso_time, path_from_db
+from daemon.store.records import _from_row, iso_time
 from daemon.store.results import _where_file
 
 __all__ = ["PARTICLE_FIELDS", "MapQueries", "MapRecord", "StoredMap", "StoredParticle", "insert_map"]
@@ -188,34 +187,12 @@ _PARTICLE_SELECT: Final = (
 
 
 def _stored_map(row: sqlite3.Row) -> StoredMap:
-    return StoredMap(
-        id=row["id"],
-        sha256=row["sha256"],
-        source_path=path_from_db(row["source_path"]),
-        created_at=row["created_at"],
-        lines=row["lines"],
-        samples=row["samples"],
-        bands=row["bands"],
-        pixel_size_um=row["pixel_size_um"],
-        pixel_size_source=row["pixel_size_source"],
-        n_particles=row["n_particles"],
-        image_path=row["image_path"],
-        model_version=row["model_version"],
-        payload=json.loads(row["payload"]),
-    )
+    return _from_row(StoredMap, row)
 
 
 def _stored_particle(row: sqlite3.Row) -> StoredParticle:
-    return StoredParticle(
-        id=row["id"],
-        sha256=row["sha256"],
-        index=row["particle_index"],
-        source_path=path_from_db(row["source_path"]),
-        created_at=row["created_at"],
-        values={c: row[c] for c in _COLUMNS},
-        model_version=row["model_version"],
-        payload=json.loads(row["payload"]),
-    )
+    values = {c: row[c] for c in _COLUMNS}
+    return _from_row(StoredParticle, row, given={"values": values}, index="particle_index")
 
 
 class MapQueries(LedgerConnection):
