@@ -59,6 +59,13 @@ def load_configuration(
         return load_config(packaged, overrides=overrides, base=Path.cwd()), None
 
 
+def add_state_argument(parser: argparse.ArgumentParser) -> None:
+    """``--state DIR``, which :func:`state_folder` reads (the commands that read the daemon's ledger)."""
+    parser.add_argument(
+        "--state", metavar="DIR", help="the daemon's state folder (default: the configuration's state_dir)"
+    )
+
+
 def state_folder(args: argparse.Namespace) -> Path:
     """The state folder a command reads: ``--state``, else the configuration's."""
     if getattr(args, "state", None):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from daemon.cli.locate import load_configuration, with_ledger
+from daemon.cli.locate import add_state_argument, load_configuration, with_ledger
 from daemon.config import ConfigError
 from daemon.store.connection import in_sample
 from daemon.store.export import report_settings
@@ -62,9 +62,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("report", help="write a sample report (HTML, particles.csv, summary.csv) per sample")
-    p.add_argument(
-        "--state", metavar="DIR", help="the daemon's state folder (default: the configuration's state_dir)"
-    )
+    add_state_argument(p)
     p.add_argument("--config", type=Path, help="the daemon's configuration (size classes, blanks, libraries)")
     p.add_argument(
         "--sample", metavar="NAME", help="only the sample folder NAME (its name, or the end of its path)"

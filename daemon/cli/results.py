@@ -14,7 +14,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from daemon.cli.locate import state_folder, with_ledger
+from daemon.cli.locate import add_state_argument, state_folder, with_ledger
 from daemon.config import ConfigError
 from daemon.store.export import result_row
 from daemon.store.ledger import FileState, Ledger, ResultStatus, decided_by_model
@@ -288,9 +288,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("results", help="read back what the daemon recorded")
-    p.add_argument(
-        "--state", metavar="DIR", help="the daemon's state folder (default: the configuration's state_dir)"
-    )
+    add_state_argument(p)
     p.add_argument("--config", type=Path, help="the daemon's configuration, to find its state folder")
     p.add_argument("--since", metavar="T", help="epoch seconds, ISO time, or an age like 30m, 2h, 1d")
     p.add_argument(
