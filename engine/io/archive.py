@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from engine.core.spectrum import Spectrum, SpectrumError
 from engine.io._text import MAX_SPECTRA, decode_text, read_limited, short
-from engine.io.envi import ENVI_MAGIC, MAX_ENVI_BYTES, data_member, spectra_from_envi
+from engine.io.envi import MAX_ENVI_BYTES, spectra_from_envi, zip_envi_data
 from engine.io.registry import parse_data, register
 
 __all__ = ["MAX_ZIP_BYTES", "read_zip", "spectra_from_zip"]
@@ -87,13 +87,9 @@ def _zip_spectra(archive: zipfile.ZipFile, *, name: str) -> list[Spectrum]:
         if member in used or PurePosixPath(member).suffix.lower() != ".hdr":
             continue
         header = _read_member(archive, info, name=name)
-        if not header.startswith(ENVI_MAGIC):
-            continue
-        data_name = data_member(member, by_name)
+        data_name = zip_envi_data(member, header, by_name, name=name)
         if data_name is None:
-            raise SpectrumError(
-                "no_spectrum", f"{name}: ENVI header {short(member)!r} has no data file beside it"
-            )
+            continue
         used.update({member, data_name})
         pixels = spectra_from_envi(
             decode_text(header), _read_member(archive, by_name[data_name], name=name), name=member

@@ -62,6 +62,7 @@ __all__ = [
     "parse_envi_header",
     "read_envi",
     "spectra_from_envi",
+    "zip_envi_data",
 ]
 
 logger = logging.getLogger(__name__)
@@ -494,6 +495,19 @@ def data_member(header: str, names: Iterable[str]) -> str | None:
         if stem + suffix.lower() in lower:
             return lower[stem + suffix.lower()]
     return None
+
+
+def zip_envi_data(member: str, header: bytes, names: Iterable[str], *, name: str) -> str | None:
+    """The data member of the zip ``name``'s member ``member`` when ``header`` (its bytes) is an ENVI
+    header, else None; SpectrumError (``no_spectrum``) for a header with no data file beside it.
+    """
+    if not header.startswith(ENVI_MAGIC):
+        return None
+    data_name = data_member(member, names)
+    if data_name is None:
+        missing = f"{name}: ENVI header {short(member)!r} has no data file beside it"
+        raise SpectrumError("no_spectrum", missing)
+    return data_name
 
 
 def _claim_data_file(path: Path) -> Path | None:

@@ -31,19 +31,18 @@ import numpy.typing as npt
 from engine.core.spectrum import PLAUSIBLE_RANGE, SpectrumError
 from engine.io._text import decode_text, read_limited, short
 from engine.io.envi import (
-    ENVI_MAGIC,
     MAX_HEADER_BYTES,
     EnviHeader,
     check_data_size,
     check_pixels,
     data_file_for,
-    data_member,
     envi_header_for,
     header_metadata,
     header_technique,
     header_wavenumbers,
     header_y_unit,
     parse_envi_header,
+    zip_envi_data,
 )
 from engine.io.wdf import WdfMap, is_wdf, read_wdf_map
 
@@ -344,14 +343,9 @@ def _zip_pair(
             raise SpectrumError("unreadable", f"{name}: member {short(member)!r} is encrypted")
         with archive.open(info) as handle:
             text = handle.read(MAX_HEADER_BYTES)
-        if not text.startswith(ENVI_MAGIC):
-            continue
-        data_name = data_member(member, infos)
-        if data_name is None:
-            raise SpectrumError(
-                "no_spectrum", f"{name}: ENVI header {short(member)!r} has no data file beside it"
-            )
-        return info, text, infos[data_name]
+        data_name = zip_envi_data(member, text, infos, name=name)
+        if data_name is not None:
+            return info, text, infos[data_name]
     return None
 
 
