@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Real labelled sets and vendor files live beside the repository, never inside it.
 SHARED_DATA = Path(os.environ.get("MPWATCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+#: The command line, as the tests run it in a subprocess.
+MPWATCH = [sys.executable, "-m", "daemon.cli"]
 FORMATS = SHARED_DATA / "formats"
 
 

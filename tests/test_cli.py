@@ -34,9 +34,7 @@ from engine.analysis.evaluate import load_source
 from engine.cli import classify as classify_command
 from engine.core.library import ReferenceLibrary, library_log
 from engine.io.labelled_set import load_labelled_set
-from tests.conftest import REPO_ROOT, SHARED_DATA, ledger_count, spectrum_csv, wait_until
-
-MPWATCH = [sys.executable, "-m", "daemon.cli"]
+from tests.conftest import MPWATCH, REPO_ROOT, SHARED_DATA, ledger_count, spectrum_csv, wait_until
 
 no_system_config = pytest.mark.skipif(
     any(p.is_absolute() and p.is_file() for p in CONFIG_SEARCH),

@@ -13,7 +13,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from daemon.store.schema import _MIGRATIONS
 from daemon.web.address import ADDRESS_FILE
 from engine.cli.common import stdout_console
 from engine.core.spectrum import Spectrum
-from tests.conftest import REPO_ROOT, ledger_count, wait_until
+from tests.conftest import MPWATCH, REPO_ROOT, ledger_count, wait_until
 from tests.test_console import (
     HELD_OUT,
     drop,
@@ -267,9 +266,6 @@ class TestResultsCommand:
         assert [json.loads(line)["source"] for line in unknown.splitlines()] == [str(INBOX / "s2" / "p2.csv")]
         s2 = self.run(capsys, "--state", str(state), "--sample", "s2", "--format", "jsonl")
         assert [Path(json.loads(line)["source"]).name for line in s2.splitlines()] == ["copy.csv", "p2.csv"]
-
-
-MPWATCH = [sys.executable, "-m", "daemon.cli"]
 
 
 def mpwatch(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

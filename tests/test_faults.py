@@ -40,10 +40,8 @@ from daemon.config import load_config
 from daemon.service import Daemon
 from daemon.store.lock import StateDirInUse
 from engine.models.served import IdentificationModel
-from tests.conftest import wait_until
+from tests.conftest import MPWATCH, wait_until
 from tests.test_daemon import Running, write_config
-
-MPWATCH = [sys.executable, "-m", "daemon.cli"]
 
 
 def _no_constants(name: str) -> float:

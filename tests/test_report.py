@@ -13,7 +13,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -31,13 +30,12 @@ from engine.core.library import ReferenceLibrary
 from engine.io.envi import envi_header_text
 from engine.report import DEFAULT_SIZE_CLASSES, ParticleRecord, build_report, sizes_from_metadata
 from tests import test_console
-from tests.conftest import REPO_ROOT, ledger_count, wait_until
+from tests.conftest import MPWATCH, REPO_ROOT, ledger_count, wait_until
 from tests.test_console import By, screenshot
 
 #: The console tests' headless Chromium, as a fixture here too.
 browser = test_console.browser
 
-MPWATCH = [sys.executable, "-m", "daemon.cli"]
 SETTINGS = ReportSettings(size_classes=DEFAULT_SIZE_CLASSES)
 
 
