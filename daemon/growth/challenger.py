@@ -277,8 +277,9 @@ class ChallengerScheduler:
         self.champion_report_path = self.work_dir / "champion.json"
         self.challenger_report_path = self.work_dir / "challenger.json"
         if not self.champion_path.exists():
-            self._seed_from(shipped)
-        self._load_champion()
+            self._load_champion(self._seed_from(shipped))
+        else:
+            self._load_champion()
         #: A library with no CNN gets its first one trained at the first tick.
         self._wants_first = self.champion_cnn is None
 
@@ -295,31 +296,34 @@ class ChallengerScheduler:
 
     # -- the champion -----------------------------------------------------------------------
 
-    def _seed_from(self, shipped: Sequence[Path]) -> None:
-        """Make a shipped CNN the champion when it was trained on the served library's content."""
+    def _seed_from(self, shipped: Sequence[Path]) -> Any:
+        """Make a shipped CNN the champion when it was trained on the served library's content;
+        return it (None when none was)."""
         model = self.get_model()
         if model is None:
-            return
+            return None
         try:
             from engine.models.cnn import cnn_for
 
             found = cnn_for(model.library, shipped)
             if found is None:
-                return
+                return None
             found.save(self.champion_path)
             report = json.dumps(found.metadata["report"], indent=2).encode("utf-8")
             atomic_write_bytes(self.champion_report_path, report)
         except Exception:
             logger.exception("cannot use the shipped CNN among %s", [str(p) for p in shipped])
+            return None
+        return found
 
-    def _load_champion(self) -> None:
-        """A champion kept from an earlier run (or seeded from the shipped CNN) is served at start."""
+    def _load_champion(self, seeded: Any = None) -> None:
+        """A champion kept from an earlier run, or ``seeded`` from the shipped CNN, is served at start."""
         if not (self.champion_path.exists() and self.champion_report_path.exists()):
             return
         try:
             from engine.models.cnn import ServedCNN
 
-            self.champion_cnn = ServedCNN.load(self.champion_path)
+            self.champion_cnn = seeded if seeded is not None else ServedCNN.load(self.champion_path)
         except Exception:
             logger.exception("cannot load the CNN champion %s; serving without it", self.champion_path)
             return
