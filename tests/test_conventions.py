@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from engine.analysis.evaluate import library_from_sources, load_source
 from engine.core.conventions import AcquisitionProfile, infer_technique, infer_y_unit, resolve
+from engine.core.labels import scoring_label
 from engine.core.library import DEFAULT_LIBRARY, DEFAULT_RAMAN_LIBRARY, LibraryError, ReferenceLibrary
 from engine.core.spectrum import Spectrum
 from engine.io import read_spectra
@@ -188,6 +190,54 @@ class TestQualityGateIsRelative:
         x = np.arange(400.0, 4000.1, 4.0)
         report = QualityGate().assess(np.exp(-(((x - 1700) / 400) ** 2)))
         assert np.isfinite(report.snr)
+
+
+class TestCoarseInstruments:
+    """An instrument sampling every 16 cm-1: a band can be a single point, and is no spike."""
+
+    @staticmethod
+    def _one_point_bands(spacing: float) -> tuple[np.ndarray, np.ndarray]:
+        x = np.arange(650.0, 4000.0, spacing)
+        y = np.full(x.size, 0.05)
+        y[np.linspace(10, x.size - 10, 12).astype(int)] = 1.0  # 12 bands, each one point wide
+        return x, y
+
+    def test_one_point_bands_are_spikes_only_on_a_fine_axis(self) -> None:
+        gate = QualityGate()
+        for spacing, spikes in ((16.0, False), (2.0, True)):
+            x, y = self._one_point_bands(spacing)
+            report = gate.assess(np.interp(np.arange(650.0, 4000.0, 4.0), x, y), native=y, spacing=spacing)
+            assert ("spikes" in report.flags) is spikes, spacing
+
+    def test_real_spectra_at_16_cm_identified_as_at_their_own_resolution(self) -> None:
+        """FLOPP spectra averaged over 16 cm-1 steps (as ``pct_t_16cm`` renders them, no noise)."""
+        data = load_labelled_set(SHARED_DATA / "flopp_frond2021")
+        labels = np.asarray(data.labels)
+        classes = ("PU", "PET", "PS", "PP", "PE", "PA")
+        rows = [i for label in classes for i in np.flatnonzero(labels == label)[:5]]
+        model = IdentificationModel(ReferenceLibrary.load(DEFAULT_LIBRARY), FAST)
+        native, coarse = [], []
+        for i in rows:
+            x, y = data.wavenumbers, data.spectra[i].astype(np.float64)
+            keep = ~np.isnan(y)
+            native.append(Spectrum.create(x[keep], y[keep], y_unit=data.y_unit(i)))
+            edges = np.arange(x[keep][0], x[keep][-1], 16.0)
+            which = np.digitize(x[keep], edges)
+            means = [y[keep][which == b].mean() for b in np.unique(which)]
+            centres = [x[keep][which == b].mean() for b in np.unique(which)]
+            coarse.append(Spectrum.create(np.asarray(centres), np.asarray(means), y_unit=data.y_unit(i)))
+        at_16 = model.classify(coarse)
+        assert all("/16" in r.model_version for r in at_16)
+        assert [r.quality["flags"] for r in at_16] == [[]] * len(rows)
+        truth = [scoring_label(labels[i]) for i in rows]
+
+        def right(results: list[Any]) -> int:
+            return sum(
+                r.status == "known" and scoring_label(r.label) == t
+                for r, t in zip(results, truth, strict=True)
+            )
+
+        assert right(at_16) >= right(model.classify(native)) - 1
 
 
 class TestRangeRouting:

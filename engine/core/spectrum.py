@@ -233,6 +233,12 @@ class Spectrum:
         """Number of points on the axis."""
         return int(self.wavenumbers.size)
 
+    @property
+    def spacing(self) -> float:
+        """The mean step between points (cm-1); the median would cost a sort per spectrum."""
+        x = self.wavenumbers
+        return float(x[-1] - x[0]) / max(x.size - 1, 1)
+
     def with_values(self, values: npt.ArrayLike, *, y_unit: str | None = None) -> Spectrum:
         """A copy with new values on the same axis (validated again)."""
         return Spectrum.create(

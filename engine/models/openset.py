@@ -168,19 +168,33 @@ class QualityGate:
     saturated_fraction: float = 0.02
     plateau_tolerance: float = 0.005
     plateau_points: int = 4
+    #: Spikes are counted only on a native axis this fine (cm-1 between points) or finer:
+    #: sampled more coarsely, a real band can be a single point.
+    spike_max_spacing: float = 4.0
 
-    def assess(self, row: npt.ArrayLike, *, native: npt.ArrayLike | None = None) -> QualityReport:
-        """Judge one spectrum; ``native`` are its values on its own axis, for spike counting."""
+    def assess(
+        self, row: npt.ArrayLike, *, native: npt.ArrayLike | None = None, spacing: float | None = None
+    ) -> QualityReport:
+        """Judge one spectrum; ``native``: its values on its own axis, ``spacing`` apart (for spikes)."""
         natives = None if native is None else [np.asarray(native, dtype=np.float64)]
-        return self.assess_many(np.asarray(row, dtype=np.float64)[None, :], natives=natives)[0]
+        spacings = None if spacing is None else [spacing]
+        return self.assess_many(
+            np.asarray(row, dtype=np.float64)[None, :], natives=natives, spacings=spacings
+        )[0]
 
     def assess_many(
-        self, rows: npt.ArrayLike, *, natives: Sequence[npt.ArrayLike] | None = None
+        self,
+        rows: npt.ArrayLike,
+        *,
+        natives: Sequence[npt.ArrayLike] | None = None,
+        spacings: Sequence[float] | None = None,
     ) -> list[QualityReport]:
         """Judge a batch: one report per row, exactly as :meth:`assess` would judge each alone.
 
         Rows measured over the same points (the usual batch from one instrument)
         are judged together as one matrix, and so are native spectra of equal length.
+        ``spacings`` (cm-1 between native points, one per native) leave the natives
+        sampled more coarsely than ``spike_max_spacing`` out of spike counting.
         """
         Y = np.atleast_2d(np.asarray(rows, dtype=np.float64))
         measured = ~np.isnan(Y)
@@ -199,8 +213,14 @@ class QualityGate:
         spikes = np.zeros(len(Y), dtype=int)
         if natives is not None:
             native_rows = [np.asarray(n, dtype=np.float64) for n in natives]
+            fine = (
+                [True] * len(native_rows)
+                if spacings is None
+                else [s <= self.spike_max_spacing for s in spacings]
+            )
             for size, members in _groups(native_rows, len).items():
-                if size >= 16:
+                members = [i for i in members if fine[i]]
+                if size >= 16 and members:
                     spikes[members] = self._spikes(np.vstack([native_rows[i] for i in members]))
         reports = []
         for i in range(len(Y)):
@@ -222,9 +242,9 @@ class QualityGate:
     def _spikes(self, Y: npt.NDArray[np.float64]) -> npt.NDArray[np.int_]:
         """Per row: single-point excursions far above the noise on the native axis (cosmic rays, glitches).
 
-        A real band spans several native points, so it never counts; an
-        excursion must exceed ``spike_sigma`` noise levels and ``spike_fraction``
-        of the signal range.
+        On an axis sampled finely enough (``spike_max_spacing``) a real band spans several
+        native points, so it never counts; an excursion must exceed ``spike_sigma`` noise
+        levels and ``spike_fraction`` of the signal range.
         """
         noise, signal = _noise_and_signal(Y)
         limit = np.maximum(self.spike_sigma * noise, self.spike_fraction * signal)[:, None]

@@ -552,14 +552,7 @@ class IdentificationModel:
         if s.technique != self.technique:
             return ("technique", s.technique)
         start, stop, step = self.grid_
-        x = s.wavenumbers
-        to = route(
-            measured_range(s),
-            span=self.span_,
-            step=step,
-            grid=(start, stop),
-            spacing=float(x[-1] - x[0]) / max(x.size - 1, 1),  # the mean step: the median costs more
-        )
+        to = route(measured_range(s), span=self.span_, step=step, grid=(start, stop), spacing=s.spacing)
         if to.kind == "range" and self.window is None and to.window is not None:
             return ("range", (*to.window, to.step))
         if to.kind == "narrow":
@@ -609,7 +602,9 @@ class IdentificationModel:
             fused = self._fuse(proba, classes, cnn, X)
         found = self._weigh(proba if fused is None else fused[0], classes, X, self.hits_, self.calibrator_)
         confidence = self._confidence(found)
-        qualities = self.gate.assess_many(grid_rows, natives=[s.values for s in spectra])
+        qualities = self.gate.assess_many(
+            grid_rows, natives=[s.values for s in spectra], spacings=[s.spacing for s in spectra]
+        )
         results = []
         for i, (spectrum, quality) in enumerate(zip(spectra, qualities, strict=True)):
             members = None if fused is None else fused[1][i]
