@@ -88,8 +88,8 @@ class Daemon:
         self.metrics = Metrics(self.registry, inbox_roots=[name for name, _ in inboxes], members=self.members)
         self.metrics.attach_ledger(self.ledger)
         self.guard = Guard(self.metrics)
-        self.intake = Intake(config, ledger=self.ledger, metrics=self.metrics)
         self.exporter = ResultsExporter.for_config(self.ledger, config)
+        self.intake = Intake(config, ledger=self.ledger, metrics=self.metrics, on_settled=self.exporter.mark)
         self.drift = DriftWatch(on_drift=self.metrics.drift_detected, on_accuracy=self._rolling_accuracy)
         self.growth = LibraryGrowth(
             models=self.models,

@@ -349,6 +349,26 @@ def test_a_rewritten_file_has_one_current_result(
     assert sum(int(row.split(",")[2]) for row in summary[1:]) == 1, summary
 
 
+def test_a_file_rewritten_as_a_copy_of_another_has_one_current_result(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
+) -> None:
+    """b.csv rewritten with a.csv's bytes kept its old result: summary.csv counted a class no file held."""
+    config = load_config(write_config(tmp_path, library_dir))
+    a, b = tmp_path / "inbox" / "a.csv", tmp_path / "inbox" / "b.csv"
+    with Running(Daemon(config, model=model)) as d:
+        a.write_text(particles[5])
+        b.write_text(particles[6])
+        wait_until(lambda: len(d.ledger.results()) == 2)
+        b.write_text(particles[5])  # the same bytes as a.csv
+        wait_until(lambda: getattr(d.ledger.file(b), "duplicate_of", None) is not None)
+        wait_until(lambda: len(d.ledger.results()) == 1)
+        d.exporter.flush(now=d.clock(), force=True)
+        (current,) = d.ledger.results()
+    assert current.source_path == str(a)
+    summary = (tmp_path / "state" / "results" / "lab" / "summary.csv").read_text().splitlines()
+    assert sum(int(row.split(",")[2]) for row in summary[1:]) == 1, summary
+
+
 @pytest.mark.parametrize("polling", [False, True])
 def test_links_to_folders_are_not_followed(
     tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str], *, polling: bool

@@ -815,6 +815,28 @@ class TestRewrittenFiles:
         copy = ledger.file("/in/copy.csv")
         assert copy is not None and copy.duplicate_of is None
 
+    def test_rewritten_as_a_copy_of_another_file(self, ledger: Ledger) -> None:
+        """b.csv was PP, then overwritten with a.csv's bytes: its PP result is history, not counted."""
+        arrive(ledger, "/in/a.csv", "PE bytes")
+        ledger.complete(sha("PE bytes"), [record(0, label="PE")], now=20.0)
+        arrive(ledger, "/in/b.csv", "PP bytes", now=21.0)
+        ledger.complete(sha("PP bytes"), [record(0, "unknown", label="PP")], now=22.0)
+        ledger.observe("/in/b.csv", size=130, mtime=30.0, now=31.0)
+        assert ledger.mark_pending("/in/b.csv", sha("PE bytes"), now=32.0) is Admission.DUPLICATE
+        assert [(r.source_path, r.label) for r in ledger.results()] == [("/in/a.csv", "PE")]
+        old = [r for r in ledger.results(superseded=True) if r.sha256 == sha("PP bytes")]
+        assert [r.superseded_at for r in old] == [32.0]
+        assert ledger.open_reviews() == []
+
+    def test_rewritten_with_content_that_is_quarantined(self, ledger: Ledger) -> None:
+        arrive(ledger, "/in/p.csv", "good")
+        ledger.complete(sha("good"), [record(0)], now=20.0)
+        ledger.observe("/in/p.csv", size=7, mtime=30.0, now=31.0)
+        ledger.mark_pending("/in/p.csv", sha("junk"), now=32.0)
+        ledger.quarantine("/in/p.csv", "unreadable: not a spectrum", now=33.0)
+        assert ledger.results() == []
+        assert [r.superseded_at for r in ledger.results(superseded=True)] == [33.0]
+
     def test_the_same_content_again_changes_nothing(self, ledger: Ledger) -> None:
         arrive(ledger, "/in/p.csv", "same")
         ledger.complete(sha("same"), [record(0)], now=20.0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from daemon.config import Config, InboxConfig
@@ -41,9 +41,19 @@ ADMIT_PER_TURN = 256
 class Intake:
     """The inboxes' watchers and the way from a stable file to a pending ledger row."""
 
-    def __init__(self, config: Config, *, ledger: Ledger, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        ledger: Ledger,
+        metrics: Metrics,
+        on_settled: Callable[[Path], None] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.metrics = metrics
+        #: Called with each file settled at admission (a duplicate, or content already quarantined):
+        #: its folder's result files change, as a result of its earlier content stops being current.
+        self.on_settled = on_settled
         self.inboxes = list(config.inboxes)
         self.watchers = self._watchers(config)
         self.non_spectra = self._non_spectra()
@@ -191,10 +201,16 @@ class Intake:
                     admitted[path] = self.ledger.mark_pending(path, sha, now=now)
                 except LedgerError as exc:  # changed under us; its next event admits it again
                     logger.warning("%s not admitted: %s", path, exc)
-        for admission in admitted.values():
-            if admission in (Admission.DUPLICATE, Admission.QUARANTINED):
-                self.metrics.file_finished(str(admission), now=now)
+        for path, admission in admitted.items():
+            self._settled(path, admission, now=now)
         return admitted
+
+    def _settled(self, path: Path, admission: Admission | None, *, now: float) -> None:
+        """Count a file that admission settled (a duplicate, or content already quarantined), and say so."""
+        if admission in (Admission.DUPLICATE, Admission.QUARANTINED):
+            self.metrics.file_finished(str(admission), now=now)
+            if self.on_settled is not None:
+                self.on_settled(path)
 
     def _hash(self, path: Path, *, now: float) -> str | None:
         """The file's sha256, or None when it cannot be read now (recorded as failed, retried)."""
@@ -220,4 +236,4 @@ class Intake:
             except OSError as exc:
                 self._not_ready(path, exc, now=now)
                 continue
-            self.ledger.mark_pending(path, sha, now=now)
+            self._settled(path, self.ledger.mark_pending(path, sha, now=now), now=now)

@@ -309,6 +309,7 @@ class Worker:
 
     def _ignore(self, item: WorkItem, reason: str) -> None:
         self.ledger.ignore(item.path, reason, now=self.clock())  # the ledger logs it, once
+        self.exporter.mark(item.path)  # a result of its earlier content is no longer current
         self.metrics.file_finished("ignored", now=self.clock())
 
     def _quarantine(self, item: WorkItem, reason: str) -> None:
@@ -317,7 +318,11 @@ class Worker:
         self.metrics.file_finished("quarantined", now=self.clock())  # the ledger logs it, once
 
     def _note_quarantine(self, item: WorkItem, reason: str) -> None:
-        """A note beside the quarantine: what, why, when; the file itself moves only if configured."""
+        """A note beside the quarantine: what, why, when; the file itself moves only if configured.
+
+        Its folder's result files are rewritten: a result of its earlier content is no longer current.
+        """
+        self.exporter.mark(item.path)
         path = Path(item.path)
         note = json.dumps({"path": str(path), "sha256": item.sha256, "reason": reason, "at": self.clock()})
         try:

@@ -96,17 +96,22 @@ class FileStates(LedgerConnection):
             raise UnknownPathError(f"the ledger has no file {key!r}")
         return row
 
-    @staticmethod
+    @classmethod
     def _set_quarantined(
-        conn: sqlite3.Connection, file_id: int, path: str, reason: str, *, now: float, **columns: object
+        cls, conn: sqlite3.Connection, file_id: int, path: str, reason: str, *, now: float, **columns: object
     ) -> None:
-        """Set one file aside as poison with its reason (and the other ``columns`` given), and say so."""
+        """Set one file aside as poison with its reason (and the other ``columns`` given), and say so.
+
+        Its results of earlier content are no longer current (:meth:`_supersede`).
+        """
         sets = "".join(f"{name} = ?, " for name in columns)
         conn.execute(
             f"UPDATE files SET state = 'quarantined', {sets}reason = ?, next_attempt_at = NULL, "
             "claimed_at = NULL, updated_at = ? WHERE id = ?",
             (*columns.values(), text_to_db(reason), now, file_id),
         )
+        sha = conn.execute("SELECT sha256 FROM files WHERE id = ?", (file_id,)).fetchone()[0]
+        cls._supersede(conn, path, keep=sha or "", now=now)
         logger.warning("%s quarantined: %s", path, reason)
 
     @staticmethod
@@ -124,7 +129,6 @@ class FileStates(LedgerConnection):
             (sha256, excluding),
         ).fetchone()
         return None if row is None else str(row[0])
-
 
     def observe(self, path: str | Path, *, size: int, mtime: float, now: float) -> FileRecord:
         """Register a stable file the watcher handed over, or refresh a known one.
@@ -198,6 +202,7 @@ class FileStates(LedgerConnection):
                     "next_attempt_at = NULL, claimed_at = NULL, updated_at = ? WHERE id = ?",
                     (sha256, source, now, row["id"]),
                 )
+                self._supersede(conn, key, keep=sha256, now=now)  # one path, one current result
                 logger.info("%s duplicates the content of %s; not classified again", key, source)
                 return Admission.DUPLICATE
             poisoned = conn.execute(
@@ -472,6 +477,7 @@ class FileStates(LedgerConnection):
                 "updated_at = ? WHERE id = ?",
                 (text_to_db(reason), now, row["id"]),
             )
+            self._supersede(conn, key, keep=row["sha256"] or "", now=now)
             logger.info("%s ignored: %s", key, reason)
             return self._reload(conn, row["id"])
 
@@ -564,4 +570,3 @@ class FileStates(LedgerConnection):
             rows = conn.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
         found = {FileState(state): int(count) for state, count in rows}
         return {state: found.get(state, 0) for state in FileState}
-
