@@ -438,6 +438,17 @@ class TestDelimited:
             spectra_from_delimited(text.encode(), name="t.csv")
         assert info.value.reason == "truncated"
 
+    @pytest.mark.parametrize("marker", ["NaN", "nan", "", "N/A", "-"])
+    def test_values_marked_not_measured_are_left_out(self, marker: str) -> None:
+        """A blanked CO2 region: the rows after the first NaN were read as a footer and dropped."""
+        rows = [
+            f"{1000 + 2 * i}\t{1 + (i % 7) / 10}" if not 20 <= i < 25 else f"{1000 + 2 * i}\t{marker}"
+            for i in range(60)
+        ]
+        (spectrum,) = spectra_from_delimited(("x\ty\n" + "\n".join(rows)).encode(), name="t.txt")
+        assert spectrum.n_points == 55 and spectrum.wavenumbers[-1] == 1118
+        assert spectrum.metadata["points_not_measured"] == 5
+
     @pytest.mark.parametrize(
         "content",
         [
@@ -509,7 +520,8 @@ class TestNotASpectrum:
             ("cut.csv", b"wavenumber,absorbance\n", "too_few_points"),  # the data never written
             ("cut.txt", b"wavenumber,absorbance\n1000,0.1\n1002,0.", "too_few_points"),
             ("short.txt", b"1000,0.1\n1002,0.2\n", "too_few_points"),
-            ("cut-short.csv", b"This file was cut short by the instrument\n1234.5;\n", "unreadable"),
+            # one row, its value not written: "1234.5;" is a point not measured, and one is too few
+            ("cut-short.csv", b"This file was cut short by the instrument\n1234.5;\n", "too_few_points"),
             ("row.txt", b"Sample A\n" + b" ".join(b"%d" % (1000 + i) for i in range(40)), "too_few_points"),
             (
                 "table.txt",
@@ -593,6 +605,37 @@ class TestOpenSpecy:
         assert detect(FORMATS / "openspecy_misc/raman_hdpe.csv").name == "openspecy-csv"
         assert detect(FORMATS / "openspecy_misc/raman_hdpe_os.csv").name == "openspecy-csv"
         assert detect(FORMATS / "openspecy_misc/ftir_pva_without_header.csv").name == "delimited"
+
+    @pytest.mark.parametrize("marker", ["nan", "", "NA"])
+    def test_values_marked_not_measured_are_left_out(self, marker: str) -> None:
+        """``nan`` made the intensity column text: "holds no spectrum"; blanks: ``non_finite``."""
+        rows = [
+            f"{1000 + 2 * i},{1 + (i % 7) / 10}" if not 20 <= i < 25 else f"{1000 + 2 * i},{marker}"
+            for i in range(60)
+        ]
+        (spectrum,) = spectra_from_openspecy_csv(
+            ("wavenumber,absorbance\n" + "\n".join(rows)).encode(), name="t.csv"
+        )
+        assert spectrum.n_points == 55 and spectrum.metadata["points_not_measured"] == 5
+        assert spectrum.y_unit == "absorbance"
+
+    def test_a_column_with_no_value_is_refused_plainly(self) -> None:
+        text = "wavenumber,absorbance\n" + "".join(f"{1000 + i},nan\n" for i in range(40))
+        with pytest.raises(SpectrumError) as info:
+            spectra_from_openspecy_csv(text.encode(), name="t.csv")
+        assert info.value.reason == "no_spectrum"
+
+    def test_a_footer_after_the_table_is_not_a_row(self) -> None:
+        table = "".join(f"{1000 + i},{i % 5}\n" for i in range(40))
+        (spectrum,) = spectra_from_openspecy_csv(
+            f"wavenumber,absorbance\n{table}\nEnd of data\nOperator: jk\n".encode(), name="t.csv"
+        )
+        assert spectrum.n_points == 40
+        with pytest.raises(SpectrumError) as info:  # a short last row of numbers is still a cut-short file
+            spectra_from_openspecy_csv(
+                f"wavenumber,a,b\n{table.replace(chr(10), ',1' + chr(10))}1040\n".encode(), name="t.csv"
+            )
+        assert info.value.reason == "truncated"
 
     def test_wide_csv_metadata(self) -> None:
         spectrum = read_spectra(FORMATS / "openspecy_misc/raman_hdpe_os.csv")[0]

@@ -177,7 +177,9 @@ class Spectrum:
 
         A descending axis is reversed. With ``drop_missing=True`` points whose value
         is NaN (not measured) are removed first instead of being rejected, which is
-        how labelled-set rows mark wavenumbers outside a spectrum's measured range.
+        how labelled-set rows mark wavenumbers outside a spectrum's measured range
+        and how a text export marks a gap (a blanked CO2 region); a gap inside the
+        measured range is counted in ``metadata["points_not_measured"]``.
         """
         try:
             x = np.asarray(wavenumbers, dtype=np.float64).ravel()
@@ -186,8 +188,13 @@ class Spectrum:
             raise SpectrumError("unreadable", f"axis or values are not numeric ({exc})") from exc
         if x.shape != y.shape:
             raise SpectrumError("length_mismatch", f"{x.size} wavenumbers but {y.size} values")
+        metadata = dict(metadata or {})
         if drop_missing:
             keep = ~np.isnan(y)
+            measured = np.flatnonzero(keep)
+            gaps = int(measured[-1] - measured[0] + 1 - measured.size) if measured.size else 0
+            if gaps:
+                metadata["points_not_measured"] = gaps
             x, y = x[keep], y[keep]
         if not np.all(np.isfinite(x)):
             raise SpectrumError("non_finite", "the wavenumber axis contains NaN or infinity")
@@ -225,7 +232,7 @@ class Spectrum:
             values=y,
             y_unit=normalise_y_unit(y_unit),
             technique=technique,
-            metadata=dict(metadata or {}),
+            metadata=metadata,
         )
 
     @property

@@ -27,6 +27,7 @@ __all__ = [
     "decode_text",
     "infer_technique",
     "infer_y_unit",
+    "is_missing",
     "is_prose",
     "looks_binary",
     "parse_number",
@@ -158,6 +159,19 @@ def parse_number(field: str, *, decimal: str = ".") -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) else None
+
+
+#: What exports write for a value not measured (a blanked CO2 region, a detector gap), lower case.
+MISSING_MARKERS = frozenset({"", "nan", "-nan", "+nan", "na", "n/a", "#n/a", "null", "none", "-", "--"})
+
+
+def is_missing(field: str) -> bool:
+    """Whether a field marks a value as not measured (empty, ``NaN``, ``N/A``...).
+
+    >>> [is_missing(f) for f in ("", " NaN", '"n/a"', "-", "0", "-1.5", "PE")]
+    [True, True, True, True, False, False, False]
+    """
+    return field.strip().strip('"').strip("'").strip().lower() in MISSING_MARKERS
 
 
 def short(text: str, limit: int = 60) -> str:

@@ -42,6 +42,7 @@ from engine.io._text import (
     decode_text,
     infer_technique,
     infer_y_unit,
+    is_missing,
     looks_binary,
     parse_number,
 )
@@ -174,18 +175,22 @@ def _split(line: str, delimiter: str) -> list[str]:
     if delimiter == " ":
         return line.split()
     fields = [f.strip() for f in line.split(delimiter)]
-    while fields and not fields[-1]:
+    while len(fields) > 2 and not fields[-1]:  # a trailing delimiter; "1040," is a value not measured
         fields.pop()
     return fields
 
 
 def _numeric(fields: list[str], decimal: str) -> list[float] | None:
-    """The fields as numbers (empty fields are NaN), or ``None`` when it is not a data row."""
+    """The fields as numbers, or ``None`` when it is not a data row.
+
+    A value after the first (the axis) may be marked not measured (:func:`is_missing`:
+    empty, ``NaN``, ``N/A``...): it is NaN, and the point is left out of its spectrum.
+    """
     if len(fields) < 2 or not fields[0]:
         return None
     values: list[float] = []
-    for text in fields:
-        if not text:
+    for i, text in enumerate(fields):
+        if i and is_missing(text):
             values.append(float("nan"))
             continue
         value = parse_number(text, decimal=decimal)
@@ -259,7 +264,8 @@ def parse_delimited(text: str, *, name: str = "text") -> DelimitedTable:
             continue
         if ended_at is not None:
             continue
-        values = _numeric(_split(line.rstrip(), delimiter), decimal)
+        row = line.rstrip() if delimiter == " " else line.rstrip(" \r")  # "1040\t": a value not measured
+        values = _numeric(_split(row, delimiter), decimal)
         if values is None:
             if widths:
                 ended_at = lineno

@@ -42,6 +42,7 @@ from engine.io._text import (
     decode_text,
     infer_technique,
     infer_y_unit,
+    is_missing,
     looks_binary,
     parse_number,
     short,
@@ -164,8 +165,9 @@ def _make(
     metadata: dict[str, Any],
 ) -> Spectrum:
     technique = _technique(metadata)
+    y_unit = _y_unit(metadata, technique)
     return Spectrum.create(
-        wavenumbers, values, y_unit=_y_unit(metadata, technique), technique=technique, metadata=metadata
+        wavenumbers, values, y_unit=y_unit, technique=technique, metadata=metadata, drop_missing=True
     )
 
 
@@ -251,6 +253,12 @@ def _long_csv(header: list[str], rows: list[list[str]], *, name: str) -> list[Sp
     width = len(header)
     if width < 2:
         raise SpectrumError("no_spectrum", f"{name}: a wavenumber column but no intensity column")
+    footer = 0
+    while len(rows) > footer + 1 and parse_number(rows[-1 - footer][0]) is None:
+        footer += 1  # "End of data", "Operator: jk": a vendor's footer, not a row of the table
+    if footer:
+        logger.debug("%s: %d footer lines after the table ignored", name, footer)
+        rows = rows[:-footer]
     cells: list[list[str]] = []
     for lineno, row in enumerate(rows, 2):
         if len(row) != width:
@@ -264,8 +272,9 @@ def _long_csv(header: list[str], rows: list[list[str]], *, name: str) -> list[Sp
         numeric = {j: block[:, j].tolist() for j in range(width)}
     for j in range(width if block is None else 0):
         column = [c[j] for c in cells]
-        parsed = [parse_number(c) if c.strip() else float("nan") for c in column]
-        if all(v is not None for v in parsed):
+        parsed = [float("nan") if is_missing(c) else parse_number(c) for c in column]
+        blank = bool(column) and all(is_missing(c) for c in column)  # a column of no values: text
+        if all(v is not None for v in parsed) and not blank:
             numeric[j] = [float(v) for v in parsed if v is not None]
         elif j == 0:
             raise SpectrumError("unreadable", f"{name}: the wavenumber column holds non-numbers")

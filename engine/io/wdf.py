@@ -372,7 +372,8 @@ def _read(data: bytes, name: str) -> list[Spectrum]:
         meta = dict(base)
         if n_collected > 1:
             meta["spectrum_index"] = index
-        spectrum_origins = {label: values[index] for label, values in origins.items()}
+        # a damaged header can count more spectra than the origin lists hold
+        spectrum_origins = {label: v[index] for label, v in origins.items() if index < len(v)}
         if spectrum_origins:
             meta["origins"] = spectrum_origins
         try:
