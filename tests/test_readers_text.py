@@ -438,6 +438,23 @@ class TestDelimited:
             spectra_from_delimited(text.encode(), name="t.csv")
         assert info.value.reason == "truncated"
 
+    @pytest.mark.parametrize(("header", "scale"), [("wavelength_um", 1e4), ("Wavelength (nm)", 1e7)])
+    def test_a_wavelength_axis_becomes_wavenumbers(self, tmp_path: Path, header: str, scale: float) -> None:
+        """An axis in µm was taken as cm-1 (2.5 to 14.8) and the spectrum came out narrow_range."""
+        wavelengths = np.linspace(2.5, 14.8, 50) * (1e3 if scale == 1e7 else 1)
+        text = f"{header},absorbance\n" + "".join(
+            f"{w:.4f},{i % 6 / 10}\n" for i, w in enumerate(wavelengths)
+        )
+        (spectrum,) = read_spectra(_write(tmp_path, "wavelengths.csv", text))
+        assert spectrum.wavenumbers[0] == pytest.approx(scale / wavelengths[-1])
+        assert spectrum.wavenumbers[-1] == pytest.approx(4000.0)
+        assert "converted" in spectrum.metadata["x_unit"]
+
+    def test_an_opus_data_point_table_is_read(self, tmp_path: Path) -> None:
+        path = tmp_path / "PA_67.dpt"
+        path.write_text("".join(f"{4000 - 2 * i},{i % 9 / 10}\n" for i in range(100)))
+        assert detect(path).name == "delimited" and read_spectra(path)[0].n_points == 100
+
     @pytest.mark.parametrize("marker", ["NaN", "nan", "", "N/A", "-"])
     def test_values_marked_not_measured_are_left_out(self, marker: str) -> None:
         """A blanked CO2 region: the rows after the first NaN were read as a footer and dropped."""

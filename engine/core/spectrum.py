@@ -40,6 +40,7 @@ __all__ = [
     "file_sha256",
     "normalise_y_unit",
     "to_absorbance",
+    "wavenumbers_from_wavelengths",
 ]
 
 #: Atmospheric CO2 asymmetric stretch, flattened in IR spectra (cm-1).
@@ -265,6 +266,22 @@ class Spectrum:
             "y_unit": self.y_unit,
             "format": self.metadata.get("format"),
         }
+
+
+#: cm-1 = WAVELENGTH_SCALES[unit] / wavelength.
+WAVELENGTH_SCALES = {"micrometre": 1e4, "nanometre": 1e7}
+
+
+def wavenumbers_from_wavelengths(x: npt.ArrayLike, unit: str, *, where: str) -> npt.NDArray[np.float64]:
+    """A wavelength axis in ``unit`` (``micrometre`` or ``nanometre``) as wavenumbers (cm-1).
+
+    >>> wavenumbers_from_wavelengths([2.5, 10.0], "micrometre", where="t").tolist()
+    [4000.0, 1000.0]
+    """
+    wavelengths = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(wavelengths)) or np.any(wavelengths <= 0):
+        raise SpectrumError("implausible_range", f"{where}: wavelengths must be positive to convert to cm-1")
+    return np.asarray(WAVELENGTH_SCALES[unit] / wavelengths, dtype=np.float64)
 
 
 def to_absorbance(s: Spectrum, *, floor: float = 1e-4) -> Spectrum:

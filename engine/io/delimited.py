@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.core.spectrum import MIN_POINTS, Spectrum, SpectrumError
+from engine.core.spectrum import MIN_POINTS, Spectrum, SpectrumError, wavenumbers_from_wavelengths
 from engine.io._text import (
     MAX_SPECTRA,
     decode_text,
@@ -370,6 +370,24 @@ def header_metadata(lines: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return meta
 
 
+#: Words of an axis column's name that say it holds wavelengths, and in which unit.
+_WAVELENGTH_WORDS = {
+    **dict.fromkeys(("um", "µm", "micron", "microns", "micrometer", "micrometers"), "micrometre"),
+    **dict.fromkeys(("micrometre", "micrometres", "mikrometer"), "micrometre"),
+    **dict.fromkeys(("nm", "nanometer", "nanometers", "nanometre", "nanometres"), "nanometre"),
+}
+
+
+def wavelength_unit(name: str) -> str | None:
+    """``micrometre`` or ``nanometre`` when an axis column's name says it holds wavelengths, else None.
+
+    >>> [wavelength_unit(n) for n in ("wavelength_um", "Wavelength (µm)", "lambda [nm]", "wavenumber", "")]
+    ['micrometre', 'micrometre', 'nanometre', None, None]
+    """
+    words = re.split(r"[^a-zµ]+", name.lower())
+    return next((_WAVELENGTH_WORDS[w] for w in words if w in _WAVELENGTH_WORDS), None)
+
+
 def _index_column(columns: npt.NDArray[np.float64]) -> bool:
     """Whether the first of three or more columns counts rows (1, 2, 3... or 0, 1, 2...)."""
     if columns.shape[1] < 3 or columns.shape[0] < 2:
@@ -409,6 +427,7 @@ def spectra_from_table(
         names = names[1:]
     x = columns[:, 0]
     x_name = names[0]
+    wavelengths = wavelength_unit(x_name[:200])
     spectra: list[Spectrum] = []
     errors: list[SpectrumError] = []
     for j in range(1, columns.shape[1]):
@@ -427,9 +446,13 @@ def spectra_from_table(
         meta["decimal"] = table.decimal
         keep = np.isfinite(x)
         try:
+            axis = x[keep]
+            if wavelengths is not None and kind != "raman":  # a Raman shift needs the laser line too
+                axis = wavenumbers_from_wavelengths(axis, wavelengths, where=name)
+                meta["x_unit"] = f"{wavelengths} (converted to cm-1)"
             spectra.append(
                 Spectrum.create(
-                    x[keep], y[keep], y_unit=unit, technique=kind, metadata=meta, drop_missing=table.missing
+                    axis, y[keep], y_unit=unit, technique=kind, metadata=meta, drop_missing=table.missing
                 )
             )
         except SpectrumError as exc:
@@ -487,7 +510,7 @@ def _keep(spectra: list[Spectrum], errors: list[SpectrumError], *, name: str, wh
     return spectra
 
 
-@register_parser("delimited", suffixes=(".csv", ".txt", ".dat", ".tsv"), fallback=True)
+@register_parser("delimited", suffixes=(".csv", ".txt", ".dat", ".tsv", ".dpt", ".xy"), fallback=True)
 def spectra_from_delimited(data: bytes, *, name: str) -> list[Spectrum]:
     """Every spectrum in delimited text bytes (the generic reader of its suffixes, chosen last)."""
     if looks_binary(data):

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
+from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit, wavenumbers_from_wavelengths
 from engine.io._text import decode_text, read_limited, short
 from engine.io.registry import register
 
@@ -271,14 +271,10 @@ def header_wavenumbers(header: EnviHeader, *, name: str) -> npt.NDArray[np.float
     titles = header.fields.get("z plot titles", "").lower()
     x = header.wavelength
     if units in ("nanometers", "nm") or (not units and "nanomet" in titles):
-        scale = 1e7
-    elif units in ("micrometers", "microns", "um", "µm"):
-        scale = 1e4
-    else:
-        return x
-    if np.any(x <= 0):
-        raise SpectrumError("implausible_range", f"{name}: wavelengths must be positive to convert to cm-1")
-    return np.asarray(scale / x, dtype=np.float64)
+        return wavenumbers_from_wavelengths(x, "nanometre", where=name)
+    if units in ("micrometers", "microns", "um", "µm"):
+        return wavenumbers_from_wavelengths(x, "micrometre", where=name)
+    return x
 
 
 def header_y_unit(header: EnviHeader) -> str:

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit
+from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit, wavenumbers_from_wavelengths
 from engine.io._jcamp_data import (
     check_count,
     check_x_range,
@@ -476,11 +476,9 @@ def _wavenumbers(block: JcampBlock, *, technique: str | None, where: str) -> npt
     if not unit or unit in _WAVENUMBER_UNITS:
         return x
     if unit in _MICROMETRE_UNITS or unit in _NANOMETRE_UNITS:
-        scale = 1e4 if unit in _MICROMETRE_UNITS else 1e7
-        if np.any(~np.isfinite(x)) or np.any(x <= 0):
-            raise SpectrumError(
-                "implausible_range", f"{where}: wavelengths must be positive to convert to cm-1"
-            )
+        wavenumbers = wavenumbers_from_wavelengths(
+            x, "micrometre" if unit in _MICROMETRE_UNITS else "nanometre", where=where
+        )
         if technique == "raman":
             laser = _laser_nm(block)
             if laser is None:
@@ -489,8 +487,8 @@ def _wavenumbers(block: JcampBlock, *, technique: str | None, where: str) -> npt
                     f"{where}: a Raman spectrum on a wavelength axis ({block.x_units}) needs the laser "
                     "wavelength to convert to Raman shift, and the file does not give it",
                 )
-            return np.asarray(1e7 / laser - scale / x, dtype=np.float64)
-        return np.asarray(scale / x, dtype=np.float64)
+            return np.asarray(1e7 / laser - wavenumbers, dtype=np.float64)
+        return wavenumbers
     raise SpectrumError("unreadable", f"{where}: unknown x unit {short(block.x_units)!r}")
 
 
