@@ -129,6 +129,7 @@ class InboxConfig(_Section):
 
 class WatchConfig(_Section):
     quiet_seconds: float = Field(1.0, ge=0, le=3600)
+    empty_file_seconds: float = Field(60.0, ge=0, le=86400)
     rescan_interval_seconds: float = Field(60.0, gt=0, le=86400)
 
 

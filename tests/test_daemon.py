@@ -245,6 +245,20 @@ class TestBadInput:
             assert all(json.loads(n.read_text())["reason"] for n in notes)
             assert (tmp_path / "inbox" / "garbage.spa").exists()  # never moved unless configured
 
+    def test_a_file_that_stays_empty_is_quarantined_and_comes_back_with_its_bytes(
+        self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
+    ) -> None:
+        """A 0-byte file was in no list, and every rescan logged it again."""
+        watch = {"quiet_seconds": 0.2, "empty_file_seconds": 1.0, "rescan_interval_seconds": 3600}
+        empty = tmp_path / "inbox" / "empty.csv"
+        with make_daemon(watch=watch) as d:
+            empty.touch()
+            wait_until(lambda: state_counts(d)["quarantined"] == 1)
+            record = d.ledger.file(empty)
+            assert record is not None and "empty_file" in (record.reason or "")
+            empty.write_text(particles[6])  # the instrument wrote it after all
+            wait_until(lambda: done_count(d) == 1 and state_counts(d)["quarantined"] == 0)
+
     def test_a_file_gone_before_it_is_read_is_retried_not_quarantined(
         self, tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
     ) -> None:

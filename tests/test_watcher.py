@@ -96,18 +96,26 @@ class TestStabilityTracker:
         assert tracker.ready(now=105.0) == [FileStat(P, 4000, 13.0)]
 
     def test_zero_byte_placeholder_waits_for_content_then_quiet(self) -> None:
-        tracker = StabilityTracker(quiet_seconds=2.0)
+        tracker = StabilityTracker(quiet_seconds=2.0, empty_seconds=60.0)
         tracker.track(P, size=0, mtime=10.0, now=100.0)
-        assert tracker.ready(now=1_000.0) == []  # an empty placeholder is never ready
-        tracker.track(P, size=512, mtime=10.0, now=1_000.0)
-        assert tracker.ready(now=1_001.0) == []
-        assert tracker.ready(now=1_002.0) == [FileStat(P, 512, 10.0)]
+        assert tracker.ready(now=159.0) == []  # an empty placeholder waits for its bytes
+        tracker.track(P, size=512, mtime=10.0, now=159.0)
+        assert tracker.ready(now=160.0) == []
+        assert tracker.ready(now=161.0) == [FileStat(P, 512, 10.0)]
+
+    def test_a_file_that_stays_empty_is_handed_on_at_last(self) -> None:
+        """An empty file was never reported, and every rescan said so again, forever."""
+        tracker = StabilityTracker(quiet_seconds=2.0, empty_seconds=60.0)
+        tracker.track(P, size=0, mtime=10.0, now=100.0)
+        assert tracker.next_ready_at() == 160.0
+        assert tracker.ready(now=159.9) == []
+        assert tracker.ready(now=160.0) == [FileStat(P, 0, 10.0)]
 
     def test_next_ready_at_is_the_earliest_file_with_content_plus_the_quiet_period(self) -> None:
         tracker = StabilityTracker(quiet_seconds=2.0)
         assert tracker.next_ready_at() is None
         tracker.track(P, size=0, mtime=10.0, now=100.0)
-        assert tracker.next_ready_at() is None  # a placeholder becomes ready only once filled
+        assert tracker.next_ready_at() == 160.0  # a placeholder waits a minute for its bytes
         tracker.track(P.with_name("b.spa"), size=10, mtime=10.0, now=101.0)
         tracker.track(P.with_name("c.spa"), size=10, mtime=10.0, now=100.5)
         assert tracker.next_ready_at() == 102.5

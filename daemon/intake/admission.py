@@ -66,6 +66,7 @@ class Intake:
                 inbox.path,
                 file_filter=SpectrumFileFilter(include=inbox.include, exclude=inbox.exclude),
                 quiet_seconds=config.watch.quiet_seconds,
+                empty_seconds=config.watch.empty_file_seconds,
                 polling=inbox.polling,
                 poll_interval=inbox.poll_interval_seconds,
             )

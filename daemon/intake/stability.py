@@ -52,9 +52,11 @@ class _Observation:
 class StabilityTracker:
     """Which files have stopped changing, given stats and times the caller supplies.
 
-    A file is *ready* when it has content (``size > 0``) and its size and mtime have not
-    changed for at least ``quiet_seconds``. A zero-byte placeholder is never ready; when
-    its bytes arrive, its quiet period starts then. Every change of size or mtime
+    A file is *ready* when its size and mtime have not changed for at least
+    ``quiet_seconds``. A zero-byte file waits ``empty_seconds`` instead: an instrument
+    may create it long before its bytes arrive (their arrival restarts the quiet
+    period), but one that stays empty is handed on at last, to be reported as
+    ``empty_file`` rather than waited for forever. Every change of size or mtime
     restarts the quiet period.
 
     After the caller has handed a ready file on, :meth:`settle` moves it out of tracking
@@ -64,10 +66,11 @@ class StabilityTracker:
     Not thread-safe: :class:`InboxWatcher` guards it with a lock.
     """
 
-    def __init__(self, *, quiet_seconds: float) -> None:
-        if quiet_seconds < 0:
-            raise ValueError(f"quiet_seconds must be >= 0, got {quiet_seconds}")
+    def __init__(self, *, quiet_seconds: float, empty_seconds: float = 60.0) -> None:
+        if quiet_seconds < 0 or empty_seconds < 0:
+            raise ValueError(f"quiet and empty seconds must be >= 0, got {quiet_seconds}, {empty_seconds}")
         self.quiet_seconds = quiet_seconds
+        self.empty_seconds = max(empty_seconds, quiet_seconds)
         self._tracking: dict[Path, _Observation] = {}
         self._settled: dict[Path, tuple[int, float]] = {}
 
@@ -87,14 +90,14 @@ class StabilityTracker:
         return True
 
     def ready(self, now: float, *, limit: int | None = None) -> list[FileStat]:
-        """Files that have content and have been quiet long enough, quietest first (at most ``limit``).
+        """Files that have been quiet long enough, quietest first (at most ``limit``).
 
         Ready files stay tracked until :meth:`settle` or :meth:`forget`.
         """
         quiet = [
             (observation.since, path, observation)
             for path, observation in self._tracking.items()
-            if observation.size > 0 and now - observation.since >= self.quiet_seconds
+            if now - observation.since >= self.wait(observation.size)
         ]
         order = itemgetter(0, 1)  # since, then path
         quiet = sorted(quiet, key=order) if limit is None else heapq.nsmallest(limit, quiet, key=order)
@@ -102,8 +105,12 @@ class StabilityTracker:
 
     def next_ready_at(self) -> float | None:
         """The tracker time at which the next file becomes ready if nothing changes; None if none will."""
-        waiting = [o.since for o in self._tracking.values() if o.size > 0]
-        return min(waiting) + self.quiet_seconds if waiting else None
+        waiting = [o.since + self.wait(o.size) for o in self._tracking.values()]
+        return min(waiting) if waiting else None
+
+    def wait(self, size: int) -> float:
+        """How long a file of ``size`` bytes must keep still before it is ready."""
+        return self.quiet_seconds if size > 0 else self.empty_seconds
 
     def settle(self, path: Path, *, size: int, mtime: float) -> bool:
         """Stop tracking a file that was handed on with this size and mtime.

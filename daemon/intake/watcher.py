@@ -114,6 +114,7 @@ class InboxWatcher:
         root: the inbox folder.
         file_filter: which paths are candidates (defaults only if None).
         quiet_seconds: how long a file's size and mtime must hold still.
+        empty_seconds: how long an empty file must stay so before it is handed on (as empty).
         polling: use watchdog's PollingObserver (SMB/NFS shares deliver no native events).
         poll_interval: seconds between polls when ``polling``.
         clock: the time source for event times; :meth:`poll_ready` must be given times
@@ -127,6 +128,7 @@ class InboxWatcher:
         *,
         file_filter: SpectrumFileFilter | None = None,
         quiet_seconds: float = 2.0,
+        empty_seconds: float = 60.0,
         polling: bool = False,
         poll_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
@@ -138,7 +140,7 @@ class InboxWatcher:
         self.polling = polling
         self.poll_interval = poll_interval
         self._clock = clock
-        self._tracker = StabilityTracker(quiet_seconds=quiet_seconds)
+        self._tracker = StabilityTracker(quiet_seconds=quiet_seconds, empty_seconds=empty_seconds)
         self._lock = threading.Lock()
         self._observer: BaseObserver | None = None
 
@@ -267,7 +269,7 @@ class InboxWatcher:
         with self._lock:
             for stat in stats:
                 self._tracker.forget(stat.path)
-                quiet_since = moment - self._tracker.quiet_seconds
+                quiet_since = moment - self._tracker.wait(stat.size)
                 self._tracker.track(stat.path, size=stat.size, mtime=stat.mtime, now=quiet_since)
 
     def poll_ready(self, now: float | None = None, *, limit: int | None = None) -> list[FileStat]:
