@@ -69,6 +69,33 @@ def synthetic(centres: list[float], n: int, rng: np.random.Generator, *, noise: 
     return clean + rng.normal(0.0, noise, size=(n, x.size))
 
 
+def test_the_clusters_table_never_cuts_the_id_it_is_confirmed_by() -> None:
+    """In 80 columns a long closest class squeezed the id to ``c9dd6…``, which confirm refused."""
+    from daemon.cli.run import clusters_table
+    from engine.cli.common import stdout_console
+
+    cluster = {
+        "cluster_id": "c9dd6a1f07b2",
+        "size": 6,
+        "mean_r": 0.91,
+        "lowest_r": 0.85,
+        "candidate": "pthalate and propyl alcohol mix",
+        "candidate_count": 6,
+        "candidate_r": 0.11,
+        "technique": "ir",
+        "representative": 17,
+        "representative_result": {"source": "/in/s1/particle_00017_exported.csv"},
+    }
+    console = stdout_console()
+    console.width = 80
+    with console.capture() as captured:
+        console.print(clusters_table([cluster]))
+    lines = captured.get().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any("c9dd6a1f07b2" in line for line in lines), lines
+    assert "closest class" in captured.get()
+
+
 class TestClusterRows:
     def test_two_polymers_make_two_clusters_and_a_lone_spectrum_stays_out(self) -> None:
         rng = np.random.default_rng(7)

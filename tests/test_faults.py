@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -153,6 +154,9 @@ def test_results_lists_quarantined_files_with_their_reasons(
     rows = {Path(row["source"]).name: row for row in map(json.loads, done.stdout.splitlines())}
     assert set(rows) == {"cut-short.csv", "random.spa"}
     assert all(row["state"] == "quarantined" and row["reason"] for row in rows.values())
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", row["updated_at"]) for row in rows.values()
+    )
     table = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     assert "cut-short.csv" in table and "quarantined" in table
 

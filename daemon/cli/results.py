@@ -19,6 +19,7 @@ from daemon.config import ConfigError
 from daemon.store.export import result_row
 from daemon.store.ledger import FileState, Ledger, ResultStatus, decided_by_model
 from daemon.store.maps import PARTICLE_FIELDS
+from daemon.store.records import iso_time
 from engine.cli.common import stdout_console
 
 __all__ = ["add_parsers", "parse_time"]
@@ -59,7 +60,7 @@ def _file_rows(ledger: Ledger, state: str) -> list[dict[str, Any]]:
                 "reason": r.reason or "",
                 "attempts": r.attempts,
                 "sha256": r.sha256,
-                "updated_at": r.updated_at,
+                "updated_at": iso_time(r.updated_at),
             }
             for r in page
         )
@@ -80,7 +81,7 @@ def _print_files(rows: list[dict[str, Any]], *, form: str) -> None:
     else:
         table = Table("source", "state", "attempts", "reason", "when")
         for row in rows:
-            when = dt.datetime.fromtimestamp(row["updated_at"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            when = row["updated_at"].replace("T", " ").removesuffix("+00:00")
             table.add_row(Path(row["source"]).name, row["state"], str(row["attempts"]), row["reason"], when)
         stdout_console().print(table)
 
@@ -172,7 +173,7 @@ def results_table(rows: list[dict[str, Any]], *, width: int) -> Table:
         if row.get("duplicate_of"):  # the original's name is in duplicate_of (jsonl, csv)
             name = middle_cut(Path(row["source"]).name, name_width - len(DUPLICATE_MARK)) + DUPLICATE_MARK
         confidence = row["confidence"]
-        best = f"{row['best_hit']} ({row['best_r']:.2f})" if row.get("best_hit") else ""
+        best = f"{row['best_hit']} ({row['best_r']:.3f})" if row.get("best_hit") else ""  # 0.997 is no 1.00
         cells = [str(row["result_id"]), middle_cut(row["sample"], 12), name]
         if with_index:
             cells.append(str(row["index"]))

@@ -166,12 +166,18 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 def clusters_table(clusters: Sequence[Mapping[str, Any]]) -> Table:
     """The clusters as ``GET /api/clusters`` gives them, one line each (80 columns): what an analyst
     decides on. ``mean r`` and ``min r`` are the representative's mean and lowest Pearson r to the
-    other members; the closest class is the one most members came closest to, with their mean r."""
+    other members; the closest class is the one most members came closest to, with their mean r.
+
+    The cluster id is never cut (``confirm --cluster`` takes it); the closest class wraps.
+    """
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
-    for name in ("cluster", "size", "mean r", "min r", "closest class", "tech", "representative"):
-        table.add_column(
-            name, no_wrap=True, justify="right" if name in ("size", "mean r", "min r") else "left"
-        )
+    ids = max((len(str(c["cluster_id"])) for c in clusters), default=7)
+    table.add_column("cluster", no_wrap=True, min_width=ids)
+    for name in ("size", "mean r", "min r"):
+        table.add_column(name, no_wrap=True, justify="right")
+    table.add_column("closest class", overflow="fold", ratio=1)
+    table.add_column("tech", no_wrap=True)
+    table.add_column("representative", no_wrap=True, overflow="ellipsis", max_width=24)
     for cluster in clusters:
         candidate, its_r = cluster.get("candidate"), cluster.get("candidate_r")
         closest = f"{candidate}: {cluster['candidate_count']} of {cluster['size']}" if candidate else "–"
