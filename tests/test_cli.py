@@ -326,6 +326,22 @@ class TestLibraryBuildLabels:
         assert [v.version for v in library_log(out)] == [1]
 
 
+def test_a_one_shot_command_says_a_skipped_file_in_one_plain_line(tmp_path: Path) -> None:
+    """A timestamped log record (``2026-... WARNING engine.core.library: ...``) is the daemon's form."""
+    source = flopp_folders(tmp_path / "by-label", {"PP": ("PP", 0, 2)})
+    (source / "PP" / "broken.csv").write_text("not,a\nspectrum,at all\n")
+    (source / "PP" / "notes.docx").write_bytes(b"PK\x03\x04 a document")
+    built = subprocess.run(
+        [*MPWATCH, "library", "build", "--from", str(source), "--out", str(tmp_path / "lib")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    (skipped,) = [line for line in built.stderr.splitlines() if "broken.csv" in line]
+    assert skipped.startswith("mpwatch: skipped ") and "notes.docx" not in built.stderr
+
+
 def test_the_readmes_worked_library_example_prints_what_the_readme_shows(tmp_path: Path) -> None:
     """The README's "Your own reference library" block, run as a lab user would."""
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")

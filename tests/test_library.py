@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,9 @@ class TestImport:
         info = lib.info()
         assert info["organisations"] == {"FLOPP-e": 195, "FLOPP": 185}
 
-    def test_folder_of_labelled_subfolders(self, tmp_path: Path, shared_data: Path) -> None:
+    def test_folder_of_labelled_subfolders(
+        self, tmp_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
         (tmp_path / "PS").mkdir()
         (tmp_path / "PS" / "ftir_ps.0").write_bytes((FORMATS / "opus" / "ftir_ps.0").read_bytes())
         (tmp_path / "PS" / "broken.csv").write_text("not,a\nspectrum,at all\n")
@@ -77,8 +80,12 @@ class TestImport:
         )
         (tmp_path / "PVC").mkdir()  # nothing readable in it: no label imported
         (tmp_path / "PVC" / "notes.txt").write_text("Bought from the supplier in May.\n")
+        (tmp_path / "PS" / "supplier.docx").write_bytes(b"PK\x03\x04 a document")  # left out, no warning
         lib = ReferenceLibrary.empty()
-        assert lib.import_folder(tmp_path) == Imported(added=2, raw_labels=("LDPE", "PS"))
+        with caplog.at_level(logging.WARNING, logger="engine.core.library"):
+            assert lib.import_folder(tmp_path) == Imported(added=2, raw_labels=("LDPE", "PS"))
+        warned = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+        assert "broken.csv" in warned and "supplier.docx" not in warned
         assert sorted(lib.labels) == ["PE", "PS"]
         assert {e["material"] for e in lib.entries} == {"PS", "LDPE"}
 

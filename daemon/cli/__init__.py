@@ -57,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The daemon's log is a record (times, levels, modules); a one-shot command says a word per line.
+    record = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    plain = args.command != "run" and not args.verbose
+    logging.basicConfig(level=level, format="mpwatch: %(message)s" if plain else record)
     try:
         return int(args.func(args))
     except SpectrumError as exc:

@@ -57,6 +57,7 @@ from engine.core.preprocess import build_pipeline, pipeline_grid, transform
 from engine.core.spectrum import Spectrum, SpectrumError
 from engine.core.storage import atomic_write_bytes, atomic_write_text
 from engine.io import read_spectra
+from engine.io.candidates import NonSpectrumFilter
 from engine.io.labelled_set import is_labelled_set
 
 __all__ = [
@@ -436,12 +437,15 @@ class ReferenceLibrary:
         if not folder.is_dir():
             raise LibraryError(f"{folder} is neither a labelled set nor a folder of labelled subfolders")
         added, raw_labels = 0, []
+        non_spectra = NonSpectrumFilter()  # notes, photos, spreadsheets beside the references
         for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-            files = sorted(p for p in label_dir.rglob("*") if p.is_file())
             found: list[Spectrum] = []
-            for path in files:
+            for path in sorted(p for p in label_dir.rglob("*") if p.is_file()):
                 try:
-                    found.extend(read_spectra(path))
+                    if (kind := non_spectra.reason_for(path)) is None:
+                        found.extend(read_spectra(path))
+                    else:
+                        logger.info("%s left out: %s, not a spectrum", path, kind)
                 except SpectrumError as exc:
                     logger.warning("skipped %s: %s", path, exc)
                 if progress:
