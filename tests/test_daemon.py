@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -639,6 +640,25 @@ def test_results_command_reads_the_ledger(
     assert len(rows) == 3
     assert {"source", "status", "label", "hits"} <= set(rows[0])
     assert np.all([r["source"].endswith(".csv") for r in rows])
+
+
+def test_relabelling_a_known_result_says_what_the_model_had_called_it(
+    tmp_path: Path, library_dir: Path, model: IdentificationModel, particles: list[str]
+) -> None:
+    """A typo in ``confirm 1 --label PP`` for a PE particle known at r 1.00 went in without a word."""
+    own = tmp_path / "library"
+    shutil.copytree(library_dir, own)  # the confirmation writes a library version
+    with Running(Daemon(load_config(write_config(tmp_path, own)), model=model)) as d:
+        (tmp_path / "inbox" / "p.csv").write_text(particles[20])
+        wait_until(lambda: done_count(d) == 1)
+        (result,) = d.ledger.results()
+        assert result.status == "known" and result.label is not None
+        other = "PP" if result.label != "PP" else "PE"
+        outcome = d.growth.confirm(result.id, label=other, decided_by="ana")
+        assert f"result {result.id} was known as {result.label} ({result.confidence:.2f})" in outcome.note
+        assert f"check the label, {other} overrides the model" in outcome.note
+        again = d.growth.confirm(result.id, label=result.label, decided_by="ana")  # the slip mended
+        assert "was known as" not in again.note
 
 
 class TestPrometheusScrapesTheDaemon:

@@ -126,6 +126,20 @@ def _also(stored: Sequence[StoredResult], what: str) -> str:
     return f"results {_ids(stored)} were already {what}"
 
 
+def _overrides(plans: Sequence[_Confirmation]) -> str:
+    """Known results a decision relabels, in words, so that a slip of the label shows at once."""
+    said = []
+    for p in plans:
+        if p.predicted is not None and p.predicted != p.canonical:
+            sure = p.stored.confidence if p.stored.decision is None else None  # the model's own word
+            how = f" ({sure:.2f})" if sure else ""
+            said.append(f"result {p.stored.id} was known as {p.predicted}{how}")
+    if not said:
+        return ""
+    more = f" and {len(said) - 3} more" if len(said) > 3 else ""
+    return f"{'; '.join(said[:3])}{more}: check the label, {plans[0].canonical} overrides the model"
+
+
 def _joined(*notes: str) -> str:
     return "; ".join(note for note in notes if note)
 
@@ -248,9 +262,8 @@ class LibraryGrowth:
             if not changing:
                 return self._unchanged(already, f"already confirmed as {already[0].label}")
             outcome = self._confirm(changing, label, decided_by=decided_by)
-            return replace(
-                outcome, note=_joined(outcome.note, _also(already, f"confirmed as {outcome.label}"))
-            )
+            also = _also(already, f"confirmed as {outcome.label}")
+            return replace(outcome, note=_joined(_overrides(changing), outcome.note, also))
 
     def _plan(self, stored: StoredResult, label: str, *, add: bool | None) -> _Confirmation | None:
         """What confirming ``stored`` as ``label`` will do (None: it is so already).
