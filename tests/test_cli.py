@@ -214,9 +214,10 @@ class TestClassifyFolders:
         self, served: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         unreadable = write_tree(tmp_path / "s1", {"notes.txt": NOTES, "cut.csv": "wavenumber,absorbance\n"})
-        assert main(["classify", str(unreadable)]) == 2
-        out, err = capsys.readouterr()
-        assert out == "" and len(err.splitlines()) == 2
+        for form in ("jsonl", "table"):  # the table printed an empty frame on standard output
+            assert main(["classify", "--format", form, str(unreadable)]) == 2
+            out, err = capsys.readouterr()
+            assert out == "" and len(err.splitlines()) == 2
         only_photos = write_tree(tmp_path / "s2", {"photo.png": PHOTO, ".DS_Store": b"x"})
         assert main(["classify", str(only_photos)]) == 2
         assert capsys.readouterr().err.splitlines() == [

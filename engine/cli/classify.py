@@ -127,7 +127,7 @@ class _Rows:
             )
 
     def close(self) -> None:
-        if self.form == "table":
+        if self.form == "table" and self.table.row_count:  # nothing read: the errors said so, no empty table
             Console().print(self.table)
 
 
