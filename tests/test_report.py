@@ -27,10 +27,11 @@ from daemon.cli import main
 from daemon.store.ledger import Ledger, MapRecord, ResultRecord, ResultStatus
 from daemon.store.reports import ReportSettings, sample_folders, sample_report, write_sample_report
 from engine.core.library import ReferenceLibrary
+from engine.io import read_spectra
 from engine.io.envi import envi_header_text
 from engine.report import DEFAULT_SIZE_CLASSES, ParticleRecord, build_report, sizes_from_metadata
 from tests import test_console
-from tests.conftest import MPWATCH, REPO_ROOT, ledger_count, wait_until
+from tests.conftest import FORMATS, MPWATCH, REPO_ROOT, ledger_count, wait_until
 from tests.test_console import By, screenshot
 
 #: The console tests' headless Chromium, as a fixture here too.
@@ -191,6 +192,13 @@ class TestCounts:
             "area_um2": 510.0,
         }
         assert sizes_from_metadata({"header": {"Size (px)": "12"}}) == {}
+
+    @pytest.mark.parametrize("name", ["spectrochempy_depth.wdf", "renishaw_wdf_pkg_Si-map.wdf"])
+    def test_a_raman_file_states_its_laser_not_a_particle_size(self, name: str) -> None:
+        """Every spectrum of a Renishaw file was a 532 um particle: the laser wavelength, read as a length."""
+        spectrum = read_spectra(FORMATS / "renishaw_wdf" / name)[0]
+        assert spectrum.metadata.get("laser_wavelength_nm")
+        assert sizes_from_metadata(spectrum.metadata) == {}
 
 
 class TestParticlesLedger:

@@ -9,6 +9,8 @@ value names millimetres. Nothing is guessed: a file that states no size gives an
 {'feret_max_um': 152.4, 'feret_min_um': 40.5, 'area_um2': 4100.0}
 >>> sizes_from_metadata({"header": {"Size [mm]": "0.25"}})
 {'feret_max_um': 250.0}
+>>> sizes_from_metadata({"laser_wavelength_nm": 532.25, "header": {"Slit width (um)": "50"}})
+{}
 >>> sizes_from_metadata({"title": "particle 7", "header": {"Instrument": "8700 LDIR"}})
 {}
 """
@@ -29,6 +31,12 @@ SIZE_FIELDS: Final[tuple[tuple[str, str], ...]] = (
 )
 
 _RULES = tuple((name, re.compile(words, re.IGNORECASE)) for name, words in SIZE_FIELDS)
+#: Keys that name the measurement, not the particle: a Raman file's ``laser_wavelength_nm`` is
+#: no length, its ``slit width`` no width (both were read as a particle of 532 um).
+_NOT_A_SIZE = re.compile(
+    r"wave|laser|slit|band|peak|spectr|resolution|grating|focal|step|pixel|objective|aperture|exposure",
+    re.IGNORECASE,
+)
 _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)?(?:[eE][-+]?\d+)?")
 _MILLIMETRES = re.compile(r"\bmm\b|mm2|mm²|mm\^2", re.IGNORECASE)
 _PIXELS = re.compile(r"\b(px|pixels?)\b", re.IGNORECASE)
@@ -51,7 +59,7 @@ def sizes_from_metadata(metadata: Mapping[str, Any]) -> dict[str, float]:
     fields.update({k: v for k, v in metadata.items() if isinstance(v, str | int | float)})
     out: dict[str, float] = {}
     for key, raw in fields.items():
-        if not isinstance(key, str) or _PIXELS.search(f"{key} {raw}"):
+        if not isinstance(key, str) or _PIXELS.search(f"{key} {raw}") or _NOT_A_SIZE.search(key):
             continue
         for name, rule in _RULES:
             if not rule.search(key):
