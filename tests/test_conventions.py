@@ -179,6 +179,24 @@ class TestQualityGateIsRelative:
         top = np.nanpercentile(row, 97)
         assert "saturated" in QualityGate().assess(np.minimum(row, top)).flags
 
+    def test_a_raman_fluorescence_background_is_no_saturation_a_clipped_ccd_is(self) -> None:
+        """Half of the Raman references on a broad fluorescence hump came out ``saturated``."""
+        data = load_labelled_set(SHARED_DATA / "openspecy_raman_polymers_2023")
+        row = data.spectra[259].astype(np.float64)  # a PE reference
+        keep = ~np.isnan(row)
+        x = np.arange(100.0, 3200.1, 1.0)
+        y = np.interp(x, data.wavenumbers[keep], row[keep], left=np.nan, right=np.nan)
+        x, y = x[~np.isnan(y)], (y[~np.isnan(y)] - np.nanmin(y)) / np.nanmax(y - np.nanmin(y))
+        hump = 0.8 + 0.6 * (x - x[0]) / np.ptp(x) + 0.5 * np.exp(-(((x - 1800) / 900) ** 2))
+        counts = 2000 * y + 3000 * hump + 200
+        model = IdentificationModel(ReferenceLibrary.load(DEFAULT_RAMAN_LIBRARY), FAST)
+        fluorescent = Spectrum.create(x, counts, y_unit="counts", technique="raman")
+        (result,) = model.classify([fluorescent])
+        assert result.status == "known" and result.label == "PE", result.quality
+        inside = (x > 400) & (x < 1900)  # the window where most Raman references were measured
+        clipped = fluorescent.with_values(np.minimum(counts, np.percentile(counts[inside], 97)))
+        assert "saturated" in model.classify([clipped])[0].quality["flags"]
+
     def test_flat_spectrum_with_one_spike_has_finite_snr(self) -> None:
         row = np.full(901, 0.5)
         row[450] = 3.0

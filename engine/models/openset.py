@@ -172,6 +172,17 @@ class QualityGate:
     #: sampled more coarsely, a real band can be a single point.
     spike_max_spacing: float = 4.0
 
+    @classmethod
+    def for_technique(cls, technique: str) -> QualityGate:
+        """The gate for spectra of ``technique``. A Raman CCD saturates at one count, so only points
+        exactly at the maximum make a plateau: the broad, smooth maximum of a fluorescence background
+        is flat to within 0.5 % (and to within its noise) over tens of cm-1, and is no saturation.
+
+        >>> [QualityGate.for_technique(t).plateau_tolerance for t in ("raman", "ir")]
+        [0.0, 0.005]
+        """
+        return cls(plateau_tolerance=0.0) if technique == "raman" else cls()
+
     def assess(
         self, row: npt.ArrayLike, *, native: npt.ArrayLike | None = None, spacing: float | None = None
     ) -> QualityReport:

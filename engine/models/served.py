@@ -226,7 +226,7 @@ class IdentificationModel:
         self.library = library
         self.config = config or ModelConfig()
         self.pipeline = library.pipeline
-        self.gate = QualityGate()
+        self.gate = QualityGate.for_technique(str(library.technique))
         self.revision = 0
         #: The acquisition range (low, high, grid step) this model was cut to (None: the library's own).
         self.window = window
