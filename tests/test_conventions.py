@@ -197,6 +197,24 @@ class TestQualityGateIsRelative:
         clipped = fluorescent.with_values(np.minimum(counts, np.percentile(counts[inside], 97)))
         assert "saturated" in model.classify([clipped])[0].quality["flags"]
 
+    def test_a_cosmic_ray_on_a_grid_point_does_not_hide_the_polymer(self) -> None:
+        """One spike at 1501 cm-1 (a grid point of the Raman range model) took a PE reference from r 1.00
+        to 0.45 and unknown; at 1500 or 1502 it changed nothing."""
+        data = load_labelled_set(SHARED_DATA / "openspecy_raman_polymers_2023")
+        model = IdentificationModel(ReferenceLibrary.load(DEFAULT_RAMAN_LIBRARY), FAST)
+        for index, label in ((259, "PE"), (11, "PP"), (261, "PS")):
+            row = data.spectra[index].astype(np.float64)
+            keep = ~np.isnan(row)
+            x = np.arange(100.0, 3200.1, 1.0)  # a CCD's 1 cm-1 axis
+            y = np.interp(x, data.wavenumbers[keep], row[keep], left=np.nan, right=np.nan)
+            x, y = x[~np.isnan(y)], y[~np.isnan(y)]
+            counts = 2000 * (y - y.min()) / np.ptp(y) + 200
+            for at in (1500.0, 1501.0, 1502.0):
+                hit = counts.copy()
+                hit[np.flatnonzero(x == at)] += 3000  # 1.5 times the strongest band
+                (result,) = model.classify([Spectrum.create(x, hit, y_unit="counts", technique="raman")])
+                assert (result.status, result.label) == ("known", label), (label, at, result.extra)
+
     def test_flat_spectrum_with_one_spike_has_finite_snr(self) -> None:
         row = np.full(901, 0.5)
         row[450] = 3.0

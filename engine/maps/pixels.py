@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.pipeline import Pipeline
 
-from engine.core.preprocess import ZERO_RUN_MIN, Resample, SavitzkyGolay, ToAbsorbance
+from engine.core.preprocess import ZERO_RUN_MIN, Despike, Resample, SavitzkyGolay, ToAbsorbance, remove_spikes
 from engine.core.spectrum import Spectrum, SpectrumError
 
 __all__ = ["PixelPreprocessor", "absorbance_rows"]
@@ -68,9 +68,14 @@ class PixelPreprocessor:
             raise ValueError("the model's pipeline has no resample step")
         at = names.index("resample")
         before = [step for _, step in pipeline.steps[:at]]
-        if not all(isinstance(step, ToAbsorbance) for step in before):
-            raise ValueError("only absorbance may come before the model's resample step")
-        self.floor = before[0].floor if before else None
+        if not all(isinstance(step, ToAbsorbance | Despike) for step in before):
+            raise ValueError("only absorbance and despiking may come before the model's resample step")
+        absorb = [step for step in before if isinstance(step, ToAbsorbance)]
+        self.floor = absorb[0].floor if absorb else None
+        x = np.asarray(wavenumbers, dtype=np.float64)
+        spacing = float(x[-1] - x[0]) / max(x.size - 1, 1)  # as Spectrum.spacing
+        #: Whether pixels are despiked first, as the Despike step treats a spectrum on this axis.
+        self.despike_ = any(isinstance(step, Despike) and spacing <= step.max_spacing for step in before)
         self.resample: Resample = pipeline.steps[at][1]
         self.after: list[Any] = [step for _, step in pipeline.steps[at + 1 :]]
         self.wavenumbers = np.asarray(wavenumbers, dtype=np.float64)
@@ -104,7 +109,9 @@ class PixelPreprocessor:
             self.box_ = round(self.resample.step / spacing) if spacing > 0 else 1
 
     def absorbance(self, values: FloatMatrix) -> FloatMatrix:
-        """The block's pixels as absorbance on their own axis."""
+        """The block's pixels as absorbance on their own axis (despiked, where the pipeline says so)."""
+        if self.despike_:
+            values = remove_spikes(values)[0].astype(np.float32)
         if self.floor is None:
             return values
         return absorbance_rows(values, self.y_unit, floor=self.floor)
