@@ -122,11 +122,19 @@ class EnviHeader:
         ENVI's unit is metres unless the record names another; ``None`` when the header has no
         usable pixel size.
 
+        Without that record, the pixel size of ``map info`` (its sixth and seventh entries)
+        when the record names a length unit, as several imaging tools write it.
+
         >>> parse_envi_header("ENVI\\nsamples = 2\\nlines = 2\\nbands = 4\\ndata type = 4\\n"
         ...                   "pixel size = {0.000025, 0.000025}").pixel_size_um
         (25.0, 25.0)
+        >>> parse_envi_header("ENVI\\nsamples = 2\\nlines = 2\\nbands = 4\\ndata type = 4\\n"
+        ...                   "map info = {Arbitrary, 1, 1, 0, 0, 5.5, 5.5, units=Micrometers}").pixel_size_um
+        (5.5, 5.5)
         """
-        return _pixel_size(self.fields.get("pixel size", ""))
+        return _pixel_size(self.fields.get("pixel size", "")) or _map_info_pixel_size(
+            self.fields.get("map info", "")
+        )
 
 
 def _fields(text: str) -> dict[str, str]:
@@ -189,6 +197,24 @@ _LENGTH_UNITS_UM = {
     "nanometres": 1e-3,
     "nm": 1e-3,
 }
+
+
+def _map_info_pixel_size(value: str) -> tuple[float, float] | None:
+    """The x and y pixel sizes of a ``map info`` record in micrometres; None unless it names a length unit."""
+    items = _list_field(value) if value else []
+    units = [
+        unit
+        for name, sep, unit in (i.partition("=") for i in items)
+        if sep and name.strip().lower() == "units"
+    ]
+    scale = _LENGTH_UNITS_UM.get(units[0].strip().lower()) if units else None
+    if scale is None or len(items) < 7:
+        return None
+    try:
+        x, y = float(items[5]), float(items[6])
+    except ValueError:
+        return None
+    return (x * scale, y * scale) if all(np.isfinite(v) and v > 0 for v in (x, y)) else None
 
 
 def _pixel_size(value: str) -> tuple[float, float] | None:
