@@ -265,6 +265,9 @@ class TestLocalCluster:
             summary = reclassify(client, served_model, [tmp_path / "maps"], out)
         spectra, particles = read_dataset(out), read_dataset(out, PARTICLES)
         assert summary.spectra == spectra.num_rows == 256  # read once, through its header
+        # the background pixels were "low_quality 85 %" of a run's spectra: pixels are counted apart
+        assert summary.pixels == 256 and not summary.by_status
+        assert sum(summary.particles_by_status.values()) == particles.num_rows
         assert set(spectra["source"].to_pylist()) == {str(folder / "map.hdr")}
         assert particles.num_rows >= 1 and set(particles["sample"].to_pylist()) == {"maps/filter-1"}
         biggest = max(particles.to_pylist(), key=lambda p: p["n_pixels"])

@@ -6,7 +6,8 @@ the machine (``--workers N`` sets its size) or on a running cluster (``--schedul
 tcp://host:port``). The rows go to a Parquet dataset under ``--out``, partitioned by
 sample folder; what the same model already answered there is skipped, so a run that
 stopped can simply be started again. A progress bar shows while it runs (on a
-terminal), a summary at the end: spectra per second and counts by status.
+terminal), a summary at the end: spectra per second and counts by status (of the files'
+and sets' spectra; a map's particles apart, its pixels in neither).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ if TYPE_CHECKING:
 __all__ = ["add_parsers", "summary_table"]
 
 
-def summary_table(summary: Summary) -> Table:
-    """The counts by status of a run, with their shares."""
-    table = Table("status", "spectra", "share")
-    total = sum(summary.by_status.values()) or 1
-    for status, count in summary.by_status.most_common():
+def summary_table(summary: Summary, *, of: str = "spectra") -> Table:
+    """The counts by status of a run, with their shares: of the spectra of files and sets, or
+    (``of="particles"``) of the maps' particles. A map's pixels are in neither."""
+    counts = summary.by_status if of == "spectra" else summary.particles_by_status
+    table = Table("status", of, "share")
+    total = sum(counts.values()) or 1
+    for status, count in counts.most_common():
         table.add_row(status, str(count), f"{count / total:.1%}")
     return table
 
@@ -80,6 +83,9 @@ def cmd_reclassify(args: argparse.Namespace) -> int:
     )
     if summary.by_status:
         console.print(summary_table(summary))
+    if summary.pixels:  # the background of a map is no spectrum to count as low quality
+        console.print(f"{summary.pixels} map pixels among the spectra (in spectra/); the maps' particles:")
+        console.print(summary_table(summary, of="particles"))
     for failure in summary.failed:
         console.print(f"failed: {failure}")
     if summary.failed:

@@ -77,7 +77,10 @@ class Summary:
     """What a run did: spectra written, counts by status, tasks, what it skipped, how long it took."""
 
     spectra: int = 0
+    #: Statuses of the spectra of files and labelled sets; a map's pixels are counted apart.
     by_status: Counter[str] = field(default_factory=Counter)
+    pixels: int = 0
+    particles_by_status: Counter[str] = field(default_factory=Counter)
     tasks: int = 0
     skipped_sources: int = 0  # already answered by this model
     seconds: float = 0.0
@@ -163,6 +166,8 @@ def reclassify(
                 continue
             summary.spectra += outcome.rows
             summary.by_status.update(outcome.by_status)
+            summary.pixels += outcome.pixels
+            summary.particles_by_status.update(outcome.particles_by_status)
             if on_task is not None:
                 on_task(outcome)
             future.release()

@@ -40,7 +40,11 @@ class TaskOutcome:
 
     task_id: str
     rows: int = 0
+    #: Statuses of the rows of files and labelled sets; a map's pixels are counted apart.
     by_status: dict[str, int] = field(default_factory=dict)
+    #: Rows that are a map's pixels (written like any spectrum), and the statuses of its particles.
+    pixels: int = 0
+    particles_by_status: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
 
@@ -90,6 +94,8 @@ def classify_task(model: IdentificationModel, task: Task, out: str, *, library_h
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     particles: list[dict[str, Any]] = []
+    counted: Counter[str] = Counter()  # the statuses of files and sets; a map's pixels apart
+    pixels = 0
     for source in task.sources:
         reason = source.reason
         spectra: list[Spectrum] = []
@@ -110,6 +116,7 @@ def classify_task(model: IdentificationModel, task: Task, out: str, *, library_h
                     library_hash=library_hash,
                 )
             )
+            counted[str(rows[-1]["status"])] += 1
             continue
         for spectrum, result in zip(spectra, model.classify(spectra, aging=False), strict=True):
             rows.append(
@@ -121,10 +128,14 @@ def classify_task(model: IdentificationModel, task: Task, out: str, *, library_h
                     library_hash=library_hash,
                 )
             )
+            if source.kind != "map":
+                counted[result.status] += 1
         if source.kind == "map":
+            pixels += len(spectra)
             particles.extend(_particles(model, source.path, sha256=source.sha256, library_hash=library_hash))
-    outcome = TaskOutcome(task.task_id, rows=len(rows))
-    outcome.by_status = dict(Counter(str(r["status"]) for r in rows))
+    outcome = TaskOutcome(task.task_id, rows=len(rows), pixels=pixels)
+    outcome.by_status = dict(counted)
+    outcome.particles_by_status = dict(Counter(str(p["status"]) for p in particles))
     if particles:  # before the spectra: a task whose spectra file is there has its particles too
         outcome.files.append(str(write_partition(Path(out), PARTICLES, task.sample, task.task_id, particles)))
     outcome.files.append(str(write_partition(Path(out), SPECTRA, task.sample, task.task_id, rows)))
