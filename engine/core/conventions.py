@@ -50,7 +50,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import median_filter
 
-from engine.core.spectrum import Spectrum, normalise_y_unit
+from engine.core.spectrum import Spectrum, mean_spacing, normalise_y_unit
 
 __all__ = [
     "RAMAN_AXIS_BELOW",
@@ -149,7 +149,7 @@ def infer_y_unit(s: Spectrum) -> UnitEvidence:
     the derivative and the normalisation remove.
     """
     x, y = _measured(s)
-    step = float(x[-1] - x[0]) / max(x.size - 1, 1)
+    step = mean_spacing(x)
     stride = max(1, int(JUDGE_STEP_CM / max(step, 1e-9)))  # finer sampling tells nothing more
     x, y, step = x[::stride], y[::stride], step * stride
     window = max(5, round(BAND_WINDOW_CM / max(step, 1e-9)) | 1)

@@ -38,6 +38,7 @@ __all__ = [
     "Spectrum",
     "SpectrumError",
     "file_sha256",
+    "mean_spacing",
     "normalise_y_unit",
     "to_absorbance",
     "wavenumbers_from_wavelengths",
@@ -243,9 +244,8 @@ class Spectrum:
 
     @property
     def spacing(self) -> float:
-        """The mean step between points (cm-1); the median would cost a sort per spectrum."""
-        x = self.wavenumbers
-        return float(x[-1] - x[0]) / max(x.size - 1, 1)
+        """The mean step between points (cm-1, :func:`mean_spacing`)."""
+        return mean_spacing(self.wavenumbers)
 
     def with_values(self, values: npt.ArrayLike, *, y_unit: str | None = None) -> Spectrum:
         """A copy with new values on the same axis (validated again)."""
@@ -266,6 +266,16 @@ class Spectrum:
             "y_unit": self.y_unit,
             "format": self.metadata.get("format"),
         }
+
+
+def mean_spacing(wavenumbers: npt.ArrayLike) -> float:
+    """The mean step between the points of an ascending axis (cm-1); the median would cost a sort.
+
+    >>> mean_spacing([400.0, 402.0, 406.0])
+    3.0
+    """
+    x = np.asarray(wavenumbers, dtype=np.float64)
+    return float(x[-1] - x[0]) / max(x.size - 1, 1)
 
 
 #: cm-1 = WAVELENGTH_SCALES[unit] / wavelength.

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from sklearn.pipeline import Pipeline
 
 from engine.core.preprocess import ZERO_RUN_MIN, Despike, Resample, SavitzkyGolay, ToAbsorbance, remove_spikes
-from engine.core.spectrum import Spectrum, SpectrumError
+from engine.core.spectrum import Spectrum, SpectrumError, mean_spacing
 
 __all__ = ["PixelPreprocessor", "absorbance_rows"]
 
@@ -72,8 +72,7 @@ class PixelPreprocessor:
             raise ValueError("only absorbance and despiking may come before the model's resample step")
         absorb = [step for step in before if isinstance(step, ToAbsorbance)]
         self.floor = absorb[0].floor if absorb else None
-        x = np.asarray(wavenumbers, dtype=np.float64)
-        spacing = float(x[-1] - x[0]) / max(x.size - 1, 1)  # as Spectrum.spacing
+        spacing = mean_spacing(wavenumbers)
         #: Whether pixels are despiked first, as the Despike step treats a spectrum on this axis.
         self.despike_ = any(isinstance(step, Despike) and spacing <= step.max_spacing for step in before)
         self.resample: Resample = pipeline.steps[at][1]
