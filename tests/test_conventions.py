@@ -231,6 +231,26 @@ class TestRamanAsACcdWritesIt:
                 (result,) = model.classify([Spectrum.create(x, hit, y_unit="counts", technique="raman")])
                 assert (result.status, result.label) == ("known", label), (label, at, result.extra)
 
+    def test_noisy_counts_on_a_1_cm_axis_are_averaged_onto_the_grid(self) -> None:
+        """References rendered at 1 cm-1 as counts, S/N 20 at the strongest band (Poisson): 5 of these 16
+        came out ``low_snr``, each grid point taking one noisy sample. Averaged over the 4 cm-1 step,
+        the noise is halved."""
+        data = load_labelled_set(SHARED_DATA / "openspecy_raman_polymers_2023")
+        model = IdentificationModel(ReferenceLibrary.load(DEFAULT_RAMAN_LIBRARY), FAST)
+        rng = np.random.default_rng(0)
+        labels = [scoring_label(label) for label in data.labels]
+        rows = [i for name in ("PE", "PP", "PS", "PET") for i in np.flatnonzero(np.array(labels) == name)[:4]]
+        spectra = []
+        for i in rows:
+            row = data.spectra[i].astype(np.float64)
+            keep = ~np.isnan(row)
+            x = np.arange(np.ceil(data.wavenumbers[keep][0]), np.floor(data.wavenumbers[keep][-1]), 1.0)
+            y = np.interp(x, data.wavenumbers[keep], row[keep])
+            counts = rng.poisson(400 * (y - y.min()) / np.ptp(y) + 80).astype(np.float64)  # S/N 20 at the top
+            spectra.append(Spectrum.create(x, counts, y_unit="counts", technique="raman"))
+        got = [(r.status, r.label and scoring_label(r.label)) for r in model.classify(spectra)]
+        assert got == [("known", labels[i]) for i in rows]
+
 
 class TestCoarseInstruments:
     """An instrument sampling every 16 cm-1: a band can be a single point, and is no spike."""
@@ -355,6 +375,24 @@ class TestModelRouting:
         native = _correct(flopp_model, particles)
         assert _correct(flopp_model, [_undeclared(s) for s in particles]) == native
         assert _correct(flopp_model, [_undeclared(s, to_absorbance=True) for s in particles]) == native
+
+    def test_a_spectrum_cut_below_its_strongest_bands_goes_to_a_range_model(self) -> None:
+        """An FTIR microscope's MCT detector ends near 750 cm-1, 97 % of the bundled library's span: the
+        library's own model took it, and PS (bands at 698 and 756 cm-1) and PE (720) came out unknown."""
+        data = load_labelled_set(SHARED_DATA / "flopp_frond2021")
+        labels = np.array([scoring_label(label) for label in data.labels])
+        model = IdentificationModel(ReferenceLibrary.load(DEFAULT_LIBRARY), FAST)
+        rows = [i for name in ("PS", "PE") for i in np.flatnonzero(labels == name)[:4]]
+        spectra = {cut: [] for cut in (675.0, 750.0)}
+        for i in rows:
+            x, y = data.wavenumbers, data.spectra[i].astype(np.float64)
+            for cut, out in spectra.items():
+                keep = ~np.isnan(y) & (y != 0) & (x >= cut)  # FLOPP writes 0 where it did not measure
+                out.append(Spectrum.create(x[keep], y[keep], y_unit=data.y_unit(i)))
+        measured_from_675, mct = (model.classify(spectra[cut], aging=False) for cut in (675.0, 750.0))
+        assert [r.model_version for r in measured_from_675] == ["lib1.r0"] * len(rows)  # FLOPP's own range
+        assert [r.model_version for r in mct] == ["lib1.r0@750-4000"] * len(rows)
+        assert [(r.status, scoring_label(str(r.label))) for r in mct] == [("known", labels[i]) for i in rows]
 
     def test_narrow_overlap_is_low_quality_with_the_overlap(self, flopp_model: IdentificationModel) -> None:
         x = np.linspace(1458.0, 1477.0, 40)

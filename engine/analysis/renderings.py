@@ -146,7 +146,8 @@ class Convention:
 
 #: The matrix of the project's issue: every y convention with a bare header (no unit declared),
 #: the file-format conventions on %T (a unit header as the control), the LDIR/QCL and a mid
-#: range cut as absorbance and as %T, and coarser resolutions with noise.
+#: range cut as absorbance and as %T, an FTIR microscope's MCT detector (from 750 cm-1), and
+#: coarser resolutions with noise.
 CONVENTIONS: tuple[Convention, ...] = (
     Convention("pct_t", y="percent_transmittance"),
     Convention("t_fraction", y="transmittance"),
@@ -161,6 +162,7 @@ CONVENTIONS: tuple[Convention, ...] = (
     Convention("pct_t_975_1800", x_range=(975.0, 1800.0)),
     Convention("absorbance_1200_3200", y="absorbance", x_range=(1200.0, 3200.0)),
     Convention("pct_t_1200_3200", x_range=(1200.0, 3200.0)),
+    Convention("pct_t_750_4000", x_range=(750.0, 4000.0)),
     Convention("pct_t_4cm_noise", step=4.0, noise=0.01),
     Convention("pct_t_8cm_noise", step=8.0, noise=0.01),
     Convention("pct_t_16cm_noise", step=16.0, noise=0.01),

@@ -47,6 +47,8 @@ __all__ = [
     "Resample",
     "SavitzkyGolay",
     "ToAbsorbance",
+    "box_average_rows",
+    "box_points",
     "build_pipeline",
     "pipeline_grid",
     "remove_spikes",
@@ -222,8 +224,10 @@ class Resample(_GridStep):
     A point is missing when it lies outside the spectrum's axis, inside a gap
     wider than ``max_gap`` cm-1 between two measured points, or inside a run
     of exact zeros (instruments zero-fill what they did not measure). With
-    ``average`` each spectrum is first averaged over ``step`` cm-1, so a finely
-    sampled reference looks as a coarse instrument would have measured it.
+    ``average`` each spectrum is first averaged over ``step`` cm-1 (a box, where
+    its points lie closer than that): a spectrum sampled every 1 cm-1 keeps a
+    quarter of its noise's variance on a 4 cm-1 grid instead of all of it, and a
+    finely sampled reference looks as a coarse instrument would have measured it.
     """
 
     max_gap: float = 24.0
@@ -250,17 +254,37 @@ class Resample(_GridStep):
         return out
 
 
+def box_points(spacing: float, width: float) -> int:
+    """How many points ``spacing`` cm-1 apart a box ``width`` cm-1 wide averages (1: none).
+
+    >>> box_points(1.0, 4.0), box_points(1.93, 4.0), box_points(4.0, 4.0), box_points(4.0, 16.0)
+    (4, 2, 1, 4)
+    """
+    return max(1, round(width / spacing)) if spacing > 0 else 1
+
+
+def box_average_rows(rows: npt.NDArray[Any], n: int) -> npt.NDArray[Any]:
+    """Each row's running mean over ``n`` points (``np.convolve(row, ones(n) / n, "same")``), the
+    ends averaged over the points they have; rows unchanged when ``n`` < 2.
+
+    >>> box_average_rows(np.array([[0.0, 4.0, 0.0, 0.0, 8.0]]), 2).tolist()
+    [[0.0, 2.0, 2.0, 0.0, 4.0]]
+    """
+    if n < 2:
+        return rows
+    rows = np.asarray(rows, dtype=np.float64)
+    after = (n - 1) // 2
+    padded = np.pad(rows, ((0, 0), (n - 1 - after, after)))
+    sums = np.cumsum(np.pad(padded, ((0, 0), (1, 0))), axis=1)
+    inside = np.cumsum(np.pad(np.ones(rows.shape[1]), (n - 1 - after + 1, after)))
+    return np.asarray((sums[:, n:] - sums[:, :-n]) / (inside[n:] - inside[:-n]))
+
+
 def _box_average(
     x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], width: float
 ) -> npt.NDArray[np.float64]:
     """``y`` averaged over ``width`` cm-1 around each point: a spectrum seen at a coarser resolution."""
-    spacing = float(np.median(np.diff(x)))
-    n = round(width / spacing) if spacing > 0 else 1
-    if n < 2:
-        return y
-    kernel = np.ones(n) / n
-    counts = np.convolve(np.ones_like(y), kernel, mode="same")
-    return np.asarray(np.convolve(y, kernel, mode="same") / counts, dtype=np.float64)
+    return box_average_rows(y[None, :], box_points(float(np.median(np.diff(x))), width))[0]
 
 
 def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -419,7 +443,7 @@ class FillMissing(_Stateless):
 
 
 #: The grid step (cm-1) the default and Raman pipelines are made for; a coarser grid (a range
-#: model for a coarse instrument) averages each spectrum over a step and narrows the derivative.
+#: model for a coarse instrument) narrows the derivative.
 FINE_STEP = 4.0
 
 
@@ -433,13 +457,14 @@ def _derivative_window(step: float) -> int:
 
 
 def _derivative_l2(start: float, stop: float, step: float, *, flatten_co2: bool) -> Pipeline:
-    """Absorbance, the grid, (CO2 flattened), SG first derivative, L2: the default and Raman pipelines;
-    the Raman one despikes first (no CO2 to flatten, cosmic rays instead)."""
+    """Absorbance, the grid (each spectrum averaged over a step), (CO2 flattened), SG first derivative,
+    L2: the default and Raman pipelines; the Raman one despikes first (no CO2 to flatten, cosmic rays
+    instead)."""
     grid: dict[str, Any] = {"start": start, "stop": stop, "step": step}
     steps: list[tuple[str, Any]] = [("absorbance", ToAbsorbance())]  # Raman counts pass unchanged
     if not flatten_co2:
         steps.append(("despike", Despike()))
-    steps.append(("resample", Resample(**grid, average=step > FINE_STEP)))
+    steps.append(("resample", Resample(**grid, average=True)))
     if flatten_co2:
         steps.append(("flatten", FlattenRegion(**grid)))
     steps += [
@@ -499,12 +524,13 @@ PIPELINES: dict[str, tuple[Any, tuple[float, float, float]]] = {
 def build_pipeline(name: str = "default", *, grid: tuple[float, float, float] | None = None) -> Pipeline:
     """A fresh, unfitted pipeline by name, optionally on another grid.
 
-    ``default``: absorbance, 4 cm-1 grid, CO2 flattened, SG first derivative, L2.
+    ``default``: absorbance, 4 cm-1 grid (each spectrum averaged over a step), CO2 flattened,
+    SG first derivative, L2.
     ``openspecy``: Open Specy's recipe: 5 cm-1 grid, SG order 3 window 11 first
     derivative, absolute value, min-max. ``baseline``: arPLS baseline, smoothing, SNV.
     ``raman``: cosmic-ray spikes replaced on axes of 1.5 cm-1 or finer (:class:`Despike`),
-    Raman shift 100-3500 cm-1 on a 4 cm-1 grid, SG first derivative (which takes off a slow
-    fluorescence background), L2.
+    Raman shift 100-3500 cm-1 on a 4 cm-1 grid (averaged over a step), SG first derivative
+    (which takes off a slow fluorescence background), L2.
     """
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")

@@ -20,7 +20,16 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.pipeline import Pipeline
 
-from engine.core.preprocess import ZERO_RUN_MIN, Despike, Resample, SavitzkyGolay, ToAbsorbance, remove_spikes
+from engine.core.preprocess import (
+    ZERO_RUN_MIN,
+    Despike,
+    Resample,
+    SavitzkyGolay,
+    ToAbsorbance,
+    box_average_rows,
+    box_points,
+    remove_spikes,
+)
 from engine.core.spectrum import Spectrum, SpectrumError, mean_spacing
 
 __all__ = ["PixelPreprocessor", "absorbance_rows"]
@@ -102,10 +111,8 @@ class PixelPreprocessor:
         self.gap_lo_, self.gap_hi_ = lo, hi
         span = np.where(hi > lo, hi - lo, 1)
         self.gap_weight_ = np.clip((self.gaps_ - lo) / span, 0.0, 1.0).astype(np.float32)
-        self.box_ = 1
-        if self.resample.average:
-            spacing = float(np.median(np.diff(x)))
-            self.box_ = round(self.resample.step / spacing) if spacing > 0 else 1
+        spacing = float(np.median(np.diff(x)))
+        self.box_ = box_points(spacing, self.resample.step) if self.resample.average else 1
 
     def absorbance(self, values: FloatMatrix) -> FloatMatrix:
         """The block's pixels as absorbance on their own axis (despiked, where the pipeline says so)."""
@@ -115,22 +122,10 @@ class PixelPreprocessor:
             return values
         return absorbance_rows(values, self.y_unit, floor=self.floor)
 
-    def _box(self, rows: FloatMatrix) -> FloatMatrix:
-        """Each row averaged over the grid step (a coarse range model's view), as the resample step does."""
-        n = self.box_
-        if n < 2:
-            return rows
-        kernel = np.ones(n) / n
-        counts = np.convolve(np.ones(rows.shape[1]), kernel, mode="same")
-        out = np.empty_like(rows)
-        for i, row in enumerate(rows):
-            out[i] = np.convolve(row, kernel, mode="same") / counts
-        return out
-
     def grid_rows(self, absorbance: FloatMatrix) -> FloatMatrix:
         """Absorbance on the model's grid, NaN where not measured (a pixel with zero-filled runs is
         resampled as a spectrum, which leaves them out)."""
-        rows = self._box(absorbance)
+        rows = box_average_rows(absorbance, self.box_).astype(np.float32, copy=False)
         left, weight = self.left_, self.weight_
         out = rows[:, left] * (np.float32(1.0) - weight)
         out += rows[:, left + 1] * weight

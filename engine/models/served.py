@@ -46,7 +46,7 @@ from engine.core.spectrum import Spectrum
 from engine.core.storage import atomic_write_bytes
 from engine.models.calibration import FEATURES, ConfidenceCalibrator, evidence_features, held_out_folds
 from engine.models.openset import QualityGate, RejectCalibrator, pearson_rows
-from engine.models.ranges import RangeModelCache, route
+from engine.models.ranges import FeatureMass, RangeModelCache, route
 from engine.models.result import Hit, Result, conventions_of, wants_aging
 from engine.models.subknn import SubspaceKNN
 
@@ -407,6 +407,7 @@ class IdentificationModel:
         grid = self.library.grid
         self.grid_ = (float(grid.start), float(grid.stop), float(grid.step))
         self.span_ = self.library.span()
+        self.mass_ = FeatureMass(self.library.preprocessed, grid.wavenumbers)
         self.ranges_: RangeModelCache[IdentificationModel] = RangeModelCache(
             self._range_model, capacity=self.config.range_models
         )
@@ -552,7 +553,11 @@ class IdentificationModel:
         if s.technique != self.technique:
             return ("technique", s.technique)
         start, stop, step = self.grid_
-        to = route(measured_range(s), span=self.span_, step=step, grid=(start, stop), spacing=s.spacing)
+        measured = measured_range(s)
+        lost = self.mass_.lost_share(measured) if self.window is None else 0.0
+        to = route(
+            measured, span=self.span_, step=step, grid=(start, stop), spacing=s.spacing, lost_share=lost
+        )
         if to.kind == "range" and self.window is None and to.window is not None:
             return ("range", (*to.window, to.step))
         if to.kind == "narrow":
