@@ -36,7 +36,7 @@ from daemon.web import assets
 from daemon.web.charts import Trace, spectrum_svg
 from daemon.web.console import CONTENT_SECURITY_POLICY
 from daemon.web.messages import Request
-from daemon.web.summary import sample_folder, time_buckets
+from daemon.web.summary import all_particles, sample_folder, summarise, time_buckets
 from engine.analysis.evaluate import library_from_sources, load_source
 from engine.core.labels import scoring_label
 from engine.core.spectrum import Spectrum
@@ -130,6 +130,26 @@ class TestRendering:
         inboxes = [("ftir", Path("/data/ftir")), ("raman", Path("/data/raman"))]
         assert sample_folder("/data/raman/run 1/p.csv", inboxes) == "raman/run 1"
         assert sample_folder("/data/ftir/p.csv", inboxes) == "ftir"
+
+    def test_the_overview_counts_the_particles_of_maps(self, tmp_path: Path) -> None:
+        """A map gives particles, not results: a lab imaging its filters saw "No results yet"."""
+        from daemon.store.ledger import Ledger, ResultRecord, ResultStatus
+        from tests.test_report import deliver, map_particle, map_record
+
+        particles = [map_particle(0, "PE", 50.0), map_particle(1, "PP", 20.0)]
+        particles.append(map_particle(2, "", 9.0, status="unknown"))
+        known = ResultRecord(0, ResultStatus.KNOWN, "lib1.r0", "PE", "PE", 0.9, {})
+        with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+            deliver(ledger, "/data/ftir/filter-1/map.hdr", "map", now=10.0, map_record=map_record(particles))
+            deliver(ledger, "/data/ftir/filter-2/p1.csv", "p1", now=20.0, results=[known])
+            counted, truncated = all_particles(ledger)
+        overview = summarise(counted, inboxes=[("ftir", Path("/data/ftir"))], now=30.0, truncated=truncated)
+        assert (overview.total, overview.in_maps, truncated) == (4, 3, False)
+        assert overview.by_category == {"PE": 2, "PP": 1, "unknown": 1}
+        assert overview.by_folder == {
+            "ftir/filter-1": {"PE": 1, "PP": 1, "unknown": 1},
+            "ftir/filter-2": {"PE": 1},
+        }
 
     def test_time_buckets_switch_from_hours_to_days(self) -> None:
         day = 86400.0

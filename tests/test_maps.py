@@ -216,6 +216,20 @@ class TestParticles:
         render_map(scene, target)
         assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    def test_a_fibre_two_pixels_wide_keeps_its_colour(self, scene: MapIdentification) -> None:
+        """The outline is drawn on a particle's edge pixels: a thin fibre was all outline, all black."""
+        from dataclasses import replace
+
+        from engine.maps.render import _rgb, particle_colours
+
+        image = np.where(scene.particle_image == 0, -1, scene.particle_image)
+        image[2:4, 1:30] = 0  # particle 0 redrawn as a fibre, 2 x 29 pixels
+        fibre = replace(scene, particle_image=image.astype(np.int32))
+        rgb = _rgb(fibre, particle_colours(fibre))
+        assert not (rgb[2:4, 1:30] == 0.0).all(axis=-1).any()
+        wide = scene.particle_image == 1  # a particle with an inside is still outlined
+        assert (rgb[wide] == 0.0).all(axis=-1).any() and not (rgb[wide] == 0.0).all(axis=-1).all()
+
 
 class TestBackground:
     def test_a_filter_with_a_spectrum_of_its_own_is_learned_as_background(

@@ -347,6 +347,17 @@ class TestSampleReports:
         else:
             assert "map.hdr" in out and "120.0 µm" in out and "PP" in out
 
+    def test_results_says_where_a_samples_map_particles_are(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A map gives no result per spectrum: its particles were missing from ``results`` unsaid."""
+        state = ldir_state(tmp_path)
+        assert main(["results", "--state", str(state), "--sample", "f1"]) == 0
+        err = capsys.readouterr().err
+        assert "the 1 imaging map(s) hold 3 particles, listed apart: add --particles" in err
+        assert main(["results", "--state", str(state), "--sample", "ldir"]) == 0
+        assert "imaging map" not in capsys.readouterr().err
+
 
 @pytest.mark.parametrize("width", [80, 120])
 def test_the_particle_table_fits_the_terminal_one_line_per_particle(width: int) -> None:

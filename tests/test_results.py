@@ -150,3 +150,24 @@ def test_reports_are_redrawn_less_often_than_the_result_files(
     assert exporter.flush(now=70.0) == 0 and len(drawn) == 2
     exporter.mark(path)
     assert exporter.flush(now=71.0, force=True) == 1 and len(drawn) == 3  # at shutdown, always
+
+
+def test_a_map_samples_summary_counts_its_particles(setup: tuple[Ledger, ResultsExporter, Path]) -> None:
+    """A map gives no result per spectrum but particles; summary.csv was empty for a map sample."""
+    from tests.test_report import deliver, map_particle, map_record
+
+    ledger, exporter, inbox = setup
+    particles = [map_particle(i, "PE", feret) for i, feret in enumerate((120.0, 40.0))]
+    particles.append(map_particle(2, "", 30.0, status="unknown"))
+    particles[0]["aging"] = {"carbonyl": 0.3}
+    path = inbox / "filter-2" / "map.hdr"
+    deliver(ledger, str(path), "map", now=1.0, map_record=map_record(particles))
+    classified(ledger, inbox / "filter-2" / "extra.csv", label="PP", now=2.0)  # a file beside the map
+    exporter.mark(path)
+    assert exporter.flush(now=10.0) == 1
+    rows = list(csv.DictReader((exporter.results_dir / "lab" / "filter-2" / "summary.csv").open()))
+    assert [(r["status"], r["label"], r["particles"], r["carbonyl_n"]) for r in rows] == [
+        ("known", "PE", "2", "1"),
+        ("known", "PP", "1", "1"),
+        ("unknown", "", "1", "0"),
+    ]

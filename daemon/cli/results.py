@@ -261,6 +261,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     status = ResultStatus(args.status) if args.status else None
     rows: list[dict[str, Any]] = []
     with Ledger.in_state_dir(state) as ledger:
+        maps = ledger.maps(sample=args.sample, limit=100_000) if since is None else []
         while True:
             page = ledger.results(
                 since=since,
@@ -284,6 +285,12 @@ def cmd_results(args: argparse.Namespace) -> int:
     else:
         console = stdout_console()
         console.print(results_table(rows, width=console.width))
+        in_maps = sum(m.n_particles for m in maps)
+        if in_maps:  # a map gives particles, not a result per spectrum: say where they are
+            sys.stderr.write(
+                f"mpwatch: the {len(maps)} imaging map(s) hold {in_maps} particles, listed apart: "
+                "add --particles\n"
+            )
     return 0
 
 

@@ -5,7 +5,8 @@ other programs. For every sample folder (the folder a spectrum file sits in)
 the exporter writes, under ``<state_dir>/results/<inbox>/<relative folder>/``:
 
 - ``results.jsonl``: one JSON object per classified spectrum (:func:`result_row`);
-- ``summary.csv``: particles per polymer and status for that sample.
+- ``summary.csv``: particles per polymer and status for that sample: one per spectrum file
+  (an instrument that writes a file per particle) and one per particle of its imaging maps.
 
 Both count final labels: an analyst's confirmation or rejection overrides the
 classifier's answer, and the folder is rewritten when a decision is made.
@@ -27,13 +28,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from daemon.store.ledger import Ledger, StoredResult, iso_time
-from daemon.store.reports import ReportSettings, sample_folders, write_sample_report
+from daemon.store.ledger import Ledger, StoredParticle, StoredResult, iso_time
+from daemon.store.reports import ReportSettings, all_pages, sample_folders, write_sample_report
 from engine.core.storage import atomic_write_text
 
 if TYPE_CHECKING:
@@ -50,7 +52,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PAGE = 1000
 
 #: The pause between rewrites is at least this many times the last rewrite's duration.
 COST_FACTOR = 20.0
@@ -110,16 +111,25 @@ SUMMARY_FIELDS = (
 )
 
 
-def _carbonyl(r: StoredResult) -> float | None:
+def _carbonyl(r: StoredResult | StoredParticle) -> float | None:
     value = (r.payload.get("aging") or {}).get("carbonyl")
     return float(value) if value is not None else None
 
 
-def summary_rows(results: Iterable[StoredResult]) -> list[dict[str, Any]]:
-    """Particles per (status, label), their share of the sample, and the carbonyl index distribution."""
-    groups: dict[tuple[str, str], list[StoredResult]] = {}
-    for r in results:
-        groups.setdefault((str(r.status), r.label or ""), []).append(r)
+def _status_label(r: StoredResult | StoredParticle) -> tuple[str, str]:
+    if isinstance(r, StoredParticle):
+        return str(r.values["status"]), r.values["label"] or ""
+    return str(r.status), r.label or ""
+
+
+def summary_rows(particles: Iterable[StoredResult | StoredParticle]) -> list[dict[str, Any]]:
+    """Particles per (status, label), their share of the sample, and the carbonyl index distribution.
+
+    A particle is a result of a spectrum file or a particle of a map; labels are final.
+    """
+    groups: dict[tuple[str, str], list[StoredResult | StoredParticle]] = {}
+    for r in particles:
+        groups.setdefault(_status_label(r), []).append(r)
     total = sum(len(g) for g in groups.values())
     rows = []
     for (status, label), members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
@@ -138,15 +148,6 @@ def summary_rows(results: Iterable[StoredResult]) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def _all(ledger: Ledger, folder: Path) -> list[StoredResult]:
-    out: list[StoredResult] = []
-    while True:
-        page = ledger.results(folder=folder, limit=PAGE, offset=len(out))
-        out.extend(page)
-        if len(page) < PAGE:
-            return out
 
 
 def report_settings(config: Config) -> ReportSettings:
@@ -318,14 +319,15 @@ class ResultsExporter:
 
     def write_folder(self, folder: Path, *, report: bool = True) -> Path:
         """Rewrite ``folder``'s results.jsonl and summary.csv, and its sample report with ``report``."""
-        results = _all(self.ledger, folder)
+        results = all_pages(partial(self.ledger.results, folder=folder))
+        particles = all_pages(partial(self.ledger.particles, folder=folder))
         target = self.target(folder)
         lines = "".join(json.dumps(result_row(r), sort_keys=True) + "\n" for r in results)
         atomic_write_text(target / "results.jsonl", lines)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(summary_rows(results))
+        writer.writerows(summary_rows([*results, *particles]))
         atomic_write_text(target / "summary.csv", buffer.getvalue())
         if report and self.report is not None:
             write_sample_report(self.ledger, str(folder), target / "report", self.report)

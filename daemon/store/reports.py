@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TypeVar
 
 from daemon.store.ledger import Ledger, StoredMap, StoredParticle, StoredResult
 from daemon.store.records import iso_time, path_from_db
@@ -25,6 +26,7 @@ from engine.report import MapImage, ParticleRecord, SampleReport, build_report, 
 
 __all__ = [
     "ReportSettings",
+    "all_pages",
     "library_facts",
     "sample_folders",
     "sample_particles",
@@ -36,6 +38,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PAGE = 1000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,9 @@ def sample_folders(ledger: Ledger) -> list[str]:
     return sorted(folders)
 
 
-def _all(fetch: Any) -> list[Any]:
-    out: list[Any] = []
+def all_pages(fetch: Callable[..., Sequence[T]]) -> list[T]:
+    """Every row a paged ledger query gives: ``fetch(limit=..., offset=...)`` until a short page."""
+    out: list[T] = []
     while True:
         page = fetch(limit=PAGE, offset=len(out))
         out.extend(page)
@@ -147,9 +151,9 @@ def _from_particle(p: StoredParticle) -> ParticleRecord:
 
 def sample_particles(ledger: Ledger, folder: str | Path) -> tuple[list[ParticleRecord], list[StoredMap]]:
     """The particles of the sample folder ``folder`` (final labels) and its maps."""
-    results: list[StoredResult] = _all(lambda **page: ledger.results(folder=folder, **page))
-    particles: list[StoredParticle] = _all(lambda **page: ledger.particles(folder=folder, **page))
-    maps: list[StoredMap] = _all(lambda **page: ledger.maps(folder=folder, **page))
+    results: list[StoredResult] = all_pages(partial(ledger.results, folder=folder))
+    particles: list[StoredParticle] = all_pages(partial(ledger.particles, folder=folder))
+    maps: list[StoredMap] = all_pages(partial(ledger.maps, folder=folder))
     return [*map(_from_particle, particles), *map(_from_result, results)], maps
 
 
@@ -160,7 +164,7 @@ def _method(
     maps: list[StoredMap],
     ledger: Ledger,
 ) -> dict[str, object]:
-    rows = _all(lambda **page: ledger.results(folder=folder, **page))
+    rows = all_pages(partial(ledger.results, folder=folder))
     instruments = sorted(
         {
             str(r.payload["acquisition"]["instrument"])
@@ -196,7 +200,7 @@ def _method(
         )
     for technique, libdir in settings.libraries.items():
         method[f"{technique} library"] = library_facts(libdir)
-    thresholds = [r.payload.get("threshold") for r in rows if r.payload.get("threshold") is not None]
+    thresholds = [float(t) for r in rows if (t := r.payload.get("threshold")) is not None]
     if thresholds:
         method["reject thresholds (Pearson r, per class)"] = f"{min(thresholds):.3f} to {max(thresholds):.3f}"
     for key, value in settings.thresholds.items():

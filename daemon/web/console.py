@@ -77,7 +77,7 @@ from daemon.web.context import (
 )
 from daemon.web.http import HttpError, HttpServer, Request, Response, all_checks_pass
 from daemon.web.maps import map_image, maps_page
-from daemon.web.summary import MAX_OVERVIEW_RESULTS, all_results, summarise
+from daemon.web.summary import MAX_OVERVIEW_RESULTS, all_particles, summarise
 from engine.core.conventions import AcquisitionProfile, resolve
 from engine.core.library import LibraryError, VersionInfo, library_log
 from engine.core.spectrum import Spectrum
@@ -175,7 +175,7 @@ def _card(key: str, value: str, *, note: str = "") -> str:
 
 def _overview(ctx: Context, request: Request) -> Response:
     now = ctx.clock()
-    results, truncated = all_results(ctx.ledger)
+    results, truncated = all_particles(ctx.ledger)
     summary = summarise(results, inboxes=list(ctx.inboxes()), now=now, truncated=truncated)
     model = ctx.models.get()
     library = model.library
@@ -191,9 +191,10 @@ def _overview(ctx: Context, request: Request) -> Response:
     reviews = {str(state): n for state, n in ctx.ledger.review_counts().items()}
     status = summary.by_status
     recent_total = sum(summary.recent.values())
+    counted = f"{summary.in_maps} of them in maps; {recent_total} in the last 24 h"
     cards = "".join(
         [
-            _card("spectra classified", escape(summary.total), note=f"{recent_total} in the last 24 h"),
+            _card("particles", escape(summary.total), note=counted),
             _card("known", escape(status.get("known", 0)), note=_pct(status.get("known", 0), summary.total)),
             _card(
                 "unknown rate",
@@ -249,7 +250,7 @@ def _overview(ctx: Context, request: Request) -> Response:
         else "no results yet"
     )
     note = (
-        f'<p class="fail">Only the first {MAX_OVERVIEW_RESULTS} results are counted here.</p>'
+        f'<p class="fail">Only the first {MAX_OVERVIEW_RESULTS} particles are counted here.</p>'
         if summary.truncated
         else ""
     )
@@ -260,7 +261,7 @@ def _overview(ctx: Context, request: Request) -> Response:
 <h2>Health: <span class="{"ok" if ready else "fail"}">{"ready" if ready else "not ready"}</span></h2>
 {health_note}{_health(checks)}
 <h2>Particles per polymer</h2>
-<p class="small muted">All results, {span}. Unknown and low-quality spectra are counted by status.</p>
+<p class="small muted">All results and map particles, {span}. Unknown and low-quality ones by status.</p>
 <div class="split">
 {bar_svg(bars, title="particles per polymer") if bars else '<p class="muted">No results yet.</p>'}
 <table><tr><th>polymer or status</th><th class="n">particles</th><th class="n">share</th></tr>

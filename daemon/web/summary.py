@@ -1,6 +1,7 @@
 """The numbers behind the review console: results per status, polymer, sample folder and time.
 
-Plain data, no HTML: :func:`all_results` reads the stored results from the ledger,
+Plain data, no HTML: :func:`all_particles` reads the stored particles from the ledger (the
+results of spectrum files and the particles of imaging maps, final labels),
 :func:`summarise` counts them into an :class:`Overview`, :func:`time_buckets` bins
 result times by hour or by day, and :func:`sample_folder` names the folder a
 spectrum file came from. The pages of :mod:`daemon.web.console` render these numbers.
@@ -18,19 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from daemon.store.ledger import Ledger, ResultStatus, StoredResult
+from daemon.store.ledger import Ledger, StoredParticle, StoredResult
 
 __all__ = [
     "MAX_OVERVIEW_RESULTS",
+    "Counted",
     "Overview",
     "Timeline",
-    "all_results",
+    "all_particles",
     "sample_folder",
     "summarise",
     "time_buckets",
 ]
 
-#: Results the overview reads at most (the newest are what matter once this is exceeded).
+#: Particles the overview reads at most (results first, then the particles of maps).
 MAX_OVERVIEW_RESULTS: Final = 200_000
 _PAGE: Final = 5000
 
@@ -53,11 +55,29 @@ def sample_folder(source: str, inboxes: Sequence[tuple[str, Path]]) -> str:
     return str(parent)
 
 
-def _category(result: StoredResult) -> str:
-    """What a result counts as: its polymer label when known, else its status."""
-    if result.status is ResultStatus.KNOWN and result.label:
-        return result.label
-    return str(result.status)
+@dataclass(frozen=True)
+class Counted:
+    """A particle as the overview counts it: the result of a spectrum file, or a particle of a map."""
+
+    status: str
+    label: str | None
+    source_path: str
+    created_at: float
+    in_map: bool = False
+
+    @classmethod
+    def of(cls, item: StoredResult | StoredParticle) -> Counted:
+        if isinstance(item, StoredParticle):
+            values = item.values
+            return cls(str(values["status"]), values["label"], item.source_path, item.created_at, in_map=True)
+        return cls(str(item.status), item.label, item.source_path, item.created_at)
+
+
+def _category(particle: Counted) -> str:
+    """What a particle counts as: its polymer label when known, else its status."""
+    if particle.status == "known" and particle.label:
+        return particle.label
+    return particle.status
 
 
 @dataclass(frozen=True)
@@ -107,7 +127,7 @@ def time_buckets(
 
 @dataclass(frozen=True)
 class Overview:
-    """What the overview page shows, computed from stored results."""
+    """What the overview page shows, computed from stored results and map particles."""
 
     total: int
     by_status: Counter[str]
@@ -118,10 +138,12 @@ class Overview:
     first_at: float | None = None
     last_at: float | None = None
     recent: Counter[str] = field(default_factory=Counter)
+    #: How many of ``total`` are particles of imaging maps.
+    in_maps: int = 0
 
 
 def summarise(
-    results: Sequence[StoredResult],
+    results: Sequence[Counted],
     *,
     inboxes: Sequence[tuple[str, Path]],
     now: float,
@@ -153,14 +175,22 @@ def summarise(
         first_at=min((r.created_at for r in results), default=None),
         last_at=max((r.created_at for r in results), default=None),
         recent=recent,
+        in_maps=sum(r.in_map for r in results),
     )
 
 
-def all_results(ledger: Ledger) -> tuple[list[StoredResult], bool]:
-    out: list[StoredResult] = []
-    while len(out) < MAX_OVERVIEW_RESULTS:
-        page = ledger.results(limit=_PAGE, offset=len(out))
-        out.extend(page)
-        if len(page) < _PAGE:
-            return out, False
-    return out, True
+def all_particles(ledger: Ledger) -> tuple[list[Counted], bool]:
+    """Every current result, then every particle of a map, up to :data:`MAX_OVERVIEW_RESULTS`;
+    and whether there were more."""
+    out: list[Counted] = []
+    for fetch in (ledger.results, ledger.particles):
+        offset = 0
+        while True:
+            page: Sequence[StoredResult | StoredParticle] = fetch(limit=_PAGE, offset=offset)
+            offset += len(page)
+            out.extend(map(Counted.of, page))
+            if len(out) >= MAX_OVERVIEW_RESULTS:
+                return out[:MAX_OVERVIEW_RESULTS], True
+            if len(page) < _PAGE:
+                break
+    return out, False

@@ -45,8 +45,12 @@ def _rgb(
     for particle in identification.particles:
         table[particle.index] = colours.get(particle.label or "", UNLABELLED)
     rgb = table[np.where(image >= 0, image, len(identification.particles))]
-    edges = find_boundaries(np.where(image >= 0, image + 1, 0), mode="inner", background=0)
-    rgb[edges] = 0.0
+    labelled = np.where(image >= 0, image + 1, 0)
+    edges = find_boundaries(labelled, mode="inner", background=0)
+    # A particle that is all edge (a fibre one or two pixels wide) keeps its colour: outlined, it was black.
+    n = len(identification.particles) + 1
+    all_edge = np.bincount(labelled[edges], minlength=n) == np.bincount(labelled.ravel(), minlength=n)
+    rgb[edges & ~all_edge[labelled]] = 0.0
     return rgb
 
 
