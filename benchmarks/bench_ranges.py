@@ -71,6 +71,8 @@ WARMUP_CUT = (1100.0, 2900.0)
 BATCH = 64
 
 Window = tuple[float, float]
+#: A range model's key: (low, high, grid step), cm-1.
+RangeKey = tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -122,12 +124,13 @@ def timed(model: IdentificationModel, spectra: list[Spectrum]) -> tuple[float, l
     return time.perf_counter() - started, results
 
 
-def routed_window(result: Result) -> Window | None:
+def routed_window(result: Result) -> RangeKey | None:
+    """The range model's key a result was identified by: (low, high, grid step), cm-1."""
     window = result.extra.get("range")
-    return (float(window[0]), float(window[1])) if window else None
+    return (float(window[0]), float(window[1]), float(result.extra["grid_step"])) if window else None
 
 
-def expect_window(results: list[Result], window: Window | None, what: str) -> None:
+def expect_window(results: list[Result], window: RangeKey | None, what: str) -> None:
     """Raise unless every result went to ``window`` (None: the main model)."""
     got = {routed_window(r) for r in results}
     if got != {window}:
@@ -138,7 +141,7 @@ def unit_of(rendering: str) -> str:
     return "transmittance" if rendering == "%T" else "absorbance"
 
 
-def windows_of(flopp: Flopp, model: IdentificationModel) -> list[Window]:
+def windows_of(flopp: Flopp, model: IdentificationModel) -> list[RangeKey]:
     """The range-model window each cut is routed to (as :func:`engine.models.ranges.route` does)."""
     grid = model.library.grid
     windows = []
@@ -151,7 +154,7 @@ def windows_of(flopp: Flopp, model: IdentificationModel) -> list[Window]:
         )
         if to.kind != "range" or to.window is None:
             raise RuntimeError(f"cut {name} {cut} is routed {to.kind}, not to a range model")
-        windows.append((float(to.window[0]), float(to.window[1])))
+        windows.append((float(to.window[0]), float(to.window[1]), float(to.step or grid.step)))
     if len(set(windows)) != len(windows):
         raise RuntimeError(f"cuts share range-model windows: {windows}")
     return windows
@@ -173,7 +176,7 @@ def cold_process(
     return seconds, model.ranges_.get(window)
 
 
-def memory(library: ReferenceLibrary, config: ModelConfig, windows: list[Window]) -> dict[str, Any]:
+def memory(library: ReferenceLibrary, config: ModelConfig, windows: list[RangeKey]) -> dict[str, Any]:
     """RSS per cached range model, and pickled sizes."""
     n = config.range_models
     if len(windows) < n:
@@ -215,7 +218,7 @@ def _has_psutil() -> bool:
 
 
 def first_of_range(
-    library: ReferenceLibrary, config: ModelConfig, flopp: Flopp, windows: list[Window], repeats: int
+    library: ReferenceLibrary, config: ModelConfig, flopp: Flopp, windows: list[RangeKey], repeats: int
 ) -> dict[str, Any]:
     """Per cut: the first spectrum of its window (cold cache), the same again (warm) and full range."""
     rows: list[dict[str, Any]] = [
@@ -289,7 +292,7 @@ def first_of_range(
 
 
 def warm_latency(
-    library: ReferenceLibrary, config: ModelConfig, flopp: Flopp, window: Window, repeats: int
+    library: ReferenceLibrary, config: ModelConfig, flopp: Flopp, window: RangeKey, repeats: int
 ) -> dict[str, Any]:
     """ms per spectrum on a warm range model (LDIR) against the main model (full range), batch and single."""
     n = len(flopp.labels)
@@ -319,7 +322,9 @@ def warm_latency(
     return summary
 
 
-def accuracy(library: ReferenceLibrary, config: ModelConfig, flopp: Flopp, window: Window) -> dict[str, Any]:
+def accuracy(
+    library: ReferenceLibrary, config: ModelConfig, flopp: Flopp, window: RangeKey
+) -> dict[str, Any]:
     """Known-and-correct share: FLOPP cut to LDIR (arbitrary-unit %T) against the native full-range set."""
     model = IdentificationModel(library, config)
     classes = {scoring_label(label) for label in model.library.class_counts()}
