@@ -31,7 +31,7 @@ from scipy.signal import savgol_coeffs
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
-from engine.core.spectrum import CO2_REGION, Spectrum, to_absorbance
+from engine.core.spectrum import CO2_REGION, Spectrum, median_spacing, to_absorbance
 
 __all__ = [
     "CO2_REGION",
@@ -286,11 +286,7 @@ def _box_average(
     x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], width: float
 ) -> npt.NDArray[np.float64]:
     """``y`` averaged over ``width`` cm-1 around each point: a spectrum seen at a coarser resolution."""
-    steps = np.diff(x)
-    half = steps.size // 2  # the median step, without np.median's overhead (this runs per spectrum)
-    middle = np.partition(steps, [half - 1, half] if steps.size % 2 == 0 else [half])
-    spacing = float(middle[half - 1 : half + 1].mean() if steps.size % 2 == 0 else middle[half])
-    return box_average_rows(y[None, :], box_points(spacing, width))[0]
+    return box_average_rows(y[None, :], box_points(median_spacing(x), width))[0]
 
 
 def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:

@@ -30,7 +30,7 @@ from engine.core.preprocess import (
     box_points,
     remove_spikes,
 )
-from engine.core.spectrum import Spectrum, SpectrumError, mean_spacing
+from engine.core.spectrum import Spectrum, SpectrumError, mean_spacing, median_spacing
 
 __all__ = ["PixelPreprocessor", "absorbance_rows"]
 
@@ -111,8 +111,7 @@ class PixelPreprocessor:
         self.gap_lo_, self.gap_hi_ = lo, hi
         span = np.where(hi > lo, hi - lo, 1)
         self.gap_weight_ = np.clip((self.gaps_ - lo) / span, 0.0, 1.0).astype(np.float32)
-        spacing = float(np.median(np.diff(x)))
-        self.box_ = box_points(spacing, self.resample.step) if self.resample.average else 1
+        self.box_ = box_points(median_spacing(x), self.resample.step) if self.resample.average else 1
 
     def absorbance(self, values: FloatMatrix) -> FloatMatrix:
         """The block's pixels as absorbance on their own axis (despiked, where the pipeline says so)."""

@@ -407,7 +407,8 @@ class IdentificationModel:
         grid = self.library.grid
         self.grid_ = (float(grid.start), float(grid.stop), float(grid.step))
         self.span_ = self.library.span()
-        self.mass_ = FeatureMass(self.library.preprocessed, grid.wavenumbers)
+        #: Where the references' features lie, to route partial spectra; a range model routes none.
+        self.mass_ = FeatureMass(self.library.preprocessed, grid.wavenumbers) if self.window is None else None
         self.ranges_: RangeModelCache[IdentificationModel] = RangeModelCache(
             self._range_model, capacity=self.config.range_models
         )
@@ -554,7 +555,7 @@ class IdentificationModel:
             return ("technique", s.technique)
         start, stop, step = self.grid_
         measured = measured_range(s)
-        lost = self.mass_.lost_share(measured) if self.window is None else 0.0
+        lost = self.mass_.lost_share(measured) if self.mass_ is not None else 0.0
         to = route(
             measured, span=self.span_, step=step, grid=(start, stop), spacing=s.spacing, lost_share=lost
         )
