@@ -116,12 +116,6 @@ def _carbonyl(r: StoredResult | StoredParticle) -> float | None:
     return float(value) if value is not None else None
 
 
-def _status_label(r: StoredResult | StoredParticle) -> tuple[str, str]:
-    if isinstance(r, StoredParticle):
-        return str(r.values["status"]), r.values["label"] or ""
-    return str(r.status), r.label or ""
-
-
 def summary_rows(particles: Iterable[StoredResult | StoredParticle]) -> list[dict[str, Any]]:
     """Particles per (status, label), their share of the sample, and the carbonyl index distribution.
 
@@ -129,7 +123,7 @@ def summary_rows(particles: Iterable[StoredResult | StoredParticle]) -> list[dic
     """
     groups: dict[tuple[str, str], list[StoredResult | StoredParticle]] = {}
     for r in particles:
-        groups.setdefault(_status_label(r), []).append(r)
+        groups.setdefault((str(r.status), r.label or ""), []).append(r)
     total = sum(len(g) for g in groups.values())
     rows = []
     for (status, label), members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):

@@ -111,6 +111,15 @@ class StoredParticle:
     def sample(self) -> str:
         return PurePosixPath(self.source_path).parent.name
 
+    @property
+    def status(self) -> str:
+        """``known``, ``unknown`` or ``low_quality``, as a result's (a map particle is never decided)."""
+        return str(self.values["status"])
+
+    @property
+    def label(self) -> str | None:
+        return self.values["label"]
+
     def as_row(self) -> dict[str, Any]:
         """The particle as ``mpwatch results --particles`` prints it: its fields, sample and source."""
         return {

@@ -149,12 +149,25 @@ def _from_particle(p: StoredParticle) -> ParticleRecord:
     )
 
 
+def _stored(
+    ledger: Ledger, folder: str | Path
+) -> tuple[list[StoredResult], list[StoredParticle], list[StoredMap]]:
+    """The sample folder's current results, its maps' particles and its maps, as the ledger holds them."""
+    return (
+        all_pages(partial(ledger.results, folder=folder)),
+        all_pages(partial(ledger.particles, folder=folder)),
+        all_pages(partial(ledger.maps, folder=folder)),
+    )
+
+
+def _records(results: list[StoredResult], particles: list[StoredParticle]) -> list[ParticleRecord]:
+    return [*map(_from_particle, particles), *map(_from_result, results)]
+
+
 def sample_particles(ledger: Ledger, folder: str | Path) -> tuple[list[ParticleRecord], list[StoredMap]]:
     """The particles of the sample folder ``folder`` (final labels) and its maps."""
-    results: list[StoredResult] = all_pages(partial(ledger.results, folder=folder))
-    particles: list[StoredParticle] = all_pages(partial(ledger.particles, folder=folder))
-    maps: list[StoredMap] = all_pages(partial(ledger.maps, folder=folder))
-    return [*map(_from_particle, particles), *map(_from_result, results)], maps
+    results, particles, maps = _stored(ledger, folder)
+    return _records(results, particles), maps
 
 
 def _method(
@@ -162,9 +175,8 @@ def _method(
     folder: str,
     results: Iterable[ParticleRecord],
     maps: list[StoredMap],
-    ledger: Ledger,
+    rows: list[StoredResult],
 ) -> dict[str, object]:
-    rows = all_pages(partial(ledger.results, folder=folder))
     instruments = sorted(
         {
             str(r.payload["acquisition"]["instrument"])
@@ -218,7 +230,8 @@ def sample_report(
     ledger: Ledger, folder: str, settings: ReportSettings, *, folders: list[str]
 ) -> SampleReport:
     """The report of the sample folder ``folder``; ``folders`` are all sample folders (for its blanks)."""
-    particles, maps = sample_particles(ledger, folder)
+    rows, stored_particles, maps = _stored(ledger, folder)
+    particles = _records(rows, stored_particles)
     is_blank = settings.is_blank(folder)
     blanks: dict[str, list[ParticleRecord]] = {}
     if not is_blank:
@@ -237,7 +250,7 @@ def sample_report(
         classes=settings.size_classes,
         blanks=blanks,
         is_blank=is_blank,
-        method=_method(settings, folder, particles, maps, ledger),
+        method=_method(settings, folder, particles, maps, rows),
         images=images,
     )
 

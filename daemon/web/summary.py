@@ -67,10 +67,8 @@ class Counted:
 
     @classmethod
     def of(cls, item: StoredResult | StoredParticle) -> Counted:
-        if isinstance(item, StoredParticle):
-            values = item.values
-            return cls(str(values["status"]), values["label"], item.source_path, item.created_at, in_map=True)
-        return cls(str(item.status), item.label, item.source_path, item.created_at)
+        in_map = isinstance(item, StoredParticle)
+        return cls(str(item.status), item.label, item.source_path, item.created_at, in_map=in_map)
 
 
 def _category(particle: Counted) -> str:
