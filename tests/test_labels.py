@@ -17,7 +17,8 @@ class TestCanonicalLabel:
             ("PET", "PET"), ("Polyester", "PET"), ("poly(ethylene terephthalate)", "PET"),
             ("PVC", "PVC"), ("Nylon 6,6", "PA"), ("polyamide", "PA"), ("PU", "PU"), ("EVA", "EVA"),
             ("ethylene vinyl acetate", "EVA"), ("ABS", "ABS"), ("PC", "PC"), ("PMMA", "PMMA"),
-            ("cellulose acetate", "CA"), ("fibre acetate", "CA"), ("Cotton", "cellulose"), ("C", "cellulose"),
+            ("cellulose acetate", "CA"), ("Cellulose triacetate", "CA"), ("fibre acetate", "CA"),
+            ("Cotton", "cellulose"), ("C", "cellulose"),
             ("acrylic", "PAN"), ("FLOPP_Nylon_3", "PA"),
         ],
     )

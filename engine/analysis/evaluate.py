@@ -49,12 +49,15 @@ import numpy.typing as npt
 from sklearn.metrics import precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
+from engine.analysis.audit import Contradiction, contradicted_labels, tally
 from engine.analysis.recipe import RECIPE_NAME, OpenSpecyRecipe
 from engine.analysis.reliability import Reliability, reliability
 from engine.core.augment import synthesize
+from engine.core.conventions import resolve_all
 from engine.core.families import family_of
 from engine.core.labels import scoring_label
 from engine.core.library import ReferenceLibrary
+from engine.core.preprocess import transform
 from engine.core.spectrum import Spectrum
 from engine.io import read_spectra
 from engine.models.served import MEMBERS_DISAGREE, IdentificationModel, ModelConfig, Result, subspace_knn
@@ -202,6 +205,13 @@ class CrossSourceReport:
     reliability: Reliability
     reliability_in_library: Reliability
     reliability_candidates: Reliability
+    #: Test spectra whose label their own set contradicts (:mod:`engine.analysis.audit`), by label and
+    #: look-alike (``{"PS as PP": 150}``): no identification can call them right.
+    contradicted: dict[str, int]
+    #: ``accuracy``, ``errors`` and ``ece`` over the test spectra whose labels their set does not contradict.
+    accuracy_consistent: float
+    errors_consistent: int
+    ece_consistent: float
     seconds_build: float
     seconds_classify: float
     results: list[Result] = field(default_factory=list, repr=False)
@@ -235,6 +245,7 @@ def cross_source(
     config: ModelConfig | None = None,
     member: str = "subknn",
     cnn_params: Mapping[str, Any] | None = None,
+    audit: Sequence[Contradiction] | None = None,
 ) -> CrossSourceReport:
     """Build the served model on ``library`` with ``member`` deciding, classify ``test`` and score it.
 
@@ -250,6 +261,7 @@ def cross_source(
     calibrated r thresholds, the CNN's probability as the vote).
     ``"served"`` is the same CNN beside the kNN as the daemon serves it
     (:data:`CROSS_SOURCE_MEMBERS`). ``seconds_build`` includes the CNN's training.
+    ``audit`` is :func:`audit_test` of ``library`` and ``test``, when it is already at hand.
     """
     cfg = config or ModelConfig()
     check_members([member], CROSS_SOURCE_MEMBERS)
@@ -258,7 +270,14 @@ def cross_source(
     built = time.perf_counter()
     results = model.classify(test)
     classified = time.perf_counter()
-    report = score(library, test, results, seconds_build=built - started, seconds_classify=classified - built)
+    report = score(
+        library,
+        test,
+        results,
+        seconds_build=built - started,
+        seconds_classify=classified - built,
+        audit=audit,
+    )
     report.member = member
     report.cnn_params = cnn.get_params() if cnn is not None else {}
     return report
@@ -277,7 +296,9 @@ def _served_model(
     return model, cnn
 
 
-def recipe_cross_source(library: ReferenceLibrary, test: Sequence[Spectrum]) -> CrossSourceReport:
+def recipe_cross_source(
+    library: ReferenceLibrary, test: Sequence[Spectrum], *, audit: Sequence[Contradiction] | None = None
+) -> CrossSourceReport:
     """Open Specy's recipe on ``library``, scored on ``test`` as :func:`cross_source` scores the model.
 
     Each match becomes a ``known`` result whose confidence and vote share are its r
@@ -303,7 +324,14 @@ def recipe_cross_source(library: ReferenceLibrary, test: Sequence[Spectrum]) -> 
         for match in recipe.identify(test)
     ]
     classified = time.perf_counter()
-    report = score(library, test, results, seconds_build=built - started, seconds_classify=classified - built)
+    report = score(
+        library,
+        test,
+        results,
+        seconds_build=built - started,
+        seconds_classify=classified - built,
+        audit=audit,
+    )
     report.member = RECIPE
     return report
 
@@ -315,11 +343,16 @@ def score(
     *,
     seconds_build: float = 0.0,
     seconds_classify: float = 0.0,
+    audit: Sequence[Contradiction] | None = None,
 ) -> CrossSourceReport:
-    """Score results against the test labels (see the module docstring for the definitions)."""
+    """Score results against the test labels (see the module docstring for the definitions); ``audit``:
+    :func:`audit_test` of ``library`` and ``test`` (found here when not given)."""
     known = {scoring_label(label) for label in library.labels}
     truth = [_truth(s) for s in test]
+    audit = audit_test(library, test) if audit is None else audit
+    flagged = {c.index for c in audit}
     inside = [i for i, t in enumerate(truth) if t in known]
+    consistent = [i for i in inside if i not in flagged]
     outside = [i for i, t in enumerate(truth) if t not in known]
     y_true = [truth[i] for i in inside]
     y_pred = [scoring_label(results[i].candidate or "none") for i in inside]
@@ -342,9 +375,7 @@ def score(
         macro_f1=float(f1),
         per_class_recall={c: round(float(v), 4) for c, v in zip(classes, per_class, strict=True)},
         false_reject_rate=1.0 - len(accepted) / len(inside) if inside else float("nan"),
-        errors=sum(
-            results[i].status != "known" or scoring_label(results[i].label or "?") != truth[i] for i in inside
-        ),
+        errors=_errors(inside, truth, results),
         family_accuracy=_family_accuracy(y_true, y_pred),
         accepted_accuracy=float(
             np.mean([scoring_label(results[i].label or "") == truth[i] for i in accepted])
@@ -359,10 +390,42 @@ def score(
         classes=classes,
         **_outcomes(truth, results, classes),
         **_calibration(truth, results, known),
+        contradicted=tally(audit),
+        accuracy_consistent=float(
+            np.mean([scoring_label(results[i].candidate or "none") == truth[i] for i in consistent])
+        )
+        if consistent
+        else float("nan"),
+        errors_consistent=_errors(consistent, truth, results),
+        ece_consistent=_labels_given(truth, results, [i for i in range(len(test)) if i not in flagged]).ece,
         seconds_build=seconds_build,
         seconds_classify=seconds_classify,
         results=list(results),
         disagreement=_disagreement(truth, results, known),
+    )
+
+
+def audit_test(library: ReferenceLibrary, test: Sequence[Spectrum]) -> list[Contradiction]:
+    """The test spectra whose labels their own set contradicts, preprocessed as ``library`` preprocesses
+    (:func:`engine.analysis.audit.contradicted_labels`)."""
+    if not test:
+        return []
+    return contradicted_labels(transform(library.pipeline, resolve_all(test)), [_truth(s) for s in test])
+
+
+def _labels_given(truth: Sequence[str], results: Sequence[Result], rows: Sequence[int]) -> Reliability:
+    """The reliability of the labels given (``known`` results) among ``rows``."""
+    given = [i for i in rows if results[i].status == "known"]
+    return reliability(
+        [results[i].confidence for i in given],
+        [scoring_label(results[i].candidate or "") == truth[i] for i in given],
+    )
+
+
+def _errors(rows: Sequence[int], truth: Sequence[str], results: Sequence[Result]) -> int:
+    """How many of ``rows`` did not come out ``known`` under their own label (wrong or rejected)."""
+    return sum(
+        results[i].status != "known" or scoring_label(results[i].label or "?") != truth[i] for i in rows
     )
 
 
@@ -410,26 +473,30 @@ def _outcomes(truth: Sequence[str], results: Sequence[Result], classes: list[str
 def _calibration(truth: Sequence[str], results: Sequence[Result], known: set[str]) -> dict[str, Any]:
     """Reliability and ECE of the labels given, of those given to classes in ``known``, and of every
     candidate judged; and the ECE the vote share would have had (see ``ece``)."""
-    given: tuple[list[float], list[bool]] = ([], [])
-    votes: list[float] = []
-    in_library: tuple[list[float], list[bool]] = ([], [])
-    judged: tuple[list[float], list[bool]] = ([], [])
-    for result, t in zip(results, truth, strict=True):
-        right = scoring_label(result.candidate or "") == t
-        if result.status == "known":
-            votes.append(float(result.extra["vote_share"]))
-            for pairs in (given, judged, *([in_library] if t in known else [])):
-                pairs[0].append(result.confidence)
-                pairs[1].append(right)
-        elif result.status == "unknown" and result.candidate is not None:
-            judged[0].append(float(result.extra["candidate_confidence"]))
-            judged[1].append(right)
-    labels, inside, candidates = reliability(*given), reliability(*in_library), reliability(*judged)
+    every = range(len(results))
+    labels = _labels_given(truth, results, every)
+    inside = _labels_given(truth, results, [i for i in every if truth[i] in known])
+    given = {i for i in every if results[i].status == "known"}
+    votes = [float(results[i].extra["vote_share"]) for i in sorted(given)]
+    judged = [
+        i
+        for i in every
+        if i in given or (results[i].status == "unknown" and results[i].candidate is not None)
+    ]
+    candidates = reliability(
+        [
+            results[i].confidence if i in given else float(results[i].extra["candidate_confidence"])
+            for i in judged
+        ],
+        [scoring_label(results[i].candidate or "") == truth[i] for i in judged],
+    )
     return {
         "ece": labels.ece,
         "ece_in_library": inside.ece,
         "ece_candidates": candidates.ece,
-        "ece_vote_share": reliability(votes, given[1]).ece,
+        "ece_vote_share": reliability(
+            votes, [scoring_label(results[i].candidate or "") == truth[i] for i in sorted(given)]
+        ).ece,
         "reliability": labels,
         "reliability_in_library": inside,
         "reliability_candidates": candidates,

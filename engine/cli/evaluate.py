@@ -88,16 +88,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         names = [" + ".join(map(ev.source_name, sources)) for sources in (args.library, args.test)]
         pair = " -> ".join(names)
         reports, pngs = {}, []
+        audit = ev.audit_test(library, test)
         for member in args.members:
             started = time.perf_counter()
-            reports[member] = report = ev.cross_source(library, test, config=config, member=member)
+            reports[member] = report = ev.cross_source(
+                library, test, config=config, member=member, audit=audit
+            )
             console.print(f"cross-source, {member}: {time.perf_counter() - started:.1f} s")
             suffix = "" if member == "subknn" else f"_{member}"
             title = f"{member}: {pair}"
             pngs.append(plots.plot_confusion(report, out / f"confusion{suffix}.png", title=title))
             pngs.append(plots.plot_reliability(report, out / f"reliability{suffix}.png", title=title))
         if args.baseline == ev.RECIPE:
-            reports[ev.RECIPE] = recipe = ev.recipe_cross_source(library, test)
+            reports[ev.RECIPE] = recipe = ev.recipe_cross_source(library, test, audit=audit)
             title = f"{ev.RECIPE_NAME}: {pair}"
             pngs.append(plots.plot_confusion(recipe, out / f"confusion_{ev.RECIPE}.png", title=title))
         summary: dict[str, Any] = {
@@ -307,6 +310,9 @@ def _print_cross_source(s: dict[str, Any]) -> None:
         "ece_in_library",
         "ece_candidates",
         "ece_vote_share",
+        "accuracy_consistent",
+        "errors_consistent",
+        "ece_consistent",
         "seconds_build",
         "seconds_classify",
     ):
@@ -317,6 +323,12 @@ def _print_cross_source(s: dict[str, Any]) -> None:
     for label in s["per_class_recall"]:
         recall.add_row(label, *(f"{m['per_class_recall'][label]:.3f}" for m in members.values()))
     console.print(recall)
+    if s["contradicted"]:
+        pairs = ", ".join(f"{pair}: {n}" for pair, n in s["contradicted"].items())
+        console.print(
+            f"{sum(s['contradicted'].values())} test spectra look like another class of their own set,"
+            f" not their label's ({pairs}); the *_consistent rows score the others"
+        )
     for member, versus in s.get("against_recipe", {}).items():
         ratio = versus["errors_ratio"]
         console.print(

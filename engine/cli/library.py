@@ -35,6 +35,22 @@ def _say_normalisations(raw_labels: list[str]) -> None:
         sys.stderr.write(f"  {', '.join(raw)} -> {canonical}\n")
 
 
+def _say_contradictions(lib: Any) -> None:
+    """The references whose label the library's own spectra contradict (:mod:`engine.analysis.audit`), on
+    stderr: kept, for an analyst to check."""
+    from engine.analysis.audit import contradicted_labels
+
+    found = contradicted_labels(lib.preprocessed, lib.labels)
+    if not found:
+        return
+    some = "1 reference looks" if len(found) == 1 else f"{len(found)} references look"
+    sys.stderr.write(f"{some} like another class of this library, not their own (kept; check the labels):\n")
+    for c in found:
+        entry = lib.entries[c.index]
+        where = ", ".join(str(v) for v in (entry["organisation"], entry["source"]) if v)
+        sys.stderr.write(f"  ref {entry['ref_id']} {entry['material']!r} ({where or 'no source'}): {c}\n")
+
+
 def cmd_library_build(args: argparse.Namespace) -> int:
     from engine.core.library import HEAD, ReferenceLibrary
 
@@ -61,6 +77,7 @@ def cmd_library_build(args: argparse.Namespace) -> int:
         raise UsageError("no readable spectra found in " + ", ".join(map(str, folders)))
     if not lib.keeps_labels:
         _say_normalisations(raw_labels)
+    _say_contradictions(lib)
     names = ", ".join(f.name for f in folders)
     version = lib.save(out, message=f"build from {names}")
     labels = " (labels as given)" if lib.keeps_labels else ""
