@@ -55,16 +55,18 @@ FLOPP = SHARED / "flopp_frond2021"
 FIRST_TARGET_S = 1.0
 #: The LDIR / QCL window (cm-1).
 LDIR = (975.0, 1800.0)
-#: Cuts an instrument produces (cm-1), one per range model; as many as the cache holds by default.
-CUTS: tuple[tuple[str, tuple[float, float]], ...] = (
-    ("LDIR / QCL", LDIR),
-    ("fingerprint to 2000", (1000.0, 2000.0)),
-    ("fingerprint from 700", (700.0, 1800.0)),
-    ("FPA, cut", (900.0, 2500.0)),
-    ("ATR crystal cut", (1200.0, 3200.0)),
-    ("low end to 2000", (650.0, 2000.0)),
-    ("upper mid-IR", (1800.0, 3800.0)),
-    ("CH/OH region", (2500.0, 4000.0)),
+#: Cuts an instrument produces (cm-1), one per range model: as many as the cache holds by default, then
+#: an instrument that samples every 16 cm-1 over the whole range (its references sampled alike).
+CUTS: tuple[tuple[str, tuple[float, float], float | None], ...] = (
+    ("LDIR / QCL", LDIR, None),
+    ("fingerprint to 2000", (1000.0, 2000.0), None),
+    ("fingerprint from 700", (700.0, 1800.0), None),
+    ("FPA, cut", (900.0, 2500.0), None),
+    ("ATR crystal cut", (1200.0, 3200.0), None),
+    ("low end to 2000", (650.0, 2000.0), None),
+    ("upper mid-IR", (1800.0, 3800.0), None),
+    ("CH/OH region", (2500.0, 4000.0), None),
+    ("16 cm-1 instrument", (650.0, 4000.0), 16.0),
 )
 #: A cut not among ``CUTS``: warms the process up (imports, first allocations) before anything is measured.
 WARMUP_CUT = (1100.0, 2900.0)
@@ -93,8 +95,9 @@ class Flopp:
             raise RuntimeError(f"{folder}: {y.shape} spectra, {len(labels)} labels, {x.size} wavenumbers")
         return cls(x, y, labels)
 
-    def render(self, row: int, cut: Window | None, unit: str) -> Spectrum:
-        """Spectrum ``row`` cut to ``cut`` (None: all it measured), as ``%T`` or ``absorbance``.
+    def render(self, row: int, cut: Window | None, unit: str, sampling: float | None = None) -> Spectrum:
+        """Spectrum ``row`` cut to ``cut`` (None: all it measured), as ``%T`` or ``absorbance``; with
+        ``sampling``, the mean of each ``sampling`` cm-1 bin, as a coarse instrument writes it.
 
         The unit is not declared (``arbitrary``): the model infers it.
         """
@@ -102,8 +105,12 @@ class Flopp:
         keep = t != 0
         if cut is not None:
             keep &= (self.wavenumbers >= cut[0]) & (self.wavenumbers <= cut[1])
-        y = t[keep] if unit == "%T" else -np.log10(np.clip(t[keep], 0.01, None) / 100.0)
-        return Spectrum.create(self.wavenumbers[keep], y)  # y_unit "arbitrary": inferred
+        x, t = self.wavenumbers[keep], t[keep]
+        if sampling:
+            bins = np.floor((x - x[0]) / sampling).astype(int)
+            x, t = (np.bincount(bins, v) / np.bincount(bins) for v in (x, t))
+        y = t if unit == "%T" else -np.log10(np.clip(t, 0.01, None) / 100.0)
+        return Spectrum.create(x, y)  # y_unit "arbitrary": inferred
 
 
 def rss_mb() -> float:
@@ -127,7 +134,7 @@ def timed(model: IdentificationModel, spectra: list[Spectrum]) -> tuple[float, l
 def routed_window(result: Result) -> RangeKey | None:
     """The range model's key a result was identified by: (low, high, grid step), cm-1."""
     window = result.extra.get("range")
-    return (float(window[0]), float(window[1]), float(result.extra["grid_step"])) if window else None
+    return (float(window[0]), float(window[1]), float(result.extra["sampling_step"])) if window else None
 
 
 def expect_window(results: list[Result], window: RangeKey | None, what: str) -> None:
@@ -145,12 +152,14 @@ def windows_of(flopp: Flopp, model: IdentificationModel) -> list[RangeKey]:
     """The range-model window each cut is routed to (as :func:`engine.models.ranges.route` does)."""
     grid = model.library.grid
     windows = []
-    for name, cut in CUTS:
+    for name, cut, sampling in CUTS:
+        s = flopp.render(0, cut, "%T", sampling)
         to = route(
-            measured_range(flopp.render(0, cut, "%T")),
+            measured_range(s),
             span=model.span_,
             step=float(grid.step),
             grid=(float(grid.start), float(grid.stop)),
+            spacing=s.spacing,
         )
         if to.kind != "range" or to.window is None:
             raise RuntimeError(f"cut {name} {cut} is routed {to.kind}, not to a range model")
@@ -225,6 +234,7 @@ def first_of_range(
         {
             "cut": name,
             "cut_cm": list(cut),
+            "sampling_cm": sampling,
             "window": list(window),
             "first_s": [],
             "build_s": [],
@@ -232,7 +242,7 @@ def first_of_range(
             "full_s": [],
             "spectra": [],
         }
-        for (name, cut), window in zip(CUTS, windows, strict=True)
+        for (name, cut, sampling), window in zip(CUTS, windows, strict=True)
     ]
     n = len(flopp.labels)
     for r in range(repeats):
@@ -241,7 +251,7 @@ def first_of_range(
         for j, row in enumerate(rows):
             index = (j * 37 + r * 101) % n
             rendering = "%T" if (j + r) % 2 == 0 else "absorbance"
-            s = flopp.render(index, tuple(row["cut_cm"]), rendering)
+            s = flopp.render(index, tuple(row["cut_cm"]), rendering, row["sampling_cm"])
             builds = model.ranges_.builds
             first, results = timed(model, [s])
             if model.ranges_.builds != builds + 1:
@@ -405,14 +415,15 @@ def report(result: dict[str, Any]) -> None:
     )
     print("1. first spectrum of a new window, end to end (s); warm: the same again; full: main model")
     head = ("cut", "cut cm-1", "window", "first", "max", "build", "warm", "full", "first/warm")
-    print("  {:22s} {:>11s} {:>11s} {:>7s} {:>7s} {:>7s} {:>7s} {:>7s} {:>10s}".format(*head))
+    print("  {:22s} {:>11s} {:>14s} {:>7s} {:>7s} {:>7s} {:>7s} {:>7s} {:>10s}".format(*head))
     for row in first["windows"]:
         cut = "{:g}-{:g}".format(*row["cut_cm"])
-        window = "{:g}-{:g}".format(*row["window"])
+        window = "{:g}-{:g}".format(*row["window"][:2])
+        window += f"/{row['window'][2]:g}" if row["sampling_cm"] else ""
         times = [row[k] for k in ("first_median_s", "first_max_s", "build_median_s")]
         base = [row["warm_median_s"], row["full_median_s"]]
         print(
-            f"  {row['cut']:22s} {cut:>11s} {window:>11s} "
+            f"  {row['cut']:22s} {cut:>11s} {window:>14s} "
             + " ".join(f"{v:7.3f}" for v in times)
             + " "
             + " ".join(f"{v:7.4f}" for v in base)

@@ -330,7 +330,7 @@ def test_the_shipped_member_is_served_only_on_the_library_it_was_trained_on(
 
 
 def test_a_member_of_another_width_is_refused(library: ReferenceLibrary, tiny_onnx: Path) -> None:
-    model = IdentificationModel(library.restricted(975.0, 1800.0, step=4.0), FAST)
+    model = IdentificationModel(library.restricted(975.0, 1800.0), FAST)
     with pytest.raises(ValueError, match="points"):
         model.set_cnn(ServedCNN.load(tiny_onnx))
     assert model.cnn_ is None

@@ -270,14 +270,8 @@ def cross_source(
     built = time.perf_counter()
     results = model.classify(test)
     classified = time.perf_counter()
-    report = score(
-        library,
-        test,
-        results,
-        seconds_build=built - started,
-        seconds_classify=classified - built,
-        audit=audit,
-    )
+    timing = {"seconds_build": built - started, "seconds_classify": classified - built}
+    report = score(library, test, results, audit=audit, **timing)
     report.member = member
     report.cnn_params = cnn.get_params() if cnn is not None else {}
     return report
@@ -324,14 +318,8 @@ def recipe_cross_source(
         for match in recipe.identify(test)
     ]
     classified = time.perf_counter()
-    report = score(
-        library,
-        test,
-        results,
-        seconds_build=built - started,
-        seconds_classify=classified - built,
-        audit=audit,
-    )
+    timing = {"seconds_build": built - started, "seconds_classify": classified - built}
+    report = score(library, test, results, audit=audit, **timing)
     report.member = RECIPE
     return report
 

@@ -53,7 +53,7 @@ import numpy.typing as npt
 
 from engine.core.conventions import TECHNIQUES, measured_range, resolve_all
 from engine.core.labels import canonical_label
-from engine.core.preprocess import build_pipeline, pipeline_grid, transform
+from engine.core.preprocess import build_pipeline, coarsely_sampled, pipeline_grid, transform
 from engine.core.spectrum import Spectrum, SpectrumError
 from engine.core.storage import atomic_write_bytes, atomic_write_text
 from engine.io import read_spectra
@@ -338,26 +338,26 @@ class ReferenceLibrary:
         return spectra
 
     def restricted(
-        self, low: float, high: float, *, step: float | None = None, min_coverage: float = 0.5
+        self, low: float, high: float, *, sampling: float | None = None, min_coverage: float = 0.5
     ) -> ReferenceLibrary:
-        """The library cut to ``low``-``high`` cm-1: preprocessed again on a grid over that window
-        (with ``step``, a coarser grid: the references then as a coarse instrument sees them).
+        """The library cut to ``low``-``high`` cm-1: preprocessed again on a grid over that window (with
+        ``sampling``, each reference first as an instrument sampling every ``sampling`` cm-1 writes it,
+        :func:`~engine.core.preprocess.coarsely_sampled`, so it meets the grid as such spectra do).
 
         References that measured less than ``min_coverage`` of the window are left out.
         Reference ids, entries and the version stay those of this library, so hits
         point at the same references.
         """
-        step = float(step or self.grid.step)
-        spec = {**self.pipeline_spec, "grid": [float(low), float(high), step], "technique": self.technique}
-        rows = []
-        for i, s in enumerate(self.measured):
-            a, b = measured_range(s)
-            if min(b, high) - max(a, low) >= min_coverage * (high - low):
-                rows.append(i)
+        grid = [float(low), float(high), float(self.grid.step)]
+        spec = {**self.pipeline_spec, "grid": grid, "technique": self.technique}
+        spans, width = [measured_range(s) for s in self.measured], min_coverage * (high - low)
+        rows = [i for i, (a, b) in enumerate(spans) if min(b, high) - max(a, low) >= width]
+        measured = [self.measured[i] for i in rows]
+        measured = [coarsely_sampled(s, sampling) for s in measured] if sampling else measured
         view = ReferenceLibrary(
             pipeline_spec=spec,
             entries=[self.entries[i] for i in rows],
-            measured=[self.measured[i] for i in rows],
+            measured=measured,
             version=self.version,
             attribution=self.attribution,
             next_ref_id=self.next_ref_id,

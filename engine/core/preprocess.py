@@ -50,6 +50,7 @@ __all__ = [
     "box_average_rows",
     "box_points",
     "build_pipeline",
+    "coarsely_sampled",
     "pipeline_grid",
     "remove_spikes",
     "savgol_coefficients",
@@ -287,6 +288,24 @@ def _box_average(
 ) -> npt.NDArray[np.float64]:
     """``y`` averaged over ``width`` cm-1 around each point: a spectrum seen at a coarser resolution."""
     return box_average_rows(y[None, :], box_points(median_spacing(x), width))[0]
+
+
+def coarsely_sampled(s: Spectrum, step: float) -> Spectrum:
+    """``s`` as an instrument that samples every ``step`` cm-1 writes it: averaged over ``step`` cm-1
+    around each multiple of ``step`` within its axis, and only those points kept (``s`` itself when
+    it is sampled about as coarsely already).
+
+    >>> s = Spectrum.create(np.arange(400.0, 464.0), np.arange(64.0), y_unit="absorbance")
+    >>> coarse = coarsely_sampled(s, 4.0)
+    >>> coarse.wavenumbers[:3].tolist(), coarse.values[:3].tolist(), coarse.n_points
+    ([400.0, 404.0, 408.0], [0.5, 3.5, 7.5], 16)
+    """
+    x, y = _measured_points(s)
+    if x.size < 2 or 1.5 * median_spacing(x) >= step:
+        return s
+    at = np.arange(np.ceil(x[0] / step) * step, x[-1] + step * 1e-9, step)
+    averaged = np.interp(at, x, _box_average(x, y, step))
+    return Spectrum.create(at, averaged, y_unit=s.y_unit, technique=s.technique, metadata=s.metadata)
 
 
 def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:

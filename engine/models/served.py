@@ -41,7 +41,6 @@ from engine.core.augment import class_seed, synthesize_class
 from engine.core.conventions import AcquisitionProfile, measured_range, resolve_all
 from engine.core.labels import scoring_label
 from engine.core.library import ReferenceLibrary
-from engine.core.preprocess import FINE_STEP
 from engine.core.spectrum import Spectrum
 from engine.core.storage import atomic_write_bytes
 from engine.models.calibration import FEATURES, ConfidenceCalibrator, evidence_features, held_out_folds
@@ -283,21 +282,22 @@ class IdentificationModel:
     @property
     def version(self) -> str:
         """Library version and model revision, e.g. ``lib3.r2``; a range model adds its window
-        (``lib3.r2@975-1800``), a coarse grid its step (``lib3.r2@975-1800/16``) and a Raman
-        model its technique (``raman-lib1.r0``)."""
+        (``lib3.r2@975-1800``), one for a coarse instrument the step its references were sampled
+        at (``lib3.r2@975-1800/16``) and a Raman model its technique (``raman-lib1.r0``)."""
         version = f"lib{self.library.version or 0}.r{self.revision}"
         if self.technique_ != "ir":  # a Raman model says so: its library's versions are its own
             version = f"{self.technique_}-{version}"
         if self.window is not None:
             low, high, step = self.window
             version += f"@{low:g}-{high:g}"
-            if step > FINE_STEP:
+            if step > self.library.grid.step:
                 version += f"/{step:g}"
         return version
 
     def _range_model(self, window: tuple[float, float, float]) -> IdentificationModel:
         """This model's library cut to ``window`` (low, high, step), with its own synthetic spectra
-        and thresholds, and this model's confidence map.
+        and thresholds, and this model's confidence map. A step coarser than the library's grid is
+        a coarse instrument's: the references are sampled at it, then meet the grid as its spectra do.
 
         The map's evidence is relative (margins, r over the class's threshold), and on
         cuts to 975-1800 and 1200-3200 cm-1 and the Raman windows it was as well
@@ -306,7 +306,7 @@ class IdentificationModel:
         """
         config = replace(self.config, fusion="subknn")
         low, high, step = window
-        library = self.library.restricted(low, high, step=step)
+        library = self.library.restricted(low, high, sampling=step if step > self.library.grid.step else None)
         model = IdentificationModel(library, config, window=window, confidence=self.confidence_)
         model.revision = self.revision
         return model
@@ -573,7 +573,7 @@ class IdentificationModel:
             results = self.ranges_.get(key[1])._classify_here(batch, aging=aging)
             for result in results:
                 result.extra["range"] = list(key[1][:2])
-                result.extra["grid_step"] = key[1][2]
+                result.extra["sampling_step"] = key[1][2]
                 if self.cnn_ is not None:
                     result.members.append(dict(CNN_ABSTAINS_ON_RANGES))
             return results
