@@ -19,6 +19,7 @@ from engine.analysis.renderings import by_name, render_values
 from engine.core.conventions import AcquisitionProfile, infer_technique, infer_y_unit, resolve
 from engine.core.labels import scoring_label
 from engine.core.library import DEFAULT_LIBRARY, DEFAULT_RAMAN_LIBRARY, LibraryError, ReferenceLibrary
+from engine.core.preprocess import Resample
 from engine.core.spectrum import Spectrum
 from engine.io import read_spectra
 from engine.io.labelled_set import load_labelled_set
@@ -251,6 +252,58 @@ class TestRamanAsACcdWritesIt:
             spectra.append(Spectrum.create(x, counts, y_unit="counts", technique="raman"))
         got = [(r.status, r.label and scoring_label(r.label)) for r in model.classify(spectra)]
         assert got == [("known", labels[i]) for i in rows]
+
+
+class TestRamanAsOtherLabsExportIt:
+    """Spectra of NIST and Horiba against Cabernard's library: sharp bands on a 2 cm-1 axis, a baseline
+    clipped at zero. Three of the four known spectra this pair rejected were these."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def cabernard(cls) -> IdentificationModel:
+        source = SHARED_DATA / "openspecy_raman_polymers_2023"
+        library = library_from_sources([f"{source}@organization=Cabernard et al. 2018"])
+        return IdentificationModel(library, FAST)
+
+    @staticmethod
+    def _references(identity: str, organisation: str) -> list[Spectrum]:
+        source = SHARED_DATA / "openspecy_raman_polymers_2023"
+        spectra = load_source(f"{source}@organization={organisation}")
+        return [s for s in spectra if s.metadata.get("spectrum_identity") == identity]
+
+    def test_sharp_bands_on_a_2_cm_axis_are_no_spikes(self, cabernard: IdentificationModel) -> None:
+        """PS's ring band at 1001 cm-1 is a few cm-1 wide: on a 2 cm-1 axis it is a point or two, and
+        the gate counted 10 such "spikes" on NIST's PS (12 on Horiba's PDMS): ``low_quality``."""
+        for identity, organisation, label in (
+            ("PS", "J. Lynch, NIST", "PS"),
+            ("polydimethylsiloxane", "Horiba Scientific", "PDMS"),
+        ):
+            spectra = self._references(identity, organisation)
+            assert spectra and all(s.spacing == pytest.approx(2.0) for s in spectra)
+            for result in cabernard.classify(spectra):
+                assert "spikes" not in result.quality["flags"]
+                assert (result.status, result.label) == ("known", label), result.quality
+        # An infrared spectrum on such an axis still has its single points counted: its bands are wide.
+        assert (
+            QualityGate.for_technique("ir").spike_max_spacing
+            >= 2.0
+            > QualityGate.for_technique("raman").spike_max_spacing
+        )
+
+    def test_a_baseline_clipped_at_zero_is_measured(self, cabernard: IdentificationModel) -> None:
+        """Horiba's polyester is 0 at 1387 of its 1700 points, between its bands: read as zero-filled
+        gaps, 24 % of the grid was left and the spectrum came out ``narrow_range``."""
+        (spectrum,) = self._references("polyester", "Horiba Scientific")
+        assert np.count_nonzero(spectrum.values == 0) > 1000
+        (result,) = cabernard.classify([spectrum])
+        assert result.quality["flags"] == [] and result.quality["coverage"] > 0.9
+        assert (result.status, result.label) == ("known", "PET"), result.quality
+        # The same values as an infrared spectrum: its zero runs are what an instrument did not measure.
+        as_ir = Spectrum.create(spectrum.wavenumbers, spectrum.values + 1.0, y_unit="absorbance")
+        zero_filled = as_ir.with_values(np.where(spectrum.values == 0, 0.0, as_ir.values))
+        on_grid = Resample(start=100.0, stop=3500.0, step=4.0, average=True)
+        assert np.isnan(on_grid.transform([zero_filled])).mean() > 0.5
+        assert np.isnan(on_grid.transform([spectrum])).mean() < 0.05
 
 
 class TestCoarseInstruments:

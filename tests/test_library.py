@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from engine.core.library import Imported, LibraryError, ReferenceLibrary, library_log, rollback
+from engine.core.preprocess import transform
 from engine.core.spectrum import Spectrum
 from tests.conftest import FORMATS, SHARED_DATA
 
@@ -145,6 +146,18 @@ class TestVersions:
         assert back.entries == lib.entries
         np.testing.assert_array_equal(back.preprocessed, lib.preprocessed)
         np.testing.assert_allclose(back.measured[0].values, lib.measured[0].values, rtol=1e-6)
+
+    def test_a_version_saved_by_an_earlier_preprocessing_is_preprocessed_again(self, tmp_path: Path) -> None:
+        """The bundled libraries' stored rows differed from what the current code makes of their spectra
+        by 0.02 (median over rows, L2-normalised) after preprocessing changed; the full model compared
+        queries preprocessed one way with references preprocessed another."""
+        lib = ReferenceLibrary.empty()
+        lib.add([peak(2915), peak(1720), peak(1450)], ["HDPE", "PET", "PP"])
+        lib.preprocessed = lib.preprocessed + 0.05  # as an older preprocessing left them on disk
+        lib.save(tmp_path, message="saved by an earlier mpwatch")
+        back = ReferenceLibrary.load(tmp_path)
+        np.testing.assert_allclose(back.preprocessed, transform(back.pipeline, back.measured))
+        assert np.abs(back.preprocessed - lib.preprocessed).max() > 0.04
 
     def test_every_change_is_a_version_and_rollback_adds_one(self, tmp_path: Path) -> None:
         lib = ReferenceLibrary.empty()

@@ -500,7 +500,8 @@ class ReferenceLibrary:
 
     @classmethod
     def load(cls, libdir: str | Path, *, version: int | None = None) -> ReferenceLibrary:
-        """Load ``libdir`` at its current version, or at ``version``."""
+        """Load ``libdir`` at its current version, or at ``version``, its references preprocessed as this
+        mpwatch preprocesses (the rows stored are what the mpwatch that saved them served)."""
         libdir = Path(libdir)
         number = version if version is not None else read_head(libdir)
         path = libdir / VERSIONS / f"{number:06d}.npz"
@@ -518,7 +519,7 @@ class ReferenceLibrary:
         except (OSError, ValueError, KeyError) as exc:
             raise LibraryError(f"{path} is damaged: {exc}") from exc
         attribution_path = libdir / "ATTRIBUTION.md"
-        return cls(
+        lib = cls(
             pipeline_spec=spec,
             entries=entries,
             measured=_stored_spectra(wavenumbers, values, offsets, entries),
@@ -527,6 +528,8 @@ class ReferenceLibrary:
             next_ref_id=next_ref_id,
             attribution=attribution_path.read_text(encoding="utf-8") if attribution_path.is_file() else None,
         )
+        lib.preprocessed = transform(lib.pipeline, lib.measured) if lib.measured else preprocessed
+        return lib
 
 
 def _stored_spectra(
@@ -550,11 +553,8 @@ def _stored_spectra(
 
 
 def _material(s: Spectrum) -> str:
-    meta = s.metadata
-    for key in ("spectrum_identity", "name_from_sample_id", "label_original", "label"):
-        if meta.get(key):
-            return str(meta[key])
-    return ""
+    keys = ("spectrum_identity", "name_from_sample_id", "label_original", "label")
+    return next((str(s.metadata[key]) for key in keys if s.metadata.get(key)), "")
 
 
 def read_head(libdir: Path) -> int:

@@ -309,14 +309,19 @@ def coarsely_sampled(s: Spectrum, step: float) -> Spectrum:
 
 
 def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """The spectrum's points without runs of exact zeros (zero-filled, unmeasured)."""
+    """The spectrum's points without runs of exact zeros (zero-filled, unmeasured).
+
+    Inside a Raman spectrum a run of zeros is a baseline subtracted and clipped at zero, as some
+    exports write it between bands: measured, so only its zero-filled ends are left out.
+    """
     zero = s.values == 0
     if not zero.any():
         return s.wavenumbers, s.values
     keep = np.ones(s.n_points, dtype=bool)
     edges = np.flatnonzero(np.diff(np.concatenate(([0], zero.astype(np.int8), [0]))))
+    inside_counts = s.technique == "raman"
     for begin, end in zip(edges[::2], edges[1::2], strict=True):
-        if end - begin >= ZERO_RUN_MIN:
+        if end - begin >= ZERO_RUN_MIN and not (inside_counts and begin > 0 and end < s.n_points):
             keep[begin:end] = False
     return s.wavenumbers[keep], s.values[keep]
 

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import convolve1d, median_filter
 
-from engine.core.preprocess import savgol_coefficients
+from engine.core.preprocess import Despike, savgol_coefficients
 
 __all__ = [
     "MAX_SNR",
@@ -181,7 +181,11 @@ class QualityGate:
         >>> [QualityGate.for_technique(t).plateau_tolerance for t in ("raman", "ir")]
         [0.0, 0.005]
         """
-        return cls(plateau_tolerance=0.0) if technique == "raman" else cls()
+        return (
+            cls(plateau_tolerance=0.0, spike_max_spacing=Despike.max_spacing)
+            if technique == "raman"
+            else cls()
+        )
 
     def assess(
         self, row: npt.ArrayLike, *, native: npt.ArrayLike | None = None, spacing: float | None = None
