@@ -6,7 +6,8 @@ claims into the queue of the worker and finisher threads (:mod:`daemon.pipeline`
 drop folder, library sync and challenger (:mod:`daemon.growth`), and the result files
 (:mod:`daemon.store`). The HTTP server (:mod:`daemon.web`) runs on its own threads.
 
-Signal handlers only set flags (``stop``, ``reload``). A stop finishes the batch in hand,
+Signal handlers only note the signal; the main loop turns it into ``stop`` or ``reload``
+(:mod:`daemon.signals`). A stop finishes the batch in hand,
 gives queued claims back to the ledger and flushes the result files; claims left by a
 ``kill -9`` are recovered at the next start.
 """
@@ -14,13 +15,11 @@ gives queued claims back to the ledger and flushes the result files; claims left
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -34,6 +33,7 @@ from daemon.intake.admission import Intake
 from daemon.pipeline import serving
 from daemon.pipeline.guard import Guard
 from daemon.pipeline.stages import stages_for
+from daemon.signals import SignalNotes
 from daemon.store.export import ResultsExporter
 from daemon.store.ledger import Ledger, RetryPolicy
 from daemon.store.lock import StateLock
@@ -73,7 +73,7 @@ class Daemon:
         self.config, self.config_path, self.clock = config, config_path, clock
         #: The command line's settings, which a reload applies over the file again.
         self.overrides = dict(overrides or {})
-        self.stop, self.reload = threading.Event(), threading.Event()
+        self.stop, self.reload, self.signals = threading.Event(), threading.Event(), SignalNotes()
         self.registry = registry or CollectorRegistry()
         self.heartbeat = Heartbeat()
         state, worker = config.state_dir, config.worker
@@ -146,13 +146,8 @@ class Daemon:
     # -- life cycle -----------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT set the stop flag, SIGHUP the reload flag; nothing else happens in a handler."""
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            (self.reload if signum == signal.SIGHUP else self.stop).set()
-
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, on_signal)
+        """SIGTERM/SIGINT ask to stop, SIGHUP to reload; a handler only notes the signal (see :meth:`run`)."""
+        self.signals.install()
 
     def start(self) -> None:
         """Lock the state folder, recover, start the HTTP server, the watchers and the stages.
@@ -176,6 +171,7 @@ class Daemon:
             while not self.stop.is_set():
                 self.tick()
                 self.stop.wait(self._pause())
+                self.signals.heed(stop=self.stop, reload=self.reload)
         finally:
             self.shutdown()
 

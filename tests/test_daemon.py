@@ -587,6 +587,44 @@ class TestRestart:
         assert dupes == 0 and n_results == 60
 
 
+class TestSignals:
+    """SIGTERM stops and SIGHUP reloads the daemon, whenever they arrive."""
+
+    @pytest.fixture
+    def handlers(self) -> Iterator[None]:
+        saved = {
+            signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
+        yield
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+    def test_a_signal_while_the_main_loop_holds_its_wait_lock_cannot_hang_it(
+        self, make_daemon: Callable[..., Running], handlers: None
+    ) -> None:
+        """A handler runs in the main thread, which idles in ``stop.wait()`` and holds that Event's lock
+        at the wait's start and end. The handler set ``stop`` itself, waiting for that lock: the daemon
+        hung on SIGTERM now and then. Here the lock is held where the handler runs, every time."""
+        running = make_daemon()
+        daemon = running.daemon
+        daemon.install_signal_handlers()
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        returned = threading.Event()
+
+        def signal_while_holding_the_lock() -> None:
+            with daemon.stop._cond:  # as the main thread holds it inside stop.wait()
+                handler(signal.SIGTERM, None)
+            returned.set()
+
+        threading.Thread(target=signal_while_holding_the_lock, daemon=True).start()
+        assert returned.wait(10), "the signal handler blocked on the lock its own thread held"
+        running.thread.start()  # the noted SIGTERM stops it after its first turn
+        running.thread.join(timeout=30)
+        assert not running.thread.is_alive()
+        assert daemon.stop.is_set() and not daemon.reload.is_set()
+
+
 class TestHealth:
     def test_endpoints(
         self, make_daemon: Callable[..., Running], tmp_path: Path, particles: list[str]
