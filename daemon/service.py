@@ -7,7 +7,7 @@ drop folder, library sync and challenger (:mod:`daemon.growth`), and the result 
 (:mod:`daemon.store`). The HTTP server (:mod:`daemon.web`) runs on its own threads.
 
 Signal handlers only note the signal; the main loop turns it into ``stop`` or ``reload``
-(:mod:`daemon.signals`). A stop finishes the batch in hand,
+(:mod:`daemon.pipeline.signals`). A stop finishes the batch in hand,
 gives queued claims back to the ledger and flushes the result files; claims left by a
 ``kill -9`` are recovered at the next start.
 """
@@ -32,8 +32,8 @@ from daemon.growth.library import LibraryGrowth
 from daemon.intake.admission import Intake
 from daemon.pipeline import serving
 from daemon.pipeline.guard import Guard
+from daemon.pipeline.signals import SignalNotes
 from daemon.pipeline.stages import stages_for
-from daemon.signals import SignalNotes
 from daemon.store.export import ResultsExporter
 from daemon.store.ledger import Ledger, RetryPolicy
 from daemon.store.lock import StateLock

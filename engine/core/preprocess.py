@@ -31,7 +31,7 @@ from scipy.signal import savgol_coeffs
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
-from engine.core.spectrum import CO2_REGION, Spectrum, median_spacing, to_absorbance
+from engine.core.spectrum import CO2_REGION, Spectrum, SpectrumError, median_spacing, to_absorbance
 
 __all__ = [
     "CO2_REGION",
@@ -293,19 +293,24 @@ def _box_average(
 def coarsely_sampled(s: Spectrum, step: float) -> Spectrum:
     """``s`` as an instrument that samples every ``step`` cm-1 writes it: averaged over ``step`` cm-1
     around each multiple of ``step`` within its axis, and only those points kept (``s`` itself when
-    it is sampled about as coarsely already).
+    it is sampled about as coarsely already, or too short to be a spectrum at that step).
 
     >>> s = Spectrum.create(np.arange(400.0, 464.0), np.arange(64.0), y_unit="absorbance")
     >>> coarse = coarsely_sampled(s, 4.0)
     >>> coarse.wavenumbers[:3].tolist(), coarse.values[:3].tolist(), coarse.n_points
     ([400.0, 404.0, 408.0], [0.5, 3.5, 7.5], 16)
+    >>> coarsely_sampled(s, 8.0) is s  # 8 points: too few for a spectrum
+    True
     """
     x, y = _measured_points(s)
     if x.size < 2 or 1.5 * median_spacing(x) >= step:
         return s
     at = np.arange(np.ceil(x[0] / step) * step, x[-1] + step * 1e-9, step)
     averaged = np.interp(at, x, _box_average(x, y, step))
-    return Spectrum.create(at, averaged, y_unit=s.y_unit, technique=s.technique, metadata=s.metadata)
+    try:
+        return Spectrum.create(at, averaged, y_unit=s.y_unit, technique=s.technique, metadata=s.metadata)
+    except SpectrumError:  # fewer points than a spectrum needs
+        return s
 
 
 def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
