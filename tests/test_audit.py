@@ -1,6 +1,6 @@
 """Labels a set's own spectra contradict: found in real sets, listed by ``library build``, set aside.
 
-``engine.analysis.audit`` compares each spectrum with the consensus (median)
+``engine.core.audit`` compares each spectrum with the consensus (median)
 spectrum of every class of its set. These tests hold it to real data: the
 Villegas-Camacho set holds PS spectra that are PP by its own PP spectra, and a
 curated library (FLOPP pristine) holds one doubtful reference at most.
@@ -18,7 +18,7 @@ import pytest
 
 from daemon.cli import main
 from engine.analysis import evaluate as ev
-from engine.analysis.audit import contradicted_labels, tally
+from engine.core.audit import contradicted_labels, tally
 from engine.core.labels import scoring_label
 from engine.core.library import ReferenceLibrary
 from tests.conftest import SHARED_DATA

@@ -82,6 +82,29 @@ def post(
         return json.loads(response.read())
 
 
+def test_a_confirmation_whose_spectrum_looks_like_another_class_says_so(
+    tmp_path: Path, library_without_pet: Path, pet_references: list[Spectrum]
+) -> None:
+    """A PET spectrum confirmed as PP joins PP (the analyst decides), and the answer says that it
+    looks like PET's median spectrum, not PP's; a right confirmation says nothing of the kind."""
+    config = load_config(write_config(tmp_path, library_without_pet))
+    daemon = Daemon(config)
+    try:
+        right = daemon.growth.add_spectra(pet_references[:3], "PET", confirmed_by="analyst")
+        assert right.kind == "new_class" and right.note == ""
+        wrong = daemon.growth.add_spectra(pet_references[3:4], "PP", confirmed_by="analyst")
+        assert wrong.kind == "added" and wrong.label == "PP"
+        (ref_id,) = wrong.ref_ids
+        assert wrong.note.startswith(f"reference {ref_id} looks like PET, not PP (r 0.")
+        assert wrong.note.endswith("check the label")
+        assert (
+            daemon.models.get().library.class_counts()["PP"]
+            == ReferenceLibrary.load(library_without_pet, version=1).class_counts()["PP"] + 1
+        )
+    finally:
+        daemon.shutdown()
+
+
 class TestLeaveOneClassOutGrowth:
     def test_unknown_then_confirmed_then_known_then_rolled_back(
         self,

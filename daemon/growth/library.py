@@ -44,6 +44,7 @@ from daemon.store.ledger import (
     iso_time,
 )
 from daemon.web.metrics import Metrics
+from engine.core.audit import contradicted_labels
 from engine.core.conventions import AcquisitionProfile, resolve, resolve_all
 from engine.core.library import HEAD, ReferenceLibrary, read_head
 from engine.core.spectrum import Spectrum, SpectrumError
@@ -142,6 +143,24 @@ def _overrides(plans: Sequence[_Confirmation]) -> str:
 
 def _joined(*notes: str) -> str:
     return "; ".join(note for note in notes if note)
+
+
+def _doubts(library: ReferenceLibrary, ref_ids: Sequence[int]) -> str:
+    """Words for the references just added that look like another class of the library, not the one they
+    were confirmed as (:func:`engine.core.audit.contradicted_labels`); empty when none does. They stay in:
+    the analyst decides, and ``POST /api/library/remove`` takes one back."""
+    added = {int(i) for i in ref_ids}
+    found = [
+        c
+        for c in contradicted_labels(library.preprocessed, library.labels)
+        if int(library.ref_ids[c.index]) in added
+    ]
+    return "; ".join(
+        f"reference {int(library.ref_ids[c.index])} looks like {c.looks_like}, not {c.label}"
+        f" (r {c.r_other:.2f} with the {c.looks_like} median spectrum, {c.r_own:.2f} with the {c.label} one):"
+        " check the label"
+        for c in found
+    )
 
 
 class LibraryGrowth:
@@ -318,7 +337,7 @@ class LibraryGrowth:
                 ref_ids=() if added is None else (added,),
             )
         resolved = self.recheck_reviews() if adding else 0  # after the decisions: they are not open now
-        return replace(outcome, reviews_resolved=resolved, note=withdrawn)
+        return replace(outcome, reviews_resolved=resolved, note=_joined(withdrawn, outcome.note))
 
     def reject(self, result_id: int, *, decided_by: str) -> GrowthOutcome:
         """An analyst says result ``result_id`` is wrong (and not a polymer to add).
@@ -465,7 +484,11 @@ class LibraryGrowth:
                 len(ids),
                 served * 1000,
             )
-        return GrowthOutcome(kind, class_label, version, model.version, tuple(int(i) for i in ids), served)
+            added = tuple(int(i) for i in ids)
+            doubts = _doubts(model.library, added)  # under the change lock: this change's library
+            if doubts:
+                logger.warning("library version %d: %s", version, doubts)
+        return GrowthOutcome(kind, class_label, version, model.version, added, served, note=doubts)
 
     def remove(self, ref_ids: Sequence[int], *, decided_by: str) -> GrowthOutcome:
         """Remove references (a wrong confirmation) by id, as a new version."""

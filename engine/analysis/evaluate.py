@@ -49,9 +49,9 @@ import numpy.typing as npt
 from sklearn.metrics import precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
-from engine.analysis.audit import Contradiction, contradicted_labels, tally
 from engine.analysis.recipe import RECIPE_NAME, OpenSpecyRecipe
 from engine.analysis.reliability import Reliability, reliability
+from engine.core.audit import Contradiction, contradicted_labels, tally
 from engine.core.augment import synthesize
 from engine.core.conventions import resolve_all
 from engine.core.families import family_of
@@ -205,7 +205,7 @@ class CrossSourceReport:
     reliability: Reliability
     reliability_in_library: Reliability
     reliability_candidates: Reliability
-    #: Test spectra whose label their own set contradicts (:mod:`engine.analysis.audit`), by label and
+    #: Test spectra whose label their own set contradicts (:mod:`engine.core.audit`), by label and
     #: look-alike (``{"PS as PP": 150}``): no identification can call them right.
     contradicted: dict[str, int]
     #: ``accuracy``, ``errors`` and ``ece`` over the test spectra whose labels their set does not contradict.
@@ -395,7 +395,7 @@ def score(
 
 def audit_test(library: ReferenceLibrary, test: Sequence[Spectrum]) -> list[Contradiction]:
     """The test spectra whose labels their own set contradicts, preprocessed as ``library`` preprocesses
-    (:func:`engine.analysis.audit.contradicted_labels`)."""
+    (:func:`engine.core.audit.contradicted_labels`)."""
     if not test:
         return []
     return contradicted_labels(transform(library.pipeline, resolve_all(test)), [_truth(s) for s in test])

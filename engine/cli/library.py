@@ -36,9 +36,9 @@ def _say_normalisations(raw_labels: list[str]) -> None:
 
 
 def _say_contradictions(lib: Any) -> None:
-    """The references whose label the library's own spectra contradict (:mod:`engine.analysis.audit`), on
+    """The references whose label the library's own spectra contradict (:mod:`engine.core.audit`), on
     stderr: kept, for an analyst to check."""
-    from engine.analysis.audit import contradicted_labels
+    from engine.core.audit import contradicted_labels
 
     found = contradicted_labels(lib.preprocessed, lib.labels)
     if not found:

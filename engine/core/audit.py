@@ -21,7 +21,8 @@ The rule flags little on curated references (3 of Open Specy's 636 FTIR spectra,
 match its PP consensus at r 0.99; 110 of its PVC match its PS). It is a flag for
 an analyst, not a verdict: ``mpwatch library build`` lists the references it
 flags and keeps them; ``mpwatch evaluate`` reports its scores with and without
-the test spectra it flags.
+the test spectra it flags; a confirmation whose spectra it flags says so in its
+answer (:mod:`daemon.growth.library`).
 
 >>> wn = np.linspace(0.0, 1.0, 200)
 >>> band = lambda c: np.exp(-((wn - c) ** 2) / 0.002)
