@@ -79,6 +79,7 @@
     if (outcome.reviews_resolved) {
       text += " " + outcome.reviews_resolved + " other open reviews are now known.";
     }
+    if (outcome.note) { text += " Note: " + outcome.note + "."; }  // e.g. a spectrum that looks like another class
     return text;
   }
 
