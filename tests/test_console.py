@@ -506,3 +506,37 @@ class TestBrowser:
             wait_until(lambda: d.models.get().library.version == version_before + 2, timeout=30)
             assert HELD_OUT not in d.models.get().library.class_counts()
             assert csp_violations(browser) == []
+
+    def test_a_confirmation_that_looks_like_another_class_says_so_in_the_console(
+        self, tmp_path: Path, browser: WebDriver
+    ) -> None:
+        """A PET reference's spectrum, queued for review and confirmed as PP: the card's status says
+        that it looks like PET, not PP (the daemon adds it, the analyst decides)."""
+        library_dir = tmp_path / "library"
+        library_from_sources([f"{FLOPP}@library=FLOPP"]).save(library_dir, message="FLOPP pristine")
+        config = load_config(write_config(tmp_path, library_dir, http={"port": 0, "token": TOKEN}))
+        pet = [
+            s for s in load_source(f"{FLOPP}@library=FLOPP") if scoring_label(s.metadata["label"]) == "PET"
+        ]
+        with Running(Daemon(config)) as d:
+            (path,) = drop(tmp_path / "inbox" / "filter-01", pet[:1], "pet")
+            wait_until(lambda: done(d) == 1, timeout=60)
+            record = d.ledger.file(path)
+            assert record is not None and record.sha256 is not None
+            (result,) = d.ledger.results(sha256=record.sha256)
+            d.ledger.enqueue_review(result.id, now=d.clock())  # any result can be queued by hand
+            base = f"http://127.0.0.1:{d.http.port}"
+            browser.get(base + "/review")
+            wait(browser, lambda b: b.find_element(By.ID, "token"))
+            browser.find_element(By.ID, "token").send_keys(TOKEN)
+            browser.find_element(By.ID, "token-save").click()
+            card = wait(browser, lambda b: b.find_element(By.ID, f"review-{result.id}"))
+            card.find_element(By.CSS_SELECTOR, "[data-role=new-label]").send_keys("PP")
+            card.find_element(By.CSS_SELECTOR, "button[data-action=confirm-new]").click()
+            status = card.find_element(By.CSS_SELECTOR, "[data-role=status]")
+            wait(browser, lambda b: status.text.startswith("Confirmed as PP"))
+            # the note also says what the classifier had said (the result was known as PET)
+            assert "Note: " in status.text and "looks like PET, not PP (r 0.9" in status.text
+            assert status.text.endswith("check the label.")
+            screenshot(browser, "review-confirmed-doubtful")
+            assert csp_violations(browser) == []
