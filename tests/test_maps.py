@@ -292,6 +292,23 @@ class TestSizesAndUnits:
         np.testing.assert_allclose(mine, grid, atol=1e-5)
         np.testing.assert_allclose(pre.features(mine), features, atol=1e-5)
 
+    def test_raman_pixels_keep_zeros_inside_as_a_raman_spectrum_does(
+        self, model: Any, references: dict[str, Any]
+    ) -> None:
+        """Inside a Raman spectrum a zero run is a baseline clipped at zero, measured; only zero-filled
+        ends are not. A map's pixels are put on the grid as the spectra are: the Raman rule included."""
+        from engine.core.spectrum import Spectrum
+
+        rows = np.vstack([references[k] for k in ("PE", "PP", "PS")]).astype(np.float32) + np.float32(0.1)
+        rows[0, 100:110] = 0.0  # inside: measured, for Raman
+        rows[1, :8] = 0.0  # a zero-filled end: not measured
+        spectra = [Spectrum.create(AXIS, r, y_unit="absorbance", technique="raman") for r in rows]
+        pre = PixelPreprocessor(model.pipeline, AXIS, "absorbance", "raman")
+        mine = pre.grid_rows(pre.absorbance(rows))
+        np.testing.assert_allclose(mine, pre.resample.transform(spectra), atol=1e-5)
+        assert np.isnan(mine[0]).sum() == np.isnan(mine[2]).sum()  # the zeros inside are kept
+        assert np.isnan(mine[1]).sum() > np.isnan(mine[2]).sum()  # the filled end is left out
+
     def test_pixel_calls_agree_with_the_served_model(self, model: Any, references: dict[str, Any]) -> None:
         from engine.core.spectrum import Spectrum
 

@@ -55,6 +55,7 @@ __all__ = [
     "remove_spikes",
     "savgol_coefficients",
     "transform",
+    "zero_filled",
 ]
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -313,21 +314,37 @@ def coarsely_sampled(s: Spectrum, step: float) -> Spectrum:
         return s
 
 
-def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """The spectrum's points without runs of exact zeros (zero-filled, unmeasured).
+def zero_filled(values: npt.ArrayLike, *, technique: str | None) -> npt.NDArray[np.bool_]:
+    """The points of one spectrum's ``values`` in runs of at least :data:`ZERO_RUN_MIN` exact zeros:
+    zero-filled, not measured.
 
     Inside a Raman spectrum a run of zeros is a baseline subtracted and clipped at zero, as some
-    exports write it between bands: measured, so only its zero-filled ends are left out.
+    exports write it between bands: measured, so only its zero-filled ends count.
+
+    >>> y = [0, 0, 0, 0, 0, 3, 1, 0, 0, 0, 0, 0, 2]
+    >>> zero_filled(y, technique="ir").astype(int).tolist()
+    [1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0]
+    >>> zero_filled(y, technique="raman").astype(int).tolist()
+    [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
     """
-    zero = s.values == 0
-    if not zero.any():
-        return s.wavenumbers, s.values
-    keep = np.ones(s.n_points, dtype=bool)
+    zero = np.asarray(values) == 0
+    out = np.zeros(zero.size, dtype=bool)
+    if zero.sum() < ZERO_RUN_MIN:
+        return out
     edges = np.flatnonzero(np.diff(np.concatenate(([0], zero.astype(np.int8), [0]))))
-    inside_counts = s.technique == "raman"
+    ends_only = technique == "raman"
     for begin, end in zip(edges[::2], edges[1::2], strict=True):
-        if end - begin >= ZERO_RUN_MIN and not (inside_counts and begin > 0 and end < s.n_points):
-            keep[begin:end] = False
+        if end - begin >= ZERO_RUN_MIN and not (ends_only and begin > 0 and end < zero.size):
+            out[begin:end] = True
+    return out
+
+
+def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The spectrum's points without its zero-filled runs (:func:`zero_filled`)."""
+    filled = zero_filled(s.values, technique=s.technique)
+    if not filled.any():
+        return s.wavenumbers, s.values
+    keep = ~filled
     return s.wavenumbers[keep], s.values[keep]
 
 
@@ -473,8 +490,9 @@ class FillMissing(_Stateless):
         return np.nan_to_num(_as_matrix(X), nan=self.value, posinf=self.value, neginf=self.value)
 
 
-#: The grid step (cm-1) the default and Raman pipelines are made for; a coarser grid (a range
-#: model for a coarse instrument) narrows the derivative.
+#: The grid step (cm-1) the default and Raman pipelines are made for; a library built on a coarser
+#: grid narrows the derivative (a coarse instrument's range model keeps the library's grid and samples
+#: the references coarsely instead, :func:`coarsely_sampled`).
 FINE_STEP = 4.0
 
 

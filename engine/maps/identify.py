@@ -172,7 +172,7 @@ class _MapRun:
         self.metadata.update({"y_unit": y_unit, "technique": technique, "route": route})
         self.spectrum = spectrum
         served = target or self.model
-        pre = PixelPreprocessor(served.pipeline, cube.wavenumbers, y_unit)
+        pre = PixelPreprocessor(served.pipeline, cube.wavenumbers, y_unit, technique)
         finite = sample[np.isfinite(sample).all(axis=1)]
         background = learn_background(
             pre.absorbance(finite), lambda rows: pre.features(pre.grid_rows(rows)), config

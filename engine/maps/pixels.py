@@ -29,6 +29,7 @@ from engine.core.preprocess import (
     box_average_rows,
     box_points,
     remove_spikes,
+    zero_filled,
 )
 from engine.core.spectrum import Spectrum, SpectrumError, mean_spacing, median_spacing
 
@@ -53,25 +54,30 @@ def absorbance_rows(values: FloatMatrix, y_unit: str, *, floor: float = 1e-4) ->
     return np.asarray(-np.log10(np.clip(fraction, floor, None)), dtype=np.float32)
 
 
-def _zero_runs(values: FloatMatrix) -> npt.NDArray[np.bool_]:
-    """Rows holding a run of at least :data:`ZERO_RUN_MIN` exact zeros."""
+def _zero_runs(values: FloatMatrix, *, technique: str | None) -> npt.NDArray[np.bool_]:
+    """Rows holding zero-filled points, as :func:`~engine.core.preprocess.zero_filled` finds them."""
     out = np.zeros(len(values), dtype=bool)
-    zero = values == 0
-    for row in np.flatnonzero(zero.sum(axis=1) >= ZERO_RUN_MIN):
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], zero[row].astype(np.int8), [0]))))
-        out[row] = bool(np.any(edges[1::2] - edges[::2] >= ZERO_RUN_MIN))
+    for row in np.flatnonzero((values == 0).sum(axis=1) >= ZERO_RUN_MIN):
+        out[row] = bool(zero_filled(values[row], technique=technique).any())
     return out
 
 
 class PixelPreprocessor:
-    """A model pipeline's steps for pixels on the axis ``wavenumbers`` (ascending) in ``y_unit``.
+    """A model pipeline's steps for pixels on the axis ``wavenumbers`` (ascending) in ``y_unit``, of
+    ``technique`` (which decides which runs of zeros were not measured, as for a spectrum).
 
     ``grid_rows`` gives absorbance on the model's grid (NaN where not measured), ``features``
     the model's features from those rows: what ``IdentificationModel.features`` gives for the
     same pixels as spectra.
     """
 
-    def __init__(self, pipeline: Pipeline, wavenumbers: npt.NDArray[np.float64], y_unit: str) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        wavenumbers: npt.NDArray[np.float64],
+        y_unit: str,
+        technique: str | None = None,
+    ) -> None:
         names = [name for name, _ in pipeline.steps]
         if "resample" not in names:
             raise ValueError("the model's pipeline has no resample step")
@@ -87,7 +93,7 @@ class PixelPreprocessor:
         self.resample: Resample = pipeline.steps[at][1]
         self.after: list[Any] = [step for _, step in pipeline.steps[at + 1 :]]
         self.wavenumbers = np.asarray(wavenumbers, dtype=np.float64)
-        self.y_unit = y_unit
+        self.y_unit, self.technique = y_unit, technique
         self._plan()
 
     def _plan(self) -> None:
@@ -129,7 +135,7 @@ class PixelPreprocessor:
         out = rows[:, left] * (np.float32(1.0) - weight)
         out += rows[:, left + 1] * weight
         out[:, self.missing_] = np.nan
-        zeros = _zero_runs(absorbance)
+        zeros = _zero_runs(absorbance, technique=self.technique)
         for row in np.flatnonzero(zeros):
             out[row] = self._one(absorbance[row])
         return out
@@ -137,7 +143,7 @@ class PixelPreprocessor:
     def _one(self, values: FloatMatrix) -> FloatMatrix:
         """One pixel through the model's own resample step (all NaN when it is no usable spectrum)."""
         try:
-            s = Spectrum.create(self.wavenumbers, values, y_unit="absorbance")
+            s = Spectrum.create(self.wavenumbers, values, y_unit="absorbance", technique=self.technique)
         except SpectrumError:
             return np.full(self.missing_.size, np.nan, dtype=np.float32)
         return np.asarray(self.resample.transform([s])[0], dtype=np.float32)
