@@ -130,7 +130,9 @@ def test_reports_are_redrawn_less_often_than_the_result_files(
 ) -> None:
     ledger, exporter, inbox = setup
     drawn: list[str] = []
-    monkeypatch.setattr(results_module, "write_sample_report", lambda _, folder, *rest: drawn.append(folder))
+    monkeypatch.setattr(
+        results_module, "write_sample_report", lambda _, folder, *rest, **kw: drawn.append(folder)
+    )
     monkeypatch.setattr(exporter, "report", SimpleNamespace(is_blank=lambda folder: False))
     exporter.report_interval = 30.0
     path = inbox / "sample-1" / "p0.csv"

@@ -28,14 +28,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from daemon.store.ledger import Ledger, StoredParticle, StoredResult, iso_time
-from daemon.store.reports import ReportSettings, all_pages, sample_folders, write_sample_report
+from daemon.store.reports import ReportSettings, sample_folders, sample_rows, write_sample_report
 from engine.core.storage import atomic_write_text
 
 if TYPE_CHECKING:
@@ -313,8 +312,8 @@ class ResultsExporter:
 
     def write_folder(self, folder: Path, *, report: bool = True) -> Path:
         """Rewrite ``folder``'s results.jsonl and summary.csv, and its sample report with ``report``."""
-        results = all_pages(partial(self.ledger.results, folder=folder))
-        particles = all_pages(partial(self.ledger.particles, folder=folder))
+        rows = sample_rows(self.ledger, folder)  # read once: the files below and the report
+        results, particles, _ = rows
         target = self.target(folder)
         lines = "".join(json.dumps(result_row(r), sort_keys=True) + "\n" for r in results)
         atomic_write_text(target / "results.jsonl", lines)
@@ -324,5 +323,5 @@ class ResultsExporter:
         writer.writerows(summary_rows([*results, *particles]))
         atomic_write_text(target / "summary.csv", buffer.getvalue())
         if report and self.report is not None:
-            write_sample_report(self.ledger, str(folder), target / "report", self.report)
+            write_sample_report(self.ledger, str(folder), target / "report", self.report, rows=rows)
         return target

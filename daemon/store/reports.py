@@ -26,11 +26,13 @@ from engine.report import MapImage, ParticleRecord, SampleReport, build_report, 
 
 __all__ = [
     "ReportSettings",
+    "SampleRows",
     "all_pages",
     "library_facts",
     "sample_folders",
     "sample_particles",
     "sample_report",
+    "sample_rows",
     "software_version",
     "write_sample_report",
 ]
@@ -149,9 +151,11 @@ def _from_particle(p: StoredParticle) -> ParticleRecord:
     )
 
 
-def _stored(
-    ledger: Ledger, folder: str | Path
-) -> tuple[list[StoredResult], list[StoredParticle], list[StoredMap]]:
+#: A sample folder's current results, its maps' particles and its maps (:func:`sample_rows`).
+SampleRows = tuple[list[StoredResult], list[StoredParticle], list[StoredMap]]
+
+
+def sample_rows(ledger: Ledger, folder: str | Path) -> SampleRows:
     """The sample folder's current results, its maps' particles and its maps, as the ledger holds them."""
     return (
         all_pages(partial(ledger.results, folder=folder)),
@@ -166,7 +170,7 @@ def _records(results: list[StoredResult], particles: list[StoredParticle]) -> li
 
 def sample_particles(ledger: Ledger, folder: str | Path) -> tuple[list[ParticleRecord], list[StoredMap]]:
     """The particles of the sample folder ``folder`` (final labels) and its maps."""
-    results, particles, maps = _stored(ledger, folder)
+    results, particles, maps = sample_rows(ledger, folder)
     return _records(results, particles), maps
 
 
@@ -227,11 +231,17 @@ def _method(
 
 
 def sample_report(
-    ledger: Ledger, folder: str, settings: ReportSettings, *, folders: list[str]
+    ledger: Ledger,
+    folder: str,
+    settings: ReportSettings,
+    *,
+    folders: list[str],
+    rows: SampleRows | None = None,
 ) -> SampleReport:
-    """The report of the sample folder ``folder``; ``folders`` are all sample folders (for its blanks)."""
-    rows, stored_particles, maps = _stored(ledger, folder)
-    particles = _records(rows, stored_particles)
+    """The report of the sample folder ``folder``; ``folders`` are all sample folders (for its blanks);
+    ``rows``: :func:`sample_rows` of ``folder``, when the caller has read them already."""
+    results, stored_particles, maps = sample_rows(ledger, folder) if rows is None else rows
+    particles = _records(results, stored_particles)
     is_blank = settings.is_blank(folder)
     blanks: dict[str, list[ParticleRecord]] = {}
     if not is_blank:
@@ -250,16 +260,23 @@ def sample_report(
         classes=settings.size_classes,
         blanks=blanks,
         is_blank=is_blank,
-        method=_method(settings, folder, particles, maps, rows),
+        method=_method(settings, folder, particles, maps, results),
         images=images,
     )
 
 
 def write_sample_report(
-    ledger: Ledger, folder: str, out: Path, settings: ReportSettings, *, folders: list[str] | None = None
+    ledger: Ledger,
+    folder: str,
+    out: Path,
+    settings: ReportSettings,
+    *,
+    folders: list[str] | None = None,
+    rows: SampleRows | None = None,
 ) -> dict[str, Path]:
-    """Write the report of ``folder`` into ``out`` (report.html, particles.csv, summary.csv)."""
+    """Write the report of ``folder`` into ``out`` (report.html, particles.csv, summary.csv); ``rows`` as
+    for :func:`sample_report`."""
     report = sample_report(
-        ledger, folder, settings, folders=sample_folders(ledger) if folders is None else folders
+        ledger, folder, settings, folders=sample_folders(ledger) if folders is None else folders, rows=rows
     )
     return write_report(report, out)
