@@ -31,7 +31,7 @@ from scipy.signal import savgol_coeffs
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
-from engine.core.spectrum import CO2_REGION, Spectrum, SpectrumError, median_spacing, to_absorbance
+from engine.core.spectrum import CO2_REGION, MIN_POINTS, Spectrum, median_spacing, to_absorbance
 
 __all__ = [
     "CO2_REGION",
@@ -308,23 +308,20 @@ def coarsely_sampled(s: Spectrum, step: float) -> Spectrum:
         return s
     at = np.arange(np.ceil(x[0] / step) * step, x[-1] + step * 1e-9, step)
     averaged = np.interp(at, x, _box_average(x, y, step))
-    try:
-        return Spectrum.create(at, averaged, y_unit=s.y_unit, technique=s.technique, metadata=s.metadata)
-    except SpectrumError:  # fewer points than a spectrum needs
+    if at.size < MIN_POINTS:  # fewer points than a spectrum needs
         return s
+    return Spectrum.create(at, averaged, y_unit=s.y_unit, technique=s.technique, metadata=s.metadata)
 
 
 def zero_filled(values: npt.ArrayLike, *, technique: str | None) -> npt.NDArray[np.bool_]:
-    """The points of one spectrum's ``values`` in runs of at least :data:`ZERO_RUN_MIN` exact zeros:
-    zero-filled, not measured.
+    """The points of a spectrum's ``values`` in runs of at least :data:`ZERO_RUN_MIN` zeros: not measured.
 
     Inside a Raman spectrum a run of zeros is a baseline subtracted and clipped at zero, as some
     exports write it between bands: measured, so only its zero-filled ends count.
 
-    >>> y = [0, 0, 0, 0, 0, 3, 1, 0, 0, 0, 0, 0, 2]
-    >>> zero_filled(y, technique="ir").astype(int).tolist()
+    >>> zero_filled([0, 0, 0, 0, 0, 3, 1, 0, 0, 0, 0, 0, 2], technique="ir").astype(int).tolist()
     [1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0]
-    >>> zero_filled(y, technique="raman").astype(int).tolist()
+    >>> zero_filled([0, 0, 0, 0, 0, 3, 1, 0, 0, 0, 0, 0, 2], technique="raman").astype(int).tolist()
     [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
     """
     zero = np.asarray(values) == 0
@@ -332,20 +329,16 @@ def zero_filled(values: npt.ArrayLike, *, technique: str | None) -> npt.NDArray[
     if zero.sum() < ZERO_RUN_MIN:
         return out
     edges = np.flatnonzero(np.diff(np.concatenate(([0], zero.astype(np.int8), [0]))))
-    ends_only = technique == "raman"
     for begin, end in zip(edges[::2], edges[1::2], strict=True):
-        if end - begin >= ZERO_RUN_MIN and not (ends_only and begin > 0 and end < zero.size):
+        if end - begin >= ZERO_RUN_MIN and not (technique == "raman" and begin > 0 and end < zero.size):
             out[begin:end] = True
     return out
 
 
 def _measured_points(s: Spectrum) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """The spectrum's points without its zero-filled runs (:func:`zero_filled`)."""
-    filled = zero_filled(s.values, technique=s.technique)
-    if not filled.any():
-        return s.wavenumbers, s.values
-    keep = ~filled
-    return s.wavenumbers[keep], s.values[keep]
+    keep = ~zero_filled(s.values, technique=s.technique)
+    return (s.wavenumbers, s.values) if keep.all() else (s.wavenumbers[keep], s.values[keep])
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -490,9 +483,8 @@ class FillMissing(_Stateless):
         return np.nan_to_num(_as_matrix(X), nan=self.value, posinf=self.value, neginf=self.value)
 
 
-#: The grid step (cm-1) the default and Raman pipelines are made for; a library built on a coarser
-#: grid narrows the derivative (a coarse instrument's range model keeps the library's grid and samples
-#: the references coarsely instead, :func:`coarsely_sampled`).
+#: The grid step (cm-1) the default and Raman pipelines are made for; a library built on a coarser grid
+#: narrows the derivative (a coarse instrument's range model samples the references instead).
 FINE_STEP = 4.0
 
 
