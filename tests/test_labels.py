@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.core.labels import canonical_label, normalisations, same_polymer, scoring_label
+from engine.core.library import DEFAULT_LIBRARY, DEFAULT_RAMAN_LIBRARY, ReferenceLibrary
 from tests.conftest import SHARED_DATA
 
 
@@ -37,6 +38,24 @@ class TestCanonicalLabel:
         assert scoring_label("PES") == "PET"
         assert same_polymer("HDPE", "LDPE")
         assert not same_polymer("PE", "PP")
+
+    def test_a_chemically_modified_polymer_is_not_its_parent(self) -> None:
+        # Both Open Specy sets label chlorinated PE apart from PE (its C-Cl bands); a prefix rule
+        # had filed it, and chlorosulfonated PE, under PE in both bundled libraries.
+        for raw in ("polyethylene chlorinated", "Polyethylene, 36% chlorinated", "chlorinated polyethylene"):
+            assert canonical_label(raw) == "CPE"
+        for raw in ("polyethylene chlorosulfonated", "Polyethylene, 43% chlorosulfonated"):
+            assert canonical_label(raw) == "CSM"
+        assert canonical_label("chlorinated PVC") == "CPVC"
+        assert canonical_label("Poly(vinyl chloride), carboxylated") == "PVC"
+        assert not same_polymer("polyethylene chlorinated", "PE")
+
+    def test_the_bundled_libraries_keep_chlorinated_polyethylene_apart(self) -> None:
+        for path in (DEFAULT_LIBRARY, DEFAULT_RAMAN_LIBRARY):
+            library = ReferenceLibrary.load(path)
+            for entry in library.entries:
+                if "chlor" in str(entry["material"]).lower() and "ethylene" in str(entry["material"]).lower():
+                    assert entry["label"] in ("CPE", "CSM"), entry
 
     def test_every_label_in_the_real_sets_canonicalises(self) -> None:
         for name in ("flopp_frond2021", "villegas_camacho2024_c8", "openspecy_ftir_2023"):

@@ -13,6 +13,8 @@ classes and scoring; the raw name is kept as the ``material``.
 'PS'
 >>> canonical_label("fur")  # no polymer family: kept, lower-case
 'fur'
+>>> canonical_label("polyethylene, 36% chlorinated")  # a modified polymer is a polymer of its own
+'CPE'
 >>> same_polymer("PES", "PET")  # scoring equivalence: PET is the common polyester
 True
 
@@ -28,6 +30,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "CANONICAL",
+    "MODIFIED",
     "SCORING_EQUIVALENTS",
     "canonical_label",
     "normalisations",
@@ -50,6 +53,7 @@ CANONICAL: dict[str, tuple[str, ...]] = {
     "ABS": ("abs", "acrylonitrile butadiene styrene"),
     "SAN": ("san", "styrene acrylonitrile"),
     "PVC": ("pvc", "polyvinyl chloride", "poly(vinyl chloride)", "vinyl chloride"),
+    "CPVC": ("cpvc", "pvc-c", "chlorinated polyvinyl chloride", "chlorinated pvc"),
     "PVAc": ("pvac", "polyvinyl acetate", "poly(vinyl acetate)"),
     "PVA": ("pva", "pvoh", "polyvinyl alcohol", "poly(vinyl alcohol)"),
     "PVDF": ("pvdf", "polyvinylidene fluoride", "polyvinylidenfluoride"),
@@ -77,7 +81,17 @@ CANONICAL: dict[str, tuple[str, ...]] = {
     "cellulose": ("cellulose", "cotton", "rayon", "viscose", "lyocell", "c"),
     "PS": ("ps", "eps", "polystyrene", "styrofoam"),
     "PP": ("pp", "polypropylene"),
+    "CPE": ("cpe", "pe-c", "chlorinated polyethylene", "polyethylene chlorinated"),
+    "CSM": ("csm", "cspe", "chlorosulfonated polyethylene", "polyethylene chlorosulfonated"),
     "PE": ("pe", "hdpe", "ldpe", "lldpe", "mdpe", "uhmwpe", "polyethylene", "polythene"),
+}
+
+#: A class whose chemically modified form is a polymer of its own, spectrally apart (chlorinated
+#: polyethylene has C-Cl bands PE lacks): a name of the class with the modifier's word names the
+#: modified polymer ("polyethylene, 36% chlorinated" is CPE, not PE).
+MODIFIED: dict[str, tuple[tuple[str, str], ...]] = {
+    "PE": (("chlorosulfonated", "CSM"), ("chlorinated", "CPE")),
+    "PVC": (("chlorinated", "CPVC"),),
 }
 
 #: Classes scored as the same polymer when a library and a test set name them differently.
@@ -96,7 +110,8 @@ def canonical_label(name: str) -> str:
 
     An exact name wins; otherwise the longest known name that starts the raw
     label (``"polyethylene wax"`` -> PE), then any known abbreviation among its
-    words (``"FLOPP_Nylon_3"`` -> PA).
+    words (``"FLOPP_Nylon_3"`` -> PA); a class's name with a modifier's word
+    names the modified polymer (:data:`MODIFIED`).
     """
     raw = name.strip()
     key = raw.lower()
@@ -104,13 +119,19 @@ def canonical_label(name: str) -> str:
         raise ValueError("an empty label cannot be canonicalised")
     if key in _LOOKUP:
         return _LOOKUP[key]
+    words = _SPLIT.split(key)
     for prefix in _PREFIXES:
         if len(prefix) > 3 and key.startswith(prefix):
-            return _LOOKUP[prefix]
-    for word in _SPLIT.split(key):
+            return _modified(_LOOKUP[prefix], words)
+    for word in words:
         if len(word) > 1 and word in _LOOKUP:
-            return _LOOKUP[word]
+            return _modified(_LOOKUP[word], words)
     return key
+
+
+def _modified(label: str, words: list[str]) -> str:
+    """``label``, or the modified polymer that one of ``words`` names (:data:`MODIFIED`)."""
+    return next((modified for word, modified in MODIFIED.get(label, ()) if word in words), label)
 
 
 def normalisations(raw_labels: Iterable[str]) -> dict[str, list[str]]:
