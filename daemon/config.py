@@ -185,6 +185,7 @@ class ModelSection(_Section):
     n_hits: int = Field(_MODEL.n_hits, ge=1, le=100)
     min_vote: float = Field(_MODEL.min_vote, ge=0, le=1)
     r_floor: float = Field(_MODEL.r_floor, ge=-1, le=1)
+    min_confidence: float | None = Field(_MODEL.min_confidence, ge=0, le=1)
 
     def to_model_config(self) -> ModelConfig:
         return ModelConfig(**self.model_dump())

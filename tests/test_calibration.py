@@ -13,12 +13,12 @@ import pytest
 from daemon.cli import main as mpwatch
 from engine.analysis import plots
 from engine.analysis.evaluate import OUT_OF_LIBRARY, library_from_sources, load_source, score
-from engine.analysis.reliability import reliability
+from engine.analysis.reliability import ece_interval, reliability
 from engine.core.labels import scoring_label
 from engine.core.library import ReferenceLibrary
 from engine.core.spectrum import Spectrum
 from engine.models.calibration import FEATURES, ConfidenceCalibrator, evidence_features, held_out_folds
-from engine.models.served import IdentificationModel, ModelConfig, Result
+from engine.models.served import LOW_CONFIDENCE, IdentificationModel, ModelConfig, Result
 from tests.conftest import SHARED_DATA
 
 FLOPP = SHARED_DATA / "flopp_frond2021"
@@ -210,6 +210,23 @@ class TestServedConfidence:
         ]
         assert unanimous_but_weak and all(r.confidence < 0.9 for r in unanimous_but_weak)
 
+    def test_a_label_below_min_confidence_comes_out_unknown(
+        self, flopp_library: ReferenceLibrary, particles: list[Spectrum], flopp_results: list[Result]
+    ) -> None:
+        floored = IdentificationModel(flopp_library, ModelConfig(min_confidence=0.5)).classify(
+            particles, aging=False
+        )
+        doubtful = [i for i, r in enumerate(flopp_results) if r.status == "known" and r.confidence < 0.5]
+        assert doubtful, "FLOPP-e holds a label given at a confidence below 0.5"
+        for i, (plain, floor) in enumerate(zip(flopp_results, floored, strict=True)):
+            if i in doubtful:
+                assert floor.status == "unknown" and floor.label is None and floor.candidate == plain.label
+                assert floor.extra["reason"] == LOW_CONFIDENCE
+                assert floor.extra["candidate_confidence"] == plain.confidence
+            else:
+                assert (floor.status, floor.label) == (plain.status, plain.label)
+                assert floor.confidence == plain.confidence
+
     def test_calibrated_on_another_labs_particles(
         self, flopp_library: ReferenceLibrary, particles: list[Spectrum], flopp_results: list[Result]
     ) -> None:
@@ -335,6 +352,19 @@ class TestScore:
             assert confusion[row].sum() == expected
         assert confusion.sum() == len(particles) and report.out_of_library == 6
 
+    def test_the_ece_interval_narrows_with_more_answers(self) -> None:
+        # Confidences that are calibrated by construction: the ECE of any sample is chance alone.
+        rng = np.random.default_rng(3)
+        widths = []
+        for n in (57, 3000):
+            p = rng.uniform(0.5, 1.0, n)
+            low, high = ece_interval(p, rng.uniform(size=n) < p)
+            assert 0.0 <= low < high
+            widths.append(high - low)
+        assert widths[0] > 0.08 and widths[1] < 0.03  # 57 labels cannot tell 0.05 from 0.15
+        assert ece_interval([0.7, 0.9], [True, True]) == ece_interval([0.7, 0.9], [True, True])  # seeded
+        assert all(np.isnan(ece_interval([], [])))
+
     def test_reliability_is_checked(self) -> None:
         assert reliability([1.0, 1.0], [True, False]).ece == pytest.approx(0.5)
         assert np.isnan(reliability([], []).ece)
@@ -366,6 +396,8 @@ class TestEvaluateCommand:
         }
         data = json.loads((tmp_path / "cross_source.json").read_text())
         assert 0.0 <= data["ece"] <= 0.1 and data["reliability"]["ece"] == data["ece"]
+        low, high = data["ece_interval"]
+        assert 0.0 <= low <= high and low < 0.1
         assert data["reliability"]["n"] == sum(b["n"] for b in data["reliability"]["bins"])
         assert np.asarray(data["confusion"]).sum() == data["n_test"]
         for png in ("confusion.png", "reliability.png"):

@@ -50,7 +50,7 @@ from sklearn.metrics import precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
 from engine.analysis.recipe import RECIPE_NAME, OpenSpecyRecipe
-from engine.analysis.reliability import Reliability, reliability
+from engine.analysis.reliability import Reliability, ece_interval, reliability
 from engine.core.audit import Contradiction, contradicted_labels, tally
 from engine.core.augment import synthesize
 from engine.core.conventions import resolve_all
@@ -195,6 +195,9 @@ class CrossSourceReport:
     confusion_columns: list[str]
     #: The expected calibration error of ``confidence`` over the labels given (``known`` results).
     ece: float
+    #: The 95 % bootstrap interval of ``ece`` (:func:`~engine.analysis.reliability.ece_interval`): how
+    #: much of it the few labels of a small test set leave to chance.
+    ece_interval: list[float]
     #: The same over the labels given to spectra of classes the library holds (what the confidence is
     #: calibrated for: the reject option, not the confidence, answers whether the class is there).
     ece_in_library: float
@@ -401,13 +404,20 @@ def audit_test(library: ReferenceLibrary, test: Sequence[Spectrum]) -> list[Cont
     return contradicted_labels(transform(library.pipeline, resolve_all(test)), [_truth(s) for s in test])
 
 
-def _labels_given(truth: Sequence[str], results: Sequence[Result], rows: Sequence[int]) -> Reliability:
-    """The reliability of the labels given (``known`` results) among ``rows``."""
+def _given(
+    truth: Sequence[str], results: Sequence[Result], rows: Sequence[int]
+) -> tuple[list[float], list[bool]]:
+    """The confidence of each label given (``known`` result) among ``rows``, and whether it was right."""
     given = [i for i in rows if results[i].status == "known"]
-    return reliability(
+    return (
         [results[i].confidence for i in given],
         [scoring_label(results[i].candidate or "") == truth[i] for i in given],
     )
+
+
+def _labels_given(truth: Sequence[str], results: Sequence[Result], rows: Sequence[int]) -> Reliability:
+    """The reliability of the labels given (``known`` results) among ``rows``."""
+    return reliability(*_given(truth, results, rows))
 
 
 def _errors(rows: Sequence[int], truth: Sequence[str], results: Sequence[Result]) -> int:
@@ -463,6 +473,7 @@ def _calibration(truth: Sequence[str], results: Sequence[Result], known: set[str
     candidate judged; and the ECE the vote share would have had (see ``ece``)."""
     every = range(len(results))
     labels = _labels_given(truth, results, every)
+    low, high = ece_interval(*_given(truth, results, every))
     inside = _labels_given(truth, results, [i for i in every if truth[i] in known])
     given = {i for i in every if results[i].status == "known"}
     votes = [float(results[i].extra["vote_share"]) for i in sorted(given)]
@@ -480,6 +491,7 @@ def _calibration(truth: Sequence[str], results: Sequence[Result], known: set[str
     )
     return {
         "ece": labels.ece,
+        "ece_interval": [round(low, 4), round(high, 4)],
         "ece_in_library": inside.ece,
         "ece_candidates": candidates.ece,
         "ece_vote_share": reliability(

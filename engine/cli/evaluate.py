@@ -47,6 +47,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.disagreement_r is not None:
         veto = None if args.disagreement_r > 1 else args.disagreement_r
         config = dataclasses.replace(config, disagreement_r=veto)
+    if args.min_confidence is not None:
+        config = dataclasses.replace(config, min_confidence=args.min_confidence)
     if args.study:
         steps = sum(len(ns) + 1 for ns in ev.study_plan(args.study_members).values())
         studies = []
@@ -318,6 +320,11 @@ def _print_cross_source(s: dict[str, Any]) -> None:
     ):
         values = [m[key] for m in members.values()]
         table.add_row(key, *(f"{v:.4f}" if isinstance(v, float) else str(v) for v in values))
+        if key == "ece":
+            table.add_row(
+                "ece 95 % interval",
+                *(f"{m[key + '_interval'][0]:.3f}-{m[key + '_interval'][1]:.3f}" for m in members.values()),
+            )
     console.print(table)
     recall = Table("class", *members, title="per-class recall")
     for label in s["per_class_recall"]:
@@ -470,6 +477,14 @@ def add_parsers(sub: Any) -> None:
         help="with --members served: a candidate the CNN disagrees with is accepted only at a best r of at "
         "least R (the model's disagreement_r; a value above 1 turns the veto off; default: the served "
         "model's)",
+    )
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        metavar="P",
+        help="a candidate whose confidence is below P comes out unknown (the model's min_confidence; "
+        "default: the served model's, none)",
     )
     p.add_argument(
         "--baseline",

@@ -50,6 +50,7 @@ from engine.models.result import Hit, Result, conventions_of, wants_aging
 from engine.models.subknn import SubspaceKNN
 
 __all__ = [
+    "LOW_CONFIDENCE",
     "MEMBERS_DISAGREE",
     "SYNTHETIC_ID_BASE",
     "CNNMember",
@@ -100,6 +101,11 @@ class ModelConfig:
     #: A candidate the CNN member names another class for is not accepted as known when its best r
     #: is below this: it comes out ``unknown`` with ``reason`` ``members_disagree``. ``None``: never.
     disagreement_r: float | None = 0.8
+    #: A candidate that passed its threshold is not accepted as known when its calibrated confidence
+    #: (the probability that it is right) is below this: it comes out ``unknown`` with ``reason``
+    #: ``low_confidence``. 0.5: no label more likely wrong than right. ``None``: never (the default:
+    #: measured in the README, "Confidence", it withdraws wrong labels and right ones alike).
+    min_confidence: float | None = None
     #: Range models (the library cut to a partial acquisition range) kept at once.
     range_models: int = 8
     #: Folds of the held-out pass that calibrates ``confidence`` (see ``held_out_evidence``).
@@ -110,6 +116,9 @@ FUSIONS = ("subknn", "cnn", "weighted")
 
 #: The ``reason`` of an unknown result whose candidate passed its threshold but the CNN disagreed.
 MEMBERS_DISAGREE = "members_disagree"
+#: The ``reason`` of an unknown result whose candidate passed its threshold at a confidence below
+#: ``min_confidence``.
+LOW_CONFIDENCE = "low_confidence"
 
 #: The CNN's entry in the members of a spectrum identified on a range model.
 CNN_ABSTAINS_ON_RANGES = {
@@ -733,12 +742,14 @@ class IdentificationModel:
         accept = self.calibrator_.accept
         accepted = candidate is not None and accept(candidate, r=found.r, vote_share=vote_share)
         vetoed = accepted and self._members_disagree(candidate, found.r, members)
-        status = "low_quality" if not ok else "known" if accepted and not vetoed else "unknown"
+        floor = self.config.min_confidence
+        doubtful = accepted and not vetoed and floor is not None and confidence < floor
+        status = "low_quality" if not ok else "known" if accepted and not (vetoed or doubtful) else "unknown"
         known = status == "known"
         class_hit = found.class_hit
         extra: dict[str, Any] = {"candidate_r": round(found.r, 4), "vote_share": round(vote_share, 4)}
-        if vetoed and ok:
-            extra["reason"] = MEMBERS_DISAGREE
+        if (vetoed or doubtful) and ok:
+            extra["reason"] = MEMBERS_DISAGREE if vetoed else LOW_CONFIDENCE
         if status == "unknown" and candidate is not None:
             extra["candidate_confidence"] = round(confidence, 4)
         return Result(
