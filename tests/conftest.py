@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sqlite3
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,28 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0, interv
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+@contextmanager
+def daemon_process(config: Path, state: Path, log: Path, *, timeout: float = 60.0) -> Iterator[str]:
+    """``mpwatch run --config CONFIG`` as a process, its standard error in ``log``: yields the URL it
+    answers at (from ``STATE/daemon.json``), then stops it with SIGTERM and checks it exited 0."""
+    with log.open("w", encoding="utf-8") as stderr:
+        proc = subprocess.Popen(
+            [*MPWATCH, "run", "--config", str(config)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            address = state / "daemon.json"
+            wait_until(lambda: address.exists() or proc.poll() is not None, timeout=timeout)
+            assert proc.poll() is None, log.read_text(encoding="utf-8")
+            yield str(json.loads(address.read_text())["url"])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+    assert code == 0, log.read_text(encoding="utf-8")
 
 
 def ledger_count(db: Path, query: str) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import signal
 import sqlite3
 import subprocess
 import urllib.request
@@ -28,7 +27,7 @@ from daemon.store.schema import _MIGRATIONS
 from daemon.web.address import ADDRESS_FILE
 from engine.cli.common import stdout_console
 from engine.core.spectrum import Spectrum
-from tests.conftest import MPWATCH, REPO_ROOT, ledger_count, wait_until
+from tests.conftest import MPWATCH, REPO_ROOT, daemon_process, ledger_count, wait_until
 from tests.test_console import (
     HELD_OUT,
     drop,
@@ -288,90 +287,76 @@ class TestTheReviewLoop:
         config = write_config(tmp_path, library_dir)  # http.port 0: the kernel picks a free one
         state = tmp_path / "state"
         log = tmp_path / "daemon.log"
-        with log.open("w", encoding="utf-8") as stderr:
-            proc = subprocess.Popen(
-                [*MPWATCH, "run", "--config", str(config)],
-                cwd=REPO_ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
+        with daemon_process(config, state, log) as url:
+            assert url != "http://127.0.0.1:9108"
+            drop(tmp_path / "inbox" / "filter-1", pet_particles[:1], "pet")
+            particles = drop(tmp_path / "inbox" / "filter-1", other_particles[:2], "particle")
+            sample = tmp_path / "inbox" / "filter-1"
+            (sample / "copy.csv").write_bytes(particles[0].read_bytes())  # a duplicate
+            (sample / "notes.txt").write_text("Filtered 3 May at the river bank.\n")  # not a spectrum
+            (sample / "cut.csv").write_text("wavenumber,absorbance\n1000,0.1\n")  # a damaged one
+            db = state / "ledger.sqlite3"
+            wait_until(lambda: ledger_count(db, "SELECT count(*) FROM results") == 3)
+            wait_until(lambda: ledger_count(db, "SELECT count(*) FROM files WHERE state != 'seen'") == 6)
+
+            # 1. the analyst finds the unknown and confirms it, knowing only the state folder
+            (unknown,) = jsonl(
+                mpwatch(
+                    "results", "--state", str(state), "--status", "unknown", "--format", "jsonl"
+                ).stdout
             )
-            try:
-                wait_until(lambda: (state / ADDRESS_FILE).exists() or proc.poll() is not None, timeout=60)
-                assert proc.poll() is None, log.read_text(encoding="utf-8")
-                url = json.loads((state / ADDRESS_FILE).read_text())["url"]
-                assert url != "http://127.0.0.1:9108"
-                drop(tmp_path / "inbox" / "filter-1", pet_particles[:1], "pet")
-                particles = drop(tmp_path / "inbox" / "filter-1", other_particles[:2], "particle")
-                sample = tmp_path / "inbox" / "filter-1"
-                (sample / "copy.csv").write_bytes(particles[0].read_bytes())  # a duplicate
-                (sample / "notes.txt").write_text("Filtered 3 May at the river bank.\n")  # not a spectrum
-                (sample / "cut.csv").write_text("wavenumber,absorbance\n1000,0.1\n")  # a damaged one
-                db = state / "ledger.sqlite3"
-                wait_until(lambda: ledger_count(db, "SELECT count(*) FROM results") == 3)
-                wait_until(lambda: ledger_count(db, "SELECT count(*) FROM files WHERE state != 'seen'") == 6)
+            rid = str(unknown["result_id"])
+            first = mpwatch("confirm", "--state", str(state), rid, "--label", HELD_OUT, "--by", "ana")
+            outcome = json.loads(first.stdout)
+            assert outcome["kind"] == "new_class" and outcome["label"] == HELD_OUT
+            assert f"result {rid}: {HELD_OUT}, a new class in the library" in first.stderr
 
-                # 1. the analyst finds the unknown and confirms it, knowing only the state folder
-                (unknown,) = jsonl(
-                    mpwatch(
-                        "results", "--state", str(state), "--status", "unknown", "--format", "jsonl"
-                    ).stdout
-                )
-                rid = str(unknown["result_id"])
-                first = mpwatch("confirm", "--state", str(state), rid, "--label", HELD_OUT, "--by", "ana")
-                outcome = json.loads(first.stdout)
-                assert outcome["kind"] == "new_class" and outcome["label"] == HELD_OUT
-                assert f"result {rid}: {HELD_OUT}, a new class in the library" in first.stderr
+            # 2. the same decision again changes nothing, and says so
+            again = mpwatch("confirm", "--state", str(state), rid, "--label", HELD_OUT, "--by", "ana")
+            repeated = json.loads(again.stdout)
+            assert repeated["kind"] == "unchanged"
+            assert repeated["library_version"] == outcome["library_version"]
+            assert repeated["ref_ids"] == outcome["ref_ids"]
+            assert "nothing changed" in again.stderr
 
-                # 2. the same decision again changes nothing, and says so
-                again = mpwatch("confirm", "--state", str(state), rid, "--label", HELD_OUT, "--by", "ana")
-                repeated = json.loads(again.stdout)
-                assert repeated["kind"] == "unchanged"
-                assert repeated["library_version"] == outcome["library_version"]
-                assert repeated["ref_ids"] == outcome["ref_ids"]
-                assert "nothing changed" in again.stderr
+            # 3. results: the final label, the decision, and no unknown left
+            rows = {
+                str(r["result_id"]): r
+                for r in jsonl(mpwatch("results", "--state", str(state), "--format", "jsonl").stdout)
+            }
+            final = rows[rid]
+            assert (final["status"], final["label"]) == ("known", HELD_OUT)
+            assert final["decision"]["by"] == "ana" and final["decision"]["original_status"] == "unknown"
+            assert (
+                mpwatch(
+                    "results", "--state", str(state), "--status", "unknown", "--format", "jsonl"
+                ).stdout
+                == ""
+            )
 
-                # 3. results: the final label, the decision, and no unknown left
-                rows = {
-                    str(r["result_id"]): r
-                    for r in jsonl(mpwatch("results", "--state", str(state), "--format", "jsonl").stdout)
+            # 4. the sample's summary.csv counts it under its final label
+            summary = state / "results" / "lab" / "filter-1" / "summary.csv"
+
+            def pet_in_summary() -> bool:
+                if not summary.exists():
+                    return False
+                counted = {
+                    (r["status"], r["label"]): r["particles"] for r in csv.DictReader(summary.open())
                 }
-                final = rows[rid]
-                assert (final["status"], final["label"]) == ("known", HELD_OUT)
-                assert final["decision"]["by"] == "ana" and final["decision"]["original_status"] == "unknown"
-                assert (
-                    mpwatch(
-                        "results", "--state", str(state), "--status", "unknown", "--format", "jsonl"
-                    ).stdout
-                    == ""
-                )
+                return counted.get(("known", HELD_OUT)) == "1" and ("unknown", "") not in counted
 
-                # 4. the sample's summary.csv counts it under its final label
-                summary = state / "results" / "lab" / "filter-1" / "summary.csv"
+            wait_until(pet_in_summary, timeout=30)
+            lines = jsonl((summary.parent / "results.jsonl").read_text())
+            assert [r["decision"]["label"] for r in lines if r["decision"]] == [HELD_OUT]
 
-                def pet_in_summary() -> bool:
-                    if not summary.exists():
-                        return False
-                    counted = {
-                        (r["status"], r["label"]): r["particles"] for r in csv.DictReader(summary.open())
-                    }
-                    return counted.get(("known", HELD_OUT)) == "1" and ("unknown", "") not in counted
-
-                wait_until(pet_in_summary, timeout=30)
-                lines = jsonl((summary.parent / "results.jsonl").read_text())
-                assert [r["decision"]["label"] for r in lines if r["decision"]] == [HELD_OUT]
-
-                # 5. the console: the overview counts it, the review page lists the decision
-                with urllib.request.urlopen(url + "/", timeout=30) as response:
-                    overview = response.read().decode()
-                assert f'<tr><td>{HELD_OUT}</td><td class="n">1</td>' in overview
-                with urllib.request.urlopen(url + "/review", timeout=30) as response:
-                    review = response.read().decode()
-                assert f'id="decision-{rid}"' in review and f"<strong>{HELD_OUT}</strong>" in review
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                code = proc.wait(timeout=60)
+            # 5. the console: the overview counts it, the review page lists the decision
+            with urllib.request.urlopen(url + "/", timeout=30) as response:
+                overview = response.read().decode()
+            assert f'<tr><td>{HELD_OUT}</td><td class="n">1</td>' in overview
+            with urllib.request.urlopen(url + "/review", timeout=30) as response:
+                review = response.read().decode()
+            assert f'id="decision-{rid}"' in review and f"<strong>{HELD_OUT}</strong>" in review
         said = log.read_text(encoding="utf-8")
-        assert code == 0, said
         assert not (state / ADDRESS_FILE).exists()
         # each event is logged once: the quarantine, the ignored note, the new class, the address
         events = [line.split(" ", 2)[-1] for line in said.splitlines() if line.strip()]

@@ -31,7 +31,7 @@ from engine.io import read_spectra
 from engine.io.envi import envi_header_text
 from engine.report import DEFAULT_SIZE_CLASSES, ParticleRecord, build_report, sizes_from_metadata
 from tests import test_console
-from tests.conftest import FORMATS, MPWATCH, REPO_ROOT, ledger_count, wait_until
+from tests.conftest import FORMATS, MPWATCH, REPO_ROOT, daemon_process, ledger_count, wait_until
 from tests.test_console import By, screenshot
 
 #: The console tests' headless Chromium, as a fixture here too.
@@ -366,6 +366,7 @@ def test_the_particle_table_fits_the_terminal_one_line_per_particle(width: int) 
     from daemon.cli.results import particles_table
 
     row = {
+        "id": 43210,
         "sample": "filter-2026-12-07",
         "source": "/in/run/filter-2026-12-07/CA_tiny_map_of_the_whole_filter.zip",
         "index": 123,
@@ -384,6 +385,7 @@ def test_the_particle_table_fits_the_terminal_one_line_per_particle(width: int) 
     assert "…" not in lines[0]  # every header whole
     assert "low_quality" in lines[2] and "1234.5 µm" in lines[2] and "1234567 µm²" in lines[2]
     assert ("98765" in lines[2]) is (width >= 100)
+    assert lines[2].split()[0] == "43210"  # the id 'mpwatch confirm --particle' takes, whole
 
 
 def painted_map(folder: Path, *, n: int = 48) -> dict[str, int]:
@@ -513,44 +515,30 @@ class TestMapEndToEnd:
                 }
             )
         )
-        log = tmp_path / "daemon.log"
-        with log.open("w", encoding="utf-8") as stderr:
-            proc = subprocess.Popen(
-                [*MPWATCH, "run", "--config", str(config)],
-                cwd=REPO_ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
+        with daemon_process(config, state, tmp_path / "daemon.log", timeout=90) as url:
+            painted = painted_map(inbox / "filter-1")
+            broken = inbox / "filter-1" / "broken.dat"
+            broken.write_bytes(b"\0" * 12)  # far fewer bytes than 4 x 4 x 3
+            long_ago = time.time() - 3600  # written long ago: truncated, not still arriving
+            os.utime(broken, (long_ago, long_ago))
+            (inbox / "filter-1" / "broken.hdr").write_text(
+                "ENVI\nsamples = 4\nlines = 4\nbands = 3\n"
+                "data type = 4\ninterleave = bsq\nbyte order = 0\n"
+                "wavelength = {1000, 1004, 1008}\n"
             )
-            try:
-                wait_until(lambda: (state / "daemon.json").exists() or proc.poll() is not None, timeout=90)
-                assert proc.poll() is None, log.read_text(encoding="utf-8")
-                painted = painted_map(inbox / "filter-1")
-                broken = inbox / "filter-1" / "broken.dat"
-                broken.write_bytes(b"\0" * 12)  # far fewer bytes than 4 x 4 x 3
-                long_ago = time.time() - 3600  # written long ago: truncated, not still arriving
-                os.utime(broken, (long_ago, long_ago))
-                (inbox / "filter-1" / "broken.hdr").write_text(
-                    "ENVI\nsamples = 4\nlines = 4\nbands = 3\n"
-                    "data type = 4\ninterleave = bsq\nbyte order = 0\n"
-                    "wavelength = {1000, 1004, 1008}\n"
-                )
-                db = state / "ledger.sqlite3"
-                wait_until(
-                    lambda: (
-                        ledger_count(db, "SELECT count(*) FROM files WHERE state NOT IN ('seen', 'pending')")
-                        == 4
-                    ),
-                    timeout=90,
-                )
-                report = state / "results" / "lab" / "filter-1" / "report" / "report.html"
-                wait_until(report.exists, timeout=30)
-                url = json.loads((state / "daemon.json").read_text())["url"]
-                import urllib.request
+            db = state / "ledger.sqlite3"
+            wait_until(
+                lambda: (
+                    ledger_count(db, "SELECT count(*) FROM files WHERE state NOT IN ('seen', 'pending')")
+                    == 4
+                ),
+                timeout=90,
+            )
+            report = state / "results" / "lab" / "filter-1" / "report" / "report.html"
+            wait_until(report.exists, timeout=30)
+            import urllib.request
 
-                page = urllib.request.urlopen(f"{url}/maps", timeout=10).read().decode()
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+            page = urllib.request.urlopen(f"{url}/maps", timeout=10).read().decode()
         rows = [
             json.loads(line)
             for line in subprocess.run(

@@ -189,13 +189,19 @@ def results_table(rows: list[dict[str, Any]], *, width: int) -> Table:
     return table
 
 
-def _particle_rows(ledger: Ledger, *, sample: str | None, label: str | None) -> list[dict[str, Any]]:
+def _particle_rows(
+    ledger: Ledger, *, sample: str | None, label: str | None, status: str | None = None
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     while True:
         page = ledger.particles(sample=sample, limit=1000, offset=len(rows))
         rows.extend(p.as_row() for p in page)
         if len(page) < 1000:
-            return [row for row in rows if label is None or row["label"] == label]
+            return [
+                row
+                for row in rows
+                if (label is None or row["label"] == label) and (status is None or row["status"] == status)
+            ]
 
 
 def _print_particles(rows: list[dict[str, Any]], *, form: str) -> None:
@@ -217,11 +223,13 @@ def _print_particles(rows: list[dict[str, Any]], *, form: str) -> None:
 def particles_table(rows: list[dict[str, Any]], *, width: int) -> Table:
     """Particles as a table that fits ``width`` columns (80 and up): one line per particle.
 
-    Sizes are in µm with a pixel size, else in pixels; the pixel count shows only when there
-    is room, and names are cut in the middle, never wrapped.
+    ``id`` is what ``mpwatch confirm --particle`` takes. Sizes are in µm with a pixel size, else
+    in pixels; the particle's index in its map and its pixel count show only when there is room,
+    and names are cut in the middle, never wrapped.
     """
     wide = width >= 100
-    names = ["sample", "map", "#", "status", "label", "conf", *(["pixels"] if wide else [])]
+    names = ["id", "sample", "map", *(["#"] if wide else []), "status", "label", "conf"]
+    names += ["pixels"] if wide else []
     names += ["feret max", "area"]
     table = Table(
         box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True
@@ -233,9 +241,10 @@ def particles_table(rows: list[dict[str, Any]], *, width: int) -> Table:
         unit, suffix = ("µm", "um") if row["feret_max_um"] is not None else ("px", "px")
         confidence = row["confidence"]
         cells = [
+            str(row["id"]),
             middle_cut(row["sample"], 12 if wide else 8),
-            middle_cut(Path(row["source"]).name, 24 if wide else 12),
-            str(row["index"]),
+            middle_cut(Path(row["source"]).name, 24 if wide else 10),
+            *([str(row["index"])] if wide else []),
             row["status"],
             middle_cut(row["label"] or "", 16 if wide else 8),
             "" if confidence is None else f"{confidence:.2f}",
@@ -251,7 +260,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     state = with_ledger(state_folder(args))
     if args.particles:
         with Ledger.in_state_dir(state) as ledger:
-            _print_particles(_particle_rows(ledger, sample=args.sample, label=args.label), form=args.format)
+            particles = _particle_rows(ledger, sample=args.sample, label=args.label, status=args.status)
+            _print_particles(particles, form=args.format)
         return 0
     if args.status in FILE_STATES:
         with Ledger.in_state_dir(state) as ledger:

@@ -141,9 +141,13 @@ def call_daemon(args: argparse.Namespace, path: str, body: Mapping[str, Any] | N
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    """Send a confirmation (or a rejection) of a result or of a cluster to the running daemon's API."""
-    if (args.result_id is None) == (args.cluster is None):
-        raise ConfigError("give a RESULT_ID or --cluster ID (from 'mpwatch clusters'), one of them")
+    """Send a confirmation (or a rejection) of a result, a cluster or a map's particle to the running
+    daemon's API."""
+    if sum(x is not None for x in (args.result_id, args.cluster, args.particle)) != 1:
+        raise ConfigError(
+            "give a RESULT_ID, --cluster ID (from 'mpwatch clusters') or --particle ID "
+            "(from 'mpwatch results --particles'), one of them"
+        )
     body: dict[str, Any] = {"decided_by": args.by}
     if args.reject:
         body["reject"] = True
@@ -155,6 +159,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         cluster = quote(args.cluster, safe="")
         outcome = call_daemon(args, f"/api/clusters/{cluster}/confirm", body)
         what = f"cluster {args.cluster} ({len(outcome.get('result_ids') or [])} results)"
+    elif args.particle is not None:
+        outcome = call_daemon(args, "/api/confirm", {"particle_id": args.particle, **body})
+        what = f"particle {args.particle}"
     else:
         outcome = call_daemon(args, "/api/confirm", {"result_id": args.result_id, **body})
         what = f"result {args.result_id}"
@@ -278,13 +285,20 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
-        "confirm", help="confirm (or reject) a result or a cluster; the running daemon learns from it"
+        "confirm",
+        help="confirm (or reject) a result, a cluster or a map's particle; the running daemon learns from it",
     )
     p.add_argument("result_id", type=int, nargs="?", help="the result_id from 'mpwatch results'")
     p.add_argument(
         "--cluster",
         metavar="ID",
         help="decide a whole cluster from 'mpwatch clusters' instead: one library version for all of it",
+    )
+    p.add_argument(
+        "--particle",
+        type=int,
+        metavar="ID",
+        help="decide a map's unknown particle instead (its id from 'mpwatch results --particles')",
     )
     p.add_argument("--label", help="the polymer it really is")
     p.add_argument("--reject", action="store_true", help="mark the result wrong without adding anything")

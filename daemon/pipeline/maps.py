@@ -114,4 +114,5 @@ class MapRoute:
             drawn = None
         summary = identification.summary()
         particles = summary.pop("particles")
-        return MapRecord(summary=summary, particles=particles, image_path=drawn)
+        spectra = {p.index: p.spectrum for p in identification.particles if p.spectrum is not None}
+        return MapRecord(summary=summary, particles=particles, image_path=drawn, spectra=spectra)

@@ -61,6 +61,7 @@ from daemon.store.connection import (
     payload_json,
 )
 from daemon.store.maps import MapRecord, insert_map
+from daemon.store.particle_reviews import open_particle_reviews
 from daemon.store.records import (
     Admission,
     Completion,
@@ -342,6 +343,8 @@ class FileStates(LedgerConnection):
                 "ON CONFLICT (result_id) DO NOTHING",
                 (now, sha256),
             ).rowcount
+            if map_record:
+                reviews += open_particle_reviews(conn, sha256, map_record.spectra, now=now)
             for row in pending:
                 self._supersede(conn, str(row["path"]), keep=sha256, now=now)
             duplicates: list[str] = []

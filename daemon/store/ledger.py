@@ -4,10 +4,11 @@ The sha256 of a file's bytes is the identity of its content. Paths come and go (
 instrument re-exports, an analyst copies a map into a second folder), but content is
 classified once: ``results`` holds at most one row per ``(sha256, spectrum_index)``.
 
-The ledger is built from four rooms over one connection (:mod:`daemon.store.connection`):
+The ledger is built from five rooms over one connection (:mod:`daemon.store.connection`):
 the file state machine (:mod:`daemon.store.files`), the stored results
-(:mod:`daemon.store.results`), the maps and their particles (:mod:`daemon.store.maps`)
-and the review queue (:mod:`daemon.store.reviews`).
+(:mod:`daemon.store.results`), the maps and their particles (:mod:`daemon.store.maps`),
+the review queue (:mod:`daemon.store.reviews`) and the reviews of maps' unknown particles
+(:mod:`daemon.store.particle_reviews`).
 
 Time is always passed in (``now``, epoch seconds); the ledger never reads a clock.
 
@@ -39,6 +40,7 @@ from typing import Any, Final
 from daemon.store import records
 from daemon.store.files import FileStates
 from daemon.store.maps import MapQueries, MapRecord, StoredMap, StoredParticle
+from daemon.store.particle_reviews import ParticleReview, ParticleReviews
 from daemon.store.records import *  # noqa: F403 (the records are part of the ledger's interface)
 from daemon.store.results import ResultQueries
 from daemon.store.reviews import ReviewQueue
@@ -49,6 +51,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Ledger",
     "MapRecord",
+    "ParticleReview",
     "StoredMap",
     "StoredParticle",
     "migrate",
@@ -59,7 +62,7 @@ __all__ = [
 LEDGER_FILENAME: Final = "ledger.sqlite3"
 
 
-class Ledger(FileStates, ResultQueries, MapQueries, ReviewQueue):
+class Ledger(FileStates, ResultQueries, MapQueries, ReviewQueue, ParticleReviews):
     """The daemon's durable memory: files, results and reviews in one SQLite database.
 
     See :mod:`daemon.store.files` for the file states and :mod:`daemon.store.connection`

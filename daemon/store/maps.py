@@ -4,7 +4,10 @@ A map file is one row of ``maps`` (its size, pixel size, counts and drawing) and
 ``particles`` per particle, keyed by ``(sha256, particle_index)`` as results are keyed by
 ``(sha256, spectrum_index)``: a map is identified once, however often its file is delivered.
 Both are written by :meth:`~daemon.store.files.FileStates.complete` in the same transaction as the
-file's ``done`` state, and superseded with a file's results when the file is rewritten.
+file's ``done`` state, and superseded with a file's results when the file is rewritten. An unknown
+particle's review is opened in the same transaction, its mean spectrum stored with it
+(:mod:`daemon.store.particle_reviews`); every particles view lays an analyst's decision over
+the classifier's answer, as results views do.
 """
 
 from __future__ import annotations
@@ -16,10 +19,23 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 from daemon.store.connection import LedgerConnection, check_sha256, payload_json
-from daemon.store.records import _from_row, iso_time
+from daemon.store.records import Decision, _decision, _from_row, iso_time
 from daemon.store.results import _where_file
+from engine.core.families import family_of
+from engine.core.spectrum import Spectrum
 
-__all__ = ["PARTICLE_FIELDS", "MapQueries", "MapRecord", "StoredMap", "StoredParticle", "insert_map"]
+__all__ = [
+    "PARTICLES_DECIDED",
+    "PARTICLE_COLUMNS",
+    "PARTICLE_FIELDS",
+    "PARTICLE_JOINS",
+    "MapQueries",
+    "MapRecord",
+    "StoredMap",
+    "StoredParticle",
+    "insert_map",
+    "stored_particle",
+]
 
 #: The particle columns stored as columns (the rest of a particle's fields go into its payload).
 _COLUMNS: Final = (
@@ -42,7 +58,16 @@ _COLUMNS: Final = (
 )
 
 #: The fields of a particle as ``mpwatch results --particles`` and particles views give them.
-PARTICLE_FIELDS: Final = ("sample", "source", "index", *_COLUMNS, "sha256", "model_version", "created_at")
+PARTICLE_FIELDS: Final = (
+    "id",
+    "sample",
+    "source",
+    "index",
+    *_COLUMNS,
+    "sha256",
+    "model_version",
+    "created_at",
+)
 
 #: The map's own fields kept as columns; the rest of its summary goes into its payload.
 _MAP_KEYS: Final = ("lines", "samples", "bands", "pixel_size_um", "pixel_size_source", "model_version")
@@ -56,6 +81,8 @@ class MapRecord:
     summary: Mapping[str, Any]
     particles: Sequence[Mapping[str, Any]]
     image_path: str | None = None
+    #: The mean spectrum of each unknown particle, by particle index: each opens a review.
+    spectra: Mapping[int, Spectrum] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +133,8 @@ class StoredParticle:
     values: dict[str, Any]
     model_version: str
     payload: dict[str, Any] = field(default_factory=dict)
+    #: The analyst's decision laid over ``values`` (None: nobody decided yet).
+    decision: Decision | None = None
 
     @property
     def sample(self) -> str:
@@ -113,7 +142,7 @@ class StoredParticle:
 
     @property
     def status(self) -> str:
-        """``known``, ``unknown`` or ``low_quality``, as a result's (a map particle is never decided)."""
+        """``known``, ``unknown``, ``low_quality`` or ``rejected``, final as a result's."""
         return str(self.values["status"])
 
     @property
@@ -123,6 +152,7 @@ class StoredParticle:
     def as_row(self) -> dict[str, Any]:
         """The particle as ``mpwatch results --particles`` prints it: its fields, sample and source."""
         return {
+            "id": self.id,
             "sample": self.sample,
             "source": self.source_path,
             "index": self.index,
@@ -133,6 +163,7 @@ class StoredParticle:
             "hits": self.payload.get("hits", []),
             "aging": self.payload.get("aging", {}),
             "bbox": self.payload.get("bbox"),
+            "decision": None if self.decision is None else self.decision.as_dict(),
         }
 
 
@@ -188,20 +219,45 @@ _MAP_SELECT: Final = (
     "SELECT m.id, m.sha256, m.source_path, m.created_at, m.lines, m.samples, m.bands, m.pixel_size_um, "
     "m.pixel_size_source, m.n_particles, m.image_path, m.payload, m.model_version FROM maps AS m"
 )
-_PARTICLE_SELECT: Final = (
-    f"SELECT p.id, p.sha256, p.particle_index, p.source_path, p.created_at, "
-    f"{', '.join('p.' + c for c in _COLUMNS)}, p.payload, m.model_version "
-    "FROM particles AS p JOIN maps AS m ON m.sha256 = p.sha256"
+#: A particle's final values: an analyst's decision overrides the classifier's answer (see
+#: :data:`daemon.store.connection.FINAL_STATUS`); the confidence holds for the classifier's label only.
+_FINAL: Final = {
+    "status": "CASE d.state WHEN 'confirmed' THEN 'known' WHEN 'rejected' THEN 'rejected' ELSE p.status END",
+    "label": "CASE d.state WHEN 'confirmed' THEN d.label WHEN 'rejected' THEN NULL ELSE p.label END",
+    "material": "CASE WHEN d.state IS NULL THEN p.material ELSE d.material END",
+    "family": "CASE WHEN d.state IS NULL THEN p.family END",
+    "confidence": "CASE WHEN d.state IS NULL OR (d.state = 'confirmed' AND p.status = 'known' "
+    "AND d.label = p.label) THEN p.confidence END",
+}
+PARTICLE_COLUMNS: Final = (
+    "p.id, p.sha256, p.particle_index, p.source_path, p.created_at, "
+    + ", ".join(f"({_FINAL[c]}) AS {c}" if c in _FINAL else f"p.{c}" for c in _COLUMNS)
+    + ", p.payload, m.model_version, d.state AS decision_state, d.label AS decision_label, "
+    "d.decided_by AS decision_by, d.decided_at AS decision_at, d.ref_ids AS decision_ref_ids, "
+    "p.status AS original_status, p.label AS original_label, p.confidence AS original_confidence"
 )
+#: The map of particle ``p`` and the decision laid over it (a review that is no longer open).
+PARTICLE_JOINS: Final = (
+    "JOIN maps AS m ON m.sha256 = p.sha256 "
+    "LEFT JOIN particle_review AS d ON d.particle_id = p.id AND d.state != 'open'"
+)
+#: Particles with their maps and decisions (select :data:`PARTICLE_COLUMNS` from it).
+PARTICLES_DECIDED: Final = f"particles AS p {PARTICLE_JOINS}"
+_PARTICLE_SELECT: Final = f"SELECT {PARTICLE_COLUMNS} FROM {PARTICLES_DECIDED}"
 
 
 def _stored_map(row: sqlite3.Row) -> StoredMap:
     return _from_row(StoredMap, row)
 
 
-def _stored_particle(row: sqlite3.Row) -> StoredParticle:
+def stored_particle(row: sqlite3.Row) -> StoredParticle:
+    """A particle from a row of :data:`PARTICLE_COLUMNS`; a confirmed label's family is its own."""
     values = {c: row[c] for c in _COLUMNS}
-    return _from_row(StoredParticle, row, given={"values": values}, index="particle_index")
+    decision = _decision(row)
+    if decision is not None and decision.label is not None:
+        values["family"] = family_of(decision.label)
+    given = {"values": values, "decision": decision}
+    return _from_row(StoredParticle, row, given=given, index="particle_index")
 
 
 class MapQueries(LedgerConnection):
@@ -239,7 +295,7 @@ class MapQueries(LedgerConnection):
             "p.source_path", *_current("p", sha256, superseded=superseded), folder=folder, sample=sample
         )
         query = f"{_PARTICLE_SELECT} {where} ORDER BY m.id, p.particle_index"
-        return [_stored_particle(row) for row in self._page(query, params, limit=limit, offset=offset)]
+        return [stored_particle(row) for row in self._page(query, params, limit=limit, offset=offset)]
 
 
 def _current(alias: str, sha256: str | None, *, superseded: bool) -> tuple[list[str], list[object]]:

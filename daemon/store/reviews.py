@@ -8,6 +8,7 @@ one. Reviews of superseded results leave the queue with them.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 
 from daemon.store.connection import REVIEW_SELECT, LedgerConnection
@@ -18,7 +19,52 @@ from daemon.store.records import (
     _review_item,
 )
 
-__all__ = ["ReviewQueue"]
+__all__ = ["ReviewQueue", "counted_states", "record_decision"]
+
+
+def record_decision(
+    conn: sqlite3.Connection,
+    table: str,
+    key: str,
+    value: int,
+    *,
+    state: ReviewState,
+    label: str | None,
+    decided_by: str,
+    now: float,
+    material: str | None = None,
+    ref_ids: Sequence[int] = (),
+) -> None:
+    """Write a decision on the review of ``table`` (``review`` or ``particle_review``) whose ``key`` is
+    ``value``, inside the caller's transaction.
+
+    Raises:
+        UnknownReviewError: there is no such review.
+        ValueError: ``state`` is ``open``, or ``confirmed`` without a label, or nobody decided.
+    """
+    decision = ReviewState(state)
+    what = key.removesuffix("_id")
+    if decision is ReviewState.OPEN:
+        raise ValueError("a decision is 'confirmed' or 'rejected', not 'open'")
+    if decision is ReviewState.CONFIRMED and not label:
+        raise ValueError(f"confirming a {what} needs the label the analyst assigns")
+    if not decided_by:
+        raise ValueError("decided_by must name who decided")
+    cursor = conn.execute(
+        f"UPDATE {table} SET state = ?, label = ?, material = ?, decided_by = ?, decided_at = ?, "
+        f"ref_ids = ? WHERE {key} = ?",
+        (
+            str(decision),
+            label,
+            material if material is not None else label,
+            decided_by,
+            now,
+            json.dumps([int(i) for i in ref_ids]),
+            value,
+        ),
+    )
+    if cursor.rowcount == 0:
+        raise UnknownReviewError(f"{what} {value} has no review")
 
 
 class ReviewQueue(LedgerConnection):
@@ -90,29 +136,19 @@ class ReviewQueue(LedgerConnection):
             UnknownReviewError: the result has no review.
             ValueError: ``state`` is ``open``, or ``confirmed`` without a label.
         """
-        decision = ReviewState(state)
-        if decision is ReviewState.OPEN:
-            raise ValueError("a decision is 'confirmed' or 'rejected', not 'open'")
-        if decision is ReviewState.CONFIRMED and not label:
-            raise ValueError("confirming a result needs the label the analyst assigns")
-        if not decided_by:
-            raise ValueError("decided_by must name who decided")
         with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE review SET state = ?, label = ?, material = ?, decided_by = ?, decided_at = ?, "
-                "ref_ids = ? WHERE result_id = ?",
-                (
-                    str(decision),
-                    label,
-                    material if material is not None else label,
-                    decided_by,
-                    now,
-                    json.dumps([int(i) for i in ref_ids]),
-                    result_id,
-                ),
+            record_decision(
+                conn,
+                "review",
+                "result_id",
+                result_id,
+                state=state,
+                label=label,
+                decided_by=decided_by,
+                now=now,
+                material=material,
+                ref_ids=ref_ids,
             )
-            if cursor.rowcount == 0:
-                raise UnknownReviewError(f"result {result_id} has no review")
             row = conn.execute(f"{REVIEW_SELECT} WHERE v.result_id = ?", (result_id,)).fetchone()
         return _review_item(row)
 
@@ -123,5 +159,10 @@ class ReviewQueue(LedgerConnection):
                 "SELECT v.state, COUNT(*) FROM review AS v JOIN results AS r ON r.id = v.result_id "
                 "WHERE r.superseded_at IS NULL GROUP BY v.state"
             ).fetchall()
-        found = {ReviewState(state): int(count) for state, count in rows}
-        return {state: found.get(state, 0) for state in ReviewState}
+        return counted_states(rows)
+
+
+def counted_states(rows: Sequence[sqlite3.Row]) -> dict[ReviewState, int]:
+    """``(state, count)`` rows as a count for every review state (0 where no row)."""
+    found = {ReviewState(state): int(count) for state, count in rows}
+    return {state: found.get(state, 0) for state in ReviewState}

@@ -162,6 +162,28 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX particles_by_source ON particles (source_path, superseded_at)",
         "CREATE INDEX particles_by_label ON particles (label)",
     ),
+    (
+        # The review of a map's unknown particle, with the mean spectrum an analyst decides on
+        # (daemon/store/particle_reviews.py): float64 bytes of the map's axis and of the mean.
+        """
+        CREATE TABLE particle_review (
+            particle_id INTEGER PRIMARY KEY REFERENCES particles (id) ON DELETE CASCADE,
+            state       TEXT NOT NULL CHECK (state IN ('open', 'confirmed', 'rejected')),
+            label       TEXT,
+            material    TEXT,
+            decided_by  TEXT,
+            decided_at  REAL,
+            opened_at   REAL NOT NULL,
+            ref_ids     TEXT,
+            wavenumbers BLOB NOT NULL,
+            spectrum    BLOB NOT NULL,
+            y_unit      TEXT NOT NULL,
+            technique   TEXT,
+            metadata    TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+        "CREATE INDEX particle_review_by_state ON particle_review (state, particle_id)",
+    ),
 )
 
 #: The schema version this code reads and writes (``PRAGMA user_version``).

@@ -3,7 +3,8 @@
 | method | path | what |
 |---|---|---|
 | GET | /api/reviews | open review queue (unknowns), newest last |
-| POST | /api/confirm | ``{"result_id", "label", "decided_by"?, "reject"?, "add"?}`` |
+| GET | /api/particle-reviews | maps' unknown particles waiting for a decision, map by map |
+| POST | /api/confirm | ``{"result_id" or "particle_id", "label", "decided_by"?, "reject"?, "add"?}`` |
 | GET | /api/library | classes, counts, version and history |
 | POST | /api/library/rollback | ``{"version"}``: make an old version current (as a new one) |
 | POST | /api/library/remove | ``{"ref_ids": [...]}``: undo a wrong confirmation |
@@ -29,6 +30,7 @@ from typing import Any
 
 from daemon.growth.clusters import ReviewClusters
 from daemon.growth.library import ConfirmError, GrowthOutcome, LibraryGrowth
+from daemon.growth.particles import ParticleDecisions
 from daemon.store.export import result_row
 from daemon.store.ledger import Ledger, ResultStatus
 from daemon.web.http import HttpError, HttpServer, Request, Response
@@ -140,6 +142,8 @@ def install_api(
     def write(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
         return guarded_write(handler, token=token, loopback_only=loopback_only)
 
+    particles = ParticleDecisions(growth)
+
     def reviews(request: Request) -> Response:
         limit = _int(request.query_value("limit", "100"), "limit", high=MAX_LIMIT)
         items = ledger.open_reviews(limit=limit)
@@ -147,9 +151,23 @@ def install_api(
             [{**result_row(i.result), "review_state": str(i.state), "opened_at": i.opened_at} for i in items]
         )
 
+    def particle_reviews(request: Request) -> Response:
+        limit = _int(request.query_value("limit", "100"), "limit", high=MAX_LIMIT)
+        items = ledger.open_particle_reviews(limit=limit)
+        return Response.json(
+            [{**i.particle.as_row(), "review_state": str(i.state), "opened_at": i.opened_at} for i in items]
+        )
+
     def confirm(request: Request) -> Response:
         body = request.json()
         label, decided_by = _decision(body)
+        if body.get("particle_id") is not None:
+            particle_id = _int(body.get("particle_id"), "particle_id")
+            if label is None:
+                outcome = particles.reject([particle_id], decided_by=decided_by)
+            else:
+                outcome = particles.confirm([particle_id], label, decided_by=decided_by)
+            return Response.json(outcome.as_dict())
         result_id = _int(body.get("result_id"), "result_id")
         if label is None:
             outcome = growth.reject(result_id, decided_by=decided_by)
@@ -201,6 +219,7 @@ def install_api(
         return Response.json([result_row(r) for r in rows])
 
     server.add_route("GET", "/api/reviews", reviews)
+    server.add_route("GET", "/api/particle-reviews", particle_reviews)
     server.add_route("POST", "/api/confirm", write(confirm))
     server.add_route("GET", "/api/library", library)
     server.add_route("POST", "/api/library/rollback", write(do_rollback))

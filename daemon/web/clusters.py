@@ -24,6 +24,7 @@ from typing import Final
 
 from daemon.growth.clusters import ReviewCluster
 from daemon.store.ledger import StoredResult
+from daemon.web.cards import decision_controls
 from daemon.web.charts import escape
 from daemon.web.context import Context
 
@@ -75,12 +76,8 @@ def _cluster_card(
             f"closest library class <strong>{escape(cluster.candidate)}</strong> for "
             f"{cluster.candidate_count} of {n} (their mean r {_r(cluster.candidate_r)})"
         )
-        confirm = (
-            f'<button type="button" data-action="confirm" data-label="{escape(cluster.candidate)}">'
-            f"Confirm all {n} as {escape(cluster.candidate)}</button>"
-        )
     else:
-        closest, confirm = "no library class near", ""
+        closest = "no library class near"
     if representative is None:
         drawing = '<p class="muted">The representative is no longer in the ledger.</p>'
         named = f"result {cluster.representative}"
@@ -95,11 +92,7 @@ data-cluster-id="{escape(cluster.cluster_id)}" data-size="{n}">
 (lowest {_r(cluster.lowest_r)})</p>
 <div class="grid"><div><p class="small">Representative: {named}</p>{drawing}</div>
 <div>{_members(cluster)}</div></div>
-<div class="actions">{confirm}
-<label>new label <input type="text" data-role="new-label" placeholder="e.g. PET" autocomplete="off"></label>
-<button type="button" class="primary" data-action="confirm-new">Confirm all {n} as the new label</button>
-<button type="button" class="danger" data-action="reject">Reject all {n}</button></div>
-<p class="status" data-role="status" aria-live="polite"></p>
+{decision_controls([cluster.candidate] if cluster.candidate else [], size=n)}
 </article>"""
 
 

@@ -34,7 +34,11 @@ class LedgerCounts(Protocol):
         ...
 
     def review_counts(self) -> Mapping[ReviewState, int]:
-        """Number of reviews in each state."""
+        """Number of reviews of results in each state."""
+        ...
+
+    def particle_review_counts(self) -> Mapping[ReviewState, int]:
+        """Number of reviews of maps' particles in each state."""
         ...
 
 
@@ -59,7 +63,9 @@ class LedgerCollector:
         files = GaugeMetricFamily(
             "mpwatch_ledger_files", "Files recorded in the ledger, by state.", labels=["state"]
         )
-        reviews = GaugeMetricFamily("mpwatch_review_queue_open", "Results waiting for an analyst's review.")
+        reviews = GaugeMetricFamily(
+            "mpwatch_review_queue_open", "Results and maps' particles waiting for an analyst's review."
+        )
         return files, reviews
 
     def describe(self) -> Iterator[Metric]:
@@ -76,6 +82,7 @@ class LedgerCollector:
             try:
                 counts = ledger.counts()
                 open_reviews = ledger.review_counts().get(ReviewState.OPEN, 0)
+                open_reviews += ledger.particle_review_counts().get(ReviewState.OPEN, 0)
             except Exception as error:
                 logger.warning("ledger counts unavailable for this scrape: %s", error)
                 return

@@ -51,6 +51,7 @@ import numpy.typing as npt
 from daemon.store.ledger import ReviewItem, ReviewState, StoredResult
 from daemon.web.api import install_cluster_api
 from daemon.web.assets import CONTENT_SECURITY_POLICY, SECURITY_HEADERS, STYLE, serve_script
+from daemon.web.cards import decision_controls
 from daemon.web.charts import (
     HIT_COLOURS,
     QUERY_COLOUR,
@@ -119,7 +120,7 @@ def _page(ctx: Context, *, title: str, active: str, body: str) -> Response:
     links = [
         ("/", "Overview", "overview"),
         ("/review", f"Review ({open_reviews})", "review"),
-        ("/maps", "Maps", "maps"),
+        ("/maps", f"Maps ({ctx.ledger.particle_review_counts()[ReviewState.OPEN]} to decide)", "maps"),
         ("/library", "Library", "library"),
     ]
     nav = "".join(
@@ -395,12 +396,6 @@ def _review_card(
         if missing
         else ""
     )
-    labels = list(dict.fromkeys(h.label for h in hits[:PLOTTED_HITS]))
-    confirm_buttons = "".join(
-        f'<button type="button" data-action="confirm" data-label="{escape(label)}">'
-        f"Confirm as {escape(label)}</button>"
-        for label in labels
-    )
     name = Path(result.source_path).name
     candidate = payload.get("candidate")
     facts = []
@@ -420,11 +415,7 @@ classified {escape(utc(result.created_at))} by model {escape(result.model_versio
 <div class="grid"><div>{plot}</div>
 <div>{_hit_table(hits[:PLOTTED_HITS], plotted)}{missing_note}
 {_quality(payload)}{_aging(payload)}</div></div>
-<div class="actions">{confirm_buttons}
-<label>new label <input type="text" data-role="new-label" placeholder="e.g. PET" autocomplete="off"></label>
-<button type="button" class="primary" data-action="confirm-new">Confirm new label</button>
-<button type="button" class="danger" data-action="reject">Reject</button></div>
-<p class="status" data-role="status" aria-live="polite"></p>
+{decision_controls(h.label for h in hits[:PLOTTED_HITS])}
 </article>"""
 
 

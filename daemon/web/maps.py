@@ -5,6 +5,11 @@
 | GET | /maps | every current map, newest first (``?offset=``): drawing, pixel size, particles per polymer |
 | GET | /maps/{sha256}.png | a map's drawing (written by the worker into ``<state_dir>/maps/``) |
 
+Particles per polymer are final: an analyst's decision counts. Under each map, its unknown
+particles wait for a decision, each with its best library hits and the buttons of a review
+card (confirm as a hit's class or a new label, or reject; ``POST /api/confirm`` with its
+``particle_id``), so a lab imaging its filters closes the loop where it sees the particles.
+
 The drawing is served only for a map the ledger holds, from the path the ledger recorded; the
 sha256 in the path is checked to be 64 hex digits first, so no path from a request reaches the disk.
 """
@@ -12,18 +17,20 @@ sha256 in the path is checked to be 64 hex digits first, so no path from a reque
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from daemon.store.ledger import StoredMap
+from daemon.store.ledger import ParticleReview, StoredMap, StoredParticle
 from daemon.web.assets import SECURITY_HEADERS
+from daemon.web.cards import decision_controls
 from daemon.web.charts import escape, utc
 from daemon.web.context import Context
 from daemon.web.http import HttpError, Request, Response
 
-__all__ = ["MAPS_PAGE_SIZE", "map_image", "maps_page"]
+__all__ = ["MAPS_PAGE_SIZE", "PARTICLE_REVIEWS_SHOWN", "map_image", "maps_page"]
 
 #: Maps shown per page of /maps.
 MAPS_PAGE_SIZE: Final = 10
@@ -34,16 +41,66 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 PageFrame = Callable[..., Response]
 
 
-def _by_label(m: StoredMap) -> str:
-    counts = m.payload.get("particles_by_label") or {}
+#: Unknown particles of one map shown for a decision (the rest: ``mpwatch results --particles``).
+PARTICLE_REVIEWS_SHOWN: Final = 20
+
+
+def _by_label(particles: Sequence[StoredParticle]) -> str:
+    """Known particles per final label, the most frequent first."""
+    counts = Counter(p.label for p in particles if p.status == "known" and p.label)
     if not counts:
         return '<span class="muted">no identified particles</span>'
-    return ", ".join(
-        f"{escape(label)}: {int(n)}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{escape(label)}: {n}" for label, n in counts.most_common())
+
+
+def _size(p: StoredParticle) -> str:
+    um = p.values.get("feret_max_um")
+    return f"{um:.1f} µm" if um is not None else f"{p.values['feret_max_px']:.1f} px"
+
+
+def _particle_card(review: ParticleReview) -> str:
+    """An unknown particle with its best hits and the decision buttons (static/console.js)."""
+    p = review.particle
+    hits = [h for h in p.payload.get("hits") or [] if isinstance(h, dict)]
+    rows = "".join(
+        f"<tr><td><strong>{escape(h.get('label'))}</strong></td><td>{escape(h.get('material'))}</td>"
+        f'<td class="n">{escape(h.get("r"))}</td></tr>'
+        for h in hits[:3]
     )
+    table = (
+        f'<table><tr><th>hit</th><th>material</th><th class="n">Pearson r</th></tr>{rows}</table>'
+        if rows
+        else '<p class="muted small">no library hit</p>'
+    )
+    return f"""<article class="review particle-review" id="particle-{p.id}" data-particle-id="{p.id}">
+<h3>particle {p.index} <span class="muted small">id {p.id} · {p.values["n_pixels"]} pixels ·
+largest Feret {escape(_size(p))} · at ({p.values["x_px"]:.0f}, {p.values["y_px"]:.0f}) px</span></h3>
+{table}
+{decision_controls(str(h["label"]) for h in hits[:3] if h.get("label"))}
+</article>"""
 
 
-def _card(m: StoredMap) -> str:
+def _reviews(ctx: Context, m: StoredMap) -> str:
+    """The map's unknown particles that wait for a decision."""
+    reviews = ctx.ledger.open_particle_reviews(sha256=m.sha256, limit=PARTICLE_REVIEWS_SHOWN + 1)
+    if not reviews:
+        return ""
+    more = (
+        f'<p class="small muted">The first {PARTICLE_REVIEWS_SHOWN} are shown; list them all with '
+        f"<code>mpwatch results --particles --status unknown</code> and decide with "
+        f"<code>mpwatch confirm --particle ID</code>.</p>"
+        if len(reviews) > PARTICLE_REVIEWS_SHOWN
+        else ""
+    )
+    cards = "\n".join(_particle_card(r) for r in reviews[:PARTICLE_REVIEWS_SHOWN])
+    return f"""<h3>Unknown particles to decide</h3>
+<p class="small muted">Confirming adds the particle's mean spectrum to the library under that label (a
+new library version, served at once); the map's counts, the sample's summary and its report then count
+the label.</p>{more}
+{cards}"""
+
+
+def _card(ctx: Context, m: StoredMap) -> str:
     name = PurePosixPath(m.source_path).name
     sample = PurePosixPath(m.source_path).parent.name
     size = (
@@ -56,6 +113,7 @@ def _card(m: StoredMap) -> str:
         if m.image_path
         else '<p class="muted">no drawing (see the daemon log)</p>'
     )
+    particles = ctx.ledger.particles(sha256=m.sha256, limit=max(m.n_particles, 1))
     unknown = m.payload.get("n_unknown_pixels", 0)
     low = m.payload.get("n_low_quality_pixels", 0)
     return f"""<section class="card map-card" data-sha256="{m.sha256}">
@@ -63,11 +121,12 @@ def _card(m: StoredMap) -> str:
 {image}
 <table>
 <tr><th>particles</th><td>{m.n_particles}</td></tr>
-<tr><th>per polymer</th><td>{_by_label(m)}</td></tr>
+<tr><th>per polymer</th><td>{_by_label(particles)}</td></tr>
 <tr><th>map</th><td>{m.lines} x {m.samples} pixels, {m.bands} bands; {size}</td></tr>
 <tr><th>pixels unknown / low quality</th><td>{int(unknown)} / {int(low)}</td></tr>
 <tr><th>identified</th><td>{escape(utc(m.created_at))} by {escape(m.model_version)}</td></tr>
 </table>
+{_reviews(ctx, m)}
 </section>"""
 
 
@@ -80,7 +139,7 @@ def maps_page(ctx: Context, request: Request, *, frame: PageFrame) -> Response:
     total = _count(ctx)
     newest_first = max(0, total - offset - MAPS_PAGE_SIZE)
     shown = ctx.ledger.maps(limit=MAPS_PAGE_SIZE, offset=newest_first)[: max(0, total - offset)][::-1]
-    cards = "".join(_card(m) for m in shown) or '<p class="muted">No maps yet.</p>'
+    cards = "".join(_card(ctx, m) for m in shown) or '<p class="muted">No maps yet.</p>'
     more = (
         f'<p><a href="/maps?offset={offset + MAPS_PAGE_SIZE}">older maps</a></p>'
         if offset + MAPS_PAGE_SIZE < total

@@ -269,8 +269,11 @@ class _MapRun:
             counts[present] += n
         return sums, counts
 
-    def _classify_means(self, means: npt.NDArray[np.float64]) -> list[Result | None]:
-        """The served model's result for every mean spectrum (None where it is no usable spectrum)."""
+    def _classify_means(
+        self, means: npt.NDArray[np.float64]
+    ) -> tuple[list[Result | None], list[Spectrum | None]]:
+        """The served model's result for every mean spectrum and the spectrum (None where it is no
+        usable spectrum)."""
         base = self.spectrum
         spectra: list[Spectrum] = []
         at: list[int] = []
@@ -288,11 +291,14 @@ class _MapRun:
             spectra.append(s)
             at.append(i)
         results: list[Result | None] = [None] * len(means)
+        kept: list[Spectrum | None] = [None] * len(means)
         for begin in range(0, len(spectra), CLASSIFY_BATCH):
             batch = spectra[begin : begin + CLASSIFY_BATCH]
-            for i, result in zip(at[begin : begin + CLASSIFY_BATCH], self.model.classify(batch), strict=True):
-                results[i] = result
-        return results
+            for i, spectrum, result in zip(
+                at[begin : begin + CLASSIFY_BATCH], batch, self.model.classify(batch), strict=True
+            ):
+                results[i], kept[i] = result, spectrum
+        return results, kept
 
     def _particles(
         self, codes: npt.NDArray[np.int32], classes: list[str], served: IdentificationModel
@@ -304,10 +310,10 @@ class _MapRun:
             segmentable, pixel_x=px, pixel_y=py, min_pixels=self.config.min_particle_pixels
         )
         sums, counts = self._mean_spectra(image, len(found))
-        results = self._classify_means(sums / np.maximum(counts, 1)[:, None])
+        results, spectra = self._classify_means(sums / np.maximum(counts, 1)[:, None])
         particles = [
-            _particle(region, result, size=size, classes=classes)
-            for region, result in zip(found, results, strict=True)
+            _particle(region, result, size=size, classes=classes, spectrum=spectrum)
+            for region, result, spectrum in zip(found, results, spectra, strict=True)
         ]
         if size is not None and size[0] != size[1]:
             self.metadata["pixel_size_um_xy"] = [size[0], size[1]]
@@ -331,9 +337,14 @@ class _MapRun:
 
 
 def _particle(
-    region: Region, result: Result | None, *, size: tuple[float, float] | None, classes: list[str]
+    region: Region,
+    result: Result | None,
+    *,
+    size: tuple[float, float] | None,
+    classes: list[str],
+    spectrum: Spectrum | None = None,
 ) -> Particle:
-    """A particle from its region and its mean spectrum's result."""
+    """A particle from its region and its mean spectrum's result; an unknown one keeps its ``spectrum``."""
     line, sample = region.centroid
     um = size is not None
     px, py = size if size is not None else (1.0, 1.0)
@@ -365,4 +376,5 @@ def _particle(
         aging=aging,
         bbox=region.bbox,
         pixel_label=classes[region.code] if 0 <= region.code < len(classes) else None,
+        spectrum=spectrum if status == "unknown" else None,
     )

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.core.spectrum import Spectrum
 from engine.models.result import Hit
 
 __all__ = ["MapIdentification", "Particle"]
@@ -46,10 +47,13 @@ class Particle:
     bbox: tuple[int, int, int, int] = (0, 0, 0, 0)
     #: What the region's pixels were identified as (None: unknown pixels); ``label`` is the mean spectrum's.
     pixel_label: str | None = None
+    #: The mean spectrum of an ``unknown`` particle, for an analyst to decide (None for the others):
+    #: not part of :meth:`as_dict`.
+    spectrum: Spectrum | None = field(default=None, compare=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict, hits as dicts and ``bbox`` as a list."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        """The fields as a JSON-ready dict, hits as dicts and ``bbox`` as a list (the spectrum left out)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "spectrum"}
         out["hits"] = [{f.name: getattr(h, f.name) for f in fields(h)} for h in self.hits]
         out["bbox"] = list(self.bbox)
         out["aging"] = dict(self.aging)

@@ -135,7 +135,10 @@
 
   function setUpReviews() {
     setUpDecisions("article.review", function (card, body) {
-      return post("/api/confirm", Object.assign({ result_id: Number(card.dataset.resultId) }, body));
+      const which = card.dataset.particleId
+        ? { particle_id: Number(card.dataset.particleId) }
+        : { result_id: Number(card.dataset.resultId) };
+      return post("/api/confirm", Object.assign(which, body));
     });
     setUpDecisions("article.cluster", function (card, body) {
       return post("/api/clusters/" + encodeURIComponent(card.dataset.clusterId) + "/confirm", body);

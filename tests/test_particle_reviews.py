@@ -1,0 +1,222 @@
+"""A map's unknown particles are reviewed: their mean spectra wait with them, and a decision counts.
+
+An FPA lab images whole filters: its particles come from maps, not from files of spectra. An
+unknown particle waits in ``particle_review`` with its mean spectrum; a confirmation adds that
+spectrum to the library and every particles view (``mpwatch results --particles``, the sample's
+summary.csv, the console's Maps page) counts the final label.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from daemon.config import load_config
+from daemon.service import Daemon
+from daemon.store.ledger import Ledger, ReviewState
+from engine.analysis.evaluate import load_source
+from engine.core.spectrum import Spectrum
+from tests.conftest import MPWATCH, REPO_ROOT, SHARED_DATA, daemon_process, ledger_count, wait_until
+from tests.test_console import HELD_OUT, By, WebDriver, browser, save_library_without_pet, screenshot, wait
+from tests.test_daemon import Running, write_config
+from tests.test_maps import AXIS, RECTANGLE, _disc, _filter, _paint, _write
+from tests.test_report import deliver, map_particle, map_record
+
+__all__ = ["browser"]  # the fixture the browser test uses
+
+MEAN = Spectrum.create(AXIS, np.exp(-(((AXIS - 1720.0) / 20.0) ** 2)) + 0.01, y_unit="absorbance")
+
+
+def _unknown_map(ledger: Ledger, path: str, *, now: float, content: str = "map") -> None:
+    """A map of one PE particle and one unknown particle (index 1) whose mean spectrum is ``MEAN``."""
+    particles = [map_particle(0, "PE", 120.0), map_particle(1, "", 40.0, status="unknown")]
+    record = replace(map_record(particles), spectra={1: MEAN})
+    deliver(ledger, path, content, now=now, map_record=record)
+
+
+class TestTheLedger:
+    def test_an_unknown_particle_waits_with_its_mean_spectrum(self, tmp_path: Path) -> None:
+        with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+            _unknown_map(ledger, "/inbox/filter-1/map.hdr", now=1.0)
+            (review,) = ledger.open_particle_reviews()
+            assert (review.particle.index, review.particle.status, review.state) == (1, "unknown", "open")
+            kept = ledger.particle_spectrum(review.particle.id)
+            np.testing.assert_array_equal(kept.wavenumbers, MEAN.wavenumbers)
+            np.testing.assert_array_equal(kept.values, MEAN.values)
+            assert kept.y_unit == "absorbance"
+            assert ledger.particle_review_counts()[ReviewState.OPEN] == 1
+            known = ledger.particles()[0]
+            assert ledger.particle_review(known.id) is None  # a known particle is not reviewed
+
+    def test_a_decision_is_laid_over_the_particle_everywhere(self, tmp_path: Path) -> None:
+        with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+            _unknown_map(ledger, "/inbox/filter-1/map.hdr", now=1.0)
+            (review,) = ledger.open_particle_reviews()
+            pid = review.particle.id
+            ledger.decide_particle_review(
+                pid, state=ReviewState.CONFIRMED, label="PET", decided_by="ana", now=2.0, ref_ids=[7]
+            )
+            particle = ledger.particles(sample="filter-1")[1]
+            assert (particle.status, particle.label, particle.values["family"]) == (
+                "known",
+                "PET",
+                "polyester",
+            )
+            assert particle.values["confidence"] is None  # no model gave this label
+            row = particle.as_row()
+            assert row["decision"]["by"] == "ana" and row["decision"]["original_status"] == "unknown"
+            assert row["decision"]["ref_ids"] == [7]
+            assert ledger.open_particle_reviews() == []
+            ledger.decide_particle_review(
+                pid, state=ReviewState.REJECTED, label=None, decided_by="ana", now=3.0
+            )
+            rejected = ledger.particles()[1]
+            assert (rejected.status, rejected.label) == ("rejected", None)
+
+    def test_a_rewritten_map_replaces_the_review_of_its_earlier_content(self, tmp_path: Path) -> None:
+        with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+            _unknown_map(ledger, "/inbox/filter-1/map.hdr", now=1.0)
+            (before,) = ledger.open_particle_reviews()
+            _unknown_map(ledger, "/inbox/filter-1/map.hdr", now=3.0, content="map, measured again")
+            (after,) = ledger.open_particle_reviews()
+            assert after.particle.sha256 != before.particle.sha256
+            assert ledger.particle_review_counts()[ReviewState.OPEN] == 1
+
+    def test_only_a_reviewed_particle_can_be_decided(self, tmp_path: Path) -> None:
+        with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+            _unknown_map(ledger, "/inbox/filter-1/map.hdr", now=1.0)
+            known = ledger.particles()[0]
+            with pytest.raises(LookupError, match="no review"):
+                ledger.decide_particle_review(
+                    known.id, state=ReviewState.CONFIRMED, label="PP", decided_by="ana", now=2.0
+                )
+            with pytest.raises(LookupError, match="no review"):
+                ledger.particle_spectrum(known.id)
+
+
+def _pe_and_pet_map(folder: Path) -> Path:
+    """A 64 x 64 map: a PE rectangle and a PET disc painted from pristine FLOPP spectra."""
+    painted: dict[str, Any] = {}
+    for s in load_source(f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP"):
+        label = s.metadata["label"]
+        if label in ("PE", HELD_OUT) and label not in painted:
+            transmittance = np.interp(AXIS, s.wavenumbers, s.values)
+            absorbance = -np.log10(np.clip(transmittance / 100.0, 1e-4, None))
+            absorbance -= absorbance.min()
+            painted[label] = (0.5 * absorbance / absorbance.max()).astype(np.float32)
+    cube = _filter(0)
+    _paint(cube, RECTANGLE, painted["PE"], 1)
+    _paint(cube, _disc(), painted[HELD_OUT], 2)
+    return _write(folder, cube)
+
+
+def mpwatch(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MPWATCH, *args], capture_output=True, text=True, timeout=120, check=check, cwd=REPO_ROOT
+    )
+
+
+def _particles(state: Path, *extra: str) -> list[dict[str, Any]]:
+    out = mpwatch("results", "--state", str(state), "--particles", "--format", "jsonl", *extra).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+class TestTheReviewLoopOfAMap:
+    """A daemon, a map whose PET particle the library lacks, ``mpwatch confirm --particle``."""
+
+    def test_a_particle_decision_reaches_the_particles_the_summary_and_the_console(
+        self, tmp_path: Path
+    ) -> None:
+        config = write_config(tmp_path, save_library_without_pet(tmp_path / "library"))
+        state = tmp_path / "state"
+        with daemon_process(config, state, tmp_path / "daemon.log") as url:
+            _pe_and_pet_map(tmp_path / "inbox" / "filter-1")
+            db = state / "ledger.sqlite3"
+            wait_until(lambda: ledger_count(db, "SELECT count(*) FROM particles") == 2, timeout=60)
+
+            # 1. the unknown particle is listed with the id to decide it by, and waits in the API
+            (unknown,) = _particles(state, "--status", "unknown")
+            assert unknown["index"] == 1 and unknown["decision"] is None
+            with urllib.request.urlopen(url + "/api/particle-reviews", timeout=30) as response:
+                assert [r["id"] for r in json.loads(response.read())] == [unknown["id"]]
+            with urllib.request.urlopen(url + "/maps", timeout=30) as response:
+                assert f'data-particle-id="{unknown["id"]}"' in response.read().decode()
+
+            # 2. confirmed as PET: a new class; the same decision again changes nothing
+            pid = str(unknown["id"])
+            first = mpwatch("confirm", "--state", str(state), "--particle", pid, "--label", HELD_OUT)
+            outcome = json.loads(first.stdout)
+            assert outcome["kind"] == "new_class" and outcome["label"] == HELD_OUT
+            assert len(outcome["ref_ids"]) == 1 and f"particle {pid}" in first.stderr
+            again = json.loads(
+                mpwatch("confirm", "--state", str(state), "--particle", pid, "--label", HELD_OUT).stdout
+            )
+            assert again["kind"] == "unchanged" and again["library_version"] == outcome["library_version"]
+
+            # 3. the particles: the final label with its decision, no unknown left
+            final = {p["index"]: p for p in _particles(state)}
+            assert (final[1]["status"], final[1]["label"], final[1]["family"]) == (
+                "known",
+                HELD_OUT,
+                "polyester",
+            )
+            assert final[1]["decision"]["original_status"] == "unknown"
+            assert final[1]["decision"]["ref_ids"] == outcome["ref_ids"]
+            assert _particles(state, "--status", "unknown") == []
+
+            # 4. the sample's summary.csv counts it under its final label
+            summary = state / "results" / "lab" / "filter-1" / "summary.csv"
+
+            def pet_in_summary() -> bool:
+                if not summary.exists():
+                    return False
+                counted = {(r["status"], r["label"]): r["particles"] for r in csv.DictReader(summary.open())}
+                return counted.get(("known", HELD_OUT)) == "1" and ("unknown", "") not in counted
+
+            wait_until(pet_in_summary, timeout=30)
+
+            # 5. the console's Maps page counts it and has nothing left to decide
+            with urllib.request.urlopen(url + "/maps", timeout=30) as response:
+                page = response.read().decode()
+            assert f"{HELD_OUT}: 1" in page and "data-particle-id" not in page
+
+            # 6. a particle that is not reviewed is refused with its reason
+            known = str(final[0]["id"])
+            refused = mpwatch(
+                "confirm", "--state", str(state), "--particle", known, "--label", "PP", check=False
+            )
+            assert refused.returncode != 0 and "only a map's unknown particles are reviewed" in refused.stderr
+
+
+class TestTheMapsPage:
+    def test_an_analyst_confirms_a_particle_under_its_map(self, tmp_path: Path, browser: WebDriver) -> None:
+        config = load_config(write_config(tmp_path, save_library_without_pet(tmp_path / "library")))
+        with Running(Daemon(config)) as d:
+            _pe_and_pet_map(tmp_path / "inbox" / "filter-1")
+            wait_until(lambda: len(d.ledger.open_particle_reviews()) == 1, timeout=60)
+            (review,) = d.ledger.open_particle_reviews()
+            version_before = d.models.get().library.version
+            browser.get(f"http://127.0.0.1:{d.http.port}/maps")
+            card = wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "article.particle-review"))
+            assert int(card.get_attribute("data-particle-id")) == review.particle.id
+            assert "1 to decide" in browser.find_element(By.TAG_NAME, "nav").text
+            screenshot(browser, "maps-particle-review")
+            browser.find_element(By.ID, "analyst").send_keys("ana")
+            card.find_element(By.CSS_SELECTOR, "[data-role=new-label]").send_keys(HELD_OUT)
+            card.find_element(By.CSS_SELECTOR, "button[data-action=confirm-new]").click()
+            status = card.find_element(By.CSS_SELECTOR, "[data-role=status]")
+            wait(browser, lambda b: status.text.startswith(f"Confirmed as {HELD_OUT}"))
+            assert d.models.get().library.version == version_before + 1
+            decided = d.ledger.particle_review(review.particle.id)
+            assert decided is not None and (str(decided.state), decided.decided_by) == ("confirmed", "ana")
+            browser.refresh()
+            wait(browser, lambda b: f"{HELD_OUT}: 1" in b.page_source)
+            assert not browser.find_elements(By.CSS_SELECTOR, "article.particle-review")
