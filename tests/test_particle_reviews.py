@@ -27,7 +27,7 @@ from engine.core.spectrum import Spectrum
 from tests.conftest import MPWATCH, REPO_ROOT, SHARED_DATA, daemon_process, ledger_count, wait_until
 from tests.test_console import HELD_OUT, By, WebDriver, browser, save_library_without_pet, screenshot, wait
 from tests.test_daemon import Running, write_config
-from tests.test_maps import AXIS, RECTANGLE, _disc, _filter, _paint, _write
+from tests.test_maps import AXIS, PAIR_LEFT, RECTANGLE, _disc, _filter, _paint, _write
 from tests.test_report import deliver, map_particle, map_record
 
 __all__ = ["browser"]  # the fixture the browser test uses
@@ -103,7 +103,7 @@ class TestTheLedger:
 
 
 def _pe_and_pet_map(folder: Path) -> Path:
-    """A 64 x 64 map: a PE rectangle and a PET disc painted from pristine FLOPP spectra."""
+    """A 64 x 64 map: a PE rectangle, a PET disc and a PET square painted from pristine FLOPP spectra."""
     painted: dict[str, Any] = {}
     for s in load_source(f"{SHARED_DATA / 'flopp_frond2021'}@library=FLOPP"):
         label = s.metadata["label"]
@@ -115,6 +115,7 @@ def _pe_and_pet_map(folder: Path) -> Path:
     cube = _filter(0)
     _paint(cube, RECTANGLE, painted["PE"], 1)
     _paint(cube, _disc(), painted[HELD_OUT], 2)
+    _paint(cube, PAIR_LEFT, painted[HELD_OUT], 3)
     return _write(folder, cube)
 
 
@@ -130,7 +131,7 @@ def _particles(state: Path, *extra: str) -> list[dict[str, Any]]:
 
 
 class TestTheReviewLoopOfAMap:
-    """A daemon, a map whose PET particle the library lacks, ``mpwatch confirm --particle``."""
+    """A daemon, a map whose PET particles the library lacks, ``mpwatch confirm --particle``."""
 
     def test_a_particle_decision_reaches_the_particles_the_summary_and_the_console(
         self, tmp_path: Path
@@ -140,36 +141,41 @@ class TestTheReviewLoopOfAMap:
         with daemon_process(config, state, tmp_path / "daemon.log") as url:
             _pe_and_pet_map(tmp_path / "inbox" / "filter-1")
             db = state / "ledger.sqlite3"
-            wait_until(lambda: ledger_count(db, "SELECT count(*) FROM particles") == 2, timeout=60)
+            wait_until(lambda: ledger_count(db, "SELECT count(*) FROM particles") == 3, timeout=60)
 
-            # 1. the unknown particle is listed with the id to decide it by, and waits in the API
-            (unknown,) = _particles(state, "--status", "unknown")
-            assert unknown["index"] == 1 and unknown["decision"] is None
+            # 1. the unknown particles are listed with the ids to decide them by, and wait in the API
+            unknown = _particles(state, "--status", "unknown")
+            ids = [str(p["id"]) for p in unknown]
+            assert len(ids) == 2 and all(p["decision"] is None for p in unknown)
             with urllib.request.urlopen(url + "/api/particle-reviews", timeout=30) as response:
-                assert [r["id"] for r in json.loads(response.read())] == [unknown["id"]]
+                assert [str(r["id"]) for r in json.loads(response.read())] == ids
             with urllib.request.urlopen(url + "/maps", timeout=30) as response:
-                assert f'data-particle-id="{unknown["id"]}"' in response.read().decode()
+                listed = response.read().decode()
+            assert all(f'data-particle-id="{i}"' in listed for i in ids)
 
-            # 2. confirmed as PET: a new class; the same decision again changes nothing
-            pid = str(unknown["id"])
-            first = mpwatch("confirm", "--state", str(state), "--particle", pid, "--label", HELD_OUT)
+            # 2. both confirmed as PET in one action: a new class, one library version; the same
+            #    decision again changes nothing
+            first = mpwatch("confirm", "--state", str(state), "--particle", *ids, "--label", HELD_OUT)
             outcome = json.loads(first.stdout)
             assert outcome["kind"] == "new_class" and outcome["label"] == HELD_OUT
-            assert len(outcome["ref_ids"]) == 1 and f"particle {pid}" in first.stderr
+            assert len(outcome["ref_ids"]) == 2 and f"particles {', '.join(ids)}" in first.stderr
             again = json.loads(
-                mpwatch("confirm", "--state", str(state), "--particle", pid, "--label", HELD_OUT).stdout
+                mpwatch("confirm", "--state", str(state), "--particle", *ids, "--label", HELD_OUT).stdout
             )
             assert again["kind"] == "unchanged" and again["library_version"] == outcome["library_version"]
 
             # 3. the particles: the final label with its decision, no unknown left
-            final = {p["index"]: p for p in _particles(state)}
-            assert (final[1]["status"], final[1]["label"], final[1]["family"]) == (
-                "known",
-                HELD_OUT,
-                "polyester",
+            final = {str(p["id"]): p for p in _particles(state)}
+            for i in ids:
+                assert (final[i]["status"], final[i]["label"], final[i]["family"]) == (
+                    "known",
+                    HELD_OUT,
+                    "polyester",
+                )
+                assert final[i]["decision"]["original_status"] == "unknown"
+            assert sorted(r for i in ids for r in final[i]["decision"]["ref_ids"]) == sorted(
+                outcome["ref_ids"]
             )
-            assert final[1]["decision"]["original_status"] == "unknown"
-            assert final[1]["decision"]["ref_ids"] == outcome["ref_ids"]
             assert _particles(state, "--status", "unknown") == []
 
             # 4. the sample's summary.csv counts it under its final label
@@ -179,17 +185,17 @@ class TestTheReviewLoopOfAMap:
                 if not summary.exists():
                     return False
                 counted = {(r["status"], r["label"]): r["particles"] for r in csv.DictReader(summary.open())}
-                return counted.get(("known", HELD_OUT)) == "1" and ("unknown", "") not in counted
+                return counted.get(("known", HELD_OUT)) == "2" and ("unknown", "") not in counted
 
             wait_until(pet_in_summary, timeout=30)
 
             # 5. the console's Maps page counts it and has nothing left to decide
             with urllib.request.urlopen(url + "/maps", timeout=30) as response:
                 page = response.read().decode()
-            assert f"{HELD_OUT}: 1" in page and "data-particle-id" not in page
+            assert f"{HELD_OUT}: 2" in page and "data-particle-id" not in page
 
             # 6. a particle that is not reviewed is refused with its reason
-            known = str(final[0]["id"])
+            (known,) = (i for i, p in final.items() if i not in ids)
             refused = mpwatch(
                 "confirm", "--state", str(state), "--particle", known, "--label", "PP", check=False
             )
@@ -201,13 +207,13 @@ class TestTheMapsPage:
         config = load_config(write_config(tmp_path, save_library_without_pet(tmp_path / "library")))
         with Running(Daemon(config)) as d:
             _pe_and_pet_map(tmp_path / "inbox" / "filter-1")
-            wait_until(lambda: len(d.ledger.open_particle_reviews()) == 1, timeout=60)
-            (review,) = d.ledger.open_particle_reviews()
+            wait_until(lambda: len(d.ledger.open_particle_reviews()) == 2, timeout=60)
+            review, waiting = d.ledger.open_particle_reviews()
             version_before = d.models.get().library.version
             browser.get(f"http://127.0.0.1:{d.http.port}/maps")
             card = wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "article.particle-review"))
             assert int(card.get_attribute("data-particle-id")) == review.particle.id
-            assert "1 to decide" in browser.find_element(By.TAG_NAME, "nav").text
+            assert "2 to decide" in browser.find_element(By.TAG_NAME, "nav").text
             screenshot(browser, "maps-particle-review")
             browser.find_element(By.ID, "analyst").send_keys("ana")
             card.find_element(By.CSS_SELECTOR, "[data-role=new-label]").send_keys(HELD_OUT)
@@ -217,6 +223,11 @@ class TestTheMapsPage:
             assert d.models.get().library.version == version_before + 1
             decided = d.ledger.particle_review(review.particle.id)
             assert decided is not None and (str(decided.state), decided.decided_by) == ("confirmed", "ana")
+            # the other PET particle was re-checked against the grown library, and is known now
+            assert "1 other open reviews are now known" in status.text
+            known = d.ledger.particle_review(waiting.particle.id)
+            assert known is not None and str(known.state) == "confirmed" and known.label == HELD_OUT
+            assert known.decided_by.startswith("model ")
             browser.refresh()
-            wait(browser, lambda b: f"{HELD_OUT}: 1" in b.page_source)
+            wait(browser, lambda b: f"{HELD_OUT}: 2" in b.page_source)
             assert not browser.find_elements(By.CSS_SELECTOR, "article.particle-review")

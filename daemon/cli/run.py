@@ -160,8 +160,8 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         outcome = call_daemon(args, f"/api/clusters/{cluster}/confirm", body)
         what = f"cluster {args.cluster} ({len(outcome.get('result_ids') or [])} results)"
     elif args.particle is not None:
-        outcome = call_daemon(args, "/api/confirm", {"particle_id": args.particle, **body})
-        what = f"particle {args.particle}"
+        outcome = call_daemon(args, "/api/confirm", {"particle_ids": args.particle, **body})
+        what = f"particle{'s' if len(args.particle) > 1 else ''} {', '.join(map(str, args.particle))}"
     else:
         outcome = call_daemon(args, "/api/confirm", {"result_id": args.result_id, **body})
         what = f"result {args.result_id}"
@@ -297,8 +297,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--particle",
         type=int,
+        nargs="+",
         metavar="ID",
-        help="decide a map's unknown particle instead (its id from 'mpwatch results --particles')",
+        help="decide unknown particles of maps instead (their ids from 'mpwatch results --particles'); "
+        "several confirmed together make one library version",
     )
     p.add_argument("--label", help="the polymer it really is")
     p.add_argument("--reject", action="store_true", help="mark the result wrong without adding anything")

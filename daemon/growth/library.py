@@ -37,6 +37,7 @@ from daemon.store.ledger import (
     MODEL_DECIDER,
     Decision,
     Ledger,
+    ParticleReview,
     ResultStatus,
     ReviewItem,
     ReviewState,
@@ -537,16 +538,16 @@ class LibraryGrowth:
         return True
 
     def recheck_reviews(self, *, limit: int = 1000) -> int:
-        """Re-classify open reviews with the current model; close those it now knows."""
-        reviews = self.ledger.open_reviews(limit=limit)
-        if not reviews:
-            return 0
-        pairs: list[tuple[ReviewItem, Spectrum]] = []
-        for review in reviews:
+        """Re-classify open reviews (results' and maps' particles') with the current model; close those
+        it now knows."""
+        pairs: list[tuple[ReviewItem | ParticleReview, Spectrum]] = []
+        for review in self.ledger.open_reviews(limit=limit):
             try:
                 pairs.append((review, self.spectrum_of(review.result)))
             except ConfirmError as exc:
                 logger.debug("review %d not re-checked: %s", review.result.id, exc)
+        for waiting in self.ledger.open_particle_reviews(limit=limit):
+            pairs.append((waiting, self.ledger.particle_spectrum(waiting.particle.id)))
         if not pairs:
             return 0
         with self.models.lock:  # no aging indices: only the status matters here, and the worker waits
@@ -554,17 +555,21 @@ class LibraryGrowth:
             results = model.classify([s for _, s in pairs], aging=False)
         resolved = 0
         now = self.clock()
-        for (review, _), result in zip(pairs, results, strict=True):
-            if result.status == "known":
-                self._decide(
-                    review.result,
-                    state=ReviewState.CONFIRMED,
-                    label=result.label,
-                    material=result.material,
-                    decided_by=f"{MODEL_DECIDER}{model.version}",
-                    now=now,
+        by = f"{MODEL_DECIDER}{model.version}"
+        known = ReviewState.CONFIRMED
+        for (item, _), result in zip(pairs, results, strict=True):
+            if result.status != "known":
+                continue
+            label, material = result.label, result.material
+            if isinstance(item, ReviewItem):
+                self._decide(item.result, state=known, label=label, material=material, decided_by=by, now=now)
+            else:
+                self.ledger.decide_particle_review(
+                    item.particle.id, state=known, label=label, material=material, decided_by=by, now=now
                 )
-                resolved += 1
+                if self.on_decision is not None:
+                    self.on_decision(item.particle.source_path)
+            resolved += 1
         if resolved:
             logger.info("%d open reviews are now known to model %s", resolved, model.version)
         return resolved

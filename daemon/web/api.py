@@ -4,7 +4,7 @@
 |---|---|---|
 | GET | /api/reviews | open review queue (unknowns), newest last |
 | GET | /api/particle-reviews | maps' unknown particles waiting for a decision, map by map |
-| POST | /api/confirm | ``{"result_id" or "particle_id", "label", "decided_by"?, "reject"?, "add"?}`` |
+| POST | /api/confirm | ``{"result_id" or "particle_id(s)", "label", "decided_by"?, "reject"?, "add"?}`` |
 | GET | /api/library | classes, counts, version and history |
 | POST | /api/library/rollback | ``{"version"}``: make an old version current (as a new one) |
 | POST | /api/library/remove | ``{"ref_ids": [...]}``: undo a wrong confirmation |
@@ -161,13 +161,16 @@ def install_api(
     def confirm(request: Request) -> Response:
         body = request.json()
         label, decided_by = _decision(body)
-        if body.get("particle_id") is not None:
-            particle_id = _int(body.get("particle_id"), "particle_id")
+        if body.get("particle_id") is not None or body.get("particle_ids") is not None:
+            ids = body.get("particle_ids") or [body.get("particle_id")]
+            if not isinstance(ids, list):
+                raise HttpError(HTTPStatus.BAD_REQUEST, "particle_ids must be a list")
+            particle_ids = [_int(i, "particle_ids") for i in ids]
             if label is None:
-                outcome = particles.reject([particle_id], decided_by=decided_by)
+                outcome = particles.reject(particle_ids, decided_by=decided_by)
             else:
-                outcome = particles.confirm([particle_id], label, decided_by=decided_by)
-            return Response.json(outcome.as_dict())
+                outcome = particles.confirm(particle_ids, label, decided_by=decided_by)
+            return Response.json({**outcome.as_dict(), "particle_ids": particle_ids})
         result_id = _int(body.get("result_id"), "result_id")
         if label is None:
             outcome = growth.reject(result_id, decided_by=decided_by)
