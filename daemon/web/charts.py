@@ -14,12 +14,17 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from daemon.web.summary import Timeline
+
+if TYPE_CHECKING:
+    from daemon.web.context import HitRef
+    from engine.core.spectrum import Spectrum
+    from engine.models.served import IdentificationModel
 
 __all__ = [
     "HIT_COLOURS",
@@ -28,6 +33,8 @@ __all__ = [
     "Trace",
     "bar_svg",
     "escape",
+    "evidence_plots",
+    "hit_table",
     "line_swatch",
     "spectrum_svg",
     "status_legend",
@@ -236,4 +243,53 @@ def line_swatch(colour: str, *, thick: bool = False) -> str:
         '<svg width="22" height="10" viewBox="0 0 22 10" aria-hidden="true">'
         '<line x1="1" y1="5" x2="21" y2="5" '
         f'stroke="{colour}" stroke-width="{3 if thick else 2}"/></svg>'
+    )
+
+
+def evidence_plots(
+    model: IdentificationModel, query: Spectrum, hits: Sequence[tuple[HitRef, Spectrum]], *, title: str
+) -> str:
+    """The query over its hits: absorbance on the model grid, and (folded) the model's features;
+    ``title`` names the query ("result 12", "particle 7")."""
+    grid_rows, features = model.features([query, *(s for _, s in hits)])
+    wavenumbers = model.library.grid.wavenumbers
+    descending = query.technique != "raman"
+    names = ["this spectrum", *(f"hit {i + 1}: {h.label} (r = {h.r})" for i, (h, _) in enumerate(hits))]
+    legend = (
+        f'<p class="small">{line_swatch(QUERY_COLOUR, thick=True)} this spectrum '
+        + " ".join(
+            f"{line_swatch(HIT_COLOURS[i])} {i + 1} {escape(h.label)}" for i, (h, _) in enumerate(hits)
+        )
+        + "</p>"
+    )
+    colours = [QUERY_COLOUR, *HIT_COLOURS]
+
+    def plot(rows: npt.NDArray[np.float32], what: str, y_label: str) -> str:
+        traces = [Trace(names[i], rows[i], colours[i], 1.4) for i in range(1, len(names))]
+        traces.append(Trace(names[0], rows[0], colours[0], 2.2))  # the query on top
+        heading = f"{title}: {what} over the top hits"
+        return spectrum_svg(wavenumbers, traces, title=heading, y_label=y_label, descending=descending)
+
+    absorbance = plot(grid_rows, "absorbance", "absorbance (scaled)")
+    derivative = plot(features, "model features", "features (scaled)")
+    return (
+        f"{absorbance}{legend}<details><summary>Model features (what Pearson r is computed on)</summary>"
+        f"{derivative}</details>"
+    )
+
+
+def hit_table(hits: Sequence[HitRef], plotted: set[int | None]) -> str:
+    """The best hits: rank (with its curve's colour where ``plotted`` drew it), label, material, r, id."""
+    rows = []
+    for i, hit in enumerate(hits):
+        swatch = line_swatch(HIT_COLOURS[i]) if i < len(HIT_COLOURS) and hit.ref_id in plotted else ""
+        r = f"{hit.r:.3f}" if hit.r is not None else "–"
+        rows.append(
+            f"<tr><td>{swatch} {i + 1}</td><td><strong>{escape(hit.label)}</strong></td>"
+            f'<td>{escape(hit.material)}</td><td class="n">{escape(r)}</td>'
+            f'<td class="n">{escape(hit.ref_id if hit.ref_id is not None else "–")}</td></tr>'
+        )
+    return (
+        '<table><tr><th>#</th><th>label</th><th>material</th><th class="n">Pearson r</th>'
+        f'<th class="n">ref id</th></tr>{"".join(rows)}</table>'
     )

@@ -45,31 +45,25 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
-import numpy.typing as npt
-
 from daemon.store.ledger import ReviewItem, ReviewState, StoredResult
 from daemon.web.api import install_cluster_api
 from daemon.web.assets import CONTENT_SECURITY_POLICY, SECURITY_HEADERS, STYLE, serve_script
 from daemon.web.cards import decision_controls
 from daemon.web.charts import (
-    HIT_COLOURS,
-    QUERY_COLOUR,
     STATUS_COLOURS,
-    Trace,
     bar_svg,
     escape,
-    line_swatch,
-    spectrum_svg,
+    evidence_plots,
+    hit_table,
     status_legend,
     timeline_svg,
     utc,
 )
 from daemon.web.clusters import cluster_note, cluster_section, open_clusters
 from daemon.web.context import (
+    PLOTTED_HITS,
     ConsoleSource,
     Context,
-    HitRef,
     References,
     SpectrumFiles,
     hit_references,
@@ -81,7 +75,6 @@ from daemon.web.maps import map_image, maps_page
 from daemon.web.summary import MAX_OVERVIEW_RESULTS, all_particles, summarise
 from engine.core.conventions import AcquisitionProfile, resolve
 from engine.core.library import LibraryError, VersionInfo, library_log
-from engine.core.spectrum import Spectrum
 from engine.models.served import MEMBERS_DISAGREE, IdentificationModel
 
 __all__ = [
@@ -96,8 +89,6 @@ logger = logging.getLogger(__name__)
 
 #: Open reviews shown per page of /review.
 REVIEW_PAGE_SIZE: Final = 20
-#: Hits drawn over each unknown.
-PLOTTED_HITS: Final = 3
 #: Decisions listed under the review queue.
 RECENT_DECISIONS: Final = 20
 #: The statuses the per-folder table counts in their own columns (everything else is a polymer).
@@ -278,53 +269,6 @@ def _overview(ctx: Context, request: Request) -> Response:
     return _page(ctx, title="Overview", active="overview", body=body)
 
 
-def _plots(
-    model: IdentificationModel, query: Spectrum, hits: Sequence[tuple[HitRef, Spectrum]], *, result_id: int
-) -> str:
-    """The query over its hits: absorbance on the model grid, and (folded) the model's features."""
-    grid_rows, features = model.features([query, *(s for _, s in hits)])
-    wavenumbers = model.library.grid.wavenumbers
-    descending = query.technique != "raman"
-    names = ["this spectrum", *(f"hit {i + 1}: {h.label} (r = {h.r})" for i, (h, _) in enumerate(hits))]
-    legend = (
-        f'<p class="small">{line_swatch(QUERY_COLOUR, thick=True)} this spectrum '
-        + " ".join(
-            f"{line_swatch(HIT_COLOURS[i])} {i + 1} {escape(h.label)}" for i, (h, _) in enumerate(hits)
-        )
-        + "</p>"
-    )
-    colours = [QUERY_COLOUR, *HIT_COLOURS]
-
-    def plot(rows: npt.NDArray[np.float32], what: str, y_label: str) -> str:
-        traces = [Trace(names[i], rows[i], colours[i], 1.4) for i in range(1, len(names))]
-        traces.append(Trace(names[0], rows[0], colours[0], 2.2))  # the query on top
-        title = f"result {result_id}: {what} over the top hits"
-        return spectrum_svg(wavenumbers, traces, title=title, y_label=y_label, descending=descending)
-
-    absorbance = plot(grid_rows, "absorbance", "absorbance (scaled)")
-    derivative = plot(features, "model features", "features (scaled)")
-    return (
-        f"{absorbance}{legend}<details><summary>Model features (what Pearson r is computed on)</summary>"
-        f"{derivative}</details>"
-    )
-
-
-def _hit_table(hits: Sequence[HitRef], plotted: set[int | None]) -> str:
-    rows = []
-    for i, hit in enumerate(hits):
-        swatch = line_swatch(HIT_COLOURS[i]) if i < len(HIT_COLOURS) and hit.ref_id in plotted else ""
-        r = f"{hit.r:.3f}" if hit.r is not None else "–"
-        rows.append(
-            f"<tr><td>{swatch} {i + 1}</td><td><strong>{escape(hit.label)}</strong></td>"
-            f'<td>{escape(hit.material)}</td><td class="n">{escape(r)}</td>'
-            f'<td class="n">{escape(hit.ref_id if hit.ref_id is not None else "–")}</td></tr>'
-        )
-    return (
-        '<table><tr><th>#</th><th>label</th><th>material</th><th class="n">Pearson r</th>'
-        f'<th class="n">ref id</th></tr>{"".join(rows)}</table>'
-    )
-
-
 def _quality(payload: Mapping[str, Any]) -> str:
     quality = payload.get("quality")
     if not isinstance(quality, Mapping):
@@ -370,7 +314,8 @@ def _evidence(
     ]
     try:
         query = resolve(query_spectrum(result, files), profile=profile)
-        return _plots(model, query, plotted_hits, result_id=result.id), {h.ref_id for h, _ in plotted_hits}
+        plot = evidence_plots(model, query, plotted_hits, title=f"result {result.id}")
+        return plot, {h.ref_id for h, _ in plotted_hits}
     except LookupError as exc:
         return f'<p class="fail">No plot: {escape(exc)}</p>', set()
     except Exception as exc:
@@ -413,7 +358,7 @@ def _review_card(
 <p class="small">{escape(result.status)} · {" · ".join(facts) or "no candidate"} ·
 classified {escape(utc(result.created_at))} by model {escape(result.model_version)}</p>{cluster}
 <div class="grid"><div>{plot}</div>
-<div>{_hit_table(hits[:PLOTTED_HITS], plotted)}{missing_note}
+<div>{hit_table(hits[:PLOTTED_HITS], plotted)}{missing_note}
 {_quality(payload)}{_aging(payload)}</div></div>
 {decision_controls(h.label for h in hits[:PLOTTED_HITS])}
 </article>"""

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from daemon.config import Config
 from daemon.growth.clusters import ReviewClusters
@@ -33,6 +33,7 @@ from engine.io import read_spectra
 from engine.models.served import IdentificationModel
 
 __all__ = [
+    "PLOTTED_HITS",
     "ConsoleSource",
     "Context",
     "HitRef",
@@ -111,6 +112,10 @@ class Context:
             profile_for=daemon.profile_for,
             clusters=ReviewClusters.for_daemon(daemon),
         )
+
+
+#: Best hits drawn under a spectrum awaiting review (result or map particle), and listed beside it.
+PLOTTED_HITS: Final = 3
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ sha256 in the path is checked to be 64 hex digits first, so no path from a reque
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -26,11 +27,14 @@ from typing import Final
 from daemon.store.ledger import ParticleReview, StoredMap, StoredParticle
 from daemon.web.assets import SECURITY_HEADERS
 from daemon.web.cards import decision_controls
-from daemon.web.charts import escape, utc
-from daemon.web.context import Context
+from daemon.web.charts import escape, evidence_plots, hit_table, utc
+from daemon.web.context import PLOTTED_HITS, Context, library_references, stored_hits
 from daemon.web.http import HttpError, Request, Response
+from engine.core.conventions import resolve
 
 __all__ = ["MAPS_PAGE_SIZE", "PARTICLE_REVIEWS_SHOWN", "map_image", "maps_page"]
+
+logger = logging.getLogger(__name__)
 
 #: Maps shown per page of /maps.
 MAPS_PAGE_SIZE: Final = 10
@@ -58,25 +62,33 @@ def _size(p: StoredParticle) -> str:
     return f"{um:.1f} µm" if um is not None else f"{p.values['feret_max_px']:.1f} px"
 
 
-def _particle_card(review: ParticleReview) -> str:
-    """An unknown particle with its best hits and the decision buttons (static/console.js)."""
+def _evidence(ctx: Context, p: StoredParticle) -> tuple[str, set[int | None]]:
+    """The particle's mean spectrum drawn over its best hits still in the library, and the ref ids drawn."""
+    hits = stored_hits(p.payload)[:PLOTTED_HITS]
+    try:
+        query = resolve(ctx.ledger.particle_spectrum(p.id), profile=ctx.profile_for(p.source_path))
+        with ctx.models.lock:
+            served = ctx.models.get()
+            model = served.model_for(query.technique) or served
+            references = library_references(model, {h.ref_id for h in hits if h.ref_id is not None})
+        plotted = [(h, references[h.ref_id][1]) for h in hits if h.ref_id in references]
+        drawing = evidence_plots(model, query, plotted, title=f"particle {p.index}")
+        return drawing, {h.ref_id for h, _ in plotted}
+    except Exception as exc:
+        logger.exception("cannot plot particle %d", p.id)
+        return f'<p class="fail">No plot: {escape(type(exc).__name__)}</p>', set()
+
+
+def _particle_card(ctx: Context, review: ParticleReview) -> str:
+    """An unknown particle drawn over its best hits, with the decision buttons (static/console.js)."""
     p = review.particle
-    hits = [h for h in p.payload.get("hits") or [] if isinstance(h, dict)]
-    rows = "".join(
-        f"<tr><td><strong>{escape(h.get('label'))}</strong></td><td>{escape(h.get('material'))}</td>"
-        f'<td class="n">{escape(h.get("r"))}</td></tr>'
-        for h in hits[:3]
-    )
-    table = (
-        f'<table><tr><th>hit</th><th>material</th><th class="n">Pearson r</th></tr>{rows}</table>'
-        if rows
-        else '<p class="muted small">no library hit</p>'
-    )
+    hits = stored_hits(p.payload)[:PLOTTED_HITS]
+    drawing, plotted = _evidence(ctx, p)
     return f"""<article class="review particle-review" id="particle-{p.id}" data-particle-id="{p.id}">
 <h3>particle {p.index} <span class="muted small">id {p.id} · {p.values["n_pixels"]} pixels ·
 largest Feret {escape(_size(p))} · at ({p.values["x_px"]:.0f}, {p.values["y_px"]:.0f}) px</span></h3>
-{table}
-{decision_controls(str(h["label"]) for h in hits[:3] if h.get("label"))}
+<div class="grid"><div>{drawing}</div><div>{hit_table(hits, plotted)}</div></div>
+{decision_controls(h.label for h in hits)}
 </article>"""
 
 
@@ -92,7 +104,7 @@ def _reviews(ctx: Context, m: StoredMap) -> str:
         if len(reviews) > PARTICLE_REVIEWS_SHOWN
         else ""
     )
-    cards = "\n".join(_particle_card(r) for r in reviews[:PARTICLE_REVIEWS_SHOWN])
+    cards = "\n".join(_particle_card(ctx, r) for r in reviews[:PARTICLE_REVIEWS_SHOWN])
     return f"""<h3>Unknown particles to decide</h3>
 <p class="small muted">Confirming adds the particle's mean spectrum to the library under that label (a
 new library version, served at once); the map's counts, the sample's summary and its report then count
