@@ -3,8 +3,9 @@
 A map gives particles, not results, so its unknown particles wait in a queue of their own
 (``particle_review``), opened with the map in the same transaction as the file's ``done``
 state (:func:`open_particle_reviews`). Each review keeps the particle's mean spectrum
-(float64 bytes of the map's axis and of the mean, in the map's own unit), since a map of
-10^6 pixels is not read again to confirm one particle. A decision (``confirmed`` with a
+(float32 bytes of the map's axis and of the mean, in the map's own unit, as the cube holds
+them: about 7 KB for 900 bands), since a map of 10^6 pixels is not read again to confirm one
+particle. A decision (``confirmed`` with a
 label, or ``rejected``) replaces an earlier one; the particles views lay it over the
 classifier's answer (:data:`daemon.store.maps.PARTICLE_COLUMNS`), so ``mpwatch results
 --particles``, a sample's summary and its report count the final label.
@@ -27,6 +28,9 @@ from daemon.store.reviews import counted_states, record_decision
 from engine.core.spectrum import Spectrum
 
 __all__ = ["ParticleReview", "ParticleReviews", "open_particle_reviews"]
+
+#: How a kept spectrum's axis and values are stored: little-endian float32, as maps are read.
+_STORED: Final = "<f4"
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,8 @@ def open_particle_reviews(
             "WHERE sha256 = ? AND particle_index = ? ON CONFLICT (particle_id) DO NOTHING",
             (
                 now,
-                np.asarray(spectrum.wavenumbers, dtype="<f8").tobytes(),
-                np.asarray(spectrum.values, dtype="<f8").tobytes(),
+                np.asarray(spectrum.wavenumbers, dtype=_STORED).tobytes(),
+                np.asarray(spectrum.values, dtype=_STORED).tobytes(),
                 spectrum.y_unit,
                 spectrum.technique,
                 payload_json(dict(spectrum.metadata)),
@@ -123,8 +127,8 @@ class ParticleReviews(LedgerConnection):
         if row is None:
             raise UnknownReviewError(f"particle {particle_id} has no review")
         return Spectrum.create(
-            np.frombuffer(row["wavenumbers"], dtype="<f8"),
-            np.frombuffer(row["spectrum"], dtype="<f8"),
+            np.frombuffer(row["wavenumbers"], dtype=_STORED).astype(np.float64),
+            np.frombuffer(row["spectrum"], dtype=_STORED).astype(np.float64),
             y_unit=row["y_unit"],
             technique=row["technique"],
             metadata=json.loads(row["metadata"]),

@@ -164,7 +164,7 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     (
         # The review of a map's unknown particle, with the mean spectrum an analyst decides on
-        # (daemon/store/particle_reviews.py): float64 bytes of the map's axis and of the mean.
+        # (daemon/store/particle_reviews.py): float32 bytes of the map's axis and of the mean.
         """
         CREATE TABLE particle_review (
             particle_id INTEGER PRIMARY KEY REFERENCES particles (id) ON DELETE CASCADE,
