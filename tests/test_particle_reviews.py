@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 from daemon.config import load_config
+from daemon.growth.library import ConfirmError
+from daemon.growth.particles import ParticleDecisions
 from daemon.service import Daemon
 from daemon.store.ledger import Ledger, ReviewState
 from engine.analysis.evaluate import load_source
@@ -200,6 +202,39 @@ class TestTheReviewLoopOfAMap:
                 "confirm", "--state", str(state), "--particle", known, "--label", "PP", check=False
             )
             assert refused.returncode != 0 and "only a map's unknown particles are reviewed" in refused.stderr
+
+
+class TestChangedDecisions:
+    def test_a_new_label_takes_back_the_first_and_a_rejection_takes_back_the_last(
+        self, tmp_path: Path
+    ) -> None:
+        config = load_config(write_config(tmp_path, save_library_without_pet(tmp_path / "library")))
+        with Running(Daemon(config)) as d:
+            _pe_and_pet_map(tmp_path / "inbox" / "filter-1")
+            wait_until(lambda: len(d.ledger.open_particle_reviews()) == 2, timeout=60)
+            first, _ = d.ledger.open_particle_reviews()
+            pid = first.particle.id
+            decisions = ParticleDecisions(d.growth)
+            pp_before = d.models.get().library.class_counts()["PP"]
+
+            slip = decisions.confirm([pid], "PP", decided_by="ana")  # a slip of the label
+            assert slip.kind == "added" and d.models.get().library.class_counts()["PP"] == pp_before + 1
+            mended = decisions.confirm([pid], HELD_OUT, decided_by="ana")
+            assert mended.kind == "new_class" and f"references {slip.ref_ids[0]} removed" in mended.note
+            library = d.models.get().library
+            assert library.class_counts()["PP"] == pp_before and library.class_counts()[HELD_OUT] == 1
+            particle = d.ledger.particles(sha256=first.particle.sha256)[first.particle.index]
+            assert (particle.status, particle.label) == ("known", HELD_OUT)
+
+            rejected = decisions.reject([pid], decided_by="ana")
+            assert rejected.kind == "rejected" and f"references {mended.ref_ids[0]} removed" in rejected.note
+            assert HELD_OUT not in d.models.get().library.class_counts()
+            particle = d.ledger.particles(sha256=first.particle.sha256)[first.particle.index]
+            assert (particle.status, particle.label) == ("rejected", None)
+            assert decisions.reject([pid], decided_by="ana").kind == "unchanged"
+            with pytest.raises(ConfirmError, match="no review"):
+                pe = next(p for p in d.ledger.particles() if p.label == "PE")
+                decisions.confirm([pe.id], "PP", decided_by="ana")
 
 
 class TestTheMapsPage:
