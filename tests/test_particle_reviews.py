@@ -30,7 +30,7 @@ from tests.conftest import MPWATCH, REPO_ROOT, SHARED_DATA, daemon_process, ledg
 from tests.test_console import HELD_OUT, By, WebDriver, browser, save_library_without_pet, screenshot, wait
 from tests.test_daemon import Running, write_config
 from tests.test_maps import AXIS, PAIR_LEFT, RECTANGLE, _disc, _filter, _paint, _write
-from tests.test_report import deliver, map_particle, map_record
+from tests.test_report import deliver, map_particle, map_record, sha
 
 __all__ = ["browser"]  # the fixture the browser test uses
 
@@ -225,6 +225,26 @@ class TestChangedDecisions:
             assert library.class_counts()["PP"] == pp_before and library.class_counts()[HELD_OUT] == 1
             particle = d.ledger.particles(sha256=first.particle.sha256)[first.particle.index]
             assert (particle.status, particle.label) == ("known", HELD_OUT)
+
+            # particles of two techniques are refused together, before anything changes
+            shift = np.arange(200.0, 3200.0, 2.0)
+            band = Spectrum.create(
+                shift, 100.0 + 900.0 * np.exp(-(((shift - 1001.0) / 6.0) ** 2)), technique="raman"
+            )
+            raman = replace(map_record([map_particle(0, "", 20.0, status="unknown")]), spectra={0: band})
+            deliver(
+                d.ledger,
+                str(tmp_path / "inbox" / "filter-2" / "si.wdf"),
+                "raman map",
+                now=1e9,
+                map_record=raman,
+            )
+            (raman_review,) = d.ledger.open_particle_reviews(sha256=sha("raman map"))
+            version = d.models.get().library.version
+            with pytest.raises(ConfirmError, match="one technique"):
+                decisions.confirm([pid, raman_review.particle.id], "PS", decided_by="ana")
+            assert d.models.get().library.version == version
+            assert d.models.get().library.class_counts()[HELD_OUT] == 1  # the confirmation as PET stands
 
             rejected = decisions.reject([pid], decided_by="ana")
             assert rejected.kind == "rejected" and f"references {mended.ref_ids[0]} removed" in rejected.note

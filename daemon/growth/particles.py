@@ -17,6 +17,7 @@ from dataclasses import replace
 from daemon.growth.library import ConfirmError, GrowthOutcome, LibraryGrowth, _joined
 from daemon.store.ledger import ParticleReview, ReviewState
 from daemon.store.records import decided_by_model
+from engine.core.spectrum import Spectrum
 
 __all__ = ["ParticleDecisions"]
 
@@ -46,10 +47,10 @@ class ParticleDecisions:
             reviews.append(review)
         return reviews
 
-    def _class_label(self, review: ParticleReview, label: str) -> str:
-        technique = self.ledger.particle_spectrum(review.particle.id).technique
+    def _class_label(self, spectrum: Spectrum, label: str) -> str:
+        """The class ``label`` names in the library that would take ``spectrum``."""
         served = self.growth.models.get()
-        model = served.model_for(technique) or served
+        model = served.model_for(spectrum.technique) or served
         try:
             return model.library.class_label(label)
         except ValueError as exc:
@@ -59,21 +60,27 @@ class ParticleDecisions:
         """An analyst says every particle of ``particle_ids`` is ``label``: their mean spectra join the
         library as one version.
 
+        Every particle is looked up and checked before anything changes.
+
         Raises:
             ConfirmError: no label or no particle; a particle without a review; a label that no
-                class of the library can take.
+                class of the library can take; particles of more than one technique to add.
         """
         if not label.strip():
             raise ConfirmError("a confirmation needs a label")
         growth = self.growth
         with growth._deciding:
             reviews = self._reviews(particle_ids, "a confirmation")
-            canonical = {r.particle.id: self._class_label(r, label) for r in reviews}
+            kept = {r.particle.id: self.ledger.particle_spectrum(r.particle.id) for r in reviews}
+            canonical = {pid: self._class_label(spectrum, label) for pid, spectrum in kept.items()}
             already = [r for r in reviews if _decided(r, ReviewState.CONFIRMED, canonical[r.particle.id])]
             changing = [r for r in reviews if r not in already]
             if not changing:
                 return self._unchanged(already, f"confirmed as {already[0].label}", already[0].label)
-            spectra = [self.ledger.particle_spectrum(r.particle.id) for r in changing]
+            spectra = [kept[r.particle.id] for r in changing]
+            techniques = sorted({str(s.technique) for s in spectra})
+            if len(techniques) > 1:
+                raise ConfirmError(f"particles of one technique only can be added at once, not {techniques}")
             for r in changing:
                 if r.particle.decision is None:  # a person's first word on it is what drift scores
                     growth.drift.learn(canonical[r.particle.id], predicted=None)

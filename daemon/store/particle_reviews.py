@@ -5,10 +5,10 @@ A map gives particles, not results, so its unknown particles wait in a queue of 
 state (:func:`open_particle_reviews`). Each review keeps the particle's mean spectrum
 (float32 bytes of the map's axis and of the mean, in the map's own unit, as the cube holds
 them: about 7 KB for 900 bands), since a map of 10^6 pixels is not read again to confirm one
-particle. A decision (``confirmed`` with a
-label, or ``rejected``) replaces an earlier one; the particles views lay it over the
-classifier's answer (:data:`daemon.store.maps.PARTICLE_COLUMNS`), so ``mpwatch results
---particles``, a sample's summary and its report count the final label.
+particle. A decision (``confirmed`` with a label, or ``rejected``) replaces an earlier one;
+the particles views lay it over the classifier's answer
+(:data:`daemon.store.maps.PARTICLE_COLUMNS`), so ``mpwatch results --particles``, a sample's
+summary and its report count the final label.
 """
 
 from __future__ import annotations
