@@ -212,15 +212,25 @@ class TestChangedDecisions:
         with Running(Daemon(config)) as d:
             _pe_and_pet_map(tmp_path / "inbox" / "filter-1")
             wait_until(lambda: len(d.ledger.open_particle_reviews()) == 2, timeout=60)
-            first, _ = d.ledger.open_particle_reviews()
+            first, second = d.ledger.open_particle_reviews()
             pid = first.particle.id
             decisions = ParticleDecisions(d.growth)
             pp_before = d.models.get().library.class_counts()["PP"]
 
+            def other() -> tuple[str | None, str | None]:
+                review = d.ledger.particle_review(second.particle.id)
+                assert review is not None
+                return review.label, review.decided_by
+
             slip = decisions.confirm([pid], "PP", decided_by="ana")  # a slip of the label
             assert slip.kind == "added" and d.models.get().library.class_counts()["PP"] == pp_before + 1
+            label, by = other()  # the other PET particle now matches the slip's reference
+            assert label == "PP" and by is not None and by.startswith("model ")
             mended = decisions.confirm([pid], HELD_OUT, decided_by="ana")
             assert mended.kind == "new_class" and f"references {slip.ref_ids[0]} removed" in mended.note
+            assert "opened and checked again" in mended.note
+            label, by = other()  # what the model had closed on the slip is judged again
+            assert label == HELD_OUT and by is not None and by.startswith("model ")
             library = d.models.get().library
             assert library.class_counts()["PP"] == pp_before and library.class_counts()[HELD_OUT] == 1
             particle = d.ledger.particles(sha256=first.particle.sha256)[first.particle.index]
@@ -249,6 +259,8 @@ class TestChangedDecisions:
             rejected = decisions.reject([pid], decided_by="ana")
             assert rejected.kind == "rejected" and f"references {mended.ref_ids[0]} removed" in rejected.note
             assert HELD_OUT not in d.models.get().library.class_counts()
+            reopened = d.ledger.particle_review(second.particle.id)
+            assert reopened is not None and str(reopened.state) == "open"  # nothing in the library is PET now
             particle = d.ledger.particles(sha256=first.particle.sha256)[first.particle.index]
             assert (particle.status, particle.label) == ("rejected", None)
             assert decisions.reject([pid], decided_by="ana").kind == "unchanged"

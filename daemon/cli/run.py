@@ -223,7 +223,7 @@ _DID = {
     "new_class": "a new class in the library",
     "added": "added to the library",
     "positive": "the classifier had it right; the library is unchanged",
-    "rejected": "rejected; the library is unchanged",
+    "rejected": "rejected",
     "unchanged": "nothing changed",
 }
 
@@ -244,6 +244,8 @@ def describe_outcome(what: str, outcome: Mapping[str, Any]) -> str:
         served = outcome.get("seconds_to_serve")
         took = f", served after {served * 1000:.0f} ms" if isinstance(served, int | float) else ""
         parts.append(f" (version {outcome.get('library_version')}{took})")
+    if kind == "rejected" and not outcome.get("note"):
+        parts.append("; the library is unchanged")  # else the note says which references were taken back
     if outcome.get("reviews_resolved"):
         parts.append(f"; {outcome['reviews_resolved']} more open reviews are now known to the model")
     if outcome.get("note"):

@@ -405,11 +405,19 @@ class LibraryGrowth:
             return ""
         ref_ids = [i for prior in taken for i in prior.ref_ids]
         outcome = self.remove(ref_ids, decided_by=decided_by)
-        labels = ", ".join(dict.fromkeys(str(prior.label) for prior in taken))
+        names = list(dict.fromkeys(str(prior.label) for prior in taken))
+        # what a grown model closed as those labels rested on these references: judged again
+        reopened = self.ledger.reopen_reviews_decided_by_model(names)
+        if reopened:
+            for source in reopened:
+                if self.on_decision is not None:
+                    self.on_decision(source)
+            self.recheck_reviews()
+        again = "; the reviews a model had closed on them were opened and checked again" if reopened else ""
         what = "confirmation as {} was" if len(taken) == 1 else "confirmations as {} were"
         return (
-            f"the earlier {what.format(labels)} taken back: references "
-            f"{', '.join(map(str, ref_ids))} removed in library version {outcome.library_version}"
+            f"the earlier {what.format(', '.join(names))} taken back: references "
+            f"{', '.join(map(str, ref_ids))} removed in library version {outcome.library_version}{again}"
         )
 
     def _decide(

@@ -13,13 +13,15 @@ from collections.abc import Sequence
 
 from daemon.store.connection import REVIEW_SELECT, LedgerConnection
 from daemon.store.records import (
+    MODEL_DECIDER,
     ReviewItem,
     ReviewState,
     UnknownReviewError,
     _review_item,
+    path_from_db,
 )
 
-__all__ = ["ReviewQueue", "counted_states", "record_decision"]
+__all__ = ["ReviewQueue", "counted_states", "record_decision", "reopen_model_decisions"]
 
 
 def record_decision(
@@ -152,6 +154,21 @@ class ReviewQueue(LedgerConnection):
             row = conn.execute(f"{REVIEW_SELECT} WHERE v.result_id = ?", (result_id,)).fetchone()
         return _review_item(row)
 
+    def reopen_reviews_decided_by_model(self, labels: Sequence[str]) -> list[str]:
+        """Open again the reviews of results and of maps' particles that a grown model closed as one of
+        ``labels`` (:func:`reopen_model_decisions`); return the source files they are about."""
+        with self._write() as conn:
+            results = reopen_model_decisions(conn, "review", "result_id", labels)
+            particles = reopen_model_decisions(conn, "particle_review", "particle_id", labels)
+            sources = [
+                str(row[0])
+                for table, ids in (("results", results), ("particles", particles))
+                for row in conn.execute(
+                    f"SELECT source_path FROM {table} WHERE id IN ({', '.join('?' * len(ids))})", ids
+                )
+            ]
+        return [path_from_db(path) for path in dict.fromkeys(sources)]
+
     def review_counts(self) -> dict[ReviewState, int]:
         """Number of reviews in each state, every state present."""
         with self._read() as conn:
@@ -160,6 +177,30 @@ class ReviewQueue(LedgerConnection):
                 "WHERE r.superseded_at IS NULL GROUP BY v.state"
             ).fetchall()
         return counted_states(rows)
+
+
+def reopen_model_decisions(
+    conn: sqlite3.Connection, table: str, key: str, labels: Sequence[str]
+) -> list[int]:
+    """Open again, inside the caller's transaction, the reviews of ``table`` that a grown model closed
+    as one of ``labels``; return their ``key`` values.
+
+    Such a decision rested on the library of its moment: when the references of a label are taken
+    back, the reviews it closed are judged again
+    (:meth:`~daemon.growth.library.LibraryGrowth.recheck_reviews`).
+    """
+    if not labels:
+        return []
+    marks = ", ".join("?" * len(labels))
+    where = f"state = 'confirmed' AND substr(decided_by, 1, ?) = ? AND label IN ({marks})"
+    params = (len(MODEL_DECIDER), MODEL_DECIDER, *labels)
+    keys = [int(row[0]) for row in conn.execute(f"SELECT {key} FROM {table} WHERE {where}", params)]
+    conn.execute(
+        f"UPDATE {table} SET state = 'open', label = NULL, material = NULL, decided_by = NULL, "
+        f"decided_at = NULL, ref_ids = NULL WHERE {where}",
+        params,
+    )
+    return keys
 
 
 def counted_states(rows: Sequence[sqlite3.Row]) -> dict[ReviewState, int]:

@@ -162,6 +162,8 @@ def install_api(
         body = request.json()
         label, decided_by = _decision(body)
         if body.get("particle_id") is not None or body.get("particle_ids") is not None:
+            if body.get("result_id") is not None:
+                raise HttpError(HTTPStatus.BAD_REQUEST, "give result_id or particle_id(s), not both")
             ids = body.get("particle_ids") or [body.get("particle_id")]
             if not isinstance(ids, list):
                 raise HttpError(HTTPStatus.BAD_REQUEST, "particle_ids must be a list")

@@ -180,7 +180,8 @@ def _overview(ctx: Context, request: Request) -> Response:
     else:
         health_note = ""
     files = {str(state): n for state, n in ctx.ledger.counts().items()}
-    reviews = {str(state): n for state, n in ctx.ledger.review_counts().items()}
+    particles = ctx.ledger.particle_review_counts()  # maps' particles wait beside the results
+    reviews = {str(state): n + particles[state] for state, n in ctx.ledger.review_counts().items()}
     status = summary.by_status
     recent_total = sum(summary.recent.values())
     counted = f"{summary.in_maps} of them in maps; {recent_total} in the last 24 h"
