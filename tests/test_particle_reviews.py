@@ -91,6 +91,8 @@ class TestTheLedger:
             (after,) = ledger.open_particle_reviews()
             assert after.particle.sha256 != before.particle.sha256
             assert ledger.particle_review_counts()[ReviewState.OPEN] == 1
+            earlier = ledger.particle_review(before.particle.id)
+            assert earlier is not None and earlier.superseded and not after.superseded
 
     def test_only_a_reviewed_particle_can_be_decided(self, tmp_path: Path) -> None:
         with Ledger(tmp_path / "ledger.sqlite3") as ledger:
@@ -201,7 +203,7 @@ class TestTheReviewLoopOfAMap:
             refused = mpwatch(
                 "confirm", "--state", str(state), "--particle", known, "--label", "PP", check=False
             )
-            assert refused.returncode != 0 and "only a map's unknown particles are reviewed" in refused.stderr
+            assert refused.returncode != 0 and "is known as PE and has no review" in refused.stderr
 
 
 class TestChangedDecisions:
@@ -255,6 +257,10 @@ class TestChangedDecisions:
                 decisions.confirm([pid, raman_review.particle.id], "PS", decided_by="ana")
             assert d.models.get().library.version == version
             assert d.models.get().library.class_counts()[HELD_OUT] == 1  # the confirmation as PET stands
+            again = str(tmp_path / "inbox" / "filter-2" / "si.wdf")
+            deliver(d.ledger, again, "raman map, measured again", now=2e9, map_record=raman)  # rewritten
+            with pytest.raises(ConfirmError, match="earlier content"):
+                decisions.confirm([raman_review.particle.id], "PS", decided_by="ana")
 
             rejected = decisions.reject([pid], decided_by="ana")
             assert rejected.kind == "rejected" and f"references {mended.ref_ids[0]} removed" in rejected.note

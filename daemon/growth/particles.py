@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from daemon.growth.library import ConfirmError, GrowthOutcome, LibraryGrowth, _joined
-from daemon.store.ledger import ParticleReview, ReviewState
+from daemon.store.ledger import Ledger, ParticleReview, ReviewState
 from daemon.store.records import decided_by_model
 from engine.core.spectrum import Spectrum
 
@@ -41,8 +41,12 @@ class ParticleDecisions:
         for particle_id in ids:
             review = self.ledger.particle_review(particle_id)
             if review is None:
+                raise ConfirmError(_not_reviewed(self.ledger, particle_id))
+            if review.superseded:
                 raise ConfirmError(
-                    f"particle {particle_id} has no review: only a map's unknown particles are reviewed"
+                    f"particle {particle_id} is of an earlier content of {review.particle.source_path}: "
+                    "the map was rewritten and identified again ('mpwatch results --particles' lists its "
+                    "particles now)"
                 )
             reviews.append(review)
         return reviews
@@ -148,6 +152,18 @@ class ParticleDecisions:
         )
         if self.growth.on_decision is not None:
             self.growth.on_decision(review.particle.source_path)
+
+
+def _not_reviewed(ledger: Ledger, particle_id: int) -> str:
+    """Why particle ``particle_id`` cannot be decided: it does not exist, or it was not unknown."""
+    particle = ledger.particle(particle_id)
+    if particle is None:
+        return f"no particle with id {particle_id} ('mpwatch results --particles' lists them)"
+    said = f"known as {particle.label}" if particle.status == "known" else particle.status
+    return (
+        f"particle {particle_id} is {said} and has no review: only a map's unknown particles keep "
+        "their spectrum for a decision"
+    )
 
 
 def _decided(review: ParticleReview, state: ReviewState, label: str | None) -> bool:

@@ -280,6 +280,12 @@ class MapQueries(LedgerConnection):
         rows = self._page(f"{_MAP_SELECT} {where} ORDER BY m.id", params, limit=limit, offset=offset)
         return [_stored_map(row) for row in rows]
 
+    def particle(self, particle_id: int) -> StoredParticle | None:
+        """One particle by its id (current or not), or None."""
+        with self._read() as conn:
+            row = conn.execute(f"{_PARTICLE_SELECT} WHERE p.id = ?", (particle_id,)).fetchone()
+        return None if row is None else stored_particle(row)
+
     def particles(
         self,
         *,

@@ -43,6 +43,8 @@ class ParticleReview:
     decided_by: str | None
     decided_at: float | None
     opened_at: float
+    #: Whether the map was rewritten since: its particles were identified again, this one is history.
+    superseded: bool = False
 
 
 def open_particle_reviews(
@@ -73,7 +75,8 @@ def open_particle_reviews(
 #: Reviews with their particles, final values and decisions.
 _REVIEWED: Final = (
     f"SELECT {PARTICLE_COLUMNS}, v.state AS review_state, v.label AS review_label, "
-    "v.decided_by AS review_by, v.decided_at AS review_at, v.opened_at "
+    "v.decided_by AS review_by, v.decided_at AS review_at, v.opened_at, "
+    "p.superseded_at AS particle_superseded_at "
     f"FROM particle_review AS v JOIN particles AS p ON p.id = v.particle_id {PARTICLE_JOINS}"
 )
 
@@ -86,6 +89,7 @@ def _review(row: sqlite3.Row) -> ParticleReview:
         decided_by=row["review_by"],
         decided_at=row["review_at"],
         opened_at=row["opened_at"],
+        superseded=row["particle_superseded_at"] is not None,
     )
 
 
