@@ -9,6 +9,7 @@ summary.csv, the console's Maps page) counts the final label.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import subprocess
 import urllib.request
@@ -192,6 +193,18 @@ class TestTheReviewLoopOfAMap:
                 return counted.get(("known", HELD_OUT)) == "2" and ("unknown", "") not in counted
 
             wait_until(pet_in_summary, timeout=30)
+
+            # ... and so do the particles' CSV and the sample's report (particles.csv)
+            table = mpwatch("results", "--state", str(state), "--particles", "--format", "csv").stdout
+            decided = {r["id"]: r for r in csv.DictReader(io.StringIO(table))}
+            assert all(decided[i]["decision"] == "confirmed" and decided[i]["decided_by"] for i in ids)
+            assert all(decided[i]["original_status"] == "unknown" for i in ids)
+            assert _particles(state, "--since", "2100-01-01") == []
+            mpwatch(
+                "report", "--state", str(state), "--sample", "filter-1", "--out", str(tmp_path / "reports")
+            )
+            listed = list(csv.DictReader((tmp_path / "reports" / "filter-1" / "particles.csv").open()))
+            assert sorted(r["decision"] for r in listed) == ["", "confirmed", "confirmed"]
 
             # 5. the console's Maps page counts it and has nothing left to decide
             with urllib.request.urlopen(url + "/maps", timeout=30) as response:

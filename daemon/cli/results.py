@@ -190,12 +190,19 @@ def results_table(rows: list[dict[str, Any]], *, width: int) -> Table:
 
 
 def _particle_rows(
-    ledger: Ledger, *, sample: str | None, label: str | None, status: str | None = None
+    ledger: Ledger,
+    *,
+    sample: str | None,
+    label: str | None,
+    status: str | None = None,
+    since: float | None = None,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    read = 0
     while True:
-        page = ledger.particles(sample=sample, limit=1000, offset=len(rows))
-        rows.extend(p.as_row() for p in page)
+        page = ledger.particles(sample=sample, limit=1000, offset=read)
+        read += len(page)
+        rows.extend(p.as_row() for p in page if since is None or p.created_at >= since)
         if len(page) < 1000:
             return [
                 row
@@ -214,7 +221,7 @@ def _print_particles(rows: list[dict[str, Any]], *, form: str) -> None:
             sys.stdout, fieldnames=PARTICLE_FIELDS, extrasaction="ignore", lineterminator="\n"
         )
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(_csv_row(row) for row in rows)
     else:
         console = stdout_console()
         console.print(particles_table(rows, width=console.width))
@@ -260,7 +267,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     state = with_ledger(state_folder(args))
     if args.particles:
         with Ledger.in_state_dir(state) as ledger:
-            particles = _particle_rows(ledger, sample=args.sample, label=args.label, status=args.status)
+            since = parse_time(args.since) if args.since else None
+            particles = _particle_rows(
+                ledger, sample=args.sample, label=args.label, status=args.status, since=since
+            )
             _print_particles(particles, form=args.format)
         return 0
     if args.status in FILE_STATES:

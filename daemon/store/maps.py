@@ -67,6 +67,11 @@ PARTICLE_FIELDS: Final = (
     "sha256",
     "model_version",
     "created_at",
+    "decision",
+    "decided_by",
+    "decided_at",
+    "original_status",
+    "original_label",
 )
 
 #: The map's own fields kept as columns; the rest of its summary goes into its payload.

@@ -148,6 +148,7 @@ def _from_particle(p: StoredParticle) -> ParticleRecord:
         y=v[f"y_{suffix}"],
         unit=suffix,
         origin="map",
+        decision=p.decision.state if p.decision else None,
     )
 
 
