@@ -266,6 +266,22 @@ class TestSizesAndUnits:
         assert (profiled.pixel_size_um, profiled.pixel_size_source) == (2.0, "profile")
         assert profiled.particles[0].feret_min_um == pytest.approx(20.0)
 
+    def test_a_pixel_size_written_without_its_unit_is_warned_of(
+        self, model: Any, references: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # ENVI's pixel size is in metres unless it names its units: {5, 5} is 5 m, not 5 µm.
+        cube = _filter(7)
+        _paint(cube, RECTANGLE, references["PE"], 8)
+        header = _write(tmp_path, cube, pixel_size=None)
+        header.write_text(header.read_text() + "pixel size = {5, 5}\n")
+        with caplog.at_level("WARNING", logger="engine.maps.identify"):
+            result = identify_map(model, header)
+        assert result.pixel_size_um == pytest.approx(5e6)
+        assert "in metres unless it names its units" in result.metadata["pixel_size_warning"]
+        assert any("pixels of 5e+06 µm" in r.getMessage() for r in caplog.records)
+        plausible = identify_map(model, _write(tmp_path, cube))  # {5, 5, units=Micrometers}
+        assert "pixel_size_warning" not in plausible.metadata
+
     def test_transmittance_map_is_converted_as_any_spectrum(
         self, model: Any, references: dict[str, Any], tmp_path: Path
     ) -> None:

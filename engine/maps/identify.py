@@ -44,6 +44,9 @@ __all__ = ["BACKGROUND", "LOW_QUALITY", "UNKNOWN", "identify_map", "is_map"]
 
 logger = logging.getLogger(__name__)
 
+#: A pixel larger than this (µm) is no imaging microscope's: most likely a size in the wrong unit.
+PLAUSIBLE_PIXEL_UM = 1000.0
+
 #: Pixel codes besides the class indices: the filter, and pixels that cannot be identified.
 BACKGROUND = -1
 LOW_QUALITY = -3
@@ -242,6 +245,14 @@ class _MapRun:
     def _pixel_size(self) -> tuple[tuple[float, float] | None, str]:
         size = self.cube.pixel_size_um
         if size is not None:
+            if max(size) > PLAUSIBLE_PIXEL_UM:
+                warning = (
+                    f"the header gives pixels of {max(size):g} µm, more than a micro-spectroscopy map has "
+                    "(an ENVI 'pixel size' is in metres unless it names its units): particle sizes are "
+                    "that large"
+                )
+                self.metadata["pixel_size_warning"] = warning
+                logger.warning("%s: %s", self.source, warning)
             return size, "header"
         if self.config.pixel_size_um is not None:
             return (self.config.pixel_size_um, self.config.pixel_size_um), "profile"
