@@ -486,11 +486,13 @@ class LibraryGrowth:
             self.metrics.confirmation(kind)
             self._published()
             logger.info(
-                "library version %d: %s %s (%d spectra), serving after %.0f ms",
+                "library version %d: %s %s (%d %s by %s), serving after %.0f ms",
                 version,
                 kind,
                 class_label,
                 len(ids),
+                "spectrum" if len(ids) == 1 else "spectra",
+                confirmed_by,
                 served * 1000,
             )
             added = tuple(int(i) for i in ids)

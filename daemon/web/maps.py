@@ -72,7 +72,7 @@ def _evidence(ctx: Context, p: StoredParticle) -> tuple[str, set[int | None]]:
             model = served.model_for(query.technique) or served
             references = library_references(model, {h.ref_id for h in hits if h.ref_id is not None})
         plotted = [(h, references[h.ref_id][1]) for h in hits if h.ref_id in references]
-        drawing = evidence_plots(model, query, plotted, title=f"particle {p.index}")
+        drawing = evidence_plots(model, query, plotted, title=f"particle {p.id}")
         return drawing, {h.ref_id for h, _ in plotted}
     except Exception as exc:
         logger.exception("cannot plot particle %d", p.id)
@@ -85,7 +85,7 @@ def _particle_card(ctx: Context, review: ParticleReview) -> str:
     hits = stored_hits(p.payload)[:PLOTTED_HITS]
     drawing, plotted = _evidence(ctx, p)
     return f"""<article class="review particle-review" id="particle-{p.id}" data-particle-id="{p.id}">
-<h3>particle {p.index} <span class="muted small">id {p.id} · {p.values["n_pixels"]} pixels ·
+<h3>particle {p.id} <span class="muted small">number {p.index} of this map · {p.values["n_pixels"]} pixels ·
 largest Feret {escape(_size(p))} · at ({p.values["x_px"]:.0f}, {p.values["y_px"]:.0f}) px</span></h3>
 <div class="grid"><div>{drawing}</div><div>{hit_table(hits, plotted)}</div></div>
 {decision_controls(h.label for h in hits)}

@@ -196,12 +196,13 @@ class _MapRun:
         }
         result = self._particles(codes, classes, served)
         logger.info(
-            "%s: %d x %d pixels identified in %.1f s, %d particles in %.1f s in all",
+            "%s: %d x %d pixels identified in %.1f s, %d particles (%d unknown) in %.1f s in all",
             self.source,
             cube.lines,
             cube.samples,
             pixel_time,
             len(result.particles),
+            sum(p.status == "unknown" for p in result.particles),
             time.perf_counter() - started,
         )
         return result
