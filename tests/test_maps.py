@@ -471,6 +471,28 @@ class TestBadInput:
             assert not is_map(path)
 
 
+class TestContentIdentity:
+    def test_a_pair_is_its_header_with_its_data(
+        self, references: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from engine.core.spectrum import file_sha256
+        from engine.io import envi
+
+        one = _write(tmp_path / "a", _scene(references))
+        two = _write(tmp_path / "b", _filter(3))  # another filter: a header of the same bytes
+        assert one.read_bytes() == two.read_bytes()
+        assert envi.content_sha256(one) != envi.content_sha256(two)
+        assert envi.content_sha256(one) == envi.content_sha256(_write(tmp_path / "c", _scene(references)))
+        monkeypatch.setattr(envi, "WHOLE_DATA_BYTES", 1 << 16)  # larger data: sampled blocks
+        monkeypatch.setattr(envi, "BLOCK_BYTES", 1 << 12)
+        assert envi.content_sha256(one) != envi.content_sha256(two)
+        one.with_suffix(".dat").unlink()  # no data yet: the header alone
+        assert envi.content_sha256(one) == file_sha256(one)
+        other = tmp_path / "a" / "notes.csv"
+        other.write_text("wavenumber,absorbance\n")
+        assert envi.content_sha256(other) == file_sha256(other)
+
+
 class TestGeometry:
     def test_feret_of_one_pixel_and_of_a_line(self) -> None:
         assert feret_diameters(np.array([[3, 4]])) == pytest.approx((np.sqrt(2), 1.0))

@@ -288,6 +288,22 @@ class TestChangedDecisions:
                 decisions.confirm([pe.id], "PP", decided_by="ana")
 
 
+class TestMapsOfOneShape:
+    def test_two_filters_whose_maps_share_a_header_are_two_maps(self, tmp_path: Path) -> None:
+        # An export script writes the same header for maps of one shape; the header alone was the
+        # map's identity, and the second filter was skipped as a duplicate of the first.
+        config = load_config(write_config(tmp_path, save_library_without_pet(tmp_path / "library")))
+        with Running(Daemon(config)) as d:
+            first = _pe_and_pet_map(tmp_path / "inbox" / "filter-1")
+            wait_until(lambda: len(d.ledger.maps()) == 1, timeout=60)
+            second = _write(tmp_path / "inbox" / "filter-2", _filter(5))  # another filter, nothing on it
+            assert second.read_bytes() == first.read_bytes()
+            wait_until(lambda: len(d.ledger.maps()) == 2, timeout=60)
+            assert {p.sample for p in d.ledger.particles()} == {"filter-1"}
+            record = d.ledger.file(second)
+            assert record is not None and record.duplicate_of is None
+
+
 class TestTheMapsPage:
     def test_an_analyst_confirms_a_particle_under_its_map(self, tmp_path: Path, browser: WebDriver) -> None:
         config = load_config(write_config(tmp_path, save_library_without_pet(tmp_path / "library")))

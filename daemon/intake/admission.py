@@ -25,8 +25,8 @@ from daemon.intake.watcher import InboxWatcher
 from daemon.store.ledger import Admission, FileState, Ledger, LedgerError
 from daemon.web.metrics import Metrics
 from engine.core.conventions import AcquisitionProfile
-from engine.core.spectrum import file_sha256
 from engine.io.candidates import NonSpectrumFilter
+from engine.io.envi import content_sha256
 
 __all__ = ["ADMIT_PER_TURN", "Intake"]
 
@@ -216,7 +216,7 @@ class Intake:
     def _hash(self, path: Path, *, now: float) -> str | None:
         """The file's sha256, or None when it cannot be read now (recorded as failed, retried)."""
         try:
-            return file_sha256(path)
+            return content_sha256(path)
         except OSError as exc:
             self._not_ready(path, exc, now=now)
             self.metrics.file_finished("failed", now=now)
@@ -233,7 +233,7 @@ class Intake:
             try:
                 stat = path.stat()
                 self.ledger.observe(path, size=stat.st_size, mtime=stat.st_mtime, now=now)
-                sha = file_sha256(path)
+                sha = content_sha256(path)
             except OSError as exc:
                 self._not_ready(path, exc, now=now)
                 continue

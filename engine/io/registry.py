@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol, TypedDict, Unpack
 
-from engine.core.spectrum import Spectrum, SpectrumError, file_sha256
+from engine.core.spectrum import Spectrum, SpectrumError
 from engine.io._text import MAX_TEXT_BYTES, PROSE_BYTES, is_prose, read_limited
 
 __all__ = [
@@ -248,7 +248,9 @@ def read_spectra(path: str | Path) -> list[Spectrum]:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise SpectrumError("unreadable", f"{path.name} is {size} bytes, over the {MAX_FILE_BYTES} limit")
-        sha = file_sha256(path)
+        from engine.io.envi import content_sha256  # envi registers its readers here: imported late
+
+        sha = content_sha256(path)
     try:
         spectra = reader.fn(target)
     except SpectrumError as exc:

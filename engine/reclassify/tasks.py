@@ -28,6 +28,7 @@ import numpy as np
 
 from engine.cli.classify import spectrum_inputs
 from engine.core.spectrum import file_sha256
+from engine.io.envi import content_sha256
 from engine.io.labelled_set import is_labelled_set
 from engine.maps import is_map
 from engine.maps.cube import map_shape
@@ -134,7 +135,7 @@ def survey(path: Path, root: Path) -> Source:
             kind, n = "map", lines * samples
         else:
             kind, n = "file", 1
-        return Source(str(path), sample, file_sha256(path), n, size, kind)
+        return Source(str(path), sample, content_sha256(path), n, size, kind)
     except (OSError, ValueError) as exc:
         return Source(str(path), sample, None, 1, 0, "file", reason=f"{path.name}: {exc}")
 
