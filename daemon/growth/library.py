@@ -557,7 +557,10 @@ class LibraryGrowth:
             except ConfirmError as exc:
                 logger.debug("review %d not re-checked: %s", review.result.id, exc)
         for waiting in self.ledger.open_particle_reviews(limit=limit):
-            pairs.append((waiting, self.ledger.particle_spectrum(waiting.particle.id)))
+            try:
+                pairs.append((waiting, self.ledger.particle_spectrum(waiting.particle.id)))
+            except (LookupError, SpectrumError) as exc:  # gone meanwhile, or no usable spectrum
+                logger.debug("particle %d not re-checked: %s", waiting.particle.id, exc)
         if not pairs:
             return 0
         with self.models.lock:  # no aging indices: only the status matters here, and the worker waits
