@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy.stats import binomtest
 
 from engine.analysis.renderings import CONVENTIONS, NATIVE, Convention, render_set
 from engine.core.labels import scoring_label
@@ -93,6 +94,30 @@ def _load_test_set(source: str | Path, *, per_class: int | None, seed: int) -> _
     rows = [selected[j] for j in stratified_rows(labels, per_class=per_class, seed=seed)]
     name = Path(folder).name + (f"@{selector}" if selector else "")
     return _Subset(name, Path(folder), rows, len(selected), [native[i] for i in rows])
+
+
+def _right(results: Sequence[Result | None], truth: Sequence[str], scored: Sequence[int]) -> list[bool]:
+    """Whether each scored spectrum came out known under its own label."""
+    return [
+        (r := results[i]) is not None and r.status == "known" and scoring_label(r.label or "") == truth[i]
+        for i in scored
+    ]
+
+
+def paired_change(native: Sequence[bool], rendered: Sequence[bool]) -> dict[str, Any]:
+    """How a rendering changed the same spectra: ``lost`` (right natively, not rendered), ``gained``
+    (the other way), and the exact two-sided binomial (McNemar) p that the two are alike.
+
+    A cell of a few hundred spectra moves by a point when two or three spectra change, which
+    chance alone does; the p says how surprising a cell's loss is.
+
+    >>> paired_change([True, True, True, False], [False, False, True, False])
+    {'lost': 2, 'gained': 0, 'p': 0.5}
+    """
+    lost = sum(a and not b for a, b in zip(native, rendered, strict=True))
+    gained = sum(b and not a for a, b in zip(native, rendered, strict=True))
+    p = float(binomtest(lost, lost + gained).pvalue) if lost + gained else 1.0
+    return {"lost": lost, "gained": gained, "p": round(p, 4)}
 
 
 def _score(results: Sequence[Result | None], truth: Sequence[str], scored: Sequence[int]) -> dict[str, Any]:
@@ -187,8 +212,9 @@ def conventions_matrix(
     model identified under, declared or inferred (``identified_as``), and
     ``delta_points`` / ``closed_set_delta_points``, 100 x the difference to
     native. ``within_tolerance`` says whether accuracy is no more than
-    ``tolerance_points`` below native. ``progress(1)`` follows the native
-    form and each convention of each set.
+    ``tolerance_points`` below native; ``lost``, ``gained`` and ``p`` are
+    the spectra it changed (:func:`paired_change`). ``progress(1)`` follows
+    the native form and each convention of each set.
     """
     started = time.perf_counter()
     known = {scoring_label(label) for label in model.library.labels}
@@ -211,6 +237,7 @@ def conventions_matrix(
             "identified_as": _units_used(native_results),
             "seconds": round(time.perf_counter() - t0, 3),
         }
+        native_right = _right(native_results, truth, scored)
         scores: dict[str, Any] = {NATIVE: native}
         if progress:
             progress(1)
@@ -229,6 +256,7 @@ def conventions_matrix(
             spectra, read_as, errors = _read_rendering(paths)
             results = _classify(model, spectra, batch_size=batch_size)
             entry = _score(results, truth, scored)
+            entry.update(paired_change(native_right, _right(results, truth, scored)))
             entry["read_as"] = dict(read_as)
             entry["identified_as"] = _units_used(results)
             if errors:

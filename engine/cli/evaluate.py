@@ -214,11 +214,12 @@ def _print_conventions(report: dict[str, Any]) -> None:
     for name in sets:
         folder, _, selector = name.partition("@")
         short = folder.split("_")[0] + (f" {selector.partition('=')[2]}" if selector else "")
-        columns += [f"{short} acc", "Δ pts", "closed", "unk/lq"]
+        columns += [f"{short} acc", "Δ pts", "lost/won", "closed", "unk/lq"]
     table = Table(
         *columns,
-        title=f"robustness matrix ({report['library']}; acc: known and right; "
-        f"Δ: points vs native; closed: candidate right; unk/lq: unknown / low quality)",
+        title=f"robustness matrix ({report['library']}; acc: known and right; Δ: points vs native; "
+        "lost/won: spectra right only natively / only rendered; closed: candidate right; "
+        "unk/lq: unknown / low quality)",
     )
     for convention in [NATIVE, *(c["name"] for c in report["conventions"])]:
         cells = [convention]
@@ -229,6 +230,7 @@ def _print_conventions(report: dict[str, Any]) -> None:
             cells += [
                 f"{entry['accuracy']:.3f}",
                 "" if delta is None else f"{colour}{delta:+.1f}",
+                f"{entry['lost']}/{entry['gained']}" if "lost" in entry else "",
                 f"{entry['closed_set_accuracy']:.3f}",
                 f"{entry['rejected']:.0%}/{entry['low_quality']:.0%}",
             ]
@@ -248,6 +250,13 @@ def _print_conventions(report: dict[str, Any]) -> None:
         f"{total - len(missed)} of {total} renderings within {report['tolerance_points']:g} point "
         f"of native accuracy ({report['seconds']:.0f} s)"
     )
+    for name, convention, delta in missed:
+        entry = sets[name]["scores"][convention]
+        console.print(
+            f"  {name} {convention}: {delta:+.1f} points, {entry['lost']} spectra lost and "
+            f"{entry['gained']} gained (exact McNemar p "
+            f"{'< 0.001' if entry['p'] < 0.001 else format(entry['p'], '.2g')})"
+        )
 
 
 def _study_name(source: str) -> str:
