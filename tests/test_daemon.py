@@ -465,7 +465,7 @@ class TestNonSpectra:
             ]
             hashed: list[Path] = []
             monkeypatch.setattr(
-                "daemon.intake.admission.file_sha256", lambda path: hashed.append(path) or "0" * 64
+                "daemon.intake.admission.content_sha256", lambda path: hashed.append(path) or "0" * 64
             )
             assert daemon.intake.admit(stats, now=time.time()) == {stat.path: None for stat in stats}
             assert hashed == [] and daemon.ledger.claim_next(now=time.time()) is None

@@ -476,21 +476,21 @@ class TestContentIdentity:
         self, references: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         from engine.core.spectrum import file_sha256
-        from engine.io import envi
+        from engine.io import identity
 
         one = _write(tmp_path / "a", _scene(references))
         two = _write(tmp_path / "b", _filter(3))  # another filter: a header of the same bytes
         assert one.read_bytes() == two.read_bytes()
-        assert envi.content_sha256(one) != envi.content_sha256(two)
-        assert envi.content_sha256(one) == envi.content_sha256(_write(tmp_path / "c", _scene(references)))
-        monkeypatch.setattr(envi, "WHOLE_DATA_BYTES", 1 << 16)  # larger data: sampled blocks
-        monkeypatch.setattr(envi, "BLOCK_BYTES", 1 << 12)
-        assert envi.content_sha256(one) != envi.content_sha256(two)
+        assert identity.content_sha256(one) != identity.content_sha256(two)
+        assert identity.content_sha256(one) == identity.content_sha256(_write(tmp_path / "c", _scene(references)))
+        monkeypatch.setattr(identity, "WHOLE_DATA_BYTES", 1 << 16)  # larger data: sampled blocks
+        monkeypatch.setattr(identity, "BLOCK_BYTES", 1 << 12)
+        assert identity.content_sha256(one) != identity.content_sha256(two)
         one.with_suffix(".dat").unlink()  # no data yet: the header alone
-        assert envi.content_sha256(one) == file_sha256(one)
+        assert identity.content_sha256(one) == file_sha256(one)
         other = tmp_path / "a" / "notes.csv"
         other.write_text("wavenumber,absorbance\n")
-        assert envi.content_sha256(other) == file_sha256(other)
+        assert identity.content_sha256(other) == file_sha256(other)
 
 
 class TestGeometry:

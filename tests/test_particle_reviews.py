@@ -93,18 +93,30 @@ class TestTheLedger:
             assert after.particle.sha256 != before.particle.sha256
             assert ledger.particle_review_counts()[ReviewState.OPEN] == 1
             earlier = ledger.particle_review(before.particle.id)
-            assert earlier is not None and earlier.superseded and not after.superseded
+            assert earlier is not None and earlier.particle.superseded_at is not None
+            assert after.particle.superseded_at is None
 
-    def test_only_a_reviewed_particle_can_be_decided(self, tmp_path: Path) -> None:
+    def test_a_known_particle_is_queued_when_decided_if_its_spectrum_is_kept(self, tmp_path: Path) -> None:
         with Ledger(tmp_path / "ledger.sqlite3") as ledger:
-            _unknown_map(ledger, "/inbox/filter-1/map.hdr", now=1.0)
+            _unknown_map(ledger, "/inbox/filter-1/map.hdr", now=1.0)  # the PE particle's spectrum not kept
             known = ledger.particles()[0]
             with pytest.raises(LookupError, match="no review"):
                 ledger.decide_particle_review(
                     known.id, state=ReviewState.CONFIRMED, label="PP", decided_by="ana", now=2.0
                 )
-            with pytest.raises(LookupError, match="no review"):
-                ledger.particle_spectrum(known.id)
+            with pytest.raises(LookupError, match="no spectrum kept"):
+                ledger.enqueue_particle_review(known.id, now=2.0)
+            particles = [map_particle(0, "PE", 120.0), map_particle(1, "", 40.0, status="unknown")]
+            kept = replace(map_record(particles), spectra={0: MEAN, 1: MEAN})  # as the daemon keeps them
+            deliver(ledger, "/inbox/filter-2/map.hdr", "another map", now=3.0, map_record=kept)
+            pe = ledger.particles(sample="filter-2")[0]
+            assert ledger.particle_review(pe.id) is None  # known: not queued with its map
+            assert ledger.enqueue_particle_review(pe.id, now=4.0)
+            assert not ledger.enqueue_particle_review(pe.id, now=5.0)  # queued once
+            ledger.decide_particle_review(
+                pe.id, state=ReviewState.REJECTED, label=None, decided_by="ana", now=6.0
+            )
+            assert ledger.particles(sample="filter-2")[0].status == "rejected"
 
 
 def _pe_and_pet_map(folder: Path) -> Path:
@@ -211,12 +223,19 @@ class TestTheReviewLoopOfAMap:
                 page = response.read().decode()
             assert f"{HELD_OUT}: 2" in page and "data-particle-id" not in page
 
-            # 6. a particle that is not reviewed is refused with its reason
+            # 6. a particle the classifier labelled can be decided too: its own label is positive
+            #    feedback (the library stays as it is); an id of no particle is refused
             (known,) = (i for i, p in final.items() if i not in ids)
-            refused = mpwatch(
-                "confirm", "--state", str(state), "--particle", known, "--label", "PP", check=False
+            kept = json.loads(
+                mpwatch("confirm", "--state", str(state), "--particle", known, "--label", "PE").stdout
             )
-            assert refused.returncode != 0 and "is known as PE and has no review" in refused.stderr
+            assert kept["kind"] == "positive" and kept["library_version"] == outcome["library_version"]
+            (pe,) = (p for p in _particles(state) if str(p["id"]) == known)
+            assert (pe["status"], pe["label"], pe["decision"]["state"]) == ("known", "PE", "confirmed")
+            refused = mpwatch(
+                "confirm", "--state", str(state), "--particle", "99999", "--label", "PP", check=False
+            )
+            assert refused.returncode != 0 and "no particle with id 99999" in refused.stderr
 
 
 class TestChangedDecisions:
@@ -283,9 +302,10 @@ class TestChangedDecisions:
             particle = d.ledger.particles(sha256=first.particle.sha256)[first.particle.index]
             assert (particle.status, particle.label) == ("rejected", None)
             assert decisions.reject([pid], decided_by="ana").kind == "unchanged"
-            with pytest.raises(ConfirmError, match="no review"):
-                pe = next(p for p in d.ledger.particles() if p.label == "PE")
-                decisions.confirm([pe.id], "PP", decided_by="ana")
+            pe = next(p for p in d.ledger.particles() if p.label == "PE")  # a known particle, relabelled
+            relabelled = decisions.confirm([pe.id], "PP", decided_by="ana")
+            assert relabelled.kind == "added" and len(relabelled.ref_ids) == 1
+            assert d.ledger.particle(pe.id) is not None and d.ledger.particle(pe.id).label == "PP"
 
 
 class TestMapsOfOneShape:

@@ -1,10 +1,13 @@
-"""An analyst's decisions on maps' unknown particles: each confirmed mean spectrum grows the library.
+"""An analyst's decisions on maps' particles: each confirmed mean spectrum grows the library.
 
-A map's unknown particle waits with its mean spectrum (:mod:`daemon.store.particle_reviews`).
-Confirmed as a label, the spectrum joins the library of its technique as a confirmed result's
-does (:meth:`~daemon.growth.library.LibraryGrowth.add_spectra`: served at once, one saved
-version for all the particles confirmed together), and the decision records the reference it
-became; rejected, it is only recorded. Either way the particles views count the final label and
+Every particle of a map keeps its mean spectrum (:mod:`daemon.store.particle_reviews`); the
+unknown ones wait in the review queue, and any other can be decided as well (a particle the
+classifier labelled wrongly). Confirmed as a label the classifier had not given it, the spectrum
+joins the library of its technique as a confirmed result's does
+(:meth:`~daemon.growth.library.LibraryGrowth.add_spectra`: served at once, one saved version for
+all the particles confirmed together), and the decision records the reference it became;
+confirmed as the classifier's own label, the decision is recorded and the library stays as it
+is; rejected, the decision is recorded. Either way the particles views count the final label and
 the sample's result files are rewritten. The same decision twice changes nothing; a new label
 first takes back the references the earlier confirmation added.
 """
@@ -15,15 +18,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from daemon.growth.library import ConfirmError, GrowthOutcome, LibraryGrowth, _joined
-from daemon.store.ledger import Ledger, ParticleReview, ReviewState
+from daemon.store.ledger import ReviewState, StoredParticle
 from daemon.store.records import decided_by_model
 from engine.core.spectrum import Spectrum
 
 __all__ = ["ParticleDecisions"]
 
 
-def _ids(reviews: Sequence[ParticleReview]) -> str:
-    return ", ".join(str(r.particle.id) for r in reviews)
+def _ids(particles: Sequence[StoredParticle]) -> str:
+    return ", ".join(str(p.id) for p in particles)
 
 
 class ParticleDecisions:
@@ -33,23 +36,30 @@ class ParticleDecisions:
         self.growth = growth
         self.ledger = growth.ledger
 
-    def _reviews(self, particle_ids: Sequence[int], what: str) -> list[ParticleReview]:
+    def _particles(self, particle_ids: Sequence[int], what: str) -> list[tuple[StoredParticle, Spectrum]]:
+        """Each particle of ``particle_ids`` (once) with its kept mean spectrum, all checked first."""
         ids = list(dict.fromkeys(int(i) for i in particle_ids))
         if not ids:
             raise ConfirmError(f"{what} needs at least one particle")
-        reviews = []
+        found = []
         for particle_id in ids:
-            review = self.ledger.particle_review(particle_id)
-            if review is None:
-                raise ConfirmError(_not_reviewed(self.ledger, particle_id))
-            if review.superseded:
+            particle = self.ledger.particle(particle_id)
+            if particle is None:
                 raise ConfirmError(
-                    f"particle {particle_id} is of an earlier content of {review.particle.source_path}: "
+                    f"no particle with id {particle_id} ('mpwatch results --particles' lists them)"
+                )
+            if particle.superseded_at is not None:
+                raise ConfirmError(
+                    f"particle {particle_id} is of an earlier content of {particle.source_path}: "
                     "the map was rewritten and identified again ('mpwatch results --particles' lists its "
                     "particles now)"
                 )
-            reviews.append(review)
-        return reviews
+            try:
+                spectrum = self.ledger.particle_spectrum(particle_id)
+            except LookupError as exc:
+                raise ConfirmError(f"{exc} (its map was identified before mean spectra were kept)") from exc
+            found.append((particle, spectrum))
+        return found
 
     def _class_label(self, spectrum: Spectrum, label: str) -> str:
         """The class ``label`` names in the library that would take ``spectrum``."""
@@ -61,47 +71,58 @@ class ParticleDecisions:
             raise ConfirmError(str(exc)) from exc
 
     def confirm(self, particle_ids: Sequence[int], label: str, *, decided_by: str) -> GrowthOutcome:
-        """An analyst says every particle of ``particle_ids`` is ``label``: their mean spectra join the
-        library as one version.
+        """An analyst says every particle of ``particle_ids`` is ``label``: the mean spectra of those the
+        classifier had not given that label join the library as one version.
 
         Every particle is looked up and checked before anything changes.
 
         Raises:
-            ConfirmError: no label or no particle; a particle without a review; a label that no
-                class of the library can take; particles of more than one technique to add.
+            ConfirmError: no label or no particle; a particle that does not exist, of a rewritten map,
+                or without a kept spectrum; a label that no class of the library can take;
+                particles of more than one technique to add.
         """
         if not label.strip():
             raise ConfirmError("a confirmation needs a label")
         growth = self.growth
         with growth._deciding:
-            reviews = self._reviews(particle_ids, "a confirmation")
-            kept = {r.particle.id: self.ledger.particle_spectrum(r.particle.id) for r in reviews}
-            canonical = {pid: self._class_label(spectrum, label) for pid, spectrum in kept.items()}
-            already = [r for r in reviews if _decided(r, ReviewState.CONFIRMED, canonical[r.particle.id])]
-            changing = [r for r in reviews if r not in already]
+            found = self._particles(particle_ids, "a confirmation")
+            canonical = {p.id: self._class_label(spectrum, label) for p, spectrum in found}
+            changing = [(p, s) for p, s in found if not _decided(p, ReviewState.CONFIRMED, canonical[p.id])]
+            already = [p for p, _ in found if _decided(p, ReviewState.CONFIRMED, canonical[p.id])]
             if not changing:
                 return self._unchanged(already, f"confirmed as {already[0].label}", already[0].label)
-            spectra = [kept[r.particle.id] for r in changing]
-            techniques = sorted({str(s.technique) for s in spectra})
+            adding = [(p, s) for p, s in changing if _classified(p) != canonical[p.id]]
+            techniques = sorted({str(s.technique) for _, s in adding})
             if len(techniques) > 1:
                 raise ConfirmError(f"particles of one technique only can be added at once, not {techniques}")
-            for r in changing:
-                if r.particle.decision is None:  # a person's first word on it is what drift scores
-                    growth.drift.learn(canonical[r.particle.id], predicted=None)
-            withdrawn = growth._withdraw([r.particle.decision for r in changing], decided_by=decided_by)
-            outcome = growth._add(spectra, label, confirmed_by=decided_by)
+            for p, _ in changing:
+                if p.decision is None or decided_by_model(p.decision.decided_by):  # a person's first word
+                    growth.drift.learn(canonical[p.id], predicted=_classified(p))
+            withdrawn = growth._withdraw([p.decision for p, _ in changing], decided_by=decided_by)
+            if adding:
+                outcome = growth._add([s for _, s in adding], label, confirmed_by=decided_by)
+                reference = dict(zip((p.id for p, _ in adding), outcome.ref_ids, strict=True))
+            else:
+                model = growth.models.get()
+                outcome = GrowthOutcome(
+                    "positive", canonical[changing[0][0].id], model.library.version, model.version
+                )
+                reference = {}
+            for _ in range(len(changing) - len(adding)):
+                growth.metrics.confirmation("positive")
             now = growth.clock()
-            for review, ref_id in zip(changing, outcome.ref_ids, strict=True):
+            for p, _ in changing:
+                added = reference.get(p.id)
                 self._decide(
-                    review,
+                    p,
                     state=ReviewState.CONFIRMED,
-                    label=canonical[review.particle.id],
+                    label=canonical[p.id],
                     material=label,
                     decided_by=decided_by,
                     now=now,
-                    ref_ids=(ref_id,),
+                    ref_ids=() if added is None else (added,),
                 )
-            resolved = growth.recheck_reviews()
+            resolved = growth.recheck_reviews() if adding else 0
             also = f"particles {_ids(already)} were already confirmed as {outcome.label}" if already else ""
             return replace(outcome, reviews_resolved=resolved, note=_joined(withdrawn, outcome.note, also))
 
@@ -110,28 +131,32 @@ class ParticleDecisions:
         are taken back."""
         growth = self.growth
         with growth._deciding:
-            reviews = self._reviews(particle_ids, "a rejection")
-            rejecting = [r for r in reviews if not _decided(r, ReviewState.REJECTED, None)]
+            found = [p for p, _ in self._particles(particle_ids, "a rejection")]
+            rejecting = [p for p in found if not _decided(p, ReviewState.REJECTED, None)]
             if not rejecting:
-                return self._unchanged(reviews, "rejected", None)
-            withdrawn = growth._withdraw([r.particle.decision for r in rejecting], decided_by=decided_by)
+                return self._unchanged(found, "rejected", None)
+            withdrawn = growth._withdraw([p.decision for p in rejecting], decided_by=decided_by)
             now = growth.clock()
-            for review in rejecting:
-                self._decide(review, state=ReviewState.REJECTED, label=None, decided_by=decided_by, now=now)
+            for p in rejecting:
+                self._decide(p, state=ReviewState.REJECTED, label=None, decided_by=decided_by, now=now)
+                if (p.decision is None or decided_by_model(p.decision.decided_by)) and _classified(p):
+                    growth.drift.learn("rejected", predicted=_classified(p))
                 growth.metrics.confirmation("rejected")
             model = growth.models.get()
             return GrowthOutcome("rejected", None, model.library.version, model.version, note=withdrawn)
 
-    def _unchanged(self, reviews: Sequence[ParticleReview], what: str, label: str | None) -> GrowthOutcome:
-        """The outcome of a decision every particle of ``reviews`` had already: nothing changed."""
+    def _unchanged(self, particles: Sequence[StoredParticle], what: str, label: str | None) -> GrowthOutcome:
+        """The outcome of a decision every particle of ``particles`` had already: nothing changed."""
         model = self.growth.models.get()
-        which = f"particle {_ids(reviews)} is" if len(reviews) == 1 else f"particles {_ids(reviews)} are"
+        which = (
+            f"particle {_ids(particles)} is" if len(particles) == 1 else f"particles {_ids(particles)} are"
+        )
         note = f"{which} already {what}; nothing changed"
         return GrowthOutcome("unchanged", label, model.library.version, model.version, note=note)
 
     def _decide(
         self,
-        review: ParticleReview,
+        particle: StoredParticle,
         *,
         state: ReviewState,
         label: str | None,
@@ -140,9 +165,11 @@ class ParticleDecisions:
         material: str | None = None,
         ref_ids: Sequence[int] = (),
     ) -> None:
-        """Record a decision on a particle, then have its sample's result files rewritten."""
+        """Record a decision on a particle (queueing it first if it was never queued), then have its
+        sample's result files rewritten."""
+        self.ledger.enqueue_particle_review(particle.id, now=now)
         self.ledger.decide_particle_review(
-            review.particle.id,
+            particle.id,
             state=state,
             label=label,
             material=material or label,
@@ -151,24 +178,21 @@ class ParticleDecisions:
             ref_ids=ref_ids,
         )
         if self.growth.on_decision is not None:
-            self.growth.on_decision(review.particle.source_path)
+            self.growth.on_decision(particle.source_path)
 
 
-def _not_reviewed(ledger: Ledger, particle_id: int) -> str:
-    """Why particle ``particle_id`` cannot be decided: it does not exist, or it was not unknown."""
-    particle = ledger.particle(particle_id)
-    if particle is None:
-        return f"no particle with id {particle_id} ('mpwatch results --particles' lists them)"
-    said = f"known as {particle.label}" if particle.status == "known" else particle.status
-    return (
-        f"particle {particle_id} is {said} and has no review: only a map's unknown particles keep "
-        "their spectrum for a decision"
+def _classified(particle: StoredParticle) -> str | None:
+    """The label the classifier gave the particle (None: it was not known), whatever was decided since."""
+    decision = particle.decision
+    status, label = (
+        (decision.original_status, decision.original_label) if decision else (particle.status, particle.label)
     )
+    return label if str(status) == "known" else None
 
 
-def _decided(review: ParticleReview, state: ReviewState, label: str | None) -> bool:
-    """Whether a person has already decided ``review`` as ``state`` (with ``label``)."""
-    decision = review.particle.decision
+def _decided(particle: StoredParticle, state: ReviewState, label: str | None) -> bool:
+    """Whether a person has already decided ``particle`` as ``state`` (with ``label``)."""
+    decision = particle.decision
     return (
         decision is not None
         and not decided_by_model(decision.decided_by)

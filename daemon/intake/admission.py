@@ -26,7 +26,7 @@ from daemon.store.ledger import Admission, FileState, Ledger, LedgerError
 from daemon.web.metrics import Metrics
 from engine.core.conventions import AcquisitionProfile
 from engine.io.candidates import NonSpectrumFilter
-from engine.io.envi import content_sha256
+from engine.io.identity import content_sha256
 
 __all__ = ["ADMIT_PER_TURN", "Intake"]
 

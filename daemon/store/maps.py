@@ -4,8 +4,8 @@ A map file is one row of ``maps`` (its size, pixel size, counts and drawing) and
 ``particles`` per particle, keyed by ``(sha256, particle_index)`` as results are keyed by
 ``(sha256, spectrum_index)``: a map is identified once, however often its file is delivered.
 Both are written by :meth:`~daemon.store.files.FileStates.complete` in the same transaction as the
-file's ``done`` state, and superseded with a file's results when the file is rewritten. An unknown
-particle's review is opened in the same transaction, its mean spectrum stored with it
+file's ``done`` state, and superseded with a file's results when the file is rewritten. Each
+particle's mean spectrum is kept, and an unknown particle's review opened, in the same transaction
 (:mod:`daemon.store.particle_reviews`); every particles view lays an analyst's decision over
 the classifier's answer, as results views do.
 """
@@ -86,7 +86,7 @@ class MapRecord:
     summary: Mapping[str, Any]
     particles: Sequence[Mapping[str, Any]]
     image_path: str | None = None
-    #: The mean spectrum of each unknown particle, by particle index: each opens a review.
+    #: The mean spectrum of each particle, by particle index: kept; an unknown one's opens a review.
     spectra: Mapping[int, Spectrum] = field(default_factory=dict)
 
 
@@ -140,6 +140,8 @@ class StoredParticle:
     payload: dict[str, Any] = field(default_factory=dict)
     #: The analyst's decision laid over ``values`` (None: nobody decided yet).
     decision: Decision | None = None
+    #: When the map was rewritten and its particles identified again (None: this one is current).
+    superseded_at: float | None = None
 
     @property
     def sample(self) -> str:
@@ -239,7 +241,8 @@ PARTICLE_COLUMNS: Final = (
     + ", ".join(f"({_FINAL[c]}) AS {c}" if c in _FINAL else f"p.{c}" for c in _COLUMNS)
     + ", p.payload, m.model_version, d.state AS decision_state, d.label AS decision_label, "
     "d.decided_by AS decision_by, d.decided_at AS decision_at, d.ref_ids AS decision_ref_ids, "
-    "p.status AS original_status, p.label AS original_label, p.confidence AS original_confidence"
+    "p.status AS original_status, p.label AS original_label, p.confidence AS original_confidence, "
+    "p.superseded_at"
 )
 #: The map of particle ``p`` and the decision laid over it (a review that is no longer open).
 PARTICLE_JOINS: Final = (

@@ -1,14 +1,14 @@
-"""The reviews of maps' unknown particles: the mean spectrum an analyst decides on, and the decision.
+"""The reviews of maps' particles: the mean spectrum an analyst decides on, and the decision.
 
-A map gives particles, not results, so its unknown particles wait in a queue of their own
-(``particle_review``), opened with the map in the same transaction as the file's ``done``
-state (:func:`open_particle_reviews`). Each review keeps the particle's mean spectrum
-(float32 bytes of the map's axis and of the mean, in the map's own unit, as the cube holds
-them: about 7 KB for 900 bands), since a map of 10^6 pixels is not read again to confirm one
-particle. A decision (``confirmed`` with a label, or ``rejected``) replaces an earlier one;
-the particles views lay it over the classifier's answer
-(:data:`daemon.store.maps.PARTICLE_COLUMNS`), so ``mpwatch results --particles``, a sample's
-summary and its report count the final label.
+A map gives particles, not results, so its particles wait in a queue of their own
+(``particle_review``): the unknown ones opened with the map in the same transaction as the
+file's ``done`` state (:func:`open_particle_reviews`), any other when an analyst decides it.
+Every particle's mean spectrum is kept (``particle_spectra``: float32 bytes of the map's axis
+and of the mean, in the map's own unit, as the cube holds them: about 7 KB for 900 bands),
+since a map of 10^6 pixels is not read again to decide one particle. A decision (``confirmed``
+with a label, or ``rejected``) replaces an earlier one; the particles views lay it over the
+classifier's answer (:data:`daemon.store.maps.PARTICLE_COLUMNS`), so ``mpwatch results
+--particles``, a sample's summary and its report count the final label.
 """
 
 from __future__ import annotations
@@ -43,23 +43,20 @@ class ParticleReview:
     decided_by: str | None
     decided_at: float | None
     opened_at: float
-    #: Whether the map was rewritten since: its particles were identified again, this one is history.
-    superseded: bool = False
 
 
 def open_particle_reviews(
     conn: sqlite3.Connection, sha256: str, spectra: Mapping[int, Spectrum], *, now: float
 ) -> int:
-    """Open a review for each unknown particle of map ``sha256`` (inside the caller's transaction),
-    keeping its mean spectrum; a particle already reviewed keeps its review. Returns how many opened."""
-    opened = 0
+    """Keep the mean spectrum of each particle of map ``sha256`` that ``spectra`` holds, and open a
+    review for each of them that is ``unknown`` (inside the caller's transaction); a particle kept
+    already keeps what it has. Returns how many reviews opened."""
     for index, spectrum in spectra.items():
-        opened += conn.execute(
-            "INSERT INTO particle_review (particle_id, state, opened_at, wavenumbers, spectrum, y_unit, "
-            "technique, metadata) SELECT id, 'open', ?, ?, ?, ?, ?, ? FROM particles "
-            "WHERE sha256 = ? AND particle_index = ? ON CONFLICT (particle_id) DO NOTHING",
+        conn.execute(
+            "INSERT INTO particle_spectra (particle_id, wavenumbers, spectrum, y_unit, technique, metadata) "
+            "SELECT id, ?, ?, ?, ?, ? FROM particles WHERE sha256 = ? AND particle_index = ? "
+            "ON CONFLICT (particle_id) DO NOTHING",
             (
-                now,
                 np.asarray(spectrum.wavenumbers, dtype=_STORED).tobytes(),
                 np.asarray(spectrum.values, dtype=_STORED).tobytes(),
                 spectrum.y_unit,
@@ -68,15 +65,21 @@ def open_particle_reviews(
                 sha256,
                 int(index),
             ),
+        )
+    return int(
+        conn.execute(
+            "INSERT INTO particle_review (particle_id, state, opened_at) SELECT p.id, 'open', ? "
+            "FROM particles AS p JOIN particle_spectra AS s ON s.particle_id = p.id "
+            "WHERE p.sha256 = ? AND p.status = 'unknown' ON CONFLICT (particle_id) DO NOTHING",
+            (now, sha256),
         ).rowcount
-    return opened
+    )
 
 
 #: Reviews with their particles, final values and decisions.
 _REVIEWED: Final = (
     f"SELECT {PARTICLE_COLUMNS}, v.state AS review_state, v.label AS review_label, "
-    "v.decided_by AS review_by, v.decided_at AS review_at, v.opened_at, "
-    "p.superseded_at AS particle_superseded_at "
+    "v.decided_by AS review_by, v.decided_at AS review_at, v.opened_at "
     f"FROM particle_review AS v JOIN particles AS p ON p.id = v.particle_id {PARTICLE_JOINS}"
 )
 
@@ -89,7 +92,6 @@ def _review(row: sqlite3.Row) -> ParticleReview:
         decided_by=row["review_by"],
         decided_at=row["review_at"],
         opened_at=row["opened_at"],
-        superseded=row["particle_superseded_at"] is not None,
     )
 
 
@@ -117,19 +119,20 @@ class ParticleReviews(LedgerConnection):
         return None if row is None else _review(row)
 
     def particle_spectrum(self, particle_id: int) -> Spectrum:
-        """The mean spectrum kept with a particle's review.
+        """The mean spectrum kept for a particle.
 
         Raises:
-            UnknownReviewError: the particle has no review (it was not unknown, or does not exist).
+            UnknownReviewError: no spectrum is kept for it (no such particle, or one of a map
+                identified before spectra were kept).
         """
         with self._read() as conn:
             row = conn.execute(
-                "SELECT wavenumbers, spectrum, y_unit, technique, metadata FROM particle_review "
+                "SELECT wavenumbers, spectrum, y_unit, technique, metadata FROM particle_spectra "
                 "WHERE particle_id = ?",
                 (particle_id,),
             ).fetchone()
         if row is None:
-            raise UnknownReviewError(f"particle {particle_id} has no review")
+            raise UnknownReviewError(f"particle {particle_id} has no spectrum kept")
         return Spectrum.create(
             np.frombuffer(row["wavenumbers"], dtype=_STORED).astype(np.float64),
             np.frombuffer(row["spectrum"], dtype=_STORED).astype(np.float64),
@@ -137,6 +140,24 @@ class ParticleReviews(LedgerConnection):
             technique=row["technique"],
             metadata=json.loads(row["metadata"]),
         )
+
+    def enqueue_particle_review(self, particle_id: int, *, now: float) -> bool:
+        """Ask for a decision on any particle whose spectrum is kept (unknown ones are queued with
+        their map). Returns False if it already has a review.
+
+        Raises:
+            UnknownReviewError: no spectrum is kept for it.
+        """
+        with self._write() as conn:
+            kept = conn.execute("SELECT 1 FROM particle_spectra WHERE particle_id = ?", (particle_id,))
+            if kept.fetchone() is None:
+                raise UnknownReviewError(f"particle {particle_id} has no spectrum kept")
+            cursor = conn.execute(
+                "INSERT INTO particle_review (particle_id, state, opened_at) VALUES (?, 'open', ?) "
+                "ON CONFLICT (particle_id) DO NOTHING",
+                (particle_id, now),
+            )
+            return cursor.rowcount > 0
 
     def decide_particle_review(
         self,

@@ -163,8 +163,19 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX particles_by_label ON particles (label)",
     ),
     (
-        # The review of a map's unknown particle, with the mean spectrum an analyst decides on
-        # (daemon/store/particle_reviews.py): float32 bytes of the map's axis and of the mean.
+        # Each map particle's mean spectrum, and the reviews of particles (daemon/store/particle_reviews.py):
+        # float32 bytes of the map's axis and of the mean. An unknown particle's review opens with the map;
+        # any other is queued when an analyst decides it.
+        """
+        CREATE TABLE particle_spectra (
+            particle_id INTEGER PRIMARY KEY REFERENCES particles (id) ON DELETE CASCADE,
+            wavenumbers BLOB NOT NULL,
+            spectrum    BLOB NOT NULL,
+            y_unit      TEXT NOT NULL,
+            technique   TEXT,
+            metadata    TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
         """
         CREATE TABLE particle_review (
             particle_id INTEGER PRIMARY KEY REFERENCES particles (id) ON DELETE CASCADE,
@@ -174,12 +185,7 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             decided_by  TEXT,
             decided_at  REAL,
             opened_at   REAL NOT NULL,
-            ref_ids     TEXT,
-            wavenumbers BLOB NOT NULL,
-            spectrum    BLOB NOT NULL,
-            y_unit      TEXT NOT NULL,
-            technique   TEXT,
-            metadata    TEXT NOT NULL DEFAULT '{}'
+            ref_ids     TEXT
         )
         """,
         "CREATE INDEX particle_review_by_state ON particle_review (state, particle_id)",

@@ -29,7 +29,6 @@ the pair is found by :func:`data_member`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Iterable
@@ -40,13 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.core.spectrum import (
-    Spectrum,
-    SpectrumError,
-    file_sha256,
-    normalise_y_unit,
-    wavenumbers_from_wavelengths,
-)
+from engine.core.spectrum import Spectrum, SpectrumError, normalise_y_unit, wavenumbers_from_wavelengths
 from engine.io._text import decode_text, read_limited, short
 from engine.io.registry import register
 
@@ -58,7 +51,6 @@ __all__ = [
     "EnviHeader",
     "check_data_size",
     "check_pixels",
-    "content_sha256",
     "data_file_for",
     "data_member",
     "envi_header_for",
@@ -495,44 +487,6 @@ def envi_header_for(data_path: Path) -> Path | None:
         except OSError:
             continue
     return None
-
-
-#: A data file up to this size is hashed whole into its pair's identity; a larger one by its size
-#: and :data:`SAMPLED_BLOCKS` evenly spaced blocks of :data:`BLOCK_BYTES` (64 MB read, whatever its size).
-WHOLE_DATA_BYTES = 256 << 20
-SAMPLED_BLOCKS = 64
-BLOCK_BYTES = 1 << 20
-
-
-def content_sha256(path: str | Path) -> str:
-    """The identity of a file's content: an ENVI header's is its bytes with its data file's, any
-    other file's its own bytes (:func:`~engine.core.spectrum.file_sha256`).
-
-    A header alone does not name a map: instruments and export scripts write byte-identical
-    headers for maps of one shape, and two filters' maps would be one content. So the data file
-    beside the header is part of it: hashed whole up to :data:`WHOLE_DATA_BYTES`, else by its size
-    and sampled blocks (two acquisitions differ in every block, if only by their noise). A header
-    whose data file is not there yet is its own bytes, until the data arrives.
-    """
-    file = Path(path)
-    if file.suffix.lower() != ".hdr":
-        return file_sha256(file)
-    try:
-        data = _data_file(file)
-    except SpectrumError:
-        return file_sha256(file)
-    digest = hashlib.sha256(file.read_bytes())
-    size = data.stat().st_size
-    digest.update(b"\0ENVI data\0" + size.to_bytes(8, "little"))
-    with data.open("rb") as handle:
-        if size <= WHOLE_DATA_BYTES:
-            for chunk in iter(lambda: handle.read(BLOCK_BYTES), b""):
-                digest.update(chunk)
-        else:
-            for k in range(SAMPLED_BLOCKS):
-                handle.seek((size - BLOCK_BYTES) * k // (SAMPLED_BLOCKS - 1))
-                digest.update(handle.read(BLOCK_BYTES))
-    return digest.hexdigest()
 
 
 def data_file_for(header_path: Path) -> Path:

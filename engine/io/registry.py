@@ -248,7 +248,7 @@ def read_spectra(path: str | Path) -> list[Spectrum]:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise SpectrumError("unreadable", f"{path.name} is {size} bytes, over the {MAX_FILE_BYTES} limit")
-        from engine.io.envi import content_sha256  # envi registers its readers here: imported late
+        from engine.io.identity import content_sha256  # its readers register here: imported late
 
         sha = content_sha256(path)
     try:

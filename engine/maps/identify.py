@@ -356,7 +356,7 @@ def _particle(
     classes: list[str],
     spectrum: Spectrum | None = None,
 ) -> Particle:
-    """A particle from its region and its mean spectrum's result; an unknown one keeps its ``spectrum``."""
+    """A particle from its region, its mean spectrum's result and the mean ``spectrum`` itself."""
     line, sample = region.centroid
     um = size is not None
     px, py = size if size is not None else (1.0, 1.0)
@@ -388,5 +388,5 @@ def _particle(
         aging=aging,
         bbox=region.bbox,
         pixel_label=classes[region.code] if 0 <= region.code < len(classes) else None,
-        spectrum=spectrum if status == "unknown" else None,
+        spectrum=spectrum,
     )

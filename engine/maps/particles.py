@@ -47,8 +47,8 @@ class Particle:
     bbox: tuple[int, int, int, int] = (0, 0, 0, 0)
     #: What the region's pixels were identified as (None: unknown pixels); ``label`` is the mean spectrum's.
     pixel_label: str | None = None
-    #: The mean spectrum of an ``unknown`` particle, for an analyst to decide (None for the others):
-    #: not part of :meth:`as_dict`.
+    #: The mean spectrum (None where the region gave no usable spectrum), kept for an analyst to
+    #: decide the particle: not part of :meth:`as_dict`.
     spectrum: Spectrum | None = field(default=None, compare=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from engine.cli.classify import spectrum_inputs
 from engine.core.spectrum import file_sha256
-from engine.io.envi import content_sha256
+from engine.io.identity import content_sha256
 from engine.io.labelled_set import is_labelled_set
 from engine.maps import is_map
 from engine.maps.cube import map_shape
