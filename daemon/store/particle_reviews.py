@@ -96,7 +96,7 @@ def _review(row: sqlite3.Row) -> ParticleReview:
 
 
 class ParticleReviews(LedgerConnection):
-    """The ``particle_review`` table: maps' unknown particles, their spectra and the decisions."""
+    """Maps' particles: their kept mean spectra, their review queue and the decisions on them."""
 
     def open_particle_reviews(
         self, *, sha256: str | None = None, limit: int = 100, offset: int = 0
