@@ -82,9 +82,10 @@ class TestFormatsTable:
 
 
 #: Modules of engine/io that a reader module may import: the registry and shared helpers. The zip
-#: reader also takes the ENVI pair parser, since an ENVI map in a zip is two members.
+#: reader also takes the ENVI pair parser, since an ENVI map in a zip is two members, and a file's
+#: content identity (no reader) takes the data file beside an ENVI header.
 READER_HELPERS = {"registry", "_text", "_binary", "_jcamp_data"}
-ALLOWED_READER_IMPORTS = {"archive": {"envi"}}
+ALLOWED_READER_IMPORTS = {"archive": {"envi"}, "identity": {"envi"}}
 
 
 class TestRegistry:
