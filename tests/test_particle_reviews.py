@@ -1,9 +1,10 @@
-"""A map's unknown particles are reviewed: their mean spectra wait with them, and a decision counts.
+"""A map's particles are reviewed: their mean spectra are kept, and a decision counts.
 
-An FPA lab images whole filters: its particles come from maps, not from files of spectra. An
-unknown particle waits in ``particle_review`` with its mean spectrum; a confirmation adds that
-spectrum to the library and every particles view (``mpwatch results --particles``, the sample's
-summary.csv, the console's Maps page) counts the final label.
+An FPA lab images whole filters: its particles come from maps, not from files of spectra. Every
+particle keeps its mean spectrum (``particle_spectra``) and an unknown one waits in
+``particle_review``; a confirmation adds that spectrum to the library and every particles view
+(``mpwatch results --particles``, the sample's summary.csv and report, the console's Maps page)
+counts the final label.
 """
 
 from __future__ import annotations
