@@ -314,9 +314,10 @@ class LibraryGrowth:
             prior = plan.stored.decision
             if prior is None or prior.by_model:  # a person's first word on it is what drift scores
                 self.drift.learn(plan.canonical, predicted=plan.predicted)
-        withdrawn = self._withdraw([plan.stored.decision for plan in plans], decided_by=decided_by)
-        now = self.clock()
         adding = [(plan.stored.id, plan.spectrum) for plan in plans if plan.spectrum is not None]
+        priors = [plan.stored.decision for plan in plans]
+        withdrawn = self._withdraw(priors, decided_by=decided_by, recheck=not adding)  # else checked below
+        now = self.clock()
         for _ in range(len(plans) - len(adding)):
             self.metrics.confirmation("positive")
         if adding:
@@ -398,8 +399,12 @@ class LibraryGrowth:
         label = decisions[0].label if decisions else None
         return GrowthOutcome("unchanged", label, model.library.version, model.version, ref_ids, note=note)
 
-    def _withdraw(self, priors: Sequence[Decision | None], *, decided_by: str) -> str:
-        """Take back the references earlier decisions added, as one version; say so ("": there were none)."""
+    def _withdraw(self, priors: Sequence[Decision | None], *, decided_by: str, recheck: bool = True) -> str:
+        """Take back the references earlier decisions added, as one version; say so ("": there were none).
+
+        The reviews a grown model had closed on them are opened again and, with ``recheck``, checked
+        against the library without them (a caller that grows the library next re-checks after it).
+        """
         taken = [prior for prior in priors if prior is not None and prior.ref_ids]
         if not taken:
             return ""
@@ -408,10 +413,10 @@ class LibraryGrowth:
         names = list(dict.fromkeys(str(prior.label) for prior in taken))
         # what a grown model closed as those labels rested on these references: judged again
         reopened = self.ledger.reopen_reviews_decided_by_model(names)
-        if reopened:
-            for source in reopened:
-                if self.on_decision is not None:
-                    self.on_decision(source)
+        for source in reopened:
+            if self.on_decision is not None:
+                self.on_decision(source)
+        if reopened and recheck:
             self.recheck_reviews()
         again = "; the reviews a model had closed on them were opened and checked again" if reopened else ""
         what = "confirmation as {} was" if len(taken) == 1 else "confirmations as {} were"

@@ -98,7 +98,8 @@ class ParticleDecisions:
             for p, _ in changing:
                 if p.decision is None or decided_by_model(p.decision.decided_by):  # a person's first word
                     growth.drift.learn(canonical[p.id], predicted=_classified(p))
-            withdrawn = growth._withdraw([p.decision for p, _ in changing], decided_by=decided_by)
+            priors = [p.decision for p, _ in changing]
+            withdrawn = growth._withdraw(priors, decided_by=decided_by, recheck=not adding)  # else below
             if adding:
                 outcome = growth._add([s for _, s in adding], label, confirmed_by=decided_by)
                 reference = dict(zip((p.id for p, _ in adding), outcome.ref_ids, strict=True))
