@@ -51,11 +51,11 @@ def open_particle_reviews(
     """Keep the mean spectrum of each particle of map ``sha256`` that ``spectra`` holds, and open a
     review for each of them that is ``unknown`` (inside the caller's transaction); a particle kept
     already keeps what it has. Returns how many reviews opened."""
-    for index, spectrum in spectra.items():
-        conn.execute(
-            "INSERT INTO particle_spectra (particle_id, wavenumbers, spectrum, y_unit, technique, metadata) "
-            "SELECT id, ?, ?, ?, ?, ? FROM particles WHERE sha256 = ? AND particle_index = ? "
-            "ON CONFLICT (particle_id) DO NOTHING",
+    conn.executemany(
+        "INSERT INTO particle_spectra (particle_id, wavenumbers, spectrum, y_unit, technique, metadata) "
+        "SELECT id, ?, ?, ?, ?, ? FROM particles WHERE sha256 = ? AND particle_index = ? "
+        "ON CONFLICT (particle_id) DO NOTHING",
+        (
             (
                 np.asarray(spectrum.wavenumbers, dtype=_STORED).tobytes(),
                 np.asarray(spectrum.values, dtype=_STORED).tobytes(),
@@ -64,8 +64,10 @@ def open_particle_reviews(
                 payload_json(dict(spectrum.metadata)),
                 sha256,
                 int(index),
-            ),
-        )
+            )
+            for index, spectrum in spectra.items()
+        ),
+    )
     return int(
         conn.execute(
             "INSERT INTO particle_review (particle_id, state, opened_at) SELECT p.id, 'open', ? "
