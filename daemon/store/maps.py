@@ -25,7 +25,6 @@ from engine.core.families import family_of
 from engine.core.spectrum import Spectrum
 
 __all__ = [
-    "PARTICLES_DECIDED",
     "PARTICLE_COLUMNS",
     "PARTICLE_FIELDS",
     "PARTICLE_JOINS",
@@ -249,9 +248,7 @@ PARTICLE_JOINS: Final = (
     "JOIN maps AS m ON m.sha256 = p.sha256 "
     "LEFT JOIN particle_review AS d ON d.particle_id = p.id AND d.state != 'open'"
 )
-#: Particles with their maps and decisions (select :data:`PARTICLE_COLUMNS` from it).
-PARTICLES_DECIDED: Final = f"particles AS p {PARTICLE_JOINS}"
-_PARTICLE_SELECT: Final = f"SELECT {PARTICLE_COLUMNS} FROM {PARTICLES_DECIDED}"
+_PARTICLE_SELECT: Final = f"SELECT {PARTICLE_COLUMNS} FROM particles AS p {PARTICLE_JOINS}"
 
 
 def _stored_map(row: sqlite3.Row) -> StoredMap:
